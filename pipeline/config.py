@@ -1,0 +1,166 @@
+"""Model configs (`models/*.toml`): architecture plus the training recipe that goes with it.
+
+Device facts live in `targets/` (see `targets.py`), calibration recipes in
+`calibration/` (see `calibrate.py`).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ConfigError
+from .frontend import FrontendConfig
+from .tomlconf import check, load_dataclass, read_toml_with_extends, to_dict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+MODELS_DIR = PROJECT_ROOT / "models"
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    stack: int = 3  # feature frames stacked into one encoder frame (time reduction)
+    chunk_frames: int = 8  # encoder frames per streaming chunk
+    layers: int = 2
+    units: int = 128
+
+    def __post_init__(self) -> None:
+        check(1 <= self.stack <= 8, f"field `stack` must be in 1..8, got {self.stack}.")
+        check(1 <= self.chunk_frames <= 64, f"field `chunk_frames` must be in 1..64, got {self.chunk_frames}.")
+        check(1 <= self.layers <= 8, f"field `layers` must be in 1..8, got {self.layers}.")
+        check(4 <= self.units <= 2048, f"field `units` must be in 4..2048, got {self.units}.")
+
+
+@dataclass(frozen=True)
+class PredictorConfig:
+    embed: int = 32
+    units: int = 64
+
+    def __post_init__(self) -> None:
+        check(1 <= self.embed <= 1024 and 4 <= self.units <= 2048, f"predictor sizes out of range: embed={self.embed}, units={self.units}.")
+
+
+@dataclass(frozen=True)
+class JoinerConfig:
+    dim: int = 128
+
+    def __post_init__(self) -> None:
+        check(4 <= self.dim <= 2048, f"field `dim` must be in 4..2048, got {self.dim}.")
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    max_symbols_per_frame: int = 4
+
+    def __post_init__(self) -> None:
+        check(1 <= self.max_symbols_per_frame <= 32, f"field `max_symbols_per_frame` must be in 1..32, got {self.max_symbols_per_frame}.")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Waveform augmentation when features are computed, SpecAugment in the train step."""
+
+    copies: int = 1  # augmented copies of each training utterance (besides none)
+    speed: tuple[float, ...] = (0.9, 1.0, 1.1)
+    gain_db: tuple[float, float] = (-12.0, 6.0)
+    noise_snr_db: tuple[float, float] = (10.0, 40.0)
+    noise_prob: float = 0.5
+    time_masks: int = 2
+    time_mask_frames: int = 8
+    freq_masks: int = 2
+    freq_mask_bins: int = 6
+
+    def __post_init__(self) -> None:
+        check(all(0.5 <= s <= 2.0 for s in self.speed) and self.speed, f"field `speed` factors must be in 0.5..2.0, got {self.speed}.")
+        check(0 <= self.noise_prob <= 1, f"field `noise_prob` must be in 0..1, got {self.noise_prob}.")
+        check(self.copies >= 0, f"field `copies` must be >= 0, got {self.copies}.")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 1500
+    batch_size: int = 16
+    learning_rate: float = 2e-3
+    warmup_steps: int = 100
+    clip_norm: float = 5.0
+    checkpoint_every: int = 250
+    seed: int = 1234
+    max_seconds: float = 12.0  # training utterances longer than this are an error
+
+    def __post_init__(self) -> None:
+        check(self.steps >= 1, f"field `steps` must be >= 1, got {self.steps}.")
+        check(1 <= self.batch_size <= 512, f"field `batch_size` must be in 1..512, got {self.batch_size}.")
+        check(0 < self.learning_rate < 1, f"field `learning_rate` must be in (0, 1), got {self.learning_rate}.")
+        check(self.checkpoint_every >= 1, f"field `checkpoint_every` must be >= 1, got {self.checkpoint_every}.")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Connected-digit recipe used when the pipeline prepares the corpus itself."""
+
+    train_utterances: int = 3000
+    min_digits: int = 1
+    max_digits: int = 6
+    seed: int = 7
+
+    def __post_init__(self) -> None:
+        check(self.train_utterances >= 1, f"field `train_utterances` must be >= 1, got {self.train_utterances}.")
+        check(1 <= self.min_digits <= self.max_digits <= 12, f"need 1 <= min_digits <= max_digits <= 12, got {self.min_digits}, {self.max_digits}.")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    description: str = ""
+    frontend: FrontendConfig = field(default_factory=FrontendConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    predictor: PredictorConfig = field(default_factory=PredictorConfig)
+    joiner: JoinerConfig = field(default_factory=JoinerConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+
+    @property
+    def chunk_feature_frames(self) -> int:
+        """Feature frames in one encoder chunk."""
+        return self.encoder.chunk_frames * self.encoder.stack
+
+    @property
+    def chunk_ms(self) -> float:
+        return self.chunk_feature_frames * self.frontend.hop_ms
+
+    @property
+    def algorithmic_latency_ms(self) -> float:
+        """Audio that must arrive before a chunk can be encoded: the chunk plus the window overhang."""
+        return self.chunk_ms + (self.frontend.win_ms - self.frontend.hop_ms)
+
+    def to_dict(self) -> dict:
+        return to_dict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "model config") -> "ModelConfig":
+        return load_dataclass(cls, d, source)
+
+    def digest(self, *sections: str) -> str:
+        """sha256 of the config (or of the named sections), for cache keys."""
+        d = self.to_dict()
+        part = {s: d[s] for s in sections} if sections else d
+        return hashlib.sha256(json.dumps(part, sort_keys=True).encode()).hexdigest()
+
+
+def model_names() -> list[str]:
+    return sorted(p.stem for p in MODELS_DIR.glob("*.toml"))
+
+
+def load_model_config(name_or_path: str) -> ModelConfig:
+    """Load `models/<name>.toml` or a path to a TOML file."""
+    p = Path(name_or_path)
+    if p.suffix != ".toml":
+        p = MODELS_DIR / f"{name_or_path}.toml"
+        if not p.exists():
+            raise ConfigError(f"unknown model {name_or_path!r}; known models: {', '.join(model_names())}.")
+    data = read_toml_with_extends(p)
+    data.setdefault("name", p.stem)
+    return load_dataclass(ModelConfig, data, str(p))

@@ -1,0 +1,123 @@
+"""Log-mel frontend: the NumPy reference implementation used at training and verification.
+
+The same function is specified field by field in the manifest (including the mel
+filterbank matrix itself), so an app team can reimplement it exactly:
+
+    x      = pcm_int16 / 32768                       (mono, `sample_rate` Hz)
+    frame  = x[i*hop : i*hop + win]                   (no padding, no centering)
+    spec   = |rfft(frame * hann_periodic(win), n_fft)|^2
+    mel    = filterbank @ spec                        (n_mels x (n_fft/2+1), HTK mel, triangles)
+    logmel = log(max(mel, log_floor))
+    feat   = (logmel - mean) / std                    (per mel bin, from the training set)
+
+Frames are computed independently, so streaming (chunk by chunk) and whole-utterance
+features are identical.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from .tomlconf import check
+
+
+@dataclass(frozen=True)
+class FrontendConfig:
+    sample_rate: int = 8000
+    win_ms: float = 25.0
+    hop_ms: float = 10.0
+    n_fft: int = 256
+    n_mels: int = 40
+    fmin: float = 20.0
+    fmax: float = 4000.0
+    log_floor: float = 1e-6
+
+    def __post_init__(self) -> None:
+        check(self.sample_rate >= 4000, f"field `sample_rate` must be >= 4000 Hz, got {self.sample_rate}.")
+        check(self.win_samples <= self.n_fft, f"window of {self.win_samples} samples exceeds n_fft={self.n_fft}.")
+        check(self.hop_samples >= 1, f"field `hop_ms` gives an empty hop ({self.hop_ms} ms).")
+        check(0 <= self.fmin < self.fmax <= self.sample_rate / 2,
+              f"need 0 <= fmin < fmax <= sample_rate/2, got fmin={self.fmin}, fmax={self.fmax}.")
+        check(1 <= self.n_mels <= self.n_fft // 2, f"field `n_mels` must be in 1..{self.n_fft // 2}, got {self.n_mels}.")
+        check(self.log_floor > 0, f"field `log_floor` must be > 0, got {self.log_floor}.")
+
+    @property
+    def win_samples(self) -> int:
+        return int(round(self.sample_rate * self.win_ms / 1000))
+
+    @property
+    def hop_samples(self) -> int:
+        return int(round(self.sample_rate * self.hop_ms / 1000))
+
+    def num_frames(self, num_samples: int) -> int:
+        """Frames produced for `num_samples` samples (0 if shorter than one window)."""
+        if num_samples < self.win_samples:
+            return 0
+        return 1 + (num_samples - self.win_samples) // self.hop_samples
+
+
+def hann_periodic(n: int) -> np.ndarray:
+    """Periodic Hann window of length n, float64."""
+    return 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)
+
+
+def _hz_to_mel(f: np.ndarray) -> np.ndarray:
+    return 2595.0 * np.log10(1.0 + f / 700.0)
+
+
+def _mel_to_hz(m: np.ndarray) -> np.ndarray:
+    return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
+
+
+@lru_cache(maxsize=8)
+def mel_filterbank(cfg: FrontendConfig) -> np.ndarray:
+    """HTK-mel triangular filters, shape (n_mels, n_fft//2 + 1), float64, peak 1."""
+    bins_hz = np.arange(cfg.n_fft // 2 + 1) * cfg.sample_rate / cfg.n_fft
+    edges = _mel_to_hz(np.linspace(_hz_to_mel(np.float64(cfg.fmin)), _hz_to_mel(np.float64(cfg.fmax)), cfg.n_mels + 2))
+    lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    up = (bins_hz[None, :] - lo) / (mid - lo)
+    down = (hi - bins_hz[None, :]) / (hi - mid)
+    fb = np.maximum(0.0, np.minimum(up, down))
+    fb.setflags(write=False)
+    return fb
+
+
+def log_mel(samples: np.ndarray, cfg: FrontendConfig) -> np.ndarray:
+    """Log-mel features of float samples in [-1, 1].
+
+    samples: (num_samples,) float; returns (num_frames, n_mels) float32, not normalized.
+    """
+    x = np.asarray(samples, dtype=np.float64)
+    n = cfg.num_frames(len(x))
+    if n == 0:
+        return np.zeros((0, cfg.n_mels), np.float32)
+    idx = np.arange(cfg.win_samples)[None, :] + cfg.hop_samples * np.arange(n)[:, None]
+    frames = x[idx] * hann_periodic(cfg.win_samples)[None, :]
+    spec = np.abs(np.fft.rfft(frames, n=cfg.n_fft, axis=1)) ** 2
+    mel = spec @ mel_filterbank(cfg).T
+    return np.log(np.maximum(mel, cfg.log_floor)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Normalizer:
+    """Per-mel-bin mean and standard deviation from the training features."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @classmethod
+    def fit(cls, feats: list[np.ndarray]) -> "Normalizer":
+        allf = np.concatenate([f for f in feats if len(f)], axis=0).astype(np.float64)
+        return cls(tuple(map(float, allf.mean(0))), tuple(map(float, np.maximum(allf.std(0), 1e-3))))
+
+    def __call__(self, feats: np.ndarray) -> np.ndarray:
+        return ((feats - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)).astype(np.float32)
+
+    def to_dict(self) -> dict[str, list[float]]:
+        return {"mean": list(self.mean), "std": list(self.std)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, list[float]]) -> "Normalizer":
+        return cls(tuple(map(float, d["mean"])), tuple(map(float, d["std"])))

@@ -1,0 +1,201 @@
+"""Streaming RNN-T: a training graph and three export graphs sharing one set of parameters.
+
+Training uses fused Keras `LSTM` layers over whole utterances (fast). Export uses an
+LSTM cell written from `Dense` + sigmoid/tanh + multiply/add, unrolled over one chunk,
+with the recurrent state as explicit inputs and outputs: it converts to int8
+FULLY_CONNECTED/LOGISTIC/TANH/MUL/ADD (DESIGN.md: the Keras LSTM with
+`initial_state` crashes the int8 converter), runs in LiteRT and TFLM and maps onto
+the Ethos-U NPU. `tests/test_model.py` proves both compute the same function.
+
+Parameters are a flat dict `name -> np.ndarray`, the names being
+
+    enc{i}/kernel (in, 4H)  enc{i}/recurrent_kernel (H, 4H)  enc{i}/bias (4H,)   gate order i, f, g, o
+    enc_proj/kernel (H, D)  enc_proj/bias (D,)
+    pred_embed/embeddings (V, E)
+    pred_lstm/kernel, pred_lstm/recurrent_kernel, pred_lstm/bias
+    pred_proj/kernel (P, D) pred_proj/bias (D,)
+    joint_out/kernel (D, V) joint_out/bias (V,)
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ._tf import keras, tf
+from .config import ModelConfig
+from .errors import ArtifactError
+
+LSTM_WEIGHTS = ("kernel", "recurrent_kernel", "bias")
+DENSE_WEIGHTS = ("kernel", "bias")
+
+
+def layer_names(cfg: ModelConfig) -> dict[str, tuple[str, ...]]:
+    """Every parameterized layer of the model and the weight names it holds, in order."""
+    names: dict[str, tuple[str, ...]] = {f"enc{i}": LSTM_WEIGHTS for i in range(cfg.encoder.layers)}
+    names.update({
+        "enc_proj": DENSE_WEIGHTS,
+        "pred_embed": ("embeddings",),
+        "pred_lstm": LSTM_WEIGHTS,
+        "pred_proj": DENSE_WEIGHTS,
+        "joint_out": DENSE_WEIGHTS,
+    })
+    return names
+
+
+def param_shapes(cfg: ModelConfig, vocab_size: int) -> dict[str, tuple[int, ...]]:
+    e, p, d = cfg.encoder, cfg.predictor, cfg.joiner.dim
+    shapes: dict[str, tuple[int, ...]] = {}
+    din = e.stack * cfg.frontend.n_mels
+    for i in range(e.layers):
+        shapes.update({f"enc{i}/kernel": (din, 4 * e.units), f"enc{i}/recurrent_kernel": (e.units, 4 * e.units), f"enc{i}/bias": (4 * e.units,)})
+        din = e.units
+    shapes.update({
+        "enc_proj/kernel": (e.units, d), "enc_proj/bias": (d,),
+        "pred_embed/embeddings": (vocab_size, p.embed),
+        "pred_lstm/kernel": (p.embed, 4 * p.units), "pred_lstm/recurrent_kernel": (p.units, 4 * p.units), "pred_lstm/bias": (4 * p.units,),
+        "pred_proj/kernel": (p.units, d), "pred_proj/bias": (d,),
+        "joint_out/kernel": (d, vocab_size), "joint_out/bias": (vocab_size,),
+    })
+    return shapes
+
+
+def check_params(cfg: ModelConfig, vocab_size: int, params: dict[str, np.ndarray], source: str) -> None:
+    """Raise `ArtifactError` unless `params` has exactly the shapes `cfg` needs."""
+    want = param_shapes(cfg, vocab_size)
+    for name, shape in want.items():
+        if name not in params:
+            raise ArtifactError(f"{source}: parameter {name} is missing; the checkpoint is from another model config.")
+        if tuple(params[name].shape) != shape:
+            raise ArtifactError(f"{source}: parameter {name} has shape {tuple(params[name].shape)}, config {cfg.name!r} needs {shape}; the checkpoint is from another model config.")
+    extra = sorted(set(params) - set(want))
+    if extra:
+        raise ArtifactError(f"{source}: unexpected parameter {extra[0]}; the checkpoint is from another model config.")
+
+
+# ---------------------------------------------------------------------------------------
+# Training graph
+
+
+def stack_frames(feats: tf.Tensor, stack: int) -> tf.Tensor:
+    """(B, T, M) → (B, T/stack, stack*M); T must be a multiple of `stack`."""
+    m = feats.shape[-1]
+    return tf.reshape(feats, [tf.shape(feats)[0], -1, stack * m])
+
+
+def build_training_model(cfg: ModelConfig, vocab_size: int) -> keras.Model:
+    """Inputs: features (B, T, n_mels) float32 with T a multiple of `stack`;
+    predictor input (B, U+1) int32 = [blank, y1..yU]. Output: logits (B, T/stack, U+1, V).
+    """
+    e, p = cfg.encoder, cfg.predictor
+    feats = keras.Input((None, cfg.frontend.n_mels), name="features")
+    pred_in = keras.Input((None,), dtype="int32", name="pred_in")
+    x = stack_frames(feats, e.stack)
+    for i in range(e.layers):
+        x = keras.layers.LSTM(e.units, return_sequences=True, name=f"enc{i}")(x)
+    enc = keras.layers.Dense(cfg.joiner.dim, name="enc_proj")(x)
+    y = keras.layers.Embedding(vocab_size, p.embed, name="pred_embed")(pred_in)
+    y = keras.layers.LSTM(p.units, return_sequences=True, name="pred_lstm")(y)
+    pred = keras.layers.Dense(cfg.joiner.dim, name="pred_proj")(y)
+    joint = tf.tanh(enc[:, :, None, :] + pred[:, None, :, :])
+    logits = keras.layers.Dense(vocab_size, name="joint_out")(joint)
+    return keras.Model([feats, pred_in], logits, name=f"rnnt_{cfg.name}")
+
+
+def get_params(model: keras.Model, cfg: ModelConfig) -> dict[str, np.ndarray]:
+    """Flat parameter dict of a (stripped, unwrapped) training model."""
+    out = {}
+    for lname, wnames in layer_names(cfg).items():
+        weights = model.get_layer(lname).get_weights()
+        if len(weights) != len(wnames):
+            raise ArtifactError(f"layer {lname} holds {len(weights)} weights, expected {len(wnames)}.")
+        out.update({f"{lname}/{w}": np.asarray(v, np.float32) for w, v in zip(wnames, weights)})
+    return out
+
+
+def set_params(model: keras.Model, cfg: ModelConfig, params: dict[str, np.ndarray]) -> None:
+    for lname, wnames in layer_names(cfg).items():
+        model.get_layer(lname).set_weights([params[f"{lname}/{w}"] for w in wnames])
+
+
+# ---------------------------------------------------------------------------------------
+# Export graphs (batch 1, explicit state)
+
+
+def lstm_cell(x: tf.Tensor, h: tf.Tensor, c: tf.Tensor, dense_x: keras.layers.Dense, dense_h: keras.layers.Dense) -> tuple[tf.Tensor, tf.Tensor]:
+    """One LSTM step from Dense + elementwise ops (Keras gate order i, f, g, o)."""
+    z = dense_x(x) + dense_h(h)
+    i, f, g, o = tf.split(z, 4, axis=-1)
+    c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
+    h = tf.sigmoid(o) * tf.tanh(c)
+    return h, c
+
+
+def _cell_layers(params: dict[str, np.ndarray], lname: str) -> tuple[keras.layers.Dense, keras.layers.Dense]:
+    k, rk, b = (params[f"{lname}/{w}"] for w in LSTM_WEIGHTS)
+    dx = keras.layers.Dense(k.shape[1], name=f"{lname}_x")
+    dh = keras.layers.Dense(rk.shape[1], use_bias=False, name=f"{lname}_h")
+    dx.build((None, k.shape[0]))
+    dh.build((None, rk.shape[0]))
+    dx.set_weights([k, b])
+    dh.set_weights([rk])
+    return dx, dh
+
+
+def _dense(params: dict[str, np.ndarray], lname: str, kernel_key: str = "kernel", use_bias: bool = True) -> keras.layers.Dense:
+    k = params[f"{lname}/{kernel_key}"]
+    d = keras.layers.Dense(k.shape[1], use_bias=use_bias, name=lname)
+    d.build((None, k.shape[0]))
+    d.set_weights([k, params[f"{lname}/bias"]] if use_bias else [k])
+    return d
+
+
+def encoder_state_names(cfg: ModelConfig) -> list[str]:
+    return [f"enc{i}_{s}" for i in range(cfg.encoder.layers) for s in ("h", "c")]
+
+
+PREDICTOR_STATE_NAMES = ["pred_h", "pred_c"]
+
+
+def build_encoder_export(cfg: ModelConfig, params: dict[str, np.ndarray]) -> keras.Model:
+    """Inputs: features (1, chunk*stack, n_mels), then per layer h and c (1, H).
+    Outputs: encoder_out (1, chunk, D), then the new h and c per layer."""
+    e = cfg.encoder
+    feats = keras.Input((cfg.chunk_feature_frames, cfg.frontend.n_mels), batch_size=1, name="features")
+    states = [keras.Input((e.units,), batch_size=1, name=n) for n in encoder_state_names(cfg)]
+    x = tf.reshape(feats, [1, e.chunk_frames, e.stack * cfg.frontend.n_mels])
+    steps = [x[:, t] for t in range(e.chunk_frames)]
+    new_states = []
+    for i in range(e.layers):
+        dx, dh = _cell_layers(params, f"enc{i}")
+        h, c = states[2 * i], states[2 * i + 1]
+        outs = []
+        for xt in steps:
+            h, c = lstm_cell(xt, h, c, dx, dh)
+            outs.append(h)
+        steps = outs
+        new_states += [h, c]
+    proj = _dense(params, "enc_proj")
+    enc = tf.stack([proj(s) for s in steps], axis=1)
+    return keras.Model([feats, *states], [enc, *new_states], name="encoder")
+
+
+def build_predictor_export(cfg: ModelConfig, params: dict[str, np.ndarray]) -> keras.Model:
+    """Inputs: token one-hot (1, V) (the last emitted token; blank at start), pred_h, pred_c (1, P).
+    Outputs: predictor_out (1, D), new pred_h, pred_c."""
+    vocab = params["pred_embed/embeddings"].shape[0]
+    onehot = keras.Input((vocab,), batch_size=1, name="token")
+    h0 = keras.Input((cfg.predictor.units,), batch_size=1, name="pred_h")
+    c0 = keras.Input((cfg.predictor.units,), batch_size=1, name="pred_c")
+    embed = _dense(params, "pred_embed", kernel_key="embeddings", use_bias=False)
+    dx, dh = _cell_layers(params, "pred_lstm")
+    h, c = lstm_cell(embed(onehot), h0, c0, dx, dh)
+    out = _dense(params, "pred_proj")(h)
+    return keras.Model([onehot, h0, c0], [out, h, c], name="predictor")
+
+
+def build_joiner_export(cfg: ModelConfig, params: dict[str, np.ndarray]) -> keras.Model:
+    """Inputs: encoder frame (1, D), predictor output (1, D). Output: logits (1, V)."""
+    d = cfg.joiner.dim
+    enc = keras.Input((d,), batch_size=1, name="encoder_frame")
+    pred = keras.Input((d,), batch_size=1, name="predictor_out")
+    logits = _dense(params, "joint_out")(tf.tanh(enc + pred))
+    return keras.Model([enc, pred], logits, name="joiner")

@@ -1,0 +1,55 @@
+"""RNN-T loss in plain TensorFlow ops (TensorFlow has none); gradients by autograd.
+
+Forward variable over the T x (U+1) lattice:
+
+    alpha[0, 0] = 0
+    alpha[t, u] = logaddexp(alpha[t-1, u] + blank[t-1, u], alpha[t, u-1] + emit[t, u-1])
+    log p(y|x)  = alpha[T-1, U] + blank[T-1, U]
+
+Within one time step the recursion along u is linear in log space, so a whole row is
+one cumulative log-sum-exp: with E[u] = sum_{j<u} emit[t, j] and a[u] = alpha[t-1, u] +
+blank[t-1, u], alpha[t, u] = E[u] + logcumsumexp_{k<=u}(a[k] - E[k]). One `tf.scan`
+step per frame, vectorized over batch and labels.
+"""
+from __future__ import annotations
+
+from ._tf import tf
+
+
+def rnnt_log_likelihood(logits: tf.Tensor, labels: tf.Tensor, frames: tf.Tensor, label_lengths: tf.Tensor, blank: int = 0) -> tf.Tensor:
+    """log p(y | x) per utterance.
+
+    logits: (B, T, U+1, V) float32 joiner outputs (unnormalized).
+    labels: (B, U) int32, padded with anything past `label_lengths`.
+    frames: (B,) int32 valid encoder frames (>= 1). label_lengths: (B,) int32.
+    Returns (B,) float32.
+    """
+    logp = tf.nn.log_softmax(logits, axis=-1)
+    blank_lp = logp[..., blank]  # (B, T, U+1)
+    u_max = tf.shape(labels)[1]
+    vocab = tf.shape(logits)[-1]
+    emit_lp = tf.reduce_sum(logp[:, :, :u_max, :] * tf.one_hot(labels, vocab)[:, None], axis=-1)
+    # emit_lp: (B, T, U); prefix sums along u with a leading zero → (B, T, U+1)
+    zeros = tf.zeros_like(emit_lp[:, :, :1])
+    prefix = tf.concat([zeros, tf.cumsum(emit_lp, axis=2)], axis=2)
+
+    first = prefix[:, 0]  # alpha[0, u] = sum_{j<u} emit[0, j]
+
+    def step(alpha_prev: tf.Tensor, t: tf.Tensor) -> tf.Tensor:
+        a = alpha_prev + blank_lp[:, t - 1]
+        e = prefix[:, t]
+        return e + tf.math.cumulative_logsumexp(a - e, axis=1)
+
+    t_max = tf.shape(logits)[1]
+    rest = tf.scan(step, tf.range(1, t_max), initializer=first)  # (T-1, B, U+1)
+    alphas = tf.concat([first[None], rest], axis=0)  # (T, B, U+1)
+    b = tf.range(tf.shape(logits)[0])
+    last_t = frames - 1
+    final_alpha = tf.gather_nd(alphas, tf.stack([last_t, b, label_lengths], axis=1))
+    final_blank = tf.gather_nd(blank_lp, tf.stack([b, last_t, label_lengths], axis=1))
+    return final_alpha + final_blank
+
+
+def rnnt_loss(logits: tf.Tensor, labels: tf.Tensor, frames: tf.Tensor, label_lengths: tf.Tensor, blank: int = 0) -> tf.Tensor:
+    """Mean negative log-likelihood per utterance, (B,) → scalar."""
+    return -tf.reduce_mean(rnnt_log_likelihood(logits, labels, frames, label_lengths, blank))

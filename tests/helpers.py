@@ -1,0 +1,35 @@
+"""Small domain helpers for numerical checks in tests."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+
+def brute_force_rnnt_loglik(logits: np.ndarray, labels: list[int], blank: int = 0) -> float:
+    """log p(y|x) by enumerating every alignment; logits (T, U+1, V)."""
+    t_len, u1, _ = logits.shape
+    u_len = len(labels)
+    assert u1 >= u_len + 1
+    logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    total = []
+    # an alignment = positions of the U emissions among T+U-1 non-final steps... enumerate paths directly
+    for emits in itertools.combinations(range(t_len + u_len - 1), u_len):
+        t = u = 0
+        lp = 0.0
+        for step in range(t_len + u_len - 1):
+            if step in emits:
+                lp += logp[t, u, labels[u]]
+                u += 1
+            else:
+                lp += logp[t, u, blank]
+                t += 1
+        if t == t_len - 1 and u == u_len:
+            total.append(lp + logp[t, u, blank])
+    return float(np.logaddexp.reduce(total))
+
+
+def assert_sparsity(weights: np.ndarray, target: float, tol: float = 0.005) -> None:
+    got = float(np.mean(weights == 0))
+    if abs(got - target) > tol:
+        raise AssertionError(f"sparsity {got:.4f} differs from target {target:.4f} by more than {tol}")
