@@ -131,8 +131,8 @@ def lstm_cell(x: tf.Tensor, h: tf.Tensor, c: tf.Tensor, dense_x: keras.layers.De
 
 def _cell_layers(params: dict[str, np.ndarray], lname: str) -> tuple[keras.layers.Dense, keras.layers.Dense]:
     k, rk, b = (params[f"{lname}/{w}"] for w in LSTM_WEIGHTS)
-    dx = keras.layers.Dense(k.shape[1], name=f"{lname}_x")
-    dh = keras.layers.Dense(rk.shape[1], use_bias=False, name=f"{lname}_h")
+    dx = keras.layers.Dense(k.shape[1], name=f"{lname}_input_fc")
+    dh = keras.layers.Dense(rk.shape[1], use_bias=False, name=f"{lname}_recurrent_fc")
     dx.build((None, k.shape[0]))
     dh.build((None, rk.shape[0]))
     dx.set_weights([k, b])

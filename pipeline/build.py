@@ -1,0 +1,282 @@
+"""`build()`: data → features → train → export → verify → manifest, each stage cached.
+
+Each stage is a typed function from artifacts to artifacts; this driver runs them in
+order, keys each on (config + data + code), and checks the invariants between them
+by raising. The device folder `dist/<target>/` is replaced atomically, manifest last.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .cache import StageCache, digest
+from .calibrate import CalibrationRecipe, load_calibration_recipe, representative_inputs
+from .checkpoint import ModelCheckpoint
+from .config import ModelConfig, load_model_config
+from .corpus import read_manifest
+from .data import DataOptions, DataSource, describe_split, prepare, recipe_key, resolve_source
+from .decode import Transducer
+from .errors import InternalError
+from .export import GRAPHS, convert_all
+from .features import FeatureSet, compute_training_features, utterance_features
+from .fsutil import atomic_directory, atomic_write_json, sha256_file
+from .manifest import DECODE_LOOP, code_sha256, frontend_section, git_commit, machine, tokenizer_section, tool_versions, validate_manifest
+from .model import PREDICTOR_STATE_NAMES, encoder_state_names
+from .runtimes import LiteRTGraph, TFLMGraph, describe, tflm_min_arena
+from .targets import TargetProfile, load_target
+from .tokenizer import CharTokenizer
+from .tomlconf import to_dict
+from .train import Trainer
+from .verify import Score, score
+
+log = logging.getLogger(__name__)
+EVAL_SPLITS = ("test_unseen", "test_seen")
+
+
+@dataclass(frozen=True)
+class BuildPaths:
+    out_dir: Path = Path("dist")
+    work_dir: Path = Path(".pipeline")
+
+
+@dataclass(frozen=True)
+class Corpus:
+    source: DataSource
+    folder: Path
+    key: dict[str, Any]
+    splits: dict[str, Path]
+
+
+# ----------------------------------------------------------------------------- stages
+
+
+def stage_data(cache: StageCache, cfg: ModelConfig, opts: DataOptions) -> Corpus:
+    src = resolve_source(opts)
+    key = {**recipe_key(src, cfg), "code": code_sha256()}
+
+    def run(tmp: Path) -> dict[str, Any]:
+        splits = prepare(src, cfg, tmp)
+        return {"splits": {k: (str(v.relative_to(tmp)) if v.is_relative_to(tmp) else str(v.resolve())) for k, v in splits.items()}}
+
+    folder, summary = cache.run("data", key, run)
+    splits = {k: (folder / v if not Path(v).is_absolute() else Path(v)) for k, v in summary["splits"].items()}
+    if "train" not in splits:
+        raise InternalError("the data stage produced no training split.")
+    return Corpus(src, folder, key, splits)
+
+
+def stage_features(cache: StageCache, cfg: ModelConfig, corpus: Corpus) -> tuple[Path, dict[str, Any]]:
+    key = {"data": corpus.key, "frontend": to_dict(cfg.frontend), "augment": to_dict(cfg.augment), "seed": cfg.train.seed,
+           "max_seconds": cfg.train.max_seconds, "code": code_sha256()}
+
+    def run(tmp: Path) -> dict[str, Any]:
+        train = read_manifest(corpus.splits["train"])
+        tok = CharTokenizer.fit(u.text for u in train.utterances)
+        fs = compute_training_features(train, cfg, tok, cfg.train.seed)
+        fs.save(tmp / "features.npz")
+        return {"utterances": len(train), "feature_sets": len(fs.feats), "vocab": tok.vocab}
+
+    folder, summary = cache.run("features", key, run)
+    return folder, {"key": key, **summary}
+
+
+def stage_train(cache: StageCache, cfg: ModelConfig, features: tuple[Path, dict[str, Any]], steps: int | None = None,
+                resume: bool = True) -> tuple[Path, dict[str, Any]]:
+    """Train and write a `ModelCheckpoint`; with `resume`, continue an interrupted run of the same inputs."""
+    key = {"features": features[1]["key"], "model": cfg.to_dict(), "steps": steps or cfg.train.steps, "method": "dense", "code": code_sha256()}
+    work = cache.work_folder("train", digest(key))
+    if not resume:
+        shutil.rmtree(work, ignore_errors=True)
+
+    def run(tmp: Path) -> dict[str, Any]:
+        fs = FeatureSet.load(features[0] / "features.npz")
+        result = Trainer(cfg, fs, work, steps=steps).run(resume=resume)
+        meta = {"method": "dense", "steps": result.steps, "final_loss": result.final_loss, "wall_seconds": result.wall_seconds,
+                "data_sha256": digest(features[1]["key"]["data"])}
+        ModelCheckpoint(cfg, result.params, fs.tokenizer, fs.normalizer, meta=meta).save(tmp / "checkpoint")
+        return meta
+
+    folder, summary = cache.run("train", key, run)
+    shutil.rmtree(work, ignore_errors=True)
+    return folder / "checkpoint", {"key": key, **summary}
+
+
+def _transducer(cfg: ModelConfig, tok: CharTokenizer, graphs: dict[str, Any]) -> Transducer:
+    return Transducer(graphs["encoder"], graphs["predictor"], graphs["joiner"], cfg.chunk_feature_frames, cfg.encoder.stack,
+                      tok.size, tok.blank_id, cfg.decode.max_symbols_per_frame, cfg.frontend.hop_ms / 1000)
+
+
+def stage_export(cache: StageCache, ckpt_dir: Path, train_key: dict[str, Any], corpus: Corpus, recipe: CalibrationRecipe) -> tuple[Path, dict[str, Any]]:
+    """float32 and int8 .tflite for the three graphs; int8 calibrated per `recipe`."""
+    key = {"train": train_key, "calibration": recipe.to_dict(), "code": code_sha256()}
+
+    def run(tmp: Path) -> dict[str, Any]:
+        ck = ModelCheckpoint.load(ckpt_dir)
+        cfg = ck.config
+        floats = convert_all(cfg, ck.params)
+        float_t = _transducer(cfg, ck.tokenizer, {g: LiteRTGraph(b) for g, b in floats.items()})
+        calib = read_manifest(corpus.splits[recipe.split])
+        feats = [ck.normalizer(f) for f in utterance_features(calib, cfg.frontend)]
+        rep = representative_inputs(float_t, feats, recipe)
+        ints = convert_all(cfg, ck.params, rep)
+        for g in GRAPHS:
+            (tmp / "float32").mkdir(exist_ok=True)
+            (tmp / "int8").mkdir(exist_ok=True)
+            (tmp / "float32" / f"{g}.tflite").write_bytes(floats[g])
+            (tmp / "int8" / f"{g}.tflite").write_bytes(ints[g])
+        return {"calibration": {**recipe.to_dict(), "samples": {g: len(v) for g, v in rep.items()}}}
+
+    folder, summary = cache.run("export", key, run)
+    return folder, {"key": key, **summary}
+
+
+def _eval_sets(corpus: Corpus, ck: ModelCheckpoint) -> dict[str, tuple[list[np.ndarray], list[str], float]]:
+    out = {}
+    for split, path in corpus.splits.items():
+        if split == "train":
+            continue
+        c = read_manifest(path)
+        for u in c.utterances:
+            ck.tokenizer.encode(u.text, where=f"transcript of test utterance {u.id}")
+        feats = [ck.normalizer(f) for f in utterance_features(c, ck.config.frontend)]
+        out[split] = (feats, [u.text for u in c.utterances], float(sum(len(f) for f in feats) * ck.config.frontend.hop_ms / 1000))
+    return out
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    return {"p50": float(np.percentile(values, 50)), "p90": float(np.percentile(values, 90)), "runs": len(values)}
+
+
+def stage_verify(cache: StageCache, export: tuple[Path, dict[str, Any]], ckpt_dir: Path, corpus: Corpus, target: TargetProfile) -> dict[str, Any]:
+    """Decode every test split with the artifacts in their runtimes; measure arena and host latency."""
+    threads = target.build.threads_for_latency or target.device.threads
+    key = {"export": export[1]["key"], "runtime": target.device.runtime, "threads": threads, "code": code_sha256()}
+
+    def run(tmp: Path) -> dict[str, Any]:
+        ck = ModelCheckpoint.load(ckpt_dir)
+        cfg, tok = ck.config, ck.tokenizer
+        int8_dir, float_dir = export[0] / "int8", export[0] / "float32"
+        runtimes = {
+            "float32_litert": _transducer(cfg, tok, {g: LiteRTGraph((float_dir / f"{g}.tflite").read_bytes(), threads) for g in GRAPHS}),
+            "int8_litert": _transducer(cfg, tok, {g: LiteRTGraph((int8_dir / f"{g}.tflite").read_bytes(), threads) for g in GRAPHS}),
+        }
+        arenas = {g: tflm_min_arena(int8_dir / f"{g}.tflite") for g in GRAPHS}
+        if target.device.runtime == "tflm":
+            runtimes["int8_tflm"] = _transducer(cfg, tok, {g: TFLMGraph(int8_dir / f"{g}.tflite", arenas[g]) for g in GRAPHS})
+        sets: dict[str, Any] = {}
+        latency: dict[str, Any] = {}
+        for split, (feats, refs, seconds) in _eval_sets(corpus, ck).items():
+            entry: dict[str, Any] = {"description": describe_split(corpus.source.kind, split), "utterances": len(refs),
+                                     "words": sum(len(r.split()) for r in refs), "audio_seconds": round(seconds, 3), "wer": {}}
+            for name, t in runtimes.items():
+                s: Score = score(t, tok, feats, refs, seconds, desc=f"{split} {name}")
+                entry["wer"][name] = round(s.wer, 5)
+                if name == "int8_litert" and split == EVAL_SPLITS[0]:
+                    latency = {
+                        "encoder_rtf": _percentiles(s.encoder_rtf), "decode_rtf": _percentiles(s.decode_rtf),
+                        "encoder_ms_per_chunk": _percentiles([1000 * x for x in s.encoder_seconds_per_chunk]),
+                        "decode_stats": {k: int(v) if float(v).is_integer() else v for k, v in vars(s.stats).items()},
+                    }
+            sets[split] = entry
+            log.info("%s WER: %s", split, entry["wer"])
+        return {"sets": sets, "tflm_arena_bytes": arenas, "latency": latency, "threads": threads, "machine": machine()}
+
+    _, summary = cache.run("verify", key, run)
+    return summary
+
+
+# ----------------------------------------------------------------------------- manifest
+
+
+def _graph_entry(path: Path) -> dict[str, Any]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    data = path.read_bytes()
+    inputs, outputs = describe(data)
+    ops: dict[str, int] = {}
+    for op in Interpreter(model_content=data)._get_ops_details():  # noqa: SLF001 (the only op listing LiteRT offers)
+        ops[op["op_name"]] = ops.get(op["op_name"], 0) + 1
+    return {"file": path.name, "bytes": len(data), "sha256": sha256_file(path), "signature": "serving_default",
+            "inputs": [s.to_dict() for s in inputs], "outputs": [s.to_dict() for s in outputs], "operators": dict(sorted(ops.items()))}
+
+
+def make_manifest(target: TargetProfile, ck: ModelCheckpoint, graphs: dict[str, dict[str, Any]], verify: dict[str, Any],
+                  corpus: Corpus, export_summary: dict[str, Any], train_summary: dict[str, Any]) -> dict[str, Any]:
+    cfg = ck.config
+    n_params = int(sum(v.size for v in ck.params.values()))
+    nonzero = int(sum(np.count_nonzero(v) for v in ck.params.values()))
+    model_bytes = sum(g["bytes"] for g in graphs.values())
+    states = [{"graph": "encoder", "input": s, "output": f"{s}_out", "initial_value": 0.0} for s in encoder_state_names(cfg)]
+    states += [{"graph": "predictor", "input": s, "output": f"{s}_out", "initial_value": 0.0} for s in PREDICTOR_STATE_NAMES]
+    for g, entry in graphs.items():
+        entry["tflm_arena_bytes"] = verify["tflm_arena_bytes"][g]
+    arena_max = max(verify["tflm_arena_bytes"].values())
+    host_rtf = verify["latency"]["decode_rtf"]["p90"]
+    budgets = to_dict(target.budgets)
+    figures = {"model_bytes": model_bytes, "arena_bytes": arena_max, "rtf": host_rtf}
+    return {
+        "schema_version": "1.0",
+        "target": {
+            "name": target.name, "runtime": target.device.runtime, "description": target.description, "threads": verify["threads"],
+            "device": to_dict(target.device), "budgets": budgets,
+            "budget_check": {k: {"limit": budgets[k], "value": figures[k], "ok": budgets[k] is None or figures[k] <= budgets[k]} for k in figures},
+        },
+        "model": {"name": cfg.name, "method": ck.meta.get("method", "dense"), "tier": 0, "parameters": n_params, "nonzero_parameters": nonzero,
+                  "config": cfg.to_dict(), "config_sha256": cfg.digest()},
+        "frontend": frontend_section(cfg, ck.normalizer),
+        "tokenizer": tokenizer_section(ck.tokenizer),
+        "streaming": {
+            "chunk_feature_frames": cfg.chunk_feature_frames, "stack": cfg.encoder.stack, "encoder_frames_per_chunk": cfg.encoder.chunk_frames,
+            "chunk_ms": cfg.chunk_ms, "algorithmic_latency_ms": cfg.algorithmic_latency_ms, "last_chunk_pad_value": 0.0, "states": states,
+        },
+        "decode": {
+            "algorithm": "greedy", "max_symbols_per_frame": cfg.decode.max_symbols_per_frame, "start_token": ck.tokenizer.blank_id,
+            "predictor_input": "one_hot", "encoder_output": "encoder_out", "predictor_output": "predictor_out",
+            "joiner_inputs": {"encoder_frame": "one row of encoder_out", "predictor_out": "predictor_out"}, "joiner_output": "logits",
+            "valid_encoder_frames": "ceil(feature_frames / stack): later frames of the padded last chunk are skipped", "loop": DECODE_LOOP,
+        },
+        "graphs": graphs,
+        "evaluation": {"data_source": corpus.source.kind, "sets": verify["sets"]},
+        "latency": {"host": {"measured": True, "runtime": "litert (ai-edge-litert, XNNPACK), int8 artifacts", "threads": verify["threads"],
+                             "machine": verify["machine"], **verify["latency"]}},
+        "memory": {"model_bytes": model_bytes, "tflm_arena_bytes": verify["tflm_arena_bytes"], "tflm_arena_bytes_total": int(sum(verify["tflm_arena_bytes"].values()))},
+        "build": {"tool_versions": tool_versions(), "git_commit": git_commit(), "config_sha256": cfg.digest(),
+                  "data_sha256": ck.meta.get("data_sha256", digest(corpus.key)), "code_sha256": code_sha256(),
+                  "calibration": export_summary["calibration"], "training": train_summary},
+    }
+
+
+def write_dist(out: Path, int8_dir: Path, make: Any) -> Path:
+    """Replace `out` atomically with the three graphs and `manifest.json` (written last)."""
+    with atomic_directory(out) as tmp:
+        for g in GRAPHS:
+            shutil.copyfile(int8_dir / f"{g}.tflite", tmp / f"{g}.tflite")
+        manifest = make({g: _graph_entry(tmp / f"{g}.tflite") for g in GRAPHS})
+        validate_manifest(manifest, f"manifest for {out}")
+        atomic_write_json(tmp / "manifest.json", manifest)
+    return out / "manifest.json"
+
+
+# ----------------------------------------------------------------------------- driver
+
+
+def build(target_name: str, data: DataOptions = DataOptions(), paths: BuildPaths = BuildPaths(), model: str | None = None, steps: int | None = None) -> Path:
+    """Build `dist/<target>/` for one target profile; returns the manifest path."""
+    target = load_target(target_name)
+    cfg = load_model_config(model or target.build.model)
+    recipe = load_calibration_recipe(target.build.calibration)
+    cache = StageCache(paths.work_dir / "cache")
+    corpus = stage_data(cache, cfg, data)
+    feats = stage_features(cache, cfg, corpus)
+    ckpt_dir, train_summary = stage_train(cache, cfg, feats, steps)
+    export = stage_export(cache, ckpt_dir, train_summary["key"], corpus, recipe)
+    verify = stage_verify(cache, export, ckpt_dir, corpus, target)
+    ck = ModelCheckpoint.load(ckpt_dir, expect=cfg)
+    summary = {k: v for k, v in train_summary.items() if k != "key"}
+    return write_dist(paths.out_dir / target.name, export[0] / "int8",
+                      lambda graphs: make_manifest(target, ck, graphs, verify, corpus, export[1], summary))

@@ -1,0 +1,91 @@
+"""The trained model as a folder: `params.npz` (weights, masks) and `model.json` (everything else).
+
+No pickle anywhere: arrays load with `allow_pickle=False`, metadata is JSON. Loading
+checks the weights against the config they claim, so a checkpoint from another
+config is refused with a clear error instead of a shape crash later.
+"""
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import ModelConfig
+from .errors import ArtifactError, ConfigError, PipelineError
+from .frontend import Normalizer
+from .fsutil import atomic_write_bytes, atomic_write_json
+from .model import check_params
+from .tokenizer import CharTokenizer
+
+FORMAT = "rnnt-checkpoint/1"
+
+
+@dataclass
+class ModelCheckpoint:
+    config: ModelConfig
+    params: dict[str, np.ndarray]
+    tokenizer: CharTokenizer
+    normalizer: Normalizer
+    masks: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # tier name → param name → bool mask
+    meta: dict[str, Any] = field(default_factory=dict)  # method, steps, wall time, data hash...
+
+    def save(self, folder: Path) -> None:
+        folder = Path(folder)
+        arrays = {f"param/{k}": v for k, v in self.params.items()}
+        for tier, masks in self.masks.items():
+            arrays.update({f"mask/{tier}/{k}": v.astype(bool) for k, v in masks.items()})
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        atomic_write_bytes(folder / "params.npz", buf.getvalue())
+        atomic_write_json(folder / "model.json", {
+            "format": FORMAT, "config": self.config.to_dict(), "tokenizer": self.tokenizer.to_dict(),
+            "normalizer": self.normalizer.to_dict(), "tiers": sorted(self.masks), "meta": self.meta,
+        })
+
+    @classmethod
+    def load(cls, folder: Path, expect: ModelConfig | None = None) -> "ModelCheckpoint":
+        """Load and validate; with `expect`, refuse a checkpoint trained with another config."""
+        folder = Path(folder)
+        try:
+            info = json.loads((folder / "model.json").read_text())
+        except FileNotFoundError:
+            raise ArtifactError(f"checkpoint {folder} has no model.json (not a checkpoint folder).") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ArtifactError(f"checkpoint {folder}/model.json is corrupt ({exc}).") from None
+        if not isinstance(info, dict) or info.get("format") != FORMAT:
+            raise ArtifactError(f"checkpoint {folder}: unknown format {info.get('format') if isinstance(info, dict) else None!r}, expected {FORMAT}.")
+        try:
+            cfg = ModelConfig.from_dict(info["config"], f"{folder}/model.json config")
+            tok = CharTokenizer.from_dict(info["tokenizer"])
+            norm = Normalizer.from_dict(info["normalizer"])
+        except (KeyError, TypeError, ConfigError) as exc:
+            raise ArtifactError(f"checkpoint {folder}/model.json is invalid ({exc}).") from None
+        if expect is not None and cfg.to_dict() != expect.to_dict():
+            raise ArtifactError(f"checkpoint {folder} was trained with a different config than {expect.name!r}; retrain or pass the matching config.")
+        params: dict[str, np.ndarray] = {}
+        masks: dict[str, dict[str, np.ndarray]] = {}
+        try:
+            with np.load(folder / "params.npz", allow_pickle=False) as z:
+                for key in z.files:
+                    kind, _, rest = key.partition("/")
+                    if kind == "param":
+                        params[rest] = z[key].astype(np.float32)
+                    elif kind == "mask":
+                        tier, _, name = rest.partition("/")
+                        masks.setdefault(tier, {})[name] = z[key].astype(bool)
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+            raise ArtifactError(f"checkpoint {folder}/params.npz is corrupt ({exc}).") from None
+        check_params(cfg, tok.size, params, str(folder))
+        for tier, m in masks.items():
+            for name, mask in m.items():
+                if name not in params or mask.shape != params[name].shape:
+                    raise ArtifactError(f"checkpoint {folder}: mask {tier}/{name} does not match the parameters.")
+        return cls(cfg, params, tok, norm, masks, dict(info.get("meta", {})))
+
+
+__all__ = ["ModelCheckpoint", "PipelineError"]

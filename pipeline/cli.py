@@ -1,0 +1,144 @@
+"""`pipeline` command line: a thin shell over the stage functions; errors caught once in `main`."""
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from .build import BuildPaths, build as run_build
+from .data import SOURCES, DataOptions
+from .errors import PipelineError
+from .fsdd import FSDD_RECORDINGS_SHA256, FSDD_URL
+
+DATA_DEFAULTS = DataOptions()
+PATH_DEFAULTS = BuildPaths()
+
+
+def data_options(fn: Callable) -> Callable:
+    """The options every command that reads speech shares."""
+    opts = [
+        click.option("--data", "source", type=click.Choice(SOURCES), default=DATA_DEFAULTS.source, show_default=True,
+                     help="auto: FSDD if found, else speech synthesized with espeak-ng."),
+        click.option("--fsdd-dir", type=click.Path(path_type=Path), default=None,
+                     help="FSDD folder (default: $PIPELINE_FSDD_DIR, else ../shared/data/fsdd beside the project)."),
+        click.option("--train-manifest", type=click.Path(path_type=Path), default=None, help="your own training corpus (JSONL)."),
+        click.option("--test-manifest", type=click.Path(path_type=Path), multiple=True, help="your own test corpus (JSONL); repeatable."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def path_options(fn: Callable) -> Callable:
+    fn = click.option("--work-dir", type=click.Path(path_type=Path), default=PATH_DEFAULTS.work_dir, show_default=True, help="stage cache.")(fn)
+    return click.option("--out", "out_dir", type=click.Path(path_type=Path), default=PATH_DEFAULTS.out_dir, show_default=True, help="device artifacts.")(fn)
+
+
+def _data(source: str, fsdd_dir: Path | None, train_manifest: Path | None, test_manifest: tuple[Path, ...]) -> DataOptions:
+    return DataOptions(source, fsdd_dir, train_manifest, tuple(test_manifest))
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="debug logging and tracebacks.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool) -> None:
+    """Train one streaming RNN-T and ship verified int8 artifacts for every device."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("absl", "tensorflow", "h5py", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    ctx.obj = {"verbose": verbose}
+
+
+@cli.command()
+@click.option("--target", "target", required=True, help="target profile in targets/ (see `pipeline targets`).")
+@click.option("--model", default=None, help="model config in models/ (default: the target's).")
+@click.option("--steps", type=int, default=None, help="training steps (default: the model config's).")
+@data_options
+@path_options
+def build(target: str, model: str | None, steps: int | None, source: str, fsdd_dir: Path | None, train_manifest: Path | None,
+          test_manifest: tuple[Path, ...], out_dir: Path, work_dir: Path) -> None:
+    """Data → train → int8 export → verify in the device runtime → dist/<target>/ + manifest.json."""
+    manifest = run_build(target, _data(source, fsdd_dir, train_manifest, test_manifest), BuildPaths(out_dir, work_dir), model, steps)
+    click.echo(f"wrote {manifest}")
+
+
+@cli.command()
+@click.option("--model", default="tiny", show_default=True, help="model config in models/.")
+@click.option("--steps", type=int, default=None, help="training steps (default: the model config's).")
+@click.option("--resume", is_flag=True, help="continue from the last checkpoint of the same run.")
+@click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="folder for the trained checkpoint.")
+@data_options
+@click.option("--work-dir", type=click.Path(path_type=Path), default=PATH_DEFAULTS.work_dir, show_default=True, help="stage cache.")
+def train(model: str, steps: int | None, resume: bool, out: Path, source: str, fsdd_dir: Path | None, train_manifest: Path | None,
+          test_manifest: tuple[Path, ...], work_dir: Path) -> None:
+    """Prepare data and train one model; writes a checkpoint folder (params.npz + model.json)."""
+    from .build import stage_data, stage_features, stage_train
+    from .cache import StageCache
+    from .config import load_model_config
+    from .fsutil import atomic_directory
+
+    cfg = load_model_config(model)
+    cache = StageCache(work_dir / "cache")
+    corpus = stage_data(cache, cfg, _data(source, fsdd_dir, train_manifest, test_manifest))
+    ckpt, summary = stage_train(cache, cfg, stage_features(cache, cfg, corpus), steps, resume=resume)
+    with atomic_directory(out) as tmp:
+        for f in ckpt.iterdir():
+            shutil.copyfile(f, tmp / f.name)
+    click.echo(f"wrote {out} (steps {summary['steps']}, loss {summary['final_loss']:.3f})")
+
+
+@cli.command("download-fsdd")
+@click.argument("dest", type=click.Path(path_type=Path))
+@click.option("--url", default=FSDD_URL, show_default=True)
+@click.option("--sha256", "sha", default=FSDD_RECORDINGS_SHA256, show_default=True, help="digest of the recordings (see pipeline/fsdd.py).")
+def download_fsdd(dest: Path, url: str, sha: str) -> None:
+    """Download the Free Spoken Digit Dataset (CC BY-SA 4.0) and verify it."""
+    from .fsdd import download_fsdd as download
+
+    click.echo(f"FSDD at {download(dest, url, sha)}")
+
+
+@cli.command()
+def targets() -> None:
+    """List target profiles and their budgets."""
+    from .targets import load_target, target_names
+
+    for name in target_names():
+        t = load_target(name)
+        b = t.budgets
+        click.echo(f"{t.name:10s} {t.device.runtime:7s} threads={t.device.threads} model={t.build.model:6s} "
+                   f"budgets: model_bytes={b.model_bytes} arena_bytes={b.arena_bytes} rtf={b.rtf}  {t.description}")
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Entry point: one sentence and exit code 2 for user errors, 1 for internal ones."""
+    verbose = "-v" in (argv or sys.argv[1:]) or "--verbose" in (argv or sys.argv[1:])
+    try:
+        return cli.main(args=argv, standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2)
+    except PipelineError as exc:
+        if verbose:
+            logging.exception("error")
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted.", err=True)
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 (the one place that turns bugs into exit code 1)
+        if verbose:
+            raise
+        click.echo(f"internal error: {type(exc).__name__}: {exc} (rerun with -v for the traceback).", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

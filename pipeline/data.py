@@ -1,0 +1,115 @@
+"""Where the speech comes from: FSDD, synthesized speech, or the user's own JSONL manifests.
+
+`resolve_source` turns the user's choice into a `DataSource` with a content digest
+(so caches notice changed data); `prepare` writes the corpus splits.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import PROJECT_ROOT, ModelConfig
+from .corpus import read_manifest
+from .digits import ConnectRecipe
+from .errors import ConfigError, DataError
+from .fsdd import FsddRecipe, prepare_fsdd, recordings_dir, recordings_digest
+from .synth import SynthRecipe, prepare_synth
+from .tomlconf import to_dict
+
+log = logging.getLogger(__name__)
+SOURCES = ("auto", "fsdd", "synth", "manifest")
+FSDD_ENV = "PIPELINE_FSDD_DIR"
+SPLIT_DESCRIPTIONS = {
+    "fsdd": {
+        "test_unseen": "FSDD speaker yweweler (never seen in training), every recording once, connected 1-6 digits",
+        "test_seen": "FSDD speakers george/jackson/nicolas/theo, recordings 0-4 (held out), connected 1-6 digits",
+    },
+    "synth": {
+        "test_unseen": "espeak-ng voices never seen in training, connected 1-6 digits",
+        "test_seen": "training espeak-ng voices, held-out takes, connected 1-6 digits",
+    },
+}
+
+
+def default_fsdd_dir() -> Path:
+    """`$PIPELINE_FSDD_DIR`, else `../shared/data/fsdd` beside the project (the CI layout)."""
+    env = os.environ.get(FSDD_ENV)
+    return Path(env) if env else PROJECT_ROOT.parent / "shared" / "data" / "fsdd"
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    source: str = "auto"
+    fsdd_dir: Path | None = None
+    train_manifest: Path | None = None
+    test_manifests: tuple[Path, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise ConfigError(f"unknown data source {self.source!r}; choose one of {', '.join(SOURCES)}.")
+        if self.source == "manifest" and (self.train_manifest is None or not self.test_manifests):
+            raise ConfigError("data source `manifest` needs --train-manifest and at least one --test-manifest.")
+
+
+@dataclass(frozen=True)
+class DataSource:
+    kind: str  # fsdd | synth | manifest
+    digest: str  # identifies the content
+    fsdd_dir: Path | None = None
+    manifests: dict[str, Path] | None = None
+
+
+def _file_digest(paths: list[Path]) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        try:
+            st = p.stat()
+        except OSError as exc:
+            raise DataError(f"cannot read {p} ({exc.strerror}).") from None
+        h.update(f"{p.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def resolve_source(opts: DataOptions) -> DataSource:
+    """Pick the concrete source (auto: FSDD if present, else synthesized) and digest it."""
+    if opts.source == "manifest":
+        manifests = {"train": Path(opts.train_manifest)}  # type: ignore[arg-type]
+        for p in opts.test_manifests:
+            manifests[Path(p).stem] = Path(p)
+        files: list[Path] = []
+        for split, p in manifests.items():
+            corpus = read_manifest(p)
+            files.append(p)
+            files.extend(corpus.audio_path(u) for u in corpus.utterances)
+        return DataSource("manifest", _file_digest(files), manifests=manifests)
+    fsdd_dir = Path(opts.fsdd_dir) if opts.fsdd_dir else default_fsdd_dir()
+    if opts.source == "fsdd" or (opts.source == "auto" and fsdd_dir.is_dir()):
+        rec = recordings_dir(fsdd_dir)
+        return DataSource("fsdd", recordings_digest(rec, FsddRecipe().speakers), fsdd_dir=fsdd_dir)
+    if opts.source == "auto":
+        log.warning("FSDD not found at %s: training on speech synthesized with espeak-ng", fsdd_dir)
+    import espeakng_loader
+
+    return DataSource("synth", hashlib.sha256(Path(espeakng_loader.get_library_path()).read_bytes()).hexdigest())
+
+
+def recipe_key(src: DataSource, cfg: ModelConfig) -> dict:
+    """Everything that determines the prepared corpus."""
+    return {"source": src.kind, "digest": src.digest, "data": to_dict(cfg.data), "sample_rate": cfg.frontend.sample_rate}
+
+
+def prepare(src: DataSource, cfg: ModelConfig, out_dir: Path) -> dict[str, Path]:
+    """Write (or, for user manifests, point at) the splits; returns {split: manifest path}."""
+    connect = ConnectRecipe(min_digits=cfg.data.min_digits, max_digits=cfg.data.max_digits)
+    if src.kind == "fsdd":
+        return prepare_fsdd(src.fsdd_dir, out_dir, cfg.frontend.sample_rate, FsddRecipe(train_utterances=cfg.data.train_utterances), connect, cfg.data.seed)  # type: ignore[arg-type]
+    if src.kind == "synth":
+        return prepare_synth(out_dir, cfg.frontend.sample_rate, SynthRecipe(train_utterances=cfg.data.train_utterances), connect, cfg.data.seed)
+    return dict(src.manifests or {})
+
+
+def describe_split(kind: str, split: str) -> str:
+    return SPLIT_DESCRIPTIONS.get(kind, {}).get(split, f"user corpus {split}")

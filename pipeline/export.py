@@ -1,0 +1,82 @@
+"""Convert the three export graphs to TFLite: float32 reference and full-integer int8.
+
+int8: weights per-channel symmetric, activations per-tensor asymmetric, int8 inputs
+and outputs, calibrated from representative inputs recorded by running the float
+streaming model on real utterances (so recurrent state ranges are real ones).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+import numpy as np
+
+from ._tf import keras, tf
+from .config import ModelConfig
+from .errors import InternalError
+from .model import PREDICTOR_STATE_NAMES, build_encoder_export, build_joiner_export, build_predictor_export, encoder_state_names
+
+log = logging.getLogger(__name__)
+
+GRAPHS = ("encoder", "predictor", "joiner")
+
+
+def io_names(cfg: ModelConfig) -> dict[str, tuple[list[str], list[str]]]:
+    """Signature input and output names of each graph (outputs of states are `<state>_out`)."""
+    enc_states = encoder_state_names(cfg)
+    return {
+        "encoder": (["features", *enc_states], ["encoder_out", *[f"{s}_out" for s in enc_states]]),
+        "predictor": (["token", *PREDICTOR_STATE_NAMES], ["predictor_out", *[f"{s}_out" for s in PREDICTOR_STATE_NAMES]]),
+        "joiner": (["encoder_frame", "predictor_out"], ["logits"]),
+    }
+
+
+def export_models(cfg: ModelConfig, params: dict[str, np.ndarray]) -> dict[str, keras.Model]:
+    return {
+        "encoder": build_encoder_export(cfg, params),
+        "predictor": build_predictor_export(cfg, params),
+        "joiner": build_joiner_export(cfg, params),
+    }
+
+
+def convert(model: keras.Model, inputs: Sequence[str], outputs: Sequence[str], representative: list[dict[str, np.ndarray]] | None = None) -> bytes:
+    """Keras export graph → .tflite bytes with signature names `inputs`/`outputs`.
+
+    With `representative` (list of {input name: float array}) the result is full-integer int8.
+    """
+    if len(inputs) != len(model.inputs) or len(outputs) != len(model.outputs):
+        raise InternalError(f"graph {model.name}: {len(model.inputs)} inputs/{len(model.outputs)} outputs, names given for {len(inputs)}/{len(outputs)}.")
+    specs = [tf.TensorSpec(t.shape, t.dtype, name=n) for t, n in zip(model.inputs, inputs)]
+
+    @tf.function(input_signature=specs)
+    def serve(*args):  # noqa: ANN202
+        result = model(list(args))
+        result = result if isinstance(result, (list, tuple)) else [result]
+        return {n: r for n, r in zip(outputs, result)}
+
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()], model)
+    if representative is not None:
+        if not representative:
+            raise InternalError(f"graph {model.name}: empty representative dataset.")
+
+        def gen():  # noqa: ANN202
+            for sample in representative:
+                yield {k: np.asarray(v, np.float32) for k, v in sample.items()}
+
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = gen
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        conv.inference_input_type = tf.int8
+        conv.inference_output_type = tf.int8
+    return conv.convert()
+
+
+def convert_all(cfg: ModelConfig, params: dict[str, np.ndarray], representative: dict[str, list[dict[str, np.ndarray]]] | None = None) -> dict[str, bytes]:
+    """All three graphs; int8 when `representative` maps each graph to its samples."""
+    models = export_models(cfg, params)
+    names = io_names(cfg)
+    out = {}
+    for g in GRAPHS:
+        log.info("converting %s (%s)", g, "int8" if representative else "float32")
+        out[g] = convert(models[g], *names[g], representative[g] if representative else None)
+    return out

@@ -1,0 +1,109 @@
+"""Training features: log-mel of every training utterance (plus augmented copies), tokens, statistics."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+from scipy.signal import resample_poly
+from tqdm import tqdm
+
+from .audio import read_wav
+from .config import AugmentConfig, ModelConfig
+from .corpus import Corpus
+from .errors import ArtifactError, DataError
+from .frontend import FrontendConfig, Normalizer, log_mel
+from .fsutil import atomic_write_bytes
+from .tokenizer import CharTokenizer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FeatureSet:
+    """Normalized features and token ids of a training corpus.
+
+    feats[i]: (frames_i, n_mels) float32; labels[i]: (U_i,) int32.
+    """
+
+    feats: list[np.ndarray]
+    labels: list[np.ndarray]
+    normalizer: Normalizer
+    tokenizer: CharTokenizer
+
+    def save(self, path: Path) -> None:
+        import io
+
+        buf = io.BytesIO()
+        np.savez(
+            buf,
+            feats=np.concatenate(self.feats), feat_len=np.array([len(f) for f in self.feats]),
+            labels=np.concatenate(self.labels), label_len=np.array([len(x) for x in self.labels]),
+            mean=np.array(self.normalizer.mean), std=np.array(self.normalizer.std),
+            vocab=np.array(self.tokenizer.chars),
+        )
+        atomic_write_bytes(path, buf.getvalue())
+
+    @classmethod
+    def load(cls, path: Path) -> "FeatureSet":
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                fo = np.cumsum(z["feat_len"])[:-1]
+                lo = np.cumsum(z["label_len"])[:-1]
+                return cls(
+                    list(np.split(z["feats"], fo)), list(np.split(z["labels"].astype(np.int32), lo)),
+                    Normalizer(tuple(z["mean"].tolist()), tuple(z["std"].tolist())), CharTokenizer(tuple(z["vocab"].tolist())),
+                )
+        except (OSError, KeyError, ValueError) as exc:
+            raise ArtifactError(f"feature cache {path} is unreadable ({exc}); delete it to rebuild.") from None
+
+
+def augment_waveform(x: np.ndarray, aug: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
+    """Speed perturbation (resampling), random gain, and white noise at a random SNR."""
+    speed = float(rng.choice(aug.speed))
+    if speed != 1.0:
+        r = Fraction(speed).limit_denominator(20)
+        x = resample_poly(x, r.denominator, r.numerator).astype(np.float32)
+    x = x * 10 ** (rng.uniform(*aug.gain_db) / 20)
+    if rng.random() < aug.noise_prob:
+        power = float(np.mean(x**2)) + 1e-10
+        snr = rng.uniform(*aug.noise_snr_db)
+        x = x + rng.standard_normal(len(x)).astype(np.float32) * np.sqrt(power / 10 ** (snr / 10))
+    return np.clip(x, -1, 1).astype(np.float32)
+
+
+def utterance_features(corpus: Corpus, fe: FrontendConfig, max_seconds: float | None = None) -> list[np.ndarray]:
+    """Un-normalized log-mel of each utterance in `corpus` (no augmentation)."""
+    out = []
+    for utt in corpus.utterances:
+        x = read_wav(corpus.audio_path(utt), fe.sample_rate)
+        _check_length(utt.id, len(x) / fe.sample_rate, fe, max_seconds)
+        out.append(log_mel(x, fe))
+    return out
+
+
+def _check_length(uid: str, seconds: float, fe: FrontendConfig, max_seconds: float | None) -> None:
+    if max_seconds is not None and seconds > max_seconds:
+        raise DataError(f"utterance {uid} lasts {seconds:.1f} s, longer than the model's limit of {max_seconds:.1f} s (train.max_seconds).")
+    if seconds * 1000 < fe.win_ms:
+        raise DataError(f"utterance {uid} is shorter than one analysis window ({fe.win_ms} ms).")
+
+
+def compute_training_features(corpus: Corpus, cfg: ModelConfig, tokenizer: CharTokenizer, seed: int) -> FeatureSet:
+    """Features of every training utterance, plus `augment.copies` augmented copies each."""
+    fe, aug = cfg.frontend, cfg.augment
+    rng = np.random.default_rng(seed)
+    clean, augmented, labels = [], [], []
+    for utt in tqdm(corpus.utterances, desc="features", unit="utt", leave=False):
+        ids = np.array(tokenizer.encode(utt.text, where=f"transcript of utterance {utt.id}"), np.int32)
+        x = read_wav(corpus.audio_path(utt), fe.sample_rate)
+        _check_length(utt.id, len(x) / fe.sample_rate, fe, cfg.train.max_seconds)
+        clean.append(log_mel(x, fe))
+        labels.append(ids)
+        for _ in range(aug.copies):
+            augmented.append((log_mel(augment_waveform(x, aug, rng), fe), ids))
+    norm = Normalizer.fit(clean)
+    feats = [norm(f) for f in clean] + [norm(f) for f, _ in augmented]
+    return FeatureSet(feats, labels + [ids for _, ids in augmented], norm, tokenizer)

@@ -1,0 +1,90 @@
+"""Target profiles (`targets/*.toml`): what the device is, kept apart from how to build for it.
+
+`[device]` holds device facts (runtime, threads, NPU, memory); `[budgets]` what an
+artifact may cost there; `[build]` the build options (model, calibration recipe,
+tiers). A profile may `extends` another.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import PROJECT_ROOT
+from .errors import ConfigError
+from .tomlconf import check, load_dataclass, read_toml_with_extends, to_dict
+
+TARGETS_DIR = PROJECT_ROOT / "targets"
+RUNTIMES = ("tflm", "litert")
+
+
+@dataclass(frozen=True)
+class NpuConfig:
+    """An Ethos-U NPU as Vela knows it (accelerator and the named sections of `config_file`)."""
+
+    accelerator: str = "ethos-u55-128"
+    system_config: str = "Ethos_U55_High_End_Embedded"
+    memory_mode: str = "Shared_Sram"
+    config_file: str = "vela.ini"  # relative to targets/
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    runtime: str
+    cpu: str = ""
+    threads: int = 1
+    npu: NpuConfig | None = None
+    ram_bytes: int | None = None
+    flash_bytes: int | None = None
+
+    def __post_init__(self) -> None:
+        check(self.runtime in RUNTIMES, f"field `runtime` must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}.")
+        check(1 <= self.threads <= 64, f"field `threads` must be in 1..64, got {self.threads}.")
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """What one target's artifacts may cost; a missing budget is not checked."""
+
+    model_bytes: int | None = None  # all three graphs, as stored on the device
+    arena_bytes: int | None = None  # TFLM arena (watch) or RAM for tensors
+    rtf: float | None = None  # compute seconds per second of audio
+
+    def __post_init__(self) -> None:
+        for name in ("model_bytes", "arena_bytes", "rtf"):
+            v = getattr(self, name)
+            check(v is None or v > 0, f"budget `{name}` must be positive, got {v}.")
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    model: str = "tiny"
+    calibration: str = "default"
+    threads_for_latency: int | None = None  # default: the device's threads
+
+
+@dataclass(frozen=True)
+class TargetProfile:
+    name: str
+    description: str = ""
+    device: DeviceConfig = field(default_factory=lambda: DeviceConfig("litert"))
+    budgets: Budgets = field(default_factory=Budgets)
+    build: BuildOptions = field(default_factory=BuildOptions)
+
+    def to_dict(self) -> dict:
+        return to_dict(self)
+
+
+def target_names() -> list[str]:
+    return sorted(p.stem for p in TARGETS_DIR.glob("*.toml") if not p.stem.startswith("_"))
+
+
+def load_target(name_or_path: str) -> TargetProfile:
+    """Load `targets/<name>.toml` (or a TOML path), resolving `extends`."""
+    p = Path(name_or_path)
+    if p.suffix != ".toml":
+        p = TARGETS_DIR / f"{name_or_path}.toml"
+        if not p.exists():
+            raise ConfigError(f"unknown target {name_or_path!r}; known targets: {', '.join(target_names())}.")
+    data = read_toml_with_extends(p)
+    data.setdefault("name", p.stem)
+    return load_dataclass(TargetProfile, data, str(p))

@@ -1,0 +1,175 @@
+"""Training loop: seeded, resumable, with progress bar, TensorBoard scalars and checkpoints.
+
+The batch order is a pure function of (seed, step), and SpecAugment draws from a
+stateless generator keyed by (seed, step), so a run resumed from a checkpoint sees
+exactly the batches it would have seen without the interruption.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from tqdm import tqdm
+
+from ._tf import keras, tf
+from .config import AugmentConfig, ModelConfig
+from .errors import ArtifactError, InternalError
+from .features import FeatureSet
+from .model import build_training_model, get_params
+from .rnnt_loss import rnnt_loss
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Batch:
+    feats: np.ndarray  # (B, T, M) float32, T a multiple of `stack`
+    pred_in: np.ndarray  # (B, U+1) int32: blank then labels
+    labels: np.ndarray  # (B, U) int32
+    frames: np.ndarray  # (B,) encoder frames
+    label_lengths: np.ndarray  # (B,)
+
+
+class Batcher:
+    """Length-bucketed batches; order and content are a function of (seed, step) only."""
+
+    def __init__(self, data: FeatureSet, batch_size: int, stack: int, seed: int) -> None:
+        if len(data.feats) < 1:
+            raise InternalError("no training features.")
+        self.data, self.stack, self.seed = data, stack, seed
+        order = np.argsort([len(f) for f in data.feats], kind="stable")
+        self.buckets = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+    def batch(self, step: int) -> Batch:
+        epoch, pos = divmod(step, len(self.buckets))
+        perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.buckets))
+        idx = self.buckets[perm[pos]]
+        feats = [self.data.feats[i] for i in idx]
+        labels = [self.data.labels[i] for i in idx]
+        t_max = max(len(f) for f in feats)
+        t_max = int(math.ceil(t_max / self.stack) * self.stack)
+        u_max = max(len(x) for x in labels)
+        fb = np.zeros((len(idx), t_max, feats[0].shape[1]), np.float32)
+        lb = np.zeros((len(idx), u_max), np.int32)
+        for i, (f, y) in enumerate(zip(feats, labels)):
+            fb[i, : len(f)] = f
+            lb[i, : len(y)] = y
+        frames = np.array([math.ceil(len(f) / self.stack) for f in feats], np.int32)
+        pred_in = np.concatenate([np.zeros((len(idx), 1), np.int32), lb], axis=1)
+        return Batch(fb, pred_in, lb, frames, np.array([len(y) for y in labels], np.int32))
+
+
+def spec_augment(x: tf.Tensor, aug: AugmentConfig, seed: tf.Tensor) -> tf.Tensor:
+    """Zero (= mean, after normalization) random time and frequency bands; x (B, T, M)."""
+    b, t, m = tf.shape(x)[0], tf.shape(x)[1], tf.shape(x)[2]
+    keep = tf.ones_like(x, dtype=tf.bool)
+    for k, (count, width, axis_len, axis) in enumerate(((aug.time_masks, aug.time_mask_frames, t, 1), (aug.freq_masks, aug.freq_mask_bins, m, 2))):
+        for j in range(count):
+            u = tf.random.stateless_uniform([b, 2], seed=tf.stack([seed, tf.cast(10 * k + j, tf.int64)]))
+            w = tf.cast(u[:, 0] * (width + 1), tf.int32)
+            start = tf.cast(u[:, 1] * tf.cast(tf.maximum(axis_len - w, 1), tf.float32), tf.int32)
+            pos = tf.range(axis_len)[None, :]
+            band = (pos >= start[:, None]) & (pos < (start + w)[:, None])  # (B, L)
+            band = band[:, :, None] if axis == 1 else band[:, None, :]
+            keep &= ~band
+    return tf.where(keep, x, tf.zeros_like(x))
+
+
+def learning_rate(step: int | tf.Tensor, cfg: ModelConfig) -> tf.Tensor:
+    """Linear warm-up, then cosine decay to 10% of the peak at `train.steps`."""
+    tc = cfg.train
+    s = tf.cast(step, tf.float32)
+    warm = tf.minimum(1.0, (s + 1) / max(1, tc.warmup_steps))
+    prog = tf.clip_by_value((s - tc.warmup_steps) / max(1, tc.steps - tc.warmup_steps), 0.0, 1.0)
+    return tc.learning_rate * warm * (0.1 + 0.9 * 0.5 * (1 + tf.cos(math.pi * prog)))
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    params: dict[str, np.ndarray]
+    steps: int
+    final_loss: float
+    wall_seconds: float  # of this invocation (a resumed run counts only its own part)
+
+
+LossFn = Callable[[keras.Model, Batch, tf.Tensor], tf.Tensor]
+
+
+class Trainer:
+    """Owns the model, optimizer and checkpoint manager of one training run in `work_dir`."""
+
+    def __init__(self, cfg: ModelConfig, data: FeatureSet, work_dir: Path, model: keras.Model | None = None, steps: int | None = None) -> None:
+        self.cfg, self.data, self.work_dir = cfg, data, Path(work_dir)
+        self.total_steps = steps or cfg.train.steps
+        keras.utils.set_random_seed(cfg.train.seed)
+        self.model = model or build_training_model(cfg, data.tokenizer.size)
+        self.optimizer = keras.optimizers.Adam(learning_rate=cfg.train.learning_rate, global_clipnorm=cfg.train.clip_norm)
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        self.ckpt = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, step=self.step)
+        self.manager = tf.train.CheckpointManager(self.ckpt, str(self.work_dir / "ckpt"), max_to_keep=2)
+        self.batcher = Batcher(data, cfg.train.batch_size, cfg.encoder.stack, cfg.train.seed)
+        self._train_step = self._make_train_step()
+
+    def restore(self) -> int:
+        """Restore the newest checkpoint in `work_dir`, if any; returns the step reached."""
+        latest = self.manager.latest_checkpoint
+        if latest is None:
+            return 0
+        try:
+            self.ckpt.restore(latest).assert_existing_objects_matched()
+        except (tf.errors.OpError, AssertionError, ValueError) as exc:
+            raise ArtifactError(f"training checkpoint {latest} cannot be restored ({str(exc).splitlines()[0]}); delete {self.work_dir} to start over.") from None
+        log.info("resumed from %s at step %d", latest, int(self.step.numpy()))
+        return int(self.step.numpy())
+
+    def _make_train_step(self) -> Callable:
+        cfg = self.cfg
+        m = cfg.frontend.n_mels
+        sig = [
+            tf.TensorSpec((None, None, m), tf.float32), tf.TensorSpec((None, None), tf.int32), tf.TensorSpec((None, None), tf.int32),
+            tf.TensorSpec((None,), tf.int32), tf.TensorSpec((None,), tf.int32), tf.TensorSpec((), tf.int64),
+        ]
+
+        @tf.function(input_signature=sig)
+        def train_step(feats, pred_in, labels, frames, label_lengths, step):
+            feats = spec_augment(feats, cfg.augment, tf.cast(cfg.train.seed, tf.int64) * 1_000_003 + step)
+            self.optimizer.learning_rate.assign(learning_rate(step, cfg))
+            with tf.GradientTape() as tape:
+                logits = self.model([feats, pred_in], training=True)
+                loss = rnnt_loss(logits, labels, frames, label_lengths)
+            grads = tape.gradient(loss, self.model.trainable_variables)
+            self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
+            return loss
+
+        return train_step
+
+    def run(self, resume: bool = False) -> TrainResult:
+        start_step = self.restore() if resume else 0
+        if not resume and self.manager.latest_checkpoint:
+            log.info("starting over: --resume not given, ignoring %s", self.manager.latest_checkpoint)
+        writer = tf.summary.create_file_writer(str(self.work_dir / "tensorboard"))
+        t0 = time.monotonic()
+        loss_ema = float("nan")
+        with writer.as_default(), tqdm(total=self.total_steps, initial=start_step, desc=f"train {self.cfg.name}", unit="step", leave=False) as bar:
+            for step in range(start_step, self.total_steps):
+                b = self.batcher.batch(step)
+                loss = float(self._train_step(b.feats, b.pred_in, b.labels, b.frames, b.label_lengths, tf.constant(step, tf.int64)).numpy())
+                if not math.isfinite(loss):
+                    raise InternalError(f"training loss became {loss} at step {step}; lower train.learning_rate.")
+                loss_ema = loss if math.isnan(loss_ema) else 0.95 * loss_ema + 0.05 * loss
+                self.step.assign(step + 1)
+                if step % 10 == 0:
+                    tf.summary.scalar("loss", loss, step=step)
+                    tf.summary.scalar("learning_rate", learning_rate(step, self.cfg), step=step)
+                bar.set_postfix(loss=f"{loss_ema:.3f}")
+                bar.update(1)
+                if (step + 1) % self.cfg.train.checkpoint_every == 0 or step + 1 == self.total_steps:
+                    self.manager.save(checkpoint_number=step + 1)
+        wall = time.monotonic() - t0
+        log.info("trained %s to step %d in %.0f s, loss %.3f", self.cfg.name, self.total_steps, wall, loss_ema)
+        return TrainResult(get_params(self.model, self.cfg), self.total_steps, loss_ema, wall)
