@@ -1,0 +1,38 @@
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SHARED_FSDD = Path(__file__).resolve().parents[2] / "shared" / "data" / "fsdd"
+
+
+@pytest.fixture
+def tone_wav(tmp_path):
+    """A 0.5 s 440 Hz tone at 8 kHz as a 16-bit WAV file."""
+    from pipeline.audio import write_wav
+
+    t = np.arange(4000) / 8000
+    p = tmp_path / "tone.wav"
+    write_wav(p, 0.3 * np.sin(2 * np.pi * 440 * t), 8000)
+    return p
+
+
+def make_fsdd_folder(root: Path, speakers=("george", "jackson", "nicolas", "theo", "yweweler"), per_digit=6, sr=8000) -> Path:
+    """A tiny FSDD look-alike: tones at digit-specific pitches, named like the real files."""
+    from pipeline.audio import write_wav
+
+    rec = root / "recordings"
+    rec.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for s, spk in enumerate(speakers):
+        for d in range(10):
+            for i in range(per_digit):
+                n = int(sr * rng.uniform(0.25, 0.4))
+                t = np.arange(n) / sr
+                write_wav(rec / f"{d}_{spk}_{i}.wav", 0.3 * np.sin(2 * np.pi * (200 + 60 * d + 5 * s) * t), sr)
+    return root

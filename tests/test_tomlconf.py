@@ -1,0 +1,75 @@
+import pytest
+
+from pipeline.calibrate import load_calibration_recipe
+from pipeline.config import ModelConfig, load_model_config, model_names
+from pipeline.errors import ConfigError
+from pipeline.targets import TargetProfile, load_target, target_names
+from pipeline.tomlconf import read_toml_with_extends, to_dict
+
+
+@pytest.mark.parametrize("name", model_names())
+def test_every_shipped_model_config_loads_and_round_trips(name):
+    cfg = load_model_config(name)
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize("name", target_names())
+def test_every_shipped_target_loads_and_round_trips(name):
+    from pipeline.tomlconf import load_dataclass
+
+    t = load_target(name)
+    assert load_dataclass(TargetProfile, to_dict(t), "round trip") == t
+
+
+def test_default_calibration_recipe_loads():
+    assert load_calibration_recipe("default").utterances > 0
+
+
+def test_unknown_field_names_file_field_and_allowed(tmp_path):
+    p = tmp_path / "m.toml"
+    p.write_text('[encoder]\nlayerz = 2\n')
+    with pytest.raises(ConfigError, match=r"m\.toml.*unknown field `layerz`.*allowed fields are .*layers"):
+        load_model_config(str(p))
+
+
+def test_wrong_type_names_field_and_value(tmp_path):
+    p = tmp_path / "m.toml"
+    p.write_text('[train]\nsteps = "many"\n')
+    with pytest.raises(ConfigError, match=r"field `steps` must be an integer, got 'many'"):
+        load_model_config(str(p))
+
+
+def test_out_of_range_value_is_refused(tmp_path):
+    p = tmp_path / "m.toml"
+    p.write_text('[encoder]\nunits = 0\n')
+    with pytest.raises(ConfigError, match="units"):
+        load_model_config(str(p))
+
+
+def test_malformed_toml_is_a_config_error(tmp_path):
+    p = tmp_path / "t.toml"
+    p.write_text("[device\nruntime = ")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_target(str(p))
+
+
+def test_extends_merges_tables_and_detects_cycles(tmp_path):
+    (tmp_path / "a.toml").write_text('extends = "b"\n[device]\nthreads = 4\n')
+    (tmp_path / "b.toml").write_text('[device]\nruntime = "litert"\nthreads = 1\n[budgets]\nrtf = 0.1\n')
+    merged = read_toml_with_extends(tmp_path / "a.toml")
+    assert merged["device"] == {"runtime": "litert", "threads": 4} and merged["budgets"]["rtf"] == 0.1
+    (tmp_path / "b.toml").write_text('extends = "a"\n')
+    with pytest.raises(ConfigError, match=r"cycle \(a -> b -> a\)"):
+        read_toml_with_extends(tmp_path / "a.toml")
+
+
+def test_unknown_target_and_model_list_the_known_ones():
+    with pytest.raises(ConfigError, match="unknown target 'toaster'.*watch"):
+        load_target("toaster")
+    with pytest.raises(ConfigError, match="unknown model 'huge'.*tiny"):
+        load_model_config("huge")
+
+
+def test_large_model_extends_tiny():
+    large, tiny = load_model_config("large"), load_model_config("tiny")
+    assert large.encoder.units > tiny.encoder.units and large.frontend == tiny.frontend and large.name == "large"
