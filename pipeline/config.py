@@ -24,8 +24,10 @@ class EncoderConfig:
     chunk_frames: int = 8  # encoder frames per streaming chunk
     layers: int = 2
     units: int = 128
+    cell_clip: float = 3.0  # LSTM cell state clipped to +-cell_clip (0: no clip); bounds its int8 range
 
     def __post_init__(self) -> None:
+        check(self.cell_clip >= 0, f"field `cell_clip` must be >= 0, got {self.cell_clip}.")
         check(1 <= self.stack <= 8, f"field `stack` must be in 1..8, got {self.stack}.")
         check(1 <= self.chunk_frames <= 64, f"field `chunk_frames` must be in 1..64, got {self.chunk_frames}.")
         check(1 <= self.layers <= 8, f"field `layers` must be in 1..8, got {self.layers}.")
@@ -36,6 +38,7 @@ class EncoderConfig:
 class PredictorConfig:
     embed: int = 32
     units: int = 64
+    cell_clip: float = 3.0
 
     def __post_init__(self) -> None:
         check(1 <= self.embed <= 1024 and 4 <= self.units <= 2048, f"predictor sizes out of range: embed={self.embed}, units={self.units}.")
@@ -103,8 +106,12 @@ class DataConfig:
     min_digits: int = 1
     max_digits: int = 6
     seed: int = 7
+    # extra training utterances spoken by synthesized espeak-ng voices, mixed into a real
+    # corpus (FSDD) for speaker variety; never used for testing
+    synth_train_utterances: int = 0
 
     def __post_init__(self) -> None:
+        check(self.synth_train_utterances >= 0, f"field `synth_train_utterances` must be >= 0, got {self.synth_train_utterances}.")
         check(self.train_utterances >= 1, f"field `train_utterances` must be >= 1, got {self.train_utterances}.")
         check(1 <= self.min_digits <= self.max_digits <= 12, f"need 1 <= min_digits <= max_digits <= 12, got {self.min_digits}, {self.max_digits}.")
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .config import PROJECT_ROOT, ModelConfig
-from .corpus import read_manifest
+from .corpus import read_manifest, write_manifest
 from .digits import ConnectRecipe
 from .errors import ConfigError, DataError
 from .fsdd import FsddRecipe, prepare_fsdd, recordings_dir, recordings_digest
@@ -105,7 +105,13 @@ def prepare(src: DataSource, cfg: ModelConfig, out_dir: Path) -> dict[str, Path]
     """Write (or, for user manifests, point at) the splits; returns {split: manifest path}."""
     connect = ConnectRecipe(min_digits=cfg.data.min_digits, max_digits=cfg.data.max_digits)
     if src.kind == "fsdd":
-        return prepare_fsdd(src.fsdd_dir, out_dir, cfg.frontend.sample_rate, FsddRecipe(train_utterances=cfg.data.train_utterances), connect, cfg.data.seed)  # type: ignore[arg-type]
+        splits = prepare_fsdd(src.fsdd_dir, out_dir, cfg.frontend.sample_rate, FsddRecipe(train_utterances=cfg.data.train_utterances), connect, cfg.data.seed)  # type: ignore[arg-type]
+        if cfg.data.synth_train_utterances:
+            extra = prepare_synth(out_dir / "synth", cfg.frontend.sample_rate, SynthRecipe(train_utterances=cfg.data.synth_train_utterances), connect, cfg.data.seed)
+            mixed = list(read_manifest(splits["train"]).utterances)
+            mixed += [replace(u, audio_filepath=f"synth/{u.audio_filepath}") for u in read_manifest(extra["train"]).utterances]
+            write_manifest(splits["train"], mixed)
+        return splits
     if src.kind == "synth":
         return prepare_synth(out_dir, cfg.frontend.sample_rate, SynthRecipe(train_utterances=cfg.data.train_utterances), connect, cfg.data.seed)
     return dict(src.manifests or {})

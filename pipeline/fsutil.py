@@ -13,6 +13,12 @@ from typing import Any, Iterator
 from .errors import ArtifactError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _fail(path: Path, exc: OSError) -> ArtifactError:
     return ArtifactError(f"cannot write {path}: {exc.strerror or exc} (check the directory exists and is writable).")
 
@@ -24,6 +30,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -56,6 +63,7 @@ def atomic_directory(path: Path) -> Iterator[Path]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         stage = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+        stage.chmod(0o777 & ~_umask())
     except OSError as exc:
         raise _fail(path, exc) from None
     try:

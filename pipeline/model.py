@@ -1,7 +1,7 @@
 """Streaming RNN-T: a training graph and three export graphs sharing one set of parameters.
 
-Training uses fused Keras `LSTM` layers over whole utterances (fast). Export uses an
-LSTM cell written from `Dense` + sigmoid/tanh + multiply/add, unrolled over one chunk,
+Training runs `ClippedLSTM` layers over whole utterances. Export uses the same
+`lstm_step` written from `Dense` + sigmoid/tanh + multiply/add, unrolled over one chunk,
 with the recurrent state as explicit inputs and outputs: it converts to int8
 FULLY_CONNECTED/LOGISTIC/TANH/MUL/ADD (DESIGN.md: the Keras LSTM with
 `initial_state` crashes the int8 converter), runs in LiteRT and TFLM and maps onto
@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._tf import keras, tf
+from .cells import ClippedLSTM, lstm_step
 from .config import ModelConfig
 from .errors import ArtifactError
 
@@ -90,10 +91,10 @@ def build_training_model(cfg: ModelConfig, vocab_size: int) -> keras.Model:
     pred_in = keras.Input((None,), dtype="int32", name="pred_in")
     x = stack_frames(feats, e.stack)
     for i in range(e.layers):
-        x = keras.layers.LSTM(e.units, return_sequences=True, name=f"enc{i}")(x)
+        x = ClippedLSTM(e.units, e.cell_clip, name=f"enc{i}")(x)
     enc = keras.layers.Dense(cfg.joiner.dim, name="enc_proj")(x)
     y = keras.layers.Embedding(vocab_size, p.embed, name="pred_embed")(pred_in)
-    y = keras.layers.LSTM(p.units, return_sequences=True, name="pred_lstm")(y)
+    y = ClippedLSTM(p.units, p.cell_clip, name="pred_lstm")(y)
     pred = keras.layers.Dense(cfg.joiner.dim, name="pred_proj")(y)
     joint = tf.tanh(enc[:, :, None, :] + pred[:, None, :, :])
     logits = keras.layers.Dense(vocab_size, name="joint_out")(joint)
@@ -120,13 +121,10 @@ def set_params(model: keras.Model, cfg: ModelConfig, params: dict[str, np.ndarra
 # Export graphs (batch 1, explicit state)
 
 
-def lstm_cell(x: tf.Tensor, h: tf.Tensor, c: tf.Tensor, dense_x: keras.layers.Dense, dense_h: keras.layers.Dense) -> tuple[tf.Tensor, tf.Tensor]:
-    """One LSTM step from Dense + elementwise ops (Keras gate order i, f, g, o)."""
-    z = dense_x(x) + dense_h(h)
-    i, f, g, o = tf.split(z, 4, axis=-1)
-    c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
-    h = tf.sigmoid(o) * tf.tanh(c)
-    return h, c
+def lstm_cell(x: tf.Tensor, h: tf.Tensor, c: tf.Tensor, dense_x: keras.layers.Dense, dense_h: keras.layers.Dense,
+              cell_clip: float) -> tuple[tf.Tensor, tf.Tensor]:
+    """One LSTM step from Dense + elementwise ops: the same `lstm_step` as training."""
+    return lstm_step(dense_x(x), h, c, dense_h, cell_clip or None)
 
 
 def _cell_layers(params: dict[str, np.ndarray], lname: str) -> tuple[keras.layers.Dense, keras.layers.Dense]:
@@ -169,7 +167,7 @@ def build_encoder_export(cfg: ModelConfig, params: dict[str, np.ndarray]) -> ker
         h, c = states[2 * i], states[2 * i + 1]
         outs = []
         for xt in steps:
-            h, c = lstm_cell(xt, h, c, dx, dh)
+            h, c = lstm_cell(xt, h, c, dx, dh, e.cell_clip)
             outs.append(h)
         steps = outs
         new_states += [h, c]
@@ -187,7 +185,7 @@ def build_predictor_export(cfg: ModelConfig, params: dict[str, np.ndarray]) -> k
     c0 = keras.Input((cfg.predictor.units,), batch_size=1, name="pred_c")
     embed = _dense(params, "pred_embed", kernel_key="embeddings", use_bias=False)
     dx, dh = _cell_layers(params, "pred_lstm")
-    h, c = lstm_cell(embed(onehot), h0, c0, dx, dh)
+    h, c = lstm_cell(embed(onehot), h0, c0, dx, dh, cfg.predictor.cell_clip)
     out = _dense(params, "pred_proj")(h)
     return keras.Model([onehot, h0, c0], [out, h, c], name="predictor")
 
