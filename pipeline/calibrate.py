@@ -14,9 +14,8 @@ import numpy as np
 
 from .config import PROJECT_ROOT
 from .decode import Transducer, greedy_decode
-from .errors import ConfigError
 from .runtimes import RecordingGraph
-from .tomlconf import check, load_dataclass, read_toml_with_extends, to_dict
+from .tomlconf import check, load_named, to_dict
 
 log = logging.getLogger(__name__)
 CALIBRATION_DIR = PROJECT_ROOT / "calibration"
@@ -41,15 +40,7 @@ class CalibrationRecipe:
 
 
 def load_calibration_recipe(name_or_path: str) -> CalibrationRecipe:
-    p = Path(name_or_path)
-    if p.suffix != ".toml":
-        p = CALIBRATION_DIR / f"{name_or_path}.toml"
-        if not p.exists():
-            known = ", ".join(sorted(q.stem for q in CALIBRATION_DIR.glob("*.toml")))
-            raise ConfigError(f"unknown calibration recipe {name_or_path!r}; known recipes: {known}.")
-    data = read_toml_with_extends(p)
-    data.setdefault("name", p.stem)
-    return load_dataclass(CalibrationRecipe, data, str(p))
+    return load_named(CalibrationRecipe, name_or_path, CALIBRATION_DIR, "calibration recipe")
 
 
 def representative_inputs(float_model: Transducer, feats: list[np.ndarray], recipe: CalibrationRecipe) -> dict[str, list[dict[str, np.ndarray]]]:

@@ -10,9 +10,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ConfigError
 from .frontend import FrontendConfig
-from .tomlconf import check, load_dataclass, read_toml_with_extends, to_dict
+from .tomlconf import check, load_dataclass, load_named, to_dict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MODELS_DIR = PROJECT_ROOT / "models"
@@ -163,11 +162,4 @@ def model_names() -> list[str]:
 
 def load_model_config(name_or_path: str) -> ModelConfig:
     """Load `models/<name>.toml` or a path to a TOML file."""
-    p = Path(name_or_path)
-    if p.suffix != ".toml":
-        p = MODELS_DIR / f"{name_or_path}.toml"
-        if not p.exists():
-            raise ConfigError(f"unknown model {name_or_path!r}; known models: {', '.join(model_names())}.")
-    data = read_toml_with_extends(p)
-    data.setdefault("name", p.stem)
-    return load_dataclass(ModelConfig, data, str(p))
+    return load_named(ModelConfig, name_or_path, MODELS_DIR, "model")

@@ -10,8 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import PROJECT_ROOT
-from .errors import ConfigError
-from .tomlconf import check, load_dataclass, read_toml_with_extends, to_dict
+from .tomlconf import check, load_named, to_dict
 
 TARGETS_DIR = PROJECT_ROOT / "targets"
 RUNTIMES = ("tflm", "litert")
@@ -80,11 +79,4 @@ def target_names() -> list[str]:
 
 def load_target(name_or_path: str) -> TargetProfile:
     """Load `targets/<name>.toml` (or a TOML path), resolving `extends`."""
-    p = Path(name_or_path)
-    if p.suffix != ".toml":
-        p = TARGETS_DIR / f"{name_or_path}.toml"
-        if not p.exists():
-            raise ConfigError(f"unknown target {name_or_path!r}; known targets: {', '.join(target_names())}.")
-    data = read_toml_with_extends(p)
-    data.setdefault("name", p.stem)
-    return load_dataclass(TargetProfile, data, str(p))
+    return load_named(TargetProfile, name_or_path, TARGETS_DIR, "target")

@@ -157,6 +157,22 @@ def load_dataclass(cls: type[T], data: dict[str, Any], source: str) -> T:
     return _build(cls, data, source)
 
 
+def load_named(cls: type[T], name_or_path: str, folder: Path, kind: str) -> T:
+    """Load `<folder>/<name>.toml` (or a path ending in .toml) into `cls`, resolving `extends`.
+
+    The file's stem becomes the `name` field unless the file sets one.
+    """
+    p = Path(name_or_path)
+    if p.suffix != ".toml":
+        p = folder / f"{name_or_path}.toml"
+        if not p.exists():
+            known = ", ".join(sorted(q.stem for q in folder.glob("*.toml") if not q.stem.startswith("_")))
+            raise ConfigError(f"unknown {kind} {name_or_path!r}; known {kind}s: {known}.")
+    data = read_toml_with_extends(p)
+    data.setdefault("name", p.stem)
+    return load_dataclass(cls, data, str(p))
+
+
 def to_dict(obj: Any) -> dict[str, Any]:
     """Dataclass → plain dict of TOML/JSON-compatible values (tuples become lists)."""
 

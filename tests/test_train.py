@@ -1,0 +1,57 @@
+import dataclasses
+
+import numpy as np
+import pytest
+
+from pipeline.config import load_model_config
+from pipeline.features import FeatureSet
+from pipeline.frontend import Normalizer
+from pipeline.tokenizer import CharTokenizer
+from pipeline.train import Batcher, Trainer
+from tests.conftest import FIXTURES
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    tok = CharTokenizer(tuple("abc "))
+    feats = [rng.normal(size=(int(rng.integers(20, 60)), 40)).astype(np.float32) for _ in range(24)]
+    labels = [rng.integers(1, tok.size, size=int(rng.integers(2, 8))).astype(np.int32) for _ in range(24)]
+    return FeatureSet(feats, labels, Normalizer((0.0,) * 40, (1.0,) * 40), tok)
+
+
+def _cfg(steps=12, every=6):
+    cfg = load_model_config(str(FIXTURES / "micro.toml"))
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=steps, checkpoint_every=every, batch_size=4))
+
+
+def test_batches_are_a_function_of_seed_and_step(data):
+    a, b = Batcher(data, 4, 3, seed=5), Batcher(data, 4, 3, seed=5)
+    for step in (0, 7, 13):
+        x, y = a.batch(step), b.batch(step)
+        assert np.array_equal(x.feats, y.feats) and np.array_equal(x.labels, y.labels)
+        assert x.feats.shape[1] % 3 == 0 and np.all(x.pred_in[:, 0] == 0)
+
+
+def test_loss_falls(data, tmp_path):
+    cfg = _cfg(steps=40, every=40)
+    t = Trainer(cfg, data, tmp_path)
+    first = t._train_step(*_args(t.batcher.batch(0), 0)).numpy()
+    result = t.run()
+    assert result.final_loss < first
+
+
+def _args(b, step):
+    from pipeline._tf import tf
+
+    return b.feats, b.pred_in, b.labels, b.frames, b.label_lengths, tf.constant(step, tf.int64)
+
+
+def test_resumed_run_ends_where_an_uninterrupted_run_ends(data, tmp_path):
+    straight = Trainer(_cfg(), data, tmp_path / "a").run()
+    Trainer(_cfg(), data, tmp_path / "b", steps=6).run()  # stops at the step-6 checkpoint
+    resumed_trainer = Trainer(_cfg(), data, tmp_path / "b")
+    assert resumed_trainer.restore() == 6
+    resumed = Trainer(_cfg(), data, tmp_path / "b").run(resume=True)
+    for k in straight.params:
+        np.testing.assert_allclose(resumed.params[k], straight.params[k], atol=1e-5, err_msg=k)
