@@ -121,12 +121,6 @@ def set_params(model: keras.Model, cfg: ModelConfig, params: dict[str, np.ndarra
 # Export graphs (batch 1, explicit state)
 
 
-def lstm_cell(x: tf.Tensor, h: tf.Tensor, c: tf.Tensor, dense_x: keras.layers.Dense, dense_h: keras.layers.Dense,
-              cell_clip: float) -> tuple[tf.Tensor, tf.Tensor]:
-    """One LSTM step from Dense + elementwise ops: the same `lstm_step` as training."""
-    return lstm_step(dense_x(x), h, c, dense_h, cell_clip or None)
-
-
 def _cell_layers(params: dict[str, np.ndarray], lname: str) -> tuple[keras.layers.Dense, keras.layers.Dense]:
     k, rk, b = (params[f"{lname}/{w}"] for w in LSTM_WEIGHTS)
     dx = keras.layers.Dense(k.shape[1], name=f"{lname}_input_fc")
@@ -160,19 +154,18 @@ def build_encoder_export(cfg: ModelConfig, params: dict[str, np.ndarray]) -> ker
     feats = keras.Input((cfg.chunk_feature_frames, cfg.frontend.n_mels), batch_size=1, name="features")
     states = [keras.Input((e.units,), batch_size=1, name=n) for n in encoder_state_names(cfg)]
     x = tf.reshape(feats, [1, e.chunk_frames, e.stack * cfg.frontend.n_mels])
-    steps = [x[:, t] for t in range(e.chunk_frames)]
     new_states = []
     for i in range(e.layers):
         dx, dh = _cell_layers(params, f"enc{i}")
+        xw = dx(x)  # one FC for the whole chunk: (1, chunk, 4H), one bias tensor per layer
         h, c = states[2 * i], states[2 * i + 1]
         outs = []
-        for xt in steps:
-            h, c = lstm_cell(xt, h, c, dx, dh, e.cell_clip)
+        for t in range(e.chunk_frames):
+            h, c = lstm_step(xw[:, t], h, c, dh, e.cell_clip or None)
             outs.append(h)
-        steps = outs
+        x = tf.stack(outs, axis=1)
         new_states += [h, c]
-    proj = _dense(params, "enc_proj")
-    enc = tf.stack([proj(s) for s in steps], axis=1)
+    enc = _dense(params, "enc_proj")(x)
     return keras.Model([feats, *states], [enc, *new_states], name="encoder")
 
 
@@ -185,7 +178,7 @@ def build_predictor_export(cfg: ModelConfig, params: dict[str, np.ndarray]) -> k
     c0 = keras.Input((cfg.predictor.units,), batch_size=1, name="pred_c")
     embed = _dense(params, "pred_embed", kernel_key="embeddings", use_bias=False)
     dx, dh = _cell_layers(params, "pred_lstm")
-    h, c = lstm_cell(embed(onehot), h0, c0, dx, dh, cfg.predictor.cell_clip)
+    h, c = lstm_step(dx(embed(onehot)), h0, c0, dh, cfg.predictor.cell_clip or None)
     out = _dense(params, "pred_proj")(h)
     return keras.Model([onehot, h0, c0], [out, h, c], name="predictor")
 
