@@ -13,6 +13,7 @@ from .build import BuildPaths, build as run_build
 from .data import SOURCES, DataOptions
 from .errors import PipelineError
 from .fsdd import FSDD_RECORDINGS_SHA256, FSDD_URL
+from .targets import BuildOptions
 
 DATA_DEFAULTS = DataOptions()
 PATH_DEFAULTS = BuildPaths()
@@ -67,7 +68,7 @@ def build(target: str, model: str | None, steps: int | None, source: str, fsdd_d
 
 
 @cli.command()
-@click.option("--model", default="tiny", show_default=True, help="model config in models/.")
+@click.option("--model", default=BuildOptions().model, show_default=True, help="model config in models/.")
 @click.option("--steps", type=int, default=None, help="training steps (default: the model config's).")
 @click.option("--resume", is_flag=True, help="continue from the last checkpoint of the same run.")
 @click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="folder for the trained checkpoint.")
