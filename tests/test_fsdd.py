@@ -5,8 +5,8 @@ import pytest
 from pipeline.corpus import read_manifest
 from pipeline.digits import DIGIT_WORDS, ConnectRecipe
 from pipeline.errors import DataError
-from pipeline.fsdd import FsddRecipe, download_fsdd, prepare_fsdd, recordings_digest
-from tests.conftest import make_fsdd_folder
+from pipeline.fsdd import FSDD_RECORDINGS_SHA256, FsddRecipe, download_fsdd, prepare_fsdd, recordings_digest
+from tests.conftest import SHARED_FSDD, make_fsdd_folder
 
 
 def test_prepare_follows_the_protocol_split(tmp_path):
@@ -65,3 +65,12 @@ def test_download_of_a_non_zip_is_refused(tmp_path):
     bad.write_text("html error page")
     with pytest.raises(DataError, match="not a zip archive"):
         download_fsdd(tmp_path / "dest", bad.as_uri(), "0" * 64)
+
+
+@pytest.mark.skipif(not (SHARED_FSDD / "recordings").is_dir(), reason="FSDD not present beside the project")
+def test_real_fsdd_matches_the_shipped_checksum_and_protocol(tmp_path):
+    assert recordings_digest(SHARED_FSDD / "recordings", FsddRecipe().speakers) == FSDD_RECORDINGS_SHA256
+    splits = prepare_fsdd(SHARED_FSDD, tmp_path, 8000, FsddRecipe(train_utterances=10), ConnectRecipe(), seed=1)
+    seen, unseen = read_manifest(splits["test_seen"]), read_manifest(splits["test_unseen"])
+    assert sum(len(u.text.split()) for u in seen.utterances) == 4 * 10 * 5  # 4 speakers, 10 digits, indices 0-4
+    assert sum(len(u.text.split()) for u in unseen.utterances) == 500  # every yweweler recording once
