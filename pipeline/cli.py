@@ -104,6 +104,19 @@ def download_fsdd(dest: Path, url: str, sha: str) -> None:
 
 
 @cli.command()
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--corpus", type=click.Path(path_type=Path), default=None, help="JSONL corpus to decode a few utterances of.")
+@click.option("--limit", type=int, default=5, show_default=True, help="utterances to decode from --corpus.")
+def verify(folder: Path, corpus: Path | None, limit: int) -> None:
+    """Check a device folder: manifest schema, sha256 of every graph, load and decode in its runtime."""
+    from .verify import verify_dist
+
+    result = verify_dist(folder, corpus, limit)
+    shown = ", ".join(f"{rt}: " + ("loads and runs" if w is None else f"WER {w:.3f}") for rt, w in result.items())
+    click.echo(f"{folder}: manifest valid, hashes match; {shown}")
+
+
+@cli.command()
 def targets() -> None:
     """List target profiles and their budgets."""
     from .targets import load_target, target_names

@@ -1,14 +1,21 @@
-"""Decode a test set with a transducer in a real runtime and score it (WER with jiwer)."""
+"""Verification: decode with artifacts in real runtimes and score (WER with jiwer); check a device folder."""
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import jiwer
 import numpy as np
 from tqdm import tqdm
 
 from .decode import DecodeStats, Transducer, greedy_decode
+from .errors import ArtifactError
+from .frontend import FrontendConfig, Normalizer, mel_filterbank
+from .fsutil import sha256_file
+from .runtimes import LiteRTGraph, TFLMGraph
 from .tokenizer import CharTokenizer
 
 
@@ -46,3 +53,74 @@ def score(t: Transducer, tok: CharTokenizer, feats: list[np.ndarray], refs: list
     compute = time.perf_counter() - t0
     wer = float(jiwer.wer(list(refs), hyps))
     return Score(wer, len(refs), sum(len(r.split()) for r in refs), seconds_audio, compute, stats, hyps, enc_rtf, dec_rtf, per_chunk)
+
+
+def load_manifest(folder: Path) -> dict:
+    """Read and schema-validate `folder/manifest.json`; `ArtifactError` on anything wrong."""
+    from .manifest import validate_manifest
+
+    path = Path(folder) / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ArtifactError(f"{path} does not exist (not a device artifact folder).") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{path} is not readable JSON ({exc}).") from None
+    validate_manifest(manifest, str(path))
+    return manifest
+
+
+def check_hashes(folder: Path, manifest: dict) -> None:
+    """Every graph file exists with the manifest's byte count and sha256."""
+    for name, g in manifest["graphs"].items():
+        f = Path(folder) / g["file"]
+        if not f.is_file():
+            raise ArtifactError(f"{f} ({name}) is missing.")
+        size, digest = f.stat().st_size, sha256_file(f)
+        if size != g["bytes"] or digest != g["sha256"]:
+            raise ArtifactError(f"{f} ({name}) does not match the manifest: {size} bytes, sha256 {digest}; expected {g['bytes']} bytes, sha256 {g['sha256']}.")
+
+
+def transducer_from_manifest(folder: Path, manifest: dict, runtime: str) -> tuple[Transducer, FrontendConfig, Normalizer, CharTokenizer]:
+    """Everything needed to decode, built from the manifest alone (runtime: litert | tflm)."""
+    fe = manifest["frontend"]
+    cfg = FrontendConfig(sample_rate=fe["sample_rate"], win_ms=fe["win_samples"] * 1000 / fe["sample_rate"], hop_ms=fe["hop_samples"] * 1000 / fe["sample_rate"],
+                         n_fft=fe["n_fft"], n_mels=fe["n_mels"], fmin=fe["fmin"], fmax=fe["fmax"], log_floor=fe["log_floor"])
+    if not np.allclose(mel_filterbank(cfg), np.array(fe["mel_filterbank"]), atol=1e-6):
+        raise ArtifactError(f"{folder}: the manifest's mel filterbank differs from the one its parameters define.")
+    graphs: dict[str, Any] = {}
+    for name, g in manifest["graphs"].items():
+        path = Path(folder) / g["file"]
+        graphs[name] = TFLMGraph(path, g["tflm_arena_bytes"]) if runtime == "tflm" else LiteRTGraph(path.read_bytes(), manifest["target"].get("threads", 1))
+    st, dec, tok = manifest["streaming"], manifest["decode"], manifest["tokenizer"]
+    t = Transducer(graphs["encoder"], graphs["predictor"], graphs["joiner"], st["chunk_feature_frames"], st["stack"], len(tok["vocab"]),
+                   tok["blank_id"], dec["max_symbols_per_frame"], fe["hop_samples"] / fe["sample_rate"])
+    return t, cfg, Normalizer(tuple(fe["mean"]), tuple(fe["std"])), CharTokenizer.from_dict(tok)
+
+
+def verify_dist(folder: Path, corpus_path: Path | None = None, limit: int = 5) -> dict[str, Any]:
+    """Check a device folder: schema, hashes, graphs load and decode in their runtimes.
+
+    Decodes the first `limit` utterances of `corpus_path` (JSONL) when given; otherwise
+    the held-out utterances named in no file are unavailable, so only loading is checked.
+    Returns {runtime: WER or None}.
+    """
+    from .corpus import read_manifest
+    from .features import utterance_features
+
+    manifest = load_manifest(folder)
+    check_hashes(folder, manifest)
+    runtimes = ["litert"] + (["tflm"] if manifest["target"]["runtime"] == "tflm" else [])
+    result: dict[str, Any] = {}
+    for rt in runtimes:
+        t, fe, norm, tok = transducer_from_manifest(folder, manifest, rt)
+        if corpus_path is None:
+            greedy_decode(t, np.zeros((t.chunk_feature_frames, fe.n_mels), np.float32))
+            result[rt] = None
+            continue
+        corpus = read_manifest(corpus_path)
+        sub = type(corpus)(corpus.utterances[:limit], corpus.root)
+        feats = [norm(f) for f in utterance_features(sub, fe)]
+        s = score(t, tok, feats, [u.text for u in sub.utterances], sum(u.duration for u in sub.utterances), desc=f"verify {rt}")
+        result[rt] = s.wer
+    return result

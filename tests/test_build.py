@@ -48,7 +48,6 @@ def test_manifest_reports_float_int8_and_tflm_wer_on_held_out_sets(built):
 
 def test_decoding_with_only_the_manifest_matches_the_pipeline(built):
     """An app's decoder, written from the manifest alone, gets the same words as our int8 LiteRT decode."""
-    from pipeline.build import _eval_sets  # noqa: F401 (import proves nothing; the comparison below does)
     from pipeline.corpus import read_manifest
 
     paths, manifest_path, _ = built
@@ -83,3 +82,35 @@ def test_second_build_reuses_every_stage(built, caplog):
     assert ran == []
     after = json.loads(manifest_path.read_text())
     assert after["graphs"] == before["graphs"] and after["evaluation"] == before["evaluation"]
+
+
+def test_verify_accepts_the_build_and_decodes_with_the_manifest_alone(built):
+    from pipeline.verify import verify_dist
+
+    paths, manifest_path, _ = built
+    data_root = next((paths.work_dir / "cache" / "data").iterdir())
+    m = json.loads(manifest_path.read_text())
+    result = verify_dist(manifest_path.parent, data_root / "test_unseen.jsonl", limit=len(_all(data_root)))
+    assert result["litert"] == pytest.approx(m["evaluation"]["sets"]["test_unseen"]["wer"]["int8_litert"], abs=1e-4)
+    assert result["tflm"] == pytest.approx(m["evaluation"]["sets"]["test_unseen"]["wer"]["int8_tflm"], abs=1e-4)
+
+
+def _all(data_root):
+    from pipeline.corpus import read_manifest
+
+    return read_manifest(data_root / "test_unseen.jsonl").utterances
+
+
+def test_verify_detects_one_flipped_byte(built, tmp_path):
+    import shutil
+
+    from pipeline.errors import ArtifactError
+    from pipeline.verify import verify_dist
+
+    copy = tmp_path / "watch"
+    shutil.copytree(built[1].parent, copy)
+    data = bytearray((copy / "encoder.tflite").read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (copy / "encoder.tflite").write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="encoder.tflite .encoder. does not match the manifest"):
+        verify_dist(copy)
