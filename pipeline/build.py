@@ -45,7 +45,7 @@ class BuildPaths:
 
 
 @dataclass(frozen=True)
-class Corpus:
+class PreparedData:
     source: DataSource
     folder: Path
     key: dict[str, Any]
@@ -55,7 +55,7 @@ class Corpus:
 # ----------------------------------------------------------------------------- stages
 
 
-def stage_data(cache: StageCache, cfg: ModelConfig, opts: DataOptions) -> Corpus:
+def stage_data(cache: StageCache, cfg: ModelConfig, opts: DataOptions) -> PreparedData:
     src = resolve_source(opts)
     key = {**recipe_key(src, cfg), "code": code_sha256()}
 
@@ -67,10 +67,10 @@ def stage_data(cache: StageCache, cfg: ModelConfig, opts: DataOptions) -> Corpus
     splits = {k: (folder / v if not Path(v).is_absolute() else Path(v)) for k, v in summary["splits"].items()}
     if "train" not in splits:
         raise InternalError("the data stage produced no training split.")
-    return Corpus(src, folder, key, splits)
+    return PreparedData(src, folder, key, splits)
 
 
-def stage_features(cache: StageCache, cfg: ModelConfig, corpus: Corpus) -> tuple[Path, dict[str, Any]]:
+def stage_features(cache: StageCache, cfg: ModelConfig, corpus: PreparedData) -> tuple[Path, dict[str, Any]]:
     key = {"data": corpus.key, "frontend": to_dict(cfg.frontend), "augment": to_dict(cfg.augment), "seed": cfg.train.seed,
            "max_seconds": cfg.train.max_seconds, "code": code_sha256()}
 
@@ -111,7 +111,7 @@ def _transducer(cfg: ModelConfig, tok: CharTokenizer, graphs: dict[str, Any]) ->
                       tok.size, tok.blank_id, cfg.decode.max_symbols_per_frame, cfg.frontend.hop_ms / 1000)
 
 
-def stage_export(cache: StageCache, ckpt_dir: Path, train_key: dict[str, Any], corpus: Corpus, recipe: CalibrationRecipe) -> tuple[Path, dict[str, Any]]:
+def stage_export(cache: StageCache, ckpt_dir: Path, train_key: dict[str, Any], corpus: PreparedData, recipe: CalibrationRecipe) -> tuple[Path, dict[str, Any]]:
     """float32 and int8 .tflite for the three graphs; int8 calibrated per `recipe`."""
     key = {"train": train_key, "calibration": recipe.to_dict(), "code": code_sha256()}
 
@@ -135,7 +135,7 @@ def stage_export(cache: StageCache, ckpt_dir: Path, train_key: dict[str, Any], c
     return folder, {"key": key, **summary}
 
 
-def _eval_sets(corpus: Corpus, ck: ModelCheckpoint) -> dict[str, tuple[list[np.ndarray], list[str], float]]:
+def _eval_sets(corpus: PreparedData, ck: ModelCheckpoint) -> dict[str, tuple[list[np.ndarray], list[str], float]]:
     out = {}
     for split, path in corpus.splits.items():
         if split == "train":
@@ -152,7 +152,7 @@ def _percentiles(values: list[float]) -> dict[str, float]:
     return {"p50": float(np.percentile(values, 50)), "p90": float(np.percentile(values, 90)), "runs": len(values)}
 
 
-def stage_verify(cache: StageCache, export: tuple[Path, dict[str, Any]], ckpt_dir: Path, corpus: Corpus, target: TargetProfile) -> dict[str, Any]:
+def stage_verify(cache: StageCache, export: tuple[Path, dict[str, Any]], ckpt_dir: Path, corpus: PreparedData, target: TargetProfile) -> dict[str, Any]:
     """Decode every test split with the artifacts in their runtimes; measure arena and host latency."""
     threads = target.build.threads_for_latency or target.device.threads
     key = {"export": export[1]["key"], "runtime": target.device.runtime, "threads": threads, "code": code_sha256()}
@@ -206,7 +206,7 @@ def _graph_entry(path: Path) -> dict[str, Any]:
 
 
 def make_manifest(target: TargetProfile, ck: ModelCheckpoint, graphs: dict[str, dict[str, Any]], verify: dict[str, Any],
-                  corpus: Corpus, export_summary: dict[str, Any], train_summary: dict[str, Any]) -> dict[str, Any]:
+                  corpus: PreparedData, export_summary: dict[str, Any], train_summary: dict[str, Any]) -> dict[str, Any]:
     cfg = ck.config
     n_params = int(sum(v.size for v in ck.params.values()))
     nonzero = int(sum(np.count_nonzero(v) for v in ck.params.values()))
