@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .config import ModelConfig
-from .errors import ArtifactError, ConfigError, PipelineError
+from .errors import ArtifactError, ConfigError
 from .frontend import Normalizer
 from .fsutil import atomic_write_bytes, atomic_write_json
 from .model import check_params
@@ -88,4 +88,4 @@ class ModelCheckpoint:
         return cls(cfg, params, tok, norm, masks, dict(info.get("meta", {})))
 
 
-__all__ = ["ModelCheckpoint", "PipelineError"]
+
