@@ -27,6 +27,7 @@ from .features import FeatureSet, compute_training_features, utterance_features
 from .fsutil import atomic_directory, atomic_write_json, sha256_file
 from .manifest import DECODE_LOOP, code_sha256, frontend_section, git_commit, machine, tokenizer_section, tool_versions, validate_manifest
 from .model import PREDICTOR_STATE_NAMES, encoder_state_names
+from .npu import compile_for_npu, tool_info
 from .runtimes import LiteRTGraph, TFLMGraph, describe, tflm_min_arena
 from .targets import TargetProfile, load_target
 from .tokenizer import CharTokenizer
@@ -155,7 +156,9 @@ def _percentiles(values: list[float]) -> dict[str, float]:
 def stage_verify(cache: StageCache, export: tuple[Path, dict[str, Any]], ckpt_dir: Path, corpus: PreparedData, target: TargetProfile) -> dict[str, Any]:
     """Decode every test split with the artifacts in their runtimes; measure arena and host latency."""
     threads = target.build.threads_for_latency or target.device.threads
-    key = {"export": export[1]["key"], "runtime": target.device.runtime, "threads": threads, "code": code_sha256()}
+    npu = target.device.npu if target.device.runtime == "tflm" else None
+    key = {"export": export[1]["key"], "runtime": target.device.runtime, "threads": threads, "npu": to_dict(npu) if npu else None,
+           "code": code_sha256()}
 
     def run(tmp: Path) -> dict[str, Any]:
         ck = ModelCheckpoint.load(ckpt_dir)
@@ -184,10 +187,11 @@ def stage_verify(cache: StageCache, export: tuple[Path, dict[str, Any]], ckpt_di
                     }
             sets[split] = entry
             log.info("%s WER: %s", split, entry["wer"])
-        return {"sets": sets, "tflm_arena_bytes": arenas, "latency": latency, "threads": threads, "machine": machine()}
+        npu_reports = {g: compile_for_npu(int8_dir / f"{g}.tflite", npu, tmp / "npu").to_dict() for g in GRAPHS} if npu else {}
+        return {"sets": sets, "tflm_arena_bytes": arenas, "latency": latency, "threads": threads, "machine": machine(), "npu": npu_reports}
 
-    _, summary = cache.run("verify", key, run)
-    return summary
+    folder, summary = cache.run("verify", key, run)
+    return {**summary, "folder": str(folder)}
 
 
 # ----------------------------------------------------------------------------- manifest
@@ -215,6 +219,12 @@ def make_manifest(target: TargetProfile, ck: ModelCheckpoint, graphs: dict[str, 
     states += [{"graph": "predictor", "input": s, "output": f"{s}_out", "initial_value": 0.0} for s in PREDICTOR_STATE_NAMES]
     for g, entry in graphs.items():
         entry["tflm_arena_bytes"] = verify["tflm_arena_bytes"][g]
+        if verify.get("npu"):
+            entry["npu"] = {"estimated": True, **verify["npu"][g], **entry.pop("npu_file")}
+    latency: dict[str, Any] = {"host": {"measured": True, "runtime": "litert (ai-edge-litert, XNNPACK), int8 artifacts", "threads": verify["threads"],
+                                        "machine": verify["machine"], **verify["latency"]}}
+    if verify.get("npu") and target.device.npu is not None:
+        latency["device"] = _npu_latency(verify, target, cfg)
     arena_max = max(verify["tflm_arena_bytes"].values())
     host_rtf = verify["latency"]["decode_rtf"]["p90"]
     budgets = to_dict(target.budgets)
@@ -242,8 +252,7 @@ def make_manifest(target: TargetProfile, ck: ModelCheckpoint, graphs: dict[str, 
         },
         "graphs": graphs,
         "evaluation": {"data_source": corpus.source.kind, "sets": verify["sets"]},
-        "latency": {"host": {"measured": True, "runtime": "litert (ai-edge-litert, XNNPACK), int8 artifacts", "threads": verify["threads"],
-                             "machine": verify["machine"], **verify["latency"]}},
+        "latency": latency,
         "memory": {"model_bytes": model_bytes, "tflm_arena_bytes": verify["tflm_arena_bytes"], "tflm_arena_bytes_total": int(sum(verify["tflm_arena_bytes"].values()))},
         "build": {"tool_versions": tool_versions(), "git_commit": git_commit(), "config_sha256": cfg.digest(),
                   "data_sha256": ck.meta.get("data_sha256", digest(corpus.key)), "code_sha256": code_sha256(),
@@ -251,12 +260,32 @@ def make_manifest(target: TargetProfile, ck: ModelCheckpoint, graphs: dict[str, 
     }
 
 
-def write_dist(out: Path, int8_dir: Path, make: Any) -> Path:
-    """Replace `out` atomically with the three graphs and `manifest.json` (written last)."""
+def _npu_latency(verify: dict[str, Any], target: TargetProfile, cfg: ModelConfig) -> dict[str, Any]:
+    """Vela's estimated NPU time per second of audio, using the eval set's invocation counts."""
+    stats = verify["latency"]["decode_stats"]
+    audio = stats["feature_frames"] * cfg.frontend.hop_ms / 1000
+    per_call = {g: verify["npu"][g]["inference_seconds"] for g in GRAPHS}
+    calls = {"encoder": stats["encoder_calls"], "predictor": stats["predictor_calls"], "joiner": stats["joiner_calls"]}
+    return {"estimated": True, **tool_info(target.device.npu), "seconds_per_invocation": per_call,
+            "invocations_per_second_of_audio": {g: calls[g] / audio for g in GRAPHS},
+            "encoder_rtf": calls["encoder"] * per_call["encoder"] / audio,
+            "rtf": sum(calls[g] * per_call[g] for g in GRAPHS) / audio,
+            "basis": "Vela performance model x invocation counts of the greedy decode of test_unseen"}
+
+
+def write_dist(out: Path, int8_dir: Path, make: Any, npu_dir: Path | None = None) -> Path:
+    """Replace `out` atomically with the three graphs (and NPU-compiled graphs) and `manifest.json` (written last)."""
     with atomic_directory(out) as tmp:
         for g in GRAPHS:
             shutil.copyfile(int8_dir / f"{g}.tflite", tmp / f"{g}.tflite")
-        manifest = make({g: _graph_entry(tmp / f"{g}.tflite") for g in GRAPHS})
+        graphs = {g: _graph_entry(tmp / f"{g}.tflite") for g in GRAPHS}
+        if npu_dir is not None:
+            (tmp / "npu").mkdir()
+            for g in GRAPHS:
+                f = tmp / "npu" / f"{g}_vela.tflite"
+                shutil.copyfile(npu_dir / f.name, f)
+                graphs[g]["npu_file"] = {"file": f"npu/{f.name}", "bytes": f.stat().st_size, "sha256": sha256_file(f)}
+        manifest = make(graphs)
         validate_manifest(manifest, f"manifest for {out}")
         atomic_write_json(tmp / "manifest.json", manifest)
     return out / "manifest.json"
@@ -278,5 +307,6 @@ def build(target_name: str, data: DataOptions = DataOptions(), paths: BuildPaths
     verify = stage_verify(cache, export, ckpt_dir, corpus, target)
     ck = ModelCheckpoint.load(ckpt_dir, expect=cfg)
     summary = {k: v for k, v in train_summary.items() if k != "key"}
+    npu_dir = Path(verify["folder"]) / "npu" if verify.get("npu") else None
     return write_dist(paths.out_dir / target.name, export[0] / "int8",
-                      lambda graphs: make_manifest(target, ck, graphs, verify, corpus, export[1], summary))
+                      lambda graphs: make_manifest(target, ck, graphs, verify, corpus, export[1], summary), npu_dir)

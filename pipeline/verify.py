@@ -72,7 +72,9 @@ def load_manifest(folder: Path) -> dict:
 
 def check_hashes(folder: Path, manifest: dict) -> None:
     """Every graph file exists with the manifest's byte count and sha256."""
-    for name, g in manifest["graphs"].items():
+    entries = [(name, g) for name, g in manifest["graphs"].items()]
+    entries += [(f"{name} NPU", g["npu"]) for name, g in manifest["graphs"].items() if "npu" in g]
+    for name, g in entries:
         f = Path(folder) / g["file"]
         if not f.is_file():
             raise ArtifactError(f"{f} ({name}) is missing.")

@@ -33,7 +33,19 @@ def test_manifest_validates_and_hashes_match(built):
         assert f.stat().st_size == entry["bytes"] and sha256_file(f) == entry["sha256"]
         assert all(t["dtype"] == "int8" for t in entry["inputs"] + entry["outputs"])
         assert entry["tflm_arena_bytes"] > 0
-    assert sorted(p.name for p in manifest_path.parent.iterdir()) == ["encoder.tflite", "joiner.tflite", "manifest.json", "predictor.tflite"]
+    assert sorted(p.name for p in manifest_path.parent.iterdir()) == ["encoder.tflite", "joiner.tflite", "manifest.json", "npu", "predictor.tflite"]
+
+
+def test_watch_graphs_are_compiled_for_the_npu_with_labelled_estimates(built):
+    m = json.loads(built[1].read_text())
+    for g in m["graphs"].values():
+        npu = g["npu"]
+        assert npu["estimated"] is True and npu["npu_operator_fraction"] == 1.0 and npu["cpu_operators"] == 0
+        f = built[1].parent / npu["file"]
+        assert f.stat().st_size == npu["bytes"] and sha256_file(f) == npu["sha256"]
+    device = m["latency"]["device"]
+    assert device["tool"] == "ethos-u-vela" and device["estimated"] is True
+    assert 0 < device["encoder_rtf"] <= device["rtf"]
 
 
 def test_manifest_reports_float_int8_and_tflm_wer_on_held_out_sets(built):
