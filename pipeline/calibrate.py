@@ -7,8 +7,7 @@ model actually produces, never zeros or noise.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -48,11 +47,11 @@ def representative_inputs(float_model: Transducer, feats: list[np.ndarray], reci
     rng = np.random.default_rng(recipe.seed)
     pick = rng.choice(len(feats), size=min(recipe.utterances, len(feats)), replace=False)
     records: dict[str, list[dict[str, np.ndarray]]] = {"encoder": [], "predictor": [], "joiner": []}
-    rec = Transducer(
-        RecordingGraph(float_model.encoder, records["encoder"].append),
-        RecordingGraph(float_model.predictor, records["predictor"].append),
-        RecordingGraph(float_model.joiner, records["joiner"].append),
-        float_model.chunk_feature_frames, float_model.stack, float_model.vocab_size, float_model.blank_id, float_model.max_symbols_per_frame,
+    rec = replace(
+        float_model,
+        encoder=RecordingGraph(float_model.encoder, records["encoder"].append),
+        predictor=RecordingGraph(float_model.predictor, records["predictor"].append),
+        joiner=RecordingGraph(float_model.joiner, records["joiner"].append),
     )
     for i in sorted(pick):
         greedy_decode(rec, feats[i])

@@ -7,7 +7,6 @@ tiers). A profile may `extends` another.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from .config import PROJECT_ROOT
 from .tomlconf import check, load_named, to_dict

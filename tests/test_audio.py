@@ -13,7 +13,7 @@ def test_write_then_read_round_trips(tmp_path):
     np.testing.assert_allclose(read_wav(tmp_path / "a.wav", 8000), x, atol=1 / 32767)
 
 
-def test_other_rate_is_resampled_or_refused(tmp_path, tone_wav):
+def test_other_rate_is_resampled_or_refused(tone_wav):
     x16 = read_wav(tone_wav, 16000)
     assert abs(len(x16) - 8000) <= 2
     with pytest.raises(DataError, match="8000 Hz but the model expects 16000 Hz"):
