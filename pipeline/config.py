@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .frontend import FrontendConfig
+from .sparsity import SparsityConfig
 from .tomlconf import check, load_dataclass, load_named, to_dict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -127,6 +128,7 @@ class ModelConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    sparsity: SparsityConfig = field(default_factory=SparsityConfig)
 
     @property
     def chunk_feature_frames(self) -> int:

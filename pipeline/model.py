@@ -190,3 +190,45 @@ def build_joiner_export(cfg: ModelConfig, params: dict[str, np.ndarray]) -> kera
     pred = keras.Input((d,), batch_size=1, name="predictor_out")
     logits = _dense(params, "joint_out")(tf.tanh(enc + pred))
     return keras.Model([enc, pred], logits, name="joiner")
+
+
+# ---------------------------------------------------------------------------------------
+# Functional training graph over a leading tier axis
+
+
+def _lstm_seq(x: tf.Tensor, kernel: tf.Tensor, recurrent: tf.Tensor, bias: tf.Tensor, units: int, cell_clip: float | None) -> tf.Tensor:
+    """x (K, B, T, D), kernel (K, D, 4H), recurrent (K, H, 4H), bias (K, 4H) → (K, B, T, H)."""
+    xw = tf.einsum("kbtd,kdh->tkbh", x, kernel) + bias[:, None, :]
+    zeros = tf.zeros(tf.stack([tf.shape(x)[0], tf.shape(x)[1], units]), x.dtype)
+
+    def step(carry: tuple[tf.Tensor, tf.Tensor], xt: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        return lstm_step(xt, carry[0], carry[1], lambda s: tf.matmul(s, recurrent), cell_clip)
+
+    hs, _ = tf.scan(step, xw, initializer=(zeros, zeros))
+    return tf.transpose(hs, [1, 2, 0, 3])
+
+
+def forward(cfg: ModelConfig, params: dict[str, tf.Tensor], feats: tf.Tensor, pred_in: tf.Tensor) -> tf.Tensor:
+    """The training model as a function of its parameters, each with a leading axis K.
+
+    K variants of the weights (sparsity tiers, fake-quantized copies...) run on the same
+    batch in one pass: the op count is that of one model, so K variants cost far less
+    than K passes. feats (B, T, n_mels) and pred_in (B, U+1) shared by the K variants, or
+    (K, B, T, n_mels) and (K, B, U+1), one batch each → logits (K, B, T/stack, U+1, V).
+    Equals `build_training_model` for K = 1 (`tests/test_model.py`).
+    """
+    e, p = cfg.encoder, cfg.predictor
+    k = tf.shape(params["enc0/kernel"])[0]
+    if feats.shape.rank == 3:  # one batch shared by the K variants
+        feats = tf.broadcast_to(feats[None], tf.concat([[k], tf.shape(feats)], 0))
+        pred_in = tf.broadcast_to(pred_in[None], tf.concat([[k], tf.shape(pred_in)], 0))
+    shape = tf.shape(feats)
+    x = tf.reshape(feats, [shape[0], shape[1], -1, e.stack * cfg.frontend.n_mels])
+    for i in range(e.layers):
+        x = _lstm_seq(x, params[f"enc{i}/kernel"], params[f"enc{i}/recurrent_kernel"], params[f"enc{i}/bias"], e.units, e.cell_clip or None)
+    enc = tf.einsum("kbth,khd->kbtd", x, params["enc_proj/kernel"]) + params["enc_proj/bias"][:, None, None, :]
+    y = tf.gather(params["pred_embed/embeddings"], pred_in, axis=1, batch_dims=1)  # (K, B, U+1, E)
+    y = _lstm_seq(y, params["pred_lstm/kernel"], params["pred_lstm/recurrent_kernel"], params["pred_lstm/bias"], p.units, p.cell_clip or None)
+    pred = tf.einsum("kbuh,khd->kbud", y, params["pred_proj/kernel"]) + params["pred_proj/bias"][:, None, None, :]
+    joint = tf.tanh(enc[:, :, :, None, :] + pred[:, :, None, :, :])
+    return tf.einsum("kbtud,kdv->kbtuv", joint, params["joint_out/kernel"]) + params["joint_out/bias"][:, None, None, None, :]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -20,8 +20,7 @@ from ._tf import keras, tf
 from .config import AugmentConfig, ModelConfig
 from .errors import ArtifactError, InternalError
 from .features import FeatureSet
-from .model import build_training_model, get_params
-from .rnnt_loss import rnnt_loss
+from .methods import make_method
 
 log = logging.getLogger(__name__)
 
@@ -95,22 +94,22 @@ class TrainResult:
     steps: int
     final_loss: float
     wall_seconds: float  # of this invocation (a resumed run counts only its own part)
-
-
-LossFn = Callable[[keras.Model, Batch, tf.Tensor], tf.Tensor]
+    masks: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # tier name → param → keep mask
+    method_meta: dict = field(default_factory=dict)
 
 
 class Trainer:
     """Owns the model, optimizer and checkpoint manager of one training run in `work_dir`."""
 
-    def __init__(self, cfg: ModelConfig, data: FeatureSet, work_dir: Path, model: keras.Model | None = None, steps: int | None = None) -> None:
+    def __init__(self, cfg: ModelConfig, data: FeatureSet, work_dir: Path, method: str = "dense", tier: int | None = None,
+                 steps: int | None = None) -> None:
         self.cfg, self.data, self.work_dir = cfg, data, Path(work_dir)
         self.total_steps = steps or cfg.train.steps
         keras.utils.set_random_seed(cfg.train.seed)
-        self.model = model or build_training_model(cfg, data.tokenizer.size)
+        self.method = make_method(method, cfg, data.tokenizer.size, self.total_steps, tier)
         self.optimizer = keras.optimizers.Adam(learning_rate=cfg.train.learning_rate, global_clipnorm=cfg.train.clip_norm)
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-        self.ckpt = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, step=self.step)
+        self.ckpt = tf.train.Checkpoint(optimizer=self.optimizer, step=self.step, **self.method.trackables())
         self.manager = tf.train.CheckpointManager(self.ckpt, str(self.work_dir / "ckpt"), max_to_keep=2)
         self.batcher = Batcher(data, cfg.train.batch_size, cfg.encoder.stack, cfg.train.seed)
         self._train_step = self._make_train_step()
@@ -135,30 +134,35 @@ class Trainer:
             tf.TensorSpec((None,), tf.int32), tf.TensorSpec((None,), tf.int32), tf.TensorSpec((), tf.int64),
         ]
 
-        @tf.function(input_signature=sig)
-        def train_step(feats, pred_in, labels, frames, label_lengths, step):
+        method = self.method
+
+        @tf.function(input_signature=sig + method.extra_signature())
+        def train_step(feats, pred_in, labels, frames, label_lengths, step, *extra):
             feats = spec_augment(feats, cfg.augment, tf.cast(cfg.train.seed, tf.int64) * 1_000_003 + step)
             self.optimizer.learning_rate.assign(learning_rate(step, cfg))
             with tf.GradientTape() as tape:
-                logits = self.model([feats, pred_in], training=True)
-                loss = rnnt_loss(logits, labels, frames, label_lengths)
-            grads = tape.gradient(loss, self.model.trainable_variables)
-            self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
+                loss = method.loss(feats, pred_in, labels, frames, label_lengths, *extra)
+            variables = method.trainable
+            grads = tape.gradient(loss, variables)
+            self.optimizer.apply_gradients(zip(grads, variables))
+            method.after_update(*extra)
             return loss
 
         return train_step
 
-    def run(self, resume: bool = False) -> TrainResult:
+    def run(self, resume: bool = False, until: int | None = None) -> TrainResult:
+        """Train to the last step (or stop after step `until`, as an interruption would); `resume` continues a run."""
         start_step = self.restore() if resume else 0
         if not resume and self.manager.latest_checkpoint:
             log.info("starting over: --resume not given, ignoring %s", self.manager.latest_checkpoint)
         writer = tf.summary.create_file_writer(str(self.work_dir / "tensorboard"))
         t0 = time.monotonic()
         loss_ema = float("nan")
-        with writer.as_default(), tqdm(total=self.total_steps, initial=start_step, desc=f"train {self.cfg.name}", unit="step", leave=False) as bar:
-            for step in range(start_step, self.total_steps):
+        with writer.as_default(), tqdm(total=self.total_steps, initial=start_step, desc=f"train {self.cfg.name} {self.method.name}", unit="step", leave=False) as bar:
+            for step in range(start_step, min(until or self.total_steps, self.total_steps)):
                 b = self.batcher.batch(step)
-                loss = float(self._train_step(b.feats, b.pred_in, b.labels, b.frames, b.label_lengths, tf.constant(step, tf.int64)).numpy())
+                extra = self.method.before_step(step, len(b.frames))
+                loss = float(self._train_step(b.feats, b.pred_in, b.labels, b.frames, b.label_lengths, tf.constant(step, tf.int64), *extra).numpy())
                 if not math.isfinite(loss):
                     raise InternalError(f"training loss became {loss} at step {step}; lower train.learning_rate.")
                 loss_ema = loss if math.isnan(loss_ema) else 0.95 * loss_ema + 0.05 * loss
@@ -171,5 +175,6 @@ class Trainer:
                 if (step + 1) % self.cfg.train.checkpoint_every == 0 or step + 1 == self.total_steps:
                     self.manager.save(checkpoint_number=step + 1)
         wall = time.monotonic() - t0
-        log.info("trained %s to step %d in %.0f s, loss %.3f", self.cfg.name, self.total_steps, wall, loss_ema)
-        return TrainResult(get_params(self.model, self.cfg), self.total_steps, loss_ema, wall)
+        log.info("trained %s (%s) to step %d in %.0f s, loss %.3f", self.cfg.name, self.method.name, self.total_steps, wall, loss_ema)
+        params, masks = self.method.result()
+        return TrainResult(params, self.total_steps, loss_ema, wall, masks, self.method.meta())

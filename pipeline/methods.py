@@ -1,0 +1,300 @@
+"""Training methods: what one train step computes, for dense and each pruning method.
+
+The `Trainer` owns the loop (batches, optimizer, checkpoints, resume); a method owns
+the variables, the loss of one step and what happens around the update:
+
+- `dense`: the Keras training model.
+- `tfmot`: the Keras model with TFMOT `prune_low_magnitude` wrappers (polynomial
+  schedule, block masks) on every prunable layer: one model for one tier, the
+  "individually pruned" baseline.
+- `omni`: one set of shared weights and nested per-tier masks. Each step trains the
+  densest and the sparsest tier plus sampled ones on the same batch (each tier on a
+  random `tier_batch` share of it) in ONE tier-batched forward pass (`model.forward`),
+  and applies one update. Masks are re-ranked by magnitude every `update_every` steps
+  on the cubic schedule, and frozen at `end`.
+- `csp`: compressed-sensing pruning for one tier. The forward pass uses the block
+  soft-thresholded weights x = S_lambda(w) (the proximal step of a group-L1 penalty),
+  with lambda set each step so the scheduled share of blocks is exactly zero; the
+  gradient reaches the dense weights w straight through, and after each update the
+  compression error w - x is fed back decayed by `csp_feedback`, so a pruned block
+  can return if the loss keeps asking for it, and otherwise fades to zero. At `end`
+  the support is frozen and the surviving weights fine-tune without shrinkage.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import tensorflow_model_optimization as tfmot
+from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import PruneLowMagnitude
+
+from ._tf import keras, tf
+from .config import ModelConfig
+from .errors import ConfigError, InternalError
+from .model import build_training_model, forward, get_params, layer_names, param_shapes
+from .rnnt_loss import rnnt_loss
+from .sparsity import METHODS, nested_masks, prunable, tier_name
+
+PRUNED_LAYERS_SKIP = ("pred_embed",)
+
+
+class Method:
+    """Base: a dense Keras model. Subclasses override what differs."""
+
+    name = "dense"
+
+    def __init__(self, cfg: ModelConfig, vocab: int, total_steps: int, tier: int | None) -> None:
+        self.cfg, self.vocab, self.total_steps, self.tier = cfg, vocab, total_steps, tier
+        self.model = build_training_model(cfg, vocab)
+
+    def trackables(self) -> dict[str, Any]:
+        return {"model": self.model}
+
+    @property
+    def trainable(self) -> list[tf.Variable]:
+        return self.model.trainable_variables
+
+    def extra_signature(self) -> list[tf.TensorSpec]:
+        return []
+
+    def before_step(self, step: int, batch_size: int) -> list[np.ndarray]:
+        """Python-side work before step `step`; returns the step's extra tensor inputs."""
+        return []
+
+    def loss(self, feats: tf.Tensor, pred_in: tf.Tensor, labels: tf.Tensor, frames: tf.Tensor, label_lengths: tf.Tensor, *extra: tf.Tensor) -> tf.Tensor:
+        return rnnt_loss(self.model([feats, pred_in], training=True), labels, frames, label_lengths)
+
+    def after_update(self, *extra: tf.Tensor) -> None:
+        """Graph-side work after the optimizer update."""
+
+    def result(self) -> tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]]]:
+        """(params, {tier name: {param: keep mask}}) at the end of training."""
+        return get_params(self.model, self.cfg), {}
+
+    def meta(self) -> dict[str, Any]:
+        return {"method": self.name, **({"tier": self.tier} if self.tier is not None else {})}
+
+
+class TfmotMethod(Method):
+    name = "tfmot"
+
+    def __init__(self, cfg: ModelConfig, vocab: int, total_steps: int, tier: int | None) -> None:
+        super().__init__(cfg, vocab, total_steps, tier)
+        sp = cfg.sparsity
+        # TFMOT prunes only at begin + k * frequency, so end must be on that grid to reach the tier
+        begin = int(math.ceil(sp.begin * total_steps))
+        end = begin + sp.update_every * max(1, round((sp.end * total_steps - begin) / sp.update_every))
+        if end >= total_steps:
+            raise ConfigError(f"the TFMOT schedule ends at step {end}, not before the last step {total_steps}; lower sparsity.update_every or sparsity.end.")
+        schedule = tfmot.sparsity.keras.PolynomialDecay(initial_sparsity=0.0, final_sparsity=tier / 100, begin_step=begin, end_step=end,
+                                                        frequency=sp.update_every)
+        names = [n for n in layer_names(cfg) if n not in PRUNED_LAYERS_SKIP]
+        for pname, shape in param_shapes(cfg, vocab).items():
+            if prunable(pname) and len(shape) == 2 and (shape[0] <= sp.block[0] or shape[1] <= sp.block[1]) and sp.block != (1, 1):
+                # TFMOT squeezes a one-row (or one-column) block grid to rank 1 and then fails (pruning_impl._maybe_update_block_mask)
+                raise ConfigError(f"TFMOT cannot prune {pname} {shape} in {sp.block} blocks: the kernel spans only one block; "
+                                  "use a smaller sparsity.block or a larger layer.")
+
+        def wrap(layer: keras.layers.Layer) -> keras.layers.Layer:
+            if layer.name in names:
+                return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=schedule, block_size=sp.block)
+            return layer
+
+        self.model = keras.models.clone_model(self.model, clone_function=wrap)
+        self.wrappers = [ly for ly in self.model.layers if isinstance(ly, PruneLowMagnitude)]
+        if len(self.wrappers) != len(names):
+            raise InternalError(f"TFMOT wrapped {len(self.wrappers)} layers, expected {len(names)}.")
+
+    def before_step(self, step: int, batch_size: int) -> list[np.ndarray]:
+        for w in self.wrappers:  # what UpdatePruningStep does, keyed by our step so resume is exact
+            w.pruning_step.assign(step)
+        return []
+
+    def result(self) -> tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]]]:
+        masks: dict[str, np.ndarray] = {}
+        for wrapper in self.wrappers:
+            lname = wrapper.layer.name
+            for weight, mask, _ in wrapper.pruning_vars:
+                wname = weight.name.split("/")[-1].split(":")[0]
+                masks[f"{lname}/{wname}"] = mask.numpy() > 0.5
+        stripped = tfmot.sparsity.keras.strip_pruning(self.model)
+        params = get_params(stripped, self.cfg)
+        params = {k: (v * masks[k]).astype(np.float32) if k in masks else v for k, v in params.items()}
+        return params, {tier_name(self.tier): masks}
+
+
+class _Functional(Method):
+    """Methods that train a flat dict of variables through `model.forward`."""
+
+    def __init__(self, cfg: ModelConfig, vocab: int, total_steps: int, tier: int | None) -> None:
+        super().__init__(cfg, vocab, total_steps, tier)
+        init = get_params(self.model, cfg)  # same initialization as the dense Keras model
+        self.names = list(init)
+        self.module = tf.Module()
+        self.module.params = {n.replace("/", "."): tf.Variable(v, name=n.replace("/", "_")) for n, v in init.items()}
+        self.pruned = [n for n in self.names if prunable(n)]
+
+    def var(self, name: str) -> tf.Variable:
+        return self.module.params[name.replace("/", ".")]
+
+    def trackables(self) -> dict[str, Any]:
+        return {"params": self.module}
+
+    @property
+    def trainable(self) -> list[tf.Variable]:
+        return [self.var(n) for n in self.names]
+
+
+class OmniMethod(_Functional):
+    name = "omni"
+
+    def __init__(self, cfg: ModelConfig, vocab: int, total_steps: int, tier: int | None) -> None:
+        super().__init__(cfg, vocab, total_steps, None)
+        self.tiers = cfg.sparsity.tiers
+        self.module.masks = {n.replace("/", "."): tf.Variable(tf.ones((len(self.tiers), *self.var(n).shape)), trainable=False, name=f"mask_{n.replace('/', '_')}")
+                             for n in self.pruned}
+
+    def mask(self, name: str) -> tf.Variable:
+        return self.module.masks[name.replace("/", ".")]
+
+    def extra_signature(self) -> list[tf.TensorSpec]:
+        return [tf.TensorSpec((None,), tf.int32), tf.TensorSpec((None, None), tf.int32)]
+
+    def update_masks(self, step: int) -> None:
+        sp = self.cfg.sparsity
+        fractions = {i: sp.ramp(step, self.total_steps, t) for i, t in enumerate(self.tiers)}
+        for n in self.pruned:
+            masks = nested_masks(self.var(n).numpy(), fractions, sp.block)
+            self.mask(n).assign(np.stack([masks[i] for i in range(len(self.tiers))]).astype(np.float32))
+
+    def before_step(self, step: int, batch_size: int) -> list[np.ndarray]:
+        sp = self.cfg.sparsity
+        t0, t1 = math.ceil(sp.begin * self.total_steps), math.ceil(sp.end * self.total_steps)
+        if (t0 <= step < t1 and (step - t0) % sp.update_every == 0) or step == t1:
+            self.update_masks(step)
+        rng = np.random.default_rng([self.cfg.train.seed, step, 7])
+        n = len(self.tiers)
+        middle = list(range(1, n - 1))
+        extra = min(len(middle), max(0, sp.tiers_per_step - 2))
+        sel = sorted({0, n - 1, *rng.choice(middle, size=extra, replace=False).tolist()}) if n > 1 else [0]
+        sub = max(1, int(round(sp.tier_batch * batch_size)))
+        idx = np.stack([np.sort(rng.choice(batch_size, size=sub, replace=False)) for _ in sel]).astype(np.int32)
+        return [np.array(sel, np.int32), idx]
+
+    def loss(self, feats, pred_in, labels, frames, label_lengths, *extra):  # noqa: ANN001, ANN201
+        sel, idx = extra
+        k = tf.shape(sel)[0]
+        params = {}
+        for n in self.names:
+            w = self.var(n)
+            params[n] = w[None] * tf.gather(self.mask(n), sel) if n in self.pruned else tf.broadcast_to(w[None], tf.concat([[k], tf.shape(w)], 0))
+        logits = forward(self.cfg, params, tf.gather(feats, idx), tf.gather(pred_in, idx))
+        s = tf.shape(logits)
+        logits = tf.reshape(logits, tf.concat([[-1], s[2:]], 0))
+        flat = lambda t: tf.reshape(tf.gather(t, idx), tf.concat([[-1], tf.shape(t)[1:]], 0))  # noqa: E731
+        return rnnt_loss(logits, flat(labels), flat(frames), flat(label_lengths))
+
+    def result(self) -> tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]]]:
+        params = {n: self.var(n).numpy() for n in self.names}
+        masks = {tier_name(t): {n: self.mask(n)[i].numpy() > 0.5 for n in self.pruned} for i, t in enumerate(self.tiers)}
+        return params, masks
+
+    def meta(self) -> dict[str, Any]:
+        return {"method": self.name, "tiers": list(self.tiers)}
+
+
+def _block_norms(w: tf.Tensor, block: tuple[int, int]) -> tf.Tensor:
+    bi, bo = block
+    r, c = w.shape
+    nr, nc = math.ceil(r / bi), math.ceil(c / bo)
+    padded = tf.pad(w, [[0, nr * bi - r], [0, nc * bo - c]])
+    return tf.sqrt(tf.reduce_sum(tf.square(tf.reshape(padded, [nr, bi, nc, bo])), axis=[1, 3]) + 1e-20)
+
+
+def _expand(blocks: tf.Tensor, shape: tuple[int, int], block: tuple[int, int]) -> tf.Tensor:
+    full = tf.repeat(tf.repeat(blocks, block[0], axis=0), block[1], axis=1)
+    return full[: shape[0], : shape[1]]
+
+
+class CspMethod(_Functional):
+    name = "csp"
+
+    def __init__(self, cfg: ModelConfig, vocab: int, total_steps: int, tier: int | None) -> None:
+        super().__init__(cfg, vocab, total_steps, tier)
+        blocks = {n: _block_norms(tf.zeros(self.var(n).shape), cfg.sparsity.block).shape for n in self.pruned}
+        self.module.keep = {n.replace("/", "."): tf.Variable(tf.ones(blocks[n]), trainable=False, name=f"keep_{n.replace('/', '_')}") for n in self.pruned}
+        self.module.frozen = tf.Variable(False, trainable=False, name="frozen")
+
+    def extra_signature(self) -> list[tf.TensorSpec]:
+        return [tf.TensorSpec((), tf.float32)]
+
+    def before_step(self, step: int, batch_size: int) -> list[np.ndarray]:
+        sp = self.cfg.sparsity
+        if sp.frozen(step, self.total_steps) and not bool(self.module.frozen.numpy()):
+            frac = tf.constant(self.tier / 100, tf.float32)
+            for n in self.pruned:  # freeze the support at `end`
+                self.module.keep[n.replace("/", ".")].assign(self._threshold(self.var(n), frac)[1])
+            self.module.frozen.assign(True)
+        return [np.float32(sp.ramp(step, self.total_steps, self.tier))]
+
+    def _threshold(self, w: tf.Tensor, frac: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """keep = all but the weakest blocks holding `frac` of the weights; lambda = the largest pruned block RMS."""
+        norms = _block_norms(w, self.cfg.sparsity.block)
+        sizes = tf.reshape(_block_norms(tf.ones(w.shape), self.cfg.sparsity.block) ** 2, [-1])  # real entries per block
+        flat = tf.reshape(norms, [-1]) / tf.sqrt(sizes)  # block RMS, so partial edge blocks compete fairly
+        order = tf.argsort(flat, stable=True)
+        cum = tf.concat([[0.0], tf.cumsum(tf.gather(sizes, order))], 0)
+        n_prune = tf.cast(tf.argmin(tf.abs(cum - frac * tf.reduce_sum(sizes))), tf.int32)
+        ranks = tf.scatter_nd(order[:, None], tf.range(tf.size(flat)), tf.shape(flat))
+        keep = tf.reshape(tf.cast(ranks >= n_prune, tf.float32), tf.shape(norms))
+        pruned_norms = tf.where(ranks < n_prune, flat, 0.0)
+        return tf.reduce_max(pruned_norms), keep
+
+    def compress(self, n: str, w: tf.Tensor, frac: tf.Tensor) -> tf.Tensor:
+        key = n.replace("/", ".")
+        lam_now, keep_now = self._threshold(w, frac)
+        # once frozen, the support is fixed and the surviving weights train unshrunk
+        lam = tf.where(self.module.frozen, 0.0, lam_now)
+        keep = tf.where(self.module.frozen, self.module.keep[key], keep_now)
+        block = self.cfg.sparsity.block
+        rms = _block_norms(w, block) / _block_norms(tf.ones(w.shape), block)
+        scale = keep * tf.maximum(0.0, 1.0 - lam / rms)
+        return w * _expand(scale, tuple(w.shape), self.cfg.sparsity.block)
+
+    def params_now(self, frac: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {n: self.compress(n, self.var(n), frac) if n in self.pruned else tf.identity(self.var(n)) for n in self.names}
+
+    def loss(self, feats, pred_in, labels, frames, label_lengths, *extra):  # noqa: ANN001, ANN201
+        (frac,) = extra
+        params = {n: self.compress(n, self.var(n), frac) if n in self.pruned else self.var(n) for n in self.names}
+        # straight-through: the forward pass sees x = S(w), the gradient reaches w as if x = w
+        params = {n: self.var(n) + tf.stop_gradient(p - self.var(n)) if n in self.pruned else p for n, p in params.items()}
+        logits = forward(self.cfg, {n: p[None] for n, p in params.items()}, feats, pred_in)[0]
+        return rnnt_loss(logits, labels, frames, label_lengths)
+
+    def after_update(self, *extra: tf.Tensor) -> None:
+        (frac,) = extra
+        beta = self.cfg.sparsity.csp_feedback
+        for n in self.pruned:
+            w = self.var(n)
+            x = self.compress(n, w, frac)
+            w.assign(x + beta * (w - x))
+
+    def result(self) -> tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]]]:
+        params = {n: v.numpy().astype(np.float32) for n, v in self.params_now(tf.constant(self.tier / 100, tf.float32)).items()}
+        return params, {tier_name(self.tier): {n: params[n] != 0 for n in self.pruned}}
+
+
+def make_method(name: str, cfg: ModelConfig, vocab: int, total_steps: int, tier: int | None = None) -> Method:
+    if name not in METHODS:
+        raise ConfigError(f"unknown training method {name!r}; choose one of {', '.join(METHODS)}.")
+    if name in ("tfmot", "csp"):
+        if tier is None:
+            raise ConfigError(f"method {name} trains one model per tier; pass --tier (one of {', '.join(map(str, cfg.sparsity.tiers))}).")
+        cfg.sparsity.check_tier(tier)
+        if tier == 0:
+            raise ConfigError(f"tier 0 is the dense model; train it with --method dense, not {name}.")
+    elif tier is not None and name == "dense" and tier != 0:
+        raise ConfigError(f"method dense trains tier 0 only, got --tier {tier}; use tfmot, omni or csp for sparse tiers.")
+    return {"dense": Method, "tfmot": TfmotMethod, "omni": OmniMethod, "csp": CspMethod}[name](cfg, vocab, total_steps, tier if name != "dense" else None)

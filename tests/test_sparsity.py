@@ -1,0 +1,126 @@
+"""Sparsity tiers: nested masks, exact tier sparsity, pruned weights stay zero, methods train."""
+import dataclasses
+
+import numpy as np
+import pytest
+
+from pipeline.checkpoint import ModelCheckpoint
+from pipeline.config import load_model_config
+from pipeline.errors import ConfigError
+from pipeline.features import FeatureSet
+from pipeline.frontend import Normalizer
+from pipeline.methods import make_method
+from pipeline.sparsity import SparsityConfig, block_sparsity, nested_masks, prunable, tier_masks, tier_name
+from pipeline.tokenizer import CharTokenizer
+from pipeline.train import Trainer
+from tests.conftest import FIXTURES
+
+TIERS = (0, 50, 80, 90)
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    tok = CharTokenizer(tuple("abc "))
+    feats = [rng.normal(size=(int(rng.integers(20, 60)), 40)).astype(np.float32) for _ in range(24)]
+    labels = [rng.integers(1, tok.size, size=int(rng.integers(2, 8))).astype(np.int32) for _ in range(24)]
+    return FeatureSet(feats, labels, Normalizer((0.0,) * 40, (1.0,) * 40), tok)
+
+
+def _cfg(steps=20, **sparsity):
+    cfg = load_model_config(str(FIXTURES / "micro.toml"))
+    sp = dataclasses.replace(cfg.sparsity, tiers=TIERS, begin=0.2, end=0.6, update_every=3, **sparsity)
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=steps, checkpoint_every=10, batch_size=4), sparsity=sp,
+                               predictor=dataclasses.replace(cfg.predictor, embed=24, units=24))  # every kernel spans several (16, 1) blocks
+
+
+@pytest.mark.parametrize("block", [(1, 1), (16, 1), (4, 2)])
+def test_masks_are_nested_and_exact(block):
+    w = np.random.default_rng(1).normal(size=(120, 512)).astype(np.float32)
+    masks = nested_masks(w, {t: t / 100 for t in TIERS}, block)
+    for lo, hi in zip(TIERS, TIERS[1:]):
+        assert not np.any(masks[hi] & ~masks[lo]), f"tier {hi} keeps a weight tier {lo} pruned"
+    for t in TIERS:
+        assert abs((1 - masks[t].mean()) - t / 100) <= 0.005
+        if block != (1, 1):  # whole blocks are pruned: every block is all kept or all pruned
+            bi, bo = block
+            m = np.pad(masks[t], [(0, -120 % bi), (0, -512 % bo)], mode="edge")
+            b = m.reshape(m.shape[0] // bi, bi, m.shape[1] // bo, bo)
+            assert np.all(b.all(axis=(1, 3)) | ~b.any(axis=(1, 3)))
+
+
+def test_unknown_tier_and_bad_method_are_config_errors():
+    cfg = _cfg()
+    with pytest.raises(ConfigError, match="unknown sparsity tier 60"):
+        make_method("tfmot", cfg, 5, 10, 60)
+    with pytest.raises(ConfigError, match="unknown training method"):
+        make_method("magic", cfg, 5, 10, None)
+    with pytest.raises(ConfigError, match="pass --tier"):
+        make_method("csp", cfg, 5, 10, None)
+    with pytest.raises(ConfigError, match="spans only one block"):
+        make_method("tfmot", dataclasses.replace(cfg, predictor=dataclasses.replace(cfg.predictor, embed=8)), 5, 10, 80)
+    with pytest.raises(ConfigError, match="strictly increasing"):
+        SparsityConfig(tiers=(50, 0))
+
+
+def _check_tier(params, masks, tier):
+    """Prunable weights have the tier's sparsity (+-0.5%) and are zero wherever the mask prunes."""
+    pruned = {k: v * masks[k] for k, v in params.items() if k in masks}
+    total = sum(v.size for v in pruned.values())
+    zeros = sum(int(np.sum(~masks[k])) for k in pruned)
+    assert abs(zeros / total - tier / 100) <= 0.005, f"tier {tier}: sparsity {zeros / total:.4f}"
+    assert set(masks) == {k for k in params if prunable(k)}
+
+
+def test_omni_trains_all_tiers_with_nested_masks_and_round_trips(data, tmp_path):
+    cfg = _cfg()
+    result = Trainer(cfg, data, tmp_path / "w", "omni").run()
+    assert set(result.masks) == {tier_name(t) for t in TIERS}
+    for lo, hi in zip(TIERS, TIERS[1:]):
+        for k in result.masks[tier_name(lo)]:
+            assert not np.any(result.masks[tier_name(hi)][k] & ~result.masks[tier_name(lo)][k])
+    for t in TIERS:
+        _check_tier(result.params, result.masks[tier_name(t)], t)
+    ck = ModelCheckpoint(cfg, result.params, data.tokenizer, data.normalizer, result.masks, {"method": "omni"})
+    ck.save(tmp_path / "ck")
+    back = ModelCheckpoint.load(tmp_path / "ck", expect=cfg)
+    assert back.meta["method"] == "omni"
+    for t in TIERS:
+        for k, m in result.masks[tier_name(t)].items():
+            np.testing.assert_array_equal(back.masks[tier_name(t)][k], m)
+    for k, v in result.params.items():
+        np.testing.assert_array_equal(back.params[k], v)
+
+
+@pytest.mark.parametrize("method", ["tfmot", "csp"])
+def test_per_tier_methods_reach_the_tier_and_keep_pruned_weights_zero(data, tmp_path, method):
+    cfg = _cfg()
+    result = Trainer(cfg, data, tmp_path / "w", method, 80).run()
+    masks = result.masks[tier_name(80)]
+    assert set(masks) == {k for k in result.params if prunable(k)}
+    for k, m in masks.items():
+        assert np.all(result.params[k][~m] == 0), f"{method}: pruned weights of {k} are not zero"
+        if method == "tfmot":  # TFMOT counts blocks (a partial edge block as a whole one), per layer
+            blocks = -(-m.shape[0] // 16) * m.shape[1]
+            assert abs(block_sparsity(m, cfg.sparsity.block) - 0.8) <= max(0.005, 0.5 / blocks), k
+    if method == "csp":
+        _check_tier(result.params, masks, 80)
+
+
+def test_omni_resume_restores_masks(data, tmp_path):
+    cfg = _cfg()
+    straight = Trainer(cfg, data, tmp_path / "a", "omni").run()
+    Trainer(cfg, data, tmp_path / "b", "omni").run(until=10)  # interrupted after the step-10 checkpoint
+    resumed = Trainer(cfg, data, tmp_path / "b", "omni").run(resume=True)
+    for t in TIERS:
+        for k, m in straight.masks[tier_name(t)].items():
+            np.testing.assert_array_equal(resumed.masks[tier_name(t)][k], m)
+    for k, v in straight.params.items():
+        np.testing.assert_allclose(resumed.params[k], v, atol=1e-5)
+
+
+def test_tier_masks_cover_every_prunable_parameter():
+    rng = np.random.default_rng(2)
+    params = {"enc0/kernel": rng.normal(size=(40, 64)), "enc0/bias": rng.normal(size=(64,)), "pred_embed/embeddings": rng.normal(size=(5, 8))}
+    masks = tier_masks(params, {90: 0.9}, (16, 1))
+    assert set(masks[90]) == {"enc0/kernel"}
