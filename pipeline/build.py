@@ -28,6 +28,8 @@ from .fsutil import atomic_directory, atomic_write_json, sha256_file
 from .manifest import DECODE_LOOP, code_sha256, frontend_section, git_commit, machine, tokenizer_section, tool_versions, validate_manifest
 from .model import PREDICTOR_STATE_NAMES, encoder_state_names
 from .npu import compile_for_npu, tool_info
+from .methods import check_method
+from .sparsity import sparsity_of
 from .runtimes import LiteRTGraph, TFLMGraph, describe, tflm_min_arena
 from .targets import TargetProfile, load_target
 from .tokenizer import CharTokenizer
@@ -117,25 +119,30 @@ def _transducer(cfg: ModelConfig, tok: CharTokenizer, graphs: dict[str, Any]) ->
                       tok.size, tok.blank_id, cfg.decode.max_symbols_per_frame, cfg.frontend.hop_ms / 1000)
 
 
-def stage_export(cache: StageCache, ckpt_dir: Path, train_key: dict[str, Any], corpus: PreparedData, recipe: CalibrationRecipe) -> tuple[Path, dict[str, Any]]:
-    """float32 and int8 .tflite for the three graphs; int8 calibrated per `recipe`."""
-    key = {"train": train_key, "calibration": recipe.to_dict(), "code": code_sha256()}
+def stage_export(cache: StageCache, ckpt_dir: Path, train_key: dict[str, Any], corpus: PreparedData, recipe: CalibrationRecipe,
+                 tier: int = 0) -> tuple[Path, dict[str, Any]]:
+    """float32 and int8 .tflite of one tier's weights; int8 calibrated per `recipe`; for a sparse
+    tier also the int8 graphs sparse-encoded (`int8_sparse/`)."""
+    key = {"train": train_key, "calibration": recipe.to_dict(), "tier": tier, "code": code_sha256()}
 
     def run(tmp: Path) -> dict[str, Any]:
         ck = ModelCheckpoint.load(ckpt_dir)
         cfg = ck.config
-        floats = convert_all(cfg, ck.params)
+        params = ck.tier_params(tier)
+        floats = convert_all(cfg, params)
         float_t = _transducer(cfg, ck.tokenizer, {g: LiteRTGraph(b) for g, b in floats.items()})
         calib = read_manifest(corpus.splits[recipe.split])
         feats = [ck.normalizer(f) for f in utterance_features(calib, cfg.frontend)]
         rep = representative_inputs(float_t, feats, recipe)
-        ints = convert_all(cfg, ck.params, rep)
-        for g in GRAPHS:
-            (tmp / "float32").mkdir(exist_ok=True)
-            (tmp / "int8").mkdir(exist_ok=True)
-            (tmp / "float32" / f"{g}.tflite").write_bytes(floats[g])
-            (tmp / "int8" / f"{g}.tflite").write_bytes(ints[g])
-        return {"calibration": {**recipe.to_dict(), "samples": {g: len(v) for g, v in rep.items()}}}
+        variants = {"float32": floats, "int8": convert_all(cfg, params, rep)}
+        if tier > 0:
+            variants["int8_sparse"] = convert_all(cfg, params, rep, sparse=True)
+        for variant, graphs in variants.items():
+            (tmp / variant).mkdir()
+            for g in GRAPHS:
+                (tmp / variant / f"{g}.tflite").write_bytes(graphs[g])
+        return {"calibration": {**recipe.to_dict(), "samples": {g: len(v) for g, v in rep.items()}}, "tier": tier,
+                "sparsity": sparsity_of(params), "bytes": {v: {g: len(b) for g, b in graphs.items()} for v, graphs in variants.items()}}
 
     folder, summary = cache.run("export", key, run)
     return folder, {"key": key, **summary}
@@ -217,8 +224,8 @@ def _graph_entry(path: Path) -> dict[str, Any]:
 def make_manifest(target: TargetProfile, ck: ModelCheckpoint, graphs: dict[str, dict[str, Any]], verify: dict[str, Any],
                   corpus: PreparedData, export_summary: dict[str, Any], train_summary: dict[str, Any]) -> dict[str, Any]:
     cfg = ck.config
-    n_params = int(sum(v.size for v in ck.params.values()))
-    nonzero = int(sum(np.count_nonzero(v) for v in ck.params.values()))
+    sp = export_summary["sparsity"]
+    sizes = {v: sum(b.values()) for v, b in export_summary["bytes"].items()}
     model_bytes = sum(g["bytes"] for g in graphs.values())
     states = [{"graph": "encoder", "input": s, "output": f"{s}_out", "initial_value": 0.0} for s in encoder_state_names(cfg)]
     states += [{"graph": "predictor", "input": s, "output": f"{s}_out", "initial_value": 0.0} for s in PREDICTOR_STATE_NAMES]
@@ -241,8 +248,12 @@ def make_manifest(target: TargetProfile, ck: ModelCheckpoint, graphs: dict[str, 
             "device": to_dict(target.device), "budgets": budgets,
             "budget_check": {k: {"limit": budgets[k], "value": figures[k], "ok": budgets[k] is None or figures[k] <= budgets[k]} for k in figures},
         },
-        "model": {"name": cfg.name, "method": ck.meta.get("method", "dense"), "tier": 0, "parameters": n_params, "nonzero_parameters": nonzero,
-                  "config": cfg.to_dict(), "config_sha256": cfg.digest()},
+        "model": {"name": cfg.name, "method": ck.meta.get("method", "dense"), "tier": export_summary["tier"], "parameters": sp["parameters"],
+                  "nonzero_parameters": sp["nonzero_parameters"], "config": cfg.to_dict(), "config_sha256": cfg.digest(),
+                  "sparsity": {"prunable_parameters": sp["prunable_parameters"], "prunable_nonzero": sp["prunable_nonzero"],
+                               "sparsity": round(sp["sparsity"], 6), "block": list(cfg.sparsity.block), "tiers_in_checkpoint": ck.tiers,
+                               "int8_bytes": {"dense_stored": sizes["int8"], "sparse_encoded": sizes.get("int8_sparse")},
+                               "shipped_encoding": "dense"}},
         "frontend": frontend_section(cfg, ck.normalizer),
         "tokenizer": tokenizer_section(ck.tokenizer),
         "streaming": {
@@ -299,16 +310,20 @@ def write_dist(out: Path, int8_dir: Path, make: Any, npu_dir: Path | None = None
 # ----------------------------------------------------------------------------- driver
 
 
-def build(target_name: str, data: DataOptions = DataOptions(), paths: BuildPaths = BuildPaths(), model: str | None = None, steps: int | None = None) -> Path:
+def build(target_name: str, data: DataOptions = DataOptions(), paths: BuildPaths = BuildPaths(), model: str | None = None, steps: int | None = None,
+          method: str | None = None, tier: int | None = None) -> Path:
     """Build `dist/<target>/` for one target profile; returns the manifest path."""
     target = load_target(target_name)
     cfg = load_model_config(model or target.build.model)
+    method = method or target.build.method
+    tier = cfg.sparsity.check_tier(tier) if tier is not None else 0
+    check_method(method, cfg, tier)
     recipe = load_calibration_recipe(target.build.calibration)
     cache = StageCache(paths.work_dir / "cache")
     corpus = stage_data(cache, cfg, data)
     feats = stage_features(cache, cfg, corpus)
-    ckpt_dir, train_summary = stage_train(cache, cfg, feats, steps)
-    export = stage_export(cache, ckpt_dir, train_summary["key"], corpus, recipe)
+    ckpt_dir, train_summary = stage_train(cache, cfg, feats, steps, method=method, tier=tier)
+    export = stage_export(cache, ckpt_dir, train_summary["key"], corpus, recipe, tier)
     verify = stage_verify(cache, export, ckpt_dir, corpus, target)
     ck = ModelCheckpoint.load(ckpt_dir, expect=cfg)
     summary = {k: v for k, v in train_summary.items() if k != "key"}

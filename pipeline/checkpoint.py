@@ -20,6 +20,7 @@ from .errors import ArtifactError, ConfigError
 from .frontend import Normalizer
 from .fsutil import atomic_write_bytes, atomic_write_json
 from .model import check_params
+from .sparsity import apply_masks, tier_name
 from .tokenizer import CharTokenizer
 
 FORMAT = "rnnt-checkpoint/1"
@@ -46,6 +47,22 @@ class ModelCheckpoint:
             "format": FORMAT, "config": self.config.to_dict(), "tokenizer": self.tokenizer.to_dict(),
             "normalizer": self.normalizer.to_dict(), "tiers": sorted(self.masks), "meta": self.meta,
         })
+
+    @property
+    def tiers(self) -> list[int]:
+        """Sparsity tiers this checkpoint can export (a dense one: tier 0)."""
+        return sorted(int(t.removeprefix("tier")) for t in self.masks) or [0]
+
+    def tier_params(self, tier: int) -> dict[str, np.ndarray]:
+        """The parameters of one tier: shared weights times that tier's masks."""
+        name = tier_name(tier)
+        if name in self.masks:
+            return apply_masks(self.params, self.masks[name])
+        if tier == 0 and not self.masks:
+            return self.params
+        method = self.meta.get("method", "dense")
+        raise ConfigError(f"the {method} checkpoint holds tier(s) {', '.join(map(str, self.tiers))}, not tier {tier}; "
+                          f"train tier {tier} (--method tfmot/csp --tier {tier}) or use an omni checkpoint.")
 
     @classmethod
     def load(cls, folder: Path, expect: ModelConfig | None = None) -> "ModelCheckpoint":
@@ -83,7 +100,7 @@ class ModelCheckpoint:
         check_params(cfg, tok.size, params, str(folder))
         for tier, m in masks.items():
             for name, mask in m.items():
-                if name not in params or mask.shape != params[name].shape:
+                if not tier.startswith("tier") or not tier[4:].isdigit() or name not in params or mask.shape != params[name].shape:
                     raise ArtifactError(f"checkpoint {folder}: mask {tier}/{name} does not match the parameters.")
         return cls(cfg, params, tok, norm, masks, dict(info.get("meta", {})))
 

@@ -13,6 +13,7 @@ from .build import BuildPaths, build as run_build
 from .data import SOURCES, DataOptions
 from .errors import PipelineError
 from .fsdd import FSDD_RECORDINGS_SHA256, FSDD_URL
+from .sparsity import METHODS
 from .targets import BuildOptions
 
 DATA_DEFAULTS = DataOptions()
@@ -32,6 +33,12 @@ def data_options(fn: Callable) -> Callable:
     for opt in reversed(opts):
         fn = opt(fn)
     return fn
+
+
+def method_options(fn: Callable) -> Callable:
+    fn = click.option("--tier", type=int, default=None, help="sparsity tier in percent (one of the model config's tiers).")(fn)
+    return click.option("--method", type=click.Choice(METHODS), default=None,
+                        help="dense | tfmot (one pruned model per tier) | omni (all tiers, shared weights) | csp (compressed-sensing pruning).")(fn)
 
 
 def path_options(fn: Callable) -> Callable:
@@ -58,12 +65,14 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 @click.option("--target", "target", required=True, help="target profile in targets/ (see `pipeline targets`).")
 @click.option("--model", default=None, help="model config in models/ (default: the target's).")
 @click.option("--steps", type=int, default=None, help="training steps (default: the model config's).")
+@method_options
 @data_options
 @path_options
-def build(target: str, model: str | None, steps: int | None, source: str, fsdd_dir: Path | None, train_manifest: Path | None,
-          test_manifest: tuple[Path, ...], out_dir: Path, work_dir: Path) -> None:
+def build(target: str, model: str | None, steps: int | None, method: str | None, tier: int | None, source: str, fsdd_dir: Path | None,
+          train_manifest: Path | None, test_manifest: tuple[Path, ...], out_dir: Path, work_dir: Path) -> None:
     """Data → train → int8 export → verify in the device runtime → dist/<target>/ + manifest.json."""
-    manifest = run_build(target, _data(source, fsdd_dir, train_manifest, test_manifest), BuildPaths(out_dir, work_dir), model, steps)
+    manifest = run_build(target, _data(source, fsdd_dir, train_manifest, test_manifest), BuildPaths(out_dir, work_dir), model, steps,
+                         method, tier)
     click.echo(f"wrote {manifest}")
 
 
@@ -72,20 +81,25 @@ def build(target: str, model: str | None, steps: int | None, source: str, fsdd_d
 @click.option("--steps", type=int, default=None, help="training steps (default: the model config's).")
 @click.option("--resume", is_flag=True, help="continue from the last checkpoint of the same run.")
 @click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="folder for the trained checkpoint.")
+@method_options
 @data_options
 @click.option("--work-dir", type=click.Path(path_type=Path), default=PATH_DEFAULTS.work_dir, show_default=True, help="stage cache.")
-def train(model: str, steps: int | None, resume: bool, out: Path, source: str, fsdd_dir: Path | None, train_manifest: Path | None,
-          test_manifest: tuple[Path, ...], work_dir: Path) -> None:
-    """Prepare data and train one model; writes a checkpoint folder (params.npz + model.json)."""
+def train(model: str, steps: int | None, resume: bool, out: Path, method: str | None, tier: int | None, source: str, fsdd_dir: Path | None,
+          train_manifest: Path | None, test_manifest: tuple[Path, ...], work_dir: Path) -> None:
+    """Prepare data and train one model (or one set of sparsity tiers); writes a checkpoint folder (params.npz + model.json)."""
     from .build import stage_data, stage_features, stage_train
     from .cache import StageCache
     from .config import load_model_config
     from .fsutil import atomic_directory
 
+    from .methods import check_method
+
     cfg = load_model_config(model)
+    method = method or "dense"
+    check_method(method, cfg, tier)
     cache = StageCache(work_dir / "cache")
     corpus = stage_data(cache, cfg, _data(source, fsdd_dir, train_manifest, test_manifest))
-    ckpt, summary = stage_train(cache, cfg, stage_features(cache, cfg, corpus), steps, resume=resume)
+    ckpt, summary = stage_train(cache, cfg, stage_features(cache, cfg, corpus), steps, resume=resume, method=method, tier=tier)
     with atomic_directory(out) as tmp:
         for f in ckpt.iterdir():
             shutil.copyfile(f, tmp / f.name)

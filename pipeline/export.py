@@ -39,10 +39,14 @@ def export_models(cfg: ModelConfig, params: dict[str, np.ndarray]) -> dict[str, 
     }
 
 
-def convert(model: keras.Model, inputs: Sequence[str], outputs: Sequence[str], representative: list[dict[str, np.ndarray]] | None = None) -> bytes:
+def convert(model: keras.Model, inputs: Sequence[str], outputs: Sequence[str], representative: list[dict[str, np.ndarray]] | None = None,
+            sparse: bool = False) -> bytes:
     """Keras export graph → .tflite bytes with signature names `inputs`/`outputs`.
 
     With `representative` (list of {input name: float array}) the result is full-integer int8.
+    With `sparse`, weights with zero blocks are stored sparse-encoded (TFLite
+    EXPERIMENTAL_SPARSITY); LiteRT runs them with its built-in kernels only (no XNNPACK),
+    TFLM not at all.
     """
     if len(inputs) != len(model.inputs) or len(outputs) != len(model.outputs):
         raise InternalError(f"graph {model.name}: {len(model.inputs)} inputs/{len(model.outputs)} outputs, names given for {len(inputs)}/{len(outputs)}.")
@@ -63,7 +67,7 @@ def convert(model: keras.Model, inputs: Sequence[str], outputs: Sequence[str], r
             for sample in representative:
                 yield {k: np.asarray(v, np.float32) for k, v in sample.items()}
 
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.optimizations = [tf.lite.Optimize.DEFAULT] + ([tf.lite.Optimize.EXPERIMENTAL_SPARSITY] if sparse else [])
         conv.representative_dataset = gen
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         conv.inference_input_type = tf.int8
@@ -71,12 +75,15 @@ def convert(model: keras.Model, inputs: Sequence[str], outputs: Sequence[str], r
     return conv.convert()
 
 
-def convert_all(cfg: ModelConfig, params: dict[str, np.ndarray], representative: dict[str, list[dict[str, np.ndarray]]] | None = None) -> dict[str, bytes]:
+def convert_all(cfg: ModelConfig, params: dict[str, np.ndarray], representative: dict[str, list[dict[str, np.ndarray]]] | None = None,
+                sparse: bool = False) -> dict[str, bytes]:
     """All three graphs; int8 when `representative` maps each graph to its samples."""
+    if sparse and representative is None:
+        raise InternalError("sparse encoding is produced for the int8 graphs only.")
     models = export_models(cfg, params)
     names = io_names(cfg)
     out = {}
     for g in GRAPHS:
-        log.info("converting %s (%s)", g, "int8" if representative else "float32")
-        out[g] = convert(models[g], *names[g], representative[g] if representative else None)
+        log.info("converting %s (%s)", g, ("int8 sparse-encoded" if sparse else "int8") if representative else "float32")
+        out[g] = convert(models[g], *names[g], representative[g] if representative else None, sparse)
     return out

@@ -286,15 +286,21 @@ class CspMethod(_Functional):
         return params, {tier_name(self.tier): {n: params[n] != 0 for n in self.pruned}}
 
 
-def make_method(name: str, cfg: ModelConfig, vocab: int, total_steps: int, tier: int | None = None) -> Method:
+def check_method(name: str, cfg: ModelConfig, tier: int | None) -> None:
+    """Refuse a method/tier combination before any work is done."""
     if name not in METHODS:
         raise ConfigError(f"unknown training method {name!r}; choose one of {', '.join(METHODS)}.")
+    if tier is not None:
+        cfg.sparsity.check_tier(tier)
     if name in ("tfmot", "csp"):
         if tier is None:
             raise ConfigError(f"method {name} trains one model per tier; pass --tier (one of {', '.join(map(str, cfg.sparsity.tiers))}).")
-        cfg.sparsity.check_tier(tier)
         if tier == 0:
             raise ConfigError(f"tier 0 is the dense model; train it with --method dense, not {name}.")
-    elif tier is not None and name == "dense" and tier != 0:
+    elif name == "dense" and tier not in (None, 0):
         raise ConfigError(f"method dense trains tier 0 only, got --tier {tier}; use tfmot, omni or csp for sparse tiers.")
-    return {"dense": Method, "tfmot": TfmotMethod, "omni": OmniMethod, "csp": CspMethod}[name](cfg, vocab, total_steps, tier if name != "dense" else None)
+
+
+def make_method(name: str, cfg: ModelConfig, vocab: int, total_steps: int, tier: int | None = None) -> Method:
+    check_method(name, cfg, tier)
+    return {"dense": Method, "tfmot": TfmotMethod, "omni": OmniMethod, "csp": CspMethod}[name](cfg, vocab, total_steps, tier if name in ("tfmot", "csp") else None)

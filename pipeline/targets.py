@@ -56,6 +56,7 @@ class Budgets:
 @dataclass(frozen=True)
 class BuildOptions:
     model: str = "tiny"
+    method: str = "dense"  # training method: dense | tfmot | omni | csp
     calibration: str = "default"
     threads_for_latency: int | None = None  # default: the device's threads
 
