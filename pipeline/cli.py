@@ -130,6 +130,39 @@ def verify(folder: Path, corpus: Path | None, limit: int) -> None:
     click.echo(f"{folder}: manifest valid, hashes match; {shown}")
 
 
+@cli.group()
+def bench() -> None:
+    """Long measurements whose output goes into reports and issue notes (not unit tests)."""
+
+
+def _int_list(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
+    try:
+        return [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {value!r}.") from None
+
+
+@bench.command("sparsity")
+@click.option("--model", default=BuildOptions().model, show_default=True, help="model config in models/.")
+@click.option("--methods", default="dense,tfmot,omni,csp", show_default=True, help="comma-separated training methods.")
+@click.option("--tiers", default="50,70,80,90", show_default=True, callback=_int_list, help="comma-separated sparse tiers (dense is tier 0).")
+@click.option("--steps", type=int, default=None, help="training steps of every run (default: the model config's).")
+@click.option("--report", type=click.Path(path_type=Path), default=Path("reports/sparsity"), show_default=True, help="output folder.")
+@data_options
+@path_options
+def bench_sparsity(model: str, methods: str, tiers: list[int], steps: int | None, report: Path, source: str, fsdd_dir: Path | None,
+                   train_manifest: Path | None, test_manifest: tuple[Path, ...], out_dir: Path, work_dir: Path) -> None:
+    """Every method x tier: float/int8 WER, nonzeros, dense/sparse/Vela bytes, NPU cycles, training time."""
+    from .bench import bench_sparsity as run
+
+    chosen = [m.strip() for m in methods.split(",") if m.strip()]
+    bad = [m for m in chosen if m not in METHODS]
+    if bad:
+        raise click.BadParameter(f"unknown method {bad[0]!r}; choose from {', '.join(METHODS)}.", param_hint="--methods")
+    run(model, chosen, tiers, _data(source, fsdd_dir, train_manifest, test_manifest), BuildPaths(out_dir, work_dir), report, steps)
+    click.echo((report / "sparsity.md").read_text())
+
+
 @cli.command()
 def targets() -> None:
     """List target profiles and their budgets."""

@@ -1,0 +1,160 @@
+"""`pipeline bench sparsity`: every method x tier, measured with the real converter, runtime and Vela.
+
+Training, export and Vela runs go through the stage cache, so a rerun (or a later
+`pipeline build` of the same method and tier) reuses them. Writes `sparsity.csv`,
+`sparsity.md` and `sparsity_pareto.png` (int8 WER against artifact bytes, one line
+per method).
+"""
+from __future__ import annotations
+
+import csv
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .build import BuildPaths, _eval_sets, _transducer, stage_data, stage_export, stage_features, stage_train
+from .cache import StageCache
+from .calibrate import load_calibration_recipe
+from .checkpoint import ModelCheckpoint
+from .config import load_model_config
+from .data import DataOptions
+from .export import GRAPHS
+from .fsutil import atomic_directory
+from .methods import check_method
+from .npu import compile_for_npu
+from .runtimes import LiteRTGraph
+from .targets import load_target
+from .verify import score
+
+log = logging.getLogger(__name__)
+SPLIT = "test_unseen"
+
+
+@dataclass(frozen=True)
+class Row:
+    method: str
+    tier: int
+    sparsity: float  # measured over the prunable weights
+    nonzero_parameters: int
+    prunable_nonzero: int
+    wer_float: float
+    wer_int8: float
+    bytes_int8_dense: int
+    bytes_int8_sparse: int | None
+    vela_flash_bytes: int
+    npu_encoder_cycles: int  # Vela's estimate for one encoder chunk
+    npu_cycles_per_second: float  # encoder chunks + predictor/joiner steps of the eval decode
+    train_seconds: float  # wall time of the training run that produced this tier (omni: all tiers at once)
+    train_steps: int
+
+
+def _measure(cache: StageCache, method: str, tier: int, ckpt_dir: Path, train: dict[str, Any], corpus: Any, target_name: str) -> Row:
+    target = load_target(target_name)
+    recipe = load_calibration_recipe(target.build.calibration)
+    export_dir, export = stage_export(cache, ckpt_dir, train["key"], corpus, recipe, tier)
+
+    def run(tmp: Path) -> dict[str, Any]:
+        ck = ModelCheckpoint.load(ckpt_dir)
+        feats, refs, seconds = _eval_sets(corpus, ck)[SPLIT]
+        wer = {}
+        stats = None
+        for variant in ("float32", "int8"):
+            t = _transducer(ck.config, ck.tokenizer, {g: LiteRTGraph((export_dir / variant / f"{g}.tflite").read_bytes()) for g in GRAPHS})
+            s = score(t, ck.tokenizer, feats, refs, seconds, desc=f"{method} {tier} {variant}")
+            wer[variant] = s.wer
+            stats = s.stats
+        npu = {g: compile_for_npu(export_dir / "int8" / f"{g}.tflite", target.device.npu, tmp / "npu") for g in GRAPHS}
+        calls = {"encoder": stats.encoder_calls, "predictor": stats.predictor_calls, "joiner": stats.joiner_calls}
+        audio = stats.feature_frames * ck.config.frontend.hop_ms / 1000
+        return {"wer": wer, "flash": sum(r.flash_bytes for r in npu.values()), "encoder_cycles": npu["encoder"].cycles_total,
+                "cycles_per_second": sum(calls[g] * npu[g].cycles_total for g in GRAPHS) / audio}
+
+    key = {"export": export["key"], "split": SPLIT, "npu": asdict(target.device.npu)}
+    _, m = cache.run("bench", key, run)
+    sp = export["sparsity"]
+    return Row(method, tier, round(sp["sparsity"], 5), sp["nonzero_parameters"], sp["prunable_nonzero"], round(m["wer"]["float32"], 5), round(m["wer"]["int8"], 5),
+               sum(export["bytes"]["int8"].values()), sum(export["bytes"]["int8_sparse"].values()) if "int8_sparse" in export["bytes"] else None,
+               m["flash"], m["encoder_cycles"], round(m["cycles_per_second"]), round(train["wall_seconds"], 1), train["steps"])
+
+
+def bench_sparsity(model: str, methods: list[str], tiers: list[int], data: DataOptions, paths: BuildPaths, out: Path,
+                   steps: int | None = None, target: str = "watch") -> list[Row]:
+    cfg = load_model_config(model)
+    for m in methods:
+        for t in tiers:
+            check_method(m, cfg, t if m in ("tfmot", "csp") and t > 0 else None)
+    cache = StageCache(paths.work_dir / "cache")
+    corpus = stage_data(cache, cfg, data)
+    feats = stage_features(cache, cfg, corpus)
+    rows: list[Row] = []
+    for method in methods:
+        if method in ("dense", "omni"):
+            ckpt, train = stage_train(cache, cfg, feats, steps, method=method)
+            for tier in ([0] if method == "dense" else [0, *tiers] if 0 not in tiers else tiers):
+                rows.append(_measure(cache, method, tier, ckpt, train, corpus, target))
+                log.info("%s", rows[-1])
+        else:
+            for tier in (t for t in tiers if t > 0):
+                ckpt, train = stage_train(cache, cfg, feats, steps, method=method, tier=tier)
+                rows.append(_measure(cache, method, tier, ckpt, train, corpus, target))
+                log.info("%s", rows[-1])
+    write_report(rows, out, cfg.name, steps or cfg.train.steps)
+    return rows
+
+
+def write_report(rows: list[Row], out: Path, model: str, steps: int) -> None:
+    """CSV, Markdown and the Pareto plot, replacing `out` atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fields = list(Row.__dataclass_fields__)
+    with atomic_directory(out) as tmp:
+        with open(tmp / "sparsity.csv", "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=fields)
+            w.writeheader()
+            w.writerows(asdict(r) for r in rows)
+        dense = next((r for r in rows if r.method == "dense"), None)
+        omni = next((r for r in rows if r.method == "omni"), None)
+        lines = [f"# Sparsity bench: model `{model}`, {steps} training steps, WER on {SPLIT} (int8 decoded in LiteRT)", "",
+                 "| method | tier | sparsity | nonzero params | float WER | int8 WER | int8 bytes (dense) | int8 bytes (sparse) | Vela flash | NPU cycles / encoder chunk | NPU cycles / s audio | train s |",
+                 "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for r in rows:
+            lines.append(f"| {r.method} | {r.tier} | {r.sparsity:.3f} | {r.nonzero_parameters:,} | {100 * r.wer_float:.1f}% | {100 * r.wer_int8:.1f}% | "
+                         f"{r.bytes_int8_dense:,} | {'-' if r.bytes_int8_sparse is None else f'{r.bytes_int8_sparse:,}'} | {r.vela_flash_bytes:,} | "
+                         f"{r.npu_encoder_cycles:,} | {r.npu_cycles_per_second:,.0f} | {r.train_seconds:.0f} |")
+        if dense and omni:
+            lines += ["", f"Omni wall time / dense wall time at the same steps: {omni.train_seconds / dense.train_seconds:.2f}"]
+        tfmot = {r.tier: r for r in rows if r.method == "tfmot"}
+        for r in rows:
+            if r.method == "omni" and r.tier in tfmot:
+                lines.append(f"- tier {r.tier}: omni int8 WER {100 * r.wer_int8:.1f}% vs TFMOT {100 * tfmot[r.tier].wer_int8:.1f}% "
+                             f"(ratio {r.wer_int8 / max(tfmot[r.tier].wer_int8, 1e-9):.2f}, target <= 1.10)")
+            if r.method == "csp" and r.tier in tfmot:
+                lines.append(f"- tier {r.tier}: CSP int8 WER {100 * r.wer_int8:.1f}% vs TFMOT magnitude pruning {100 * tfmot[r.tier].wer_int8:.1f}%")
+            if r.bytes_int8_sparse is not None and r.tier == 90:
+                # dense storage spends 1 byte per prunable weight on top of the rest of the file
+                prunable = round(r.prunable_nonzero / max(1 - r.sparsity, 1e-9))
+                weights = r.bytes_int8_sparse - (r.bytes_int8_dense - prunable)
+                lines.append(f"- {r.method} tier 90: sparse-encoded file {r.bytes_int8_sparse:,} B = {r.bytes_int8_sparse / max(r.prunable_nonzero, 1):.2f} B "
+                             f"per nonzero prunable weight for the whole file; the encoded weights alone (file minus the dense file's non-weight bytes) "
+                             f"{weights / max(r.prunable_nonzero, 1):.2f} B per nonzero weight (target <= 1.3)")
+            if r.tier == 90 and dense is not None:
+                lines.append(f"- {r.method} tier 90: Vela NPU cycles per encoder chunk {r.npu_encoder_cycles / max(dense.npu_encoder_cycles, 1):.2f}x dense (target <= 0.6)")
+        (tmp / "sparsity.md").write_text("\n".join(lines) + "\n")
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for method in dict.fromkeys(r.method for r in rows):
+            pts = sorted((min(b for b in (r.bytes_int8_sparse, r.bytes_int8_dense) if b), 100 * r.wer_int8, r.tier) for r in rows if r.method == method)
+            ax.plot([p[0] / 1024 for p in pts], [p[1] for p in pts], marker="o", label=method)
+            for x, y, t in pts:
+                ax.annotate(f"{t}%", (x / 1024, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
+        ax.set_xlabel("int8 artifact KiB (sparse-encoded where smaller)")
+        ax.set_ylabel(f"int8 WER % ({SPLIT})")
+        ax.set_title(f"Sparsity tiers, {model}, {steps} steps")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(tmp / "sparsity_pareto.png", dpi=120)
+        plt.close(fig)
