@@ -64,7 +64,7 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 @cli.command()
 @click.option("--target", "target", required=True, help="target profile in targets/ (see `pipeline targets`).")
 @click.option("--model", default=None, help="model config in models/ (default: the target's).")
-@click.option("--steps", type=int, default=None, help="training steps (default: the model config's).")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="training steps (default: the model config's).")
 @method_options
 @data_options
 @path_options
@@ -78,7 +78,7 @@ def build(target: str, model: str | None, steps: int | None, method: str | None,
 
 @cli.command()
 @click.option("--model", default=BuildOptions().model, show_default=True, help="model config in models/.")
-@click.option("--steps", type=int, default=None, help="training steps (default: the model config's).")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="training steps (default: the model config's).")
 @click.option("--resume", is_flag=True, help="continue from the last checkpoint of the same run.")
 @click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="folder for the trained checkpoint.")
 @method_options
@@ -146,7 +146,7 @@ def _int_list(ctx: click.Context, param: click.Parameter, value: str) -> list[in
 @click.option("--model", default=BuildOptions().model, show_default=True, help="model config in models/.")
 @click.option("--methods", default="dense,tfmot,omni,csp", show_default=True, help="comma-separated training methods.")
 @click.option("--tiers", default="50,70,80,90", show_default=True, callback=_int_list, help="comma-separated sparse tiers (dense is tier 0).")
-@click.option("--steps", type=int, default=None, help="training steps of every run (default: the model config's).")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="training steps of every run (default: the model config's).")
 @click.option("--report", type=click.Path(path_type=Path), default=Path("reports/sparsity"), show_default=True, help="output folder.")
 @data_options
 @path_options

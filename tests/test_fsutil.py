@@ -38,3 +38,18 @@ def test_unwritable_destination_is_an_artifact_error(tmp_path):
     blocker.write_text("x")
     with pytest.raises(ArtifactError, match="cannot write"):
         atomic_write_bytes(blocker / "sub" / "a.bin", b"data")
+
+
+def test_staging_folder_of_a_killed_process_is_removed_on_the_next_write(tmp_path):
+    import subprocess
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = tmp_path / f".dist.{dead.pid}.abc.partial"
+    stale.mkdir()
+    (stale / "manifest.json").write_text("half")
+    mine = tmp_path / f".dist.{os.getpid()}.xyz.partial"  # a live process's staging folder stays
+    mine.mkdir()
+    with atomic_directory(tmp_path / "dist") as d:
+        (d / "manifest.json").write_text("v1")
+    assert not stale.exists() and mine.exists()

@@ -18,7 +18,7 @@ from pipeline.verify import load_manifest
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 toml_values = st.recursive(
     st.one_of(st.integers(-10**6, 10**6), st.floats(allow_nan=False, allow_infinity=False, width=32), st.booleans(), st.text(max_size=8)),
-    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(["device", "runtime", "threads", "npu", "budgets", "rtf", "encoder", "units", "train", "steps", "name", "extends", "split", "utterances"]), inner, max_size=4)),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(["device", "runtime", "threads", "npu", "budgets", "rtf", "encoder", "units", "train", "steps", "name", "extends", "split", "utterances", "sparsity", "tiers", "block", "method", "tier_batch"]), inner, max_size=4)),
     max_leaves=10,
 )
 
@@ -44,7 +44,7 @@ def _expect_own_errors(fn, *args):
 
 
 @SETTINGS
-@given(st.one_of(st.text(max_size=200), st.dictionaries(st.sampled_from(["device", "budgets", "build", "name", "encoder", "train", "split", "extends"]), toml_values, max_size=4).map(_toml)))
+@given(st.one_of(st.text(max_size=200), st.dictionaries(st.sampled_from(["device", "budgets", "build", "name", "encoder", "train", "split", "extends", "sparsity"]), toml_values, max_size=4).map(_toml)))
 def test_config_loaders_raise_only_config_errors(text):
     with tempfile.TemporaryDirectory() as d:
         p = Path(d) / "x.toml"
