@@ -21,6 +21,7 @@ from .config import ModelConfig, load_model_config
 from .corpus import read_manifest
 from .data import DataOptions, DataSource, describe_split, prepare, recipe_key, resolve_source
 from .decode import Transducer
+from .distribute import Distribution
 from .errors import InternalError
 from .export import GRAPHS, convert_all
 from .features import FeatureSet, compute_training_features, utterance_features
@@ -89,21 +90,21 @@ def stage_features(cache: StageCache, cfg: ModelConfig, corpus: PreparedData) ->
 
 
 def stage_train(cache: StageCache, cfg: ModelConfig, features: tuple[Path, dict[str, Any]], steps: int | None = None,
-                resume: bool = True, method: str = "dense", tier: int | None = None) -> tuple[Path, dict[str, Any]]:
+                resume: bool = True, method: str = "dense", tier: int | None = None, dist: Distribution | None = None) -> tuple[Path, dict[str, Any]]:
     """Train and write a `ModelCheckpoint`; with `resume`, continue an interrupted run of the same inputs.
 
     `tier` names the one tier a per-tier method (tfmot, csp) trains; omni trains all of them.
     """
     tier = tier if method in ("tfmot", "csp") else None
     key = {"features": features[1]["key"], "model": cfg.to_dict(), "steps": steps or cfg.train.steps, "method": method, "tier": tier,
-           "code": code_sha256()}
+           "code": code_sha256(), **({"strategy": dist.name, "worker": dist.worker, "workers": dist.workers} if dist and dist.name != "default" else {})}
     work = cache.work_folder("train", digest(key))
     if not resume:
         shutil.rmtree(work, ignore_errors=True)
 
     def run(tmp: Path) -> dict[str, Any]:
         fs = FeatureSet.load(features[0] / "features.npz")
-        result = Trainer(cfg, fs, work, method, tier, steps=steps).run(resume=resume)
+        result = Trainer(cfg, fs, work, method, tier, steps=steps, dist=dist).run(resume=resume)
         meta = {**result.method_meta, "steps": result.steps, "final_loss": result.final_loss, "wall_seconds": result.wall_seconds,
                 "data_sha256": digest(features[1]["key"]["data"])}
         ModelCheckpoint(cfg, result.params, fs.tokenizer, fs.normalizer, result.masks, meta=meta).save(tmp / "checkpoint")

@@ -13,6 +13,7 @@ from .build import BuildPaths, build as run_build
 from .data import SOURCES, DataOptions
 from .errors import PipelineError
 from .fsdd import FSDD_RECORDINGS_SHA256, FSDD_URL
+from .distribute import STRATEGIES
 from .sparsity import METHODS
 from .targets import BuildOptions
 
@@ -80,11 +81,13 @@ def build(target: str, model: str | None, steps: int | None, method: str | None,
 @click.option("--model", default=BuildOptions().model, show_default=True, help="model config in models/.")
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="training steps (default: the model config's).")
 @click.option("--resume", is_flag=True, help="continue from the last checkpoint of the same run.")
+@click.option("--strategy", type=click.Choice(STRATEGIES), default="default", show_default=True,
+              help="tf.distribute strategy; multi-worker reads the cluster from TF_CONFIG (see README).")
 @click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="folder for the trained checkpoint.")
 @method_options
 @data_options
 @click.option("--work-dir", type=click.Path(path_type=Path), default=PATH_DEFAULTS.work_dir, show_default=True, help="stage cache.")
-def train(model: str, steps: int | None, resume: bool, out: Path, method: str | None, tier: int | None, source: str, fsdd_dir: Path | None,
+def train(model: str, steps: int | None, resume: bool, strategy: str, out: Path, method: str | None, tier: int | None, source: str, fsdd_dir: Path | None,
           train_manifest: Path | None, test_manifest: tuple[Path, ...], work_dir: Path) -> None:
     """Prepare data and train one model (or one set of sparsity tiers); writes a checkpoint folder (params.npz + model.json)."""
     from .build import stage_data, stage_features, stage_train
@@ -92,14 +95,16 @@ def train(model: str, steps: int | None, resume: bool, out: Path, method: str | 
     from .config import load_model_config
     from .fsutil import atomic_directory
 
+    from .distribute import make_distribution
     from .methods import check_method
 
+    dist = make_distribution(strategy)  # first: MultiWorkerMirroredStrategy must precede other TF work
     cfg = load_model_config(model)
     method = method or "dense"
     check_method(method, cfg, tier)
     cache = StageCache(work_dir / "cache")
     corpus = stage_data(cache, cfg, _data(source, fsdd_dir, train_manifest, test_manifest))
-    ckpt, summary = stage_train(cache, cfg, stage_features(cache, cfg, corpus), steps, resume=resume, method=method, tier=tier)
+    ckpt, summary = stage_train(cache, cfg, stage_features(cache, cfg, corpus), steps, resume=resume, method=method, tier=tier, dist=dist)
     with atomic_directory(out) as tmp:
         for f in ckpt.iterdir():
             shutil.copyfile(f, tmp / f.name)

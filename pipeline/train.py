@@ -18,7 +18,8 @@ from tqdm import tqdm
 
 from ._tf import keras, tf
 from .config import AugmentConfig, ModelConfig
-from .errors import ArtifactError, InternalError
+from .distribute import Distribution
+from .errors import ArtifactError, ConfigError, InternalError
 from .features import FeatureSet
 from .methods import make_method
 
@@ -34,15 +35,25 @@ class Batch:
     label_lengths: np.ndarray  # (B,)
 
 
+    def shard(self, worker: int, workers: int) -> "Batch":
+        """This worker's rows of the global batch (every worker builds the same global batch)."""
+        if workers == 1:
+            return self
+        rows = np.array_split(np.arange(len(self.frames)), workers)[worker]
+        u = max(int(self.label_lengths[rows].max()), 1)
+        return Batch(self.feats[rows], self.pred_in[rows, : u + 1], self.labels[rows, :u], self.frames[rows], self.label_lengths[rows])
+
+
 class Batcher:
     """Length-bucketed batches; order and content are a function of (seed, step) only."""
 
-    def __init__(self, data: FeatureSet, batch_size: int, stack: int, seed: int) -> None:
-        if len(data.feats) < 1:
-            raise InternalError("no training features.")
+    def __init__(self, data: FeatureSet, batch_size: int, stack: int, seed: int, min_rows: int = 1) -> None:
+        if len(data.feats) < max(1, min_rows):
+            raise InternalError("too few training features for one batch.")
         self.data, self.stack, self.seed = data, stack, seed
         order = np.argsort([len(f) for f in data.feats], kind="stable")
-        self.buckets = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        # a short last bucket is kept unless it cannot give every worker a row
+        self.buckets = [b for b in (order[i : i + batch_size] for i in range(0, len(order), batch_size)) if len(b) >= min_rows]
 
     def batch(self, step: int) -> Batch:
         epoch, pos = divmod(step, len(self.buckets))
@@ -102,16 +113,24 @@ class Trainer:
     """Owns the model, optimizer and checkpoint manager of one training run in `work_dir`."""
 
     def __init__(self, cfg: ModelConfig, data: FeatureSet, work_dir: Path, method: str = "dense", tier: int | None = None,
-                 steps: int | None = None) -> None:
+                 steps: int | None = None, dist: Distribution | None = None) -> None:
         self.cfg, self.data, self.work_dir = cfg, data, Path(work_dir)
         self.total_steps = steps or cfg.train.steps
+        self.dist = dist or Distribution(tf.distribute.get_strategy(), "default")
+        if self.dist.name != "default" and method != "dense":
+            raise ConfigError(f"--strategy {self.dist.name} is implemented for --method dense only, not {method}.")
+        if self.dist.workers > cfg.train.batch_size:
+            raise ConfigError(f"{self.dist.workers} workers cannot share a batch of {cfg.train.batch_size}; raise train.batch_size.")
         keras.utils.set_random_seed(cfg.train.seed)
-        self.method = make_method(method, cfg, data.tokenizer.size, self.total_steps, tier)
-        self.optimizer = keras.optimizers.Adam(learning_rate=cfg.train.learning_rate, global_clipnorm=cfg.train.clip_norm)
-        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        with self.dist.strategy.scope():
+            self.method = make_method(method, cfg, data.tokenizer.size, self.total_steps, tier)
+            self.optimizer = keras.optimizers.Adam(learning_rate=cfg.train.learning_rate, global_clipnorm=cfg.train.clip_norm)
+            self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self.ckpt = tf.train.Checkpoint(optimizer=self.optimizer, step=self.step, **self.method.trackables())
-        self.manager = tf.train.CheckpointManager(self.ckpt, str(self.work_dir / "ckpt"), max_to_keep=2)
-        self.batcher = Batcher(data, cfg.train.batch_size, cfg.encoder.stack, cfg.train.seed)
+        # every worker saves (saving may run collectives); only the chief's folder is the run's
+        folder = "ckpt" if self.dist.chief else f"ckpt-worker{self.dist.worker}"
+        self.manager = tf.train.CheckpointManager(self.ckpt, str(self.work_dir / folder), max_to_keep=2)
+        self.batcher = Batcher(data, cfg.train.batch_size, cfg.encoder.stack, cfg.train.seed, min_rows=self.dist.workers)
         self._train_step = self._make_train_step()
 
     def restore(self) -> int:
@@ -134,19 +153,24 @@ class Trainer:
             tf.TensorSpec((None,), tf.int32), tf.TensorSpec((None,), tf.int32), tf.TensorSpec((), tf.int64),
         ]
 
-        method = self.method
+        method, strategy = self.method, self.dist.strategy
+
+        def replica_step(feats, pred_in, labels, frames, label_lengths, step, *extra):  # noqa: ANN001, ANN202
+            with tf.GradientTape() as tape:
+                loss = method.loss(feats, pred_in, labels, frames, label_lengths, *extra)
+                scaled = loss / strategy.num_replicas_in_sync  # all-reduce sums the replicas' gradients
+            variables = method.trainable
+            grads = tape.gradient(scaled, variables)
+            self.optimizer.apply_gradients(zip(grads, variables))
+            method.after_update(*extra)
+            return scaled
 
         @tf.function(input_signature=sig + method.extra_signature())
         def train_step(feats, pred_in, labels, frames, label_lengths, step, *extra):
             feats = spec_augment(feats, cfg.augment, tf.cast(cfg.train.seed, tf.int64) * 1_000_003 + step)
             self.optimizer.learning_rate.assign(learning_rate(step, cfg))
-            with tf.GradientTape() as tape:
-                loss = method.loss(feats, pred_in, labels, frames, label_lengths, *extra)
-            variables = method.trainable
-            grads = tape.gradient(loss, variables)
-            self.optimizer.apply_gradients(zip(grads, variables))
-            method.after_update(*extra)
-            return loss
+            per_replica = strategy.run(replica_step, args=(feats, pred_in, labels, frames, label_lengths, step, *extra))
+            return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
 
         return train_step
 
@@ -160,7 +184,7 @@ class Trainer:
         loss_ema = float("nan")
         with writer.as_default(), tqdm(total=self.total_steps, initial=start_step, desc=f"train {self.cfg.name} {self.method.name}", unit="step", leave=False) as bar:
             for step in range(start_step, min(until or self.total_steps, self.total_steps)):
-                b = self.batcher.batch(step)
+                b = self.batcher.batch(step).shard(self.dist.worker, self.dist.workers)
                 extra = self.method.before_step(step, len(b.frames))
                 loss = float(self._train_step(b.feats, b.pred_in, b.labels, b.frames, b.label_lengths, tf.constant(step, tf.int64), *extra).numpy())
                 if not math.isfinite(loss):

@@ -1,0 +1,80 @@
+"""Multi-worker training on tf.distribute: two worker processes on 127.0.0.1 end with identical weights."""
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from pipeline._tf import keras, tf
+from pipeline.checkpoint import ModelCheckpoint
+from pipeline.features import FeatureSet
+from pipeline.model import build_training_model, forward, get_params
+from pipeline.rnnt_loss import rnnt_loss
+from pipeline.train import Batcher
+from tests.conftest import FIXTURES
+
+pytestmark = pytest.mark.slow
+
+
+def _free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def test_two_workers_train_to_identical_weights_and_the_loss_falls(tmp_path):
+    cfg = tmp_path / "dist.toml"
+    text = (FIXTURES / "micro.toml").read_text()
+    cfg.write_text(re.sub(r"\[train\][^\[]*", "[train]\nsteps = 30\nbatch_size = 8\ncheckpoint_every = 10\n\n", text))
+    workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
+    procs = []
+    for i in range(2):
+        env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}}),
+               "CUDA_VISIBLE_DEVICES": ""}
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "train", "--model", str(cfg), "--data", "synth", "--strategy", "multi-worker",
+             "--out", str(tmp_path / f"ck{i}"), "--work-dir", str(tmp_path / f"w{i}")],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path))
+    outs = []
+    try:
+        for p in procs:
+            outs.append(p.communicate(timeout=600))
+    finally:
+        for p in procs:
+            p.kill()
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    a, b = (ModelCheckpoint.load(tmp_path / f"ck{i}") for i in range(2))
+    for k in a.params:
+        np.testing.assert_array_equal(a.params[k], b.params[k], err_msg=k)
+    # the loss over one whole epoch of training batches, at the seeded initialization and after training
+    features = FeatureSet.load(next((tmp_path / "w0").glob("cache/features/*/features.npz")))
+    keras.utils.set_random_seed(a.config.train.seed)
+    initial = get_params(build_training_model(a.config, a.tokenizer.size), a.config)
+    before, after = _epoch_loss(a.config, features, initial), _epoch_loss(a.config, features, a.params)
+    assert after < before, (before, after)
+
+
+def _epoch_loss(cfg, features, params):
+    batcher = Batcher(features, cfg.train.batch_size, cfg.encoder.stack, cfg.train.seed)
+    total = 0.0
+    for step in range(len(batcher.buckets)):
+        b = batcher.batch(step)
+        logits = forward(cfg, {k: tf.constant(v)[None] for k, v in params.items()}, tf.constant(b.feats), tf.constant(b.pred_in))[0]
+        total += float(rnnt_loss(logits, b.labels, b.frames, b.label_lengths))
+    return total / len(batcher.buckets)
+
+
+def test_multi_worker_without_tf_config_is_a_clear_error(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "train", "--strategy", "multi-worker", "--out", str(tmp_path / "ck")],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 2 and "needs the TF_CONFIG environment variable" in r.stderr
