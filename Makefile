@@ -5,10 +5,10 @@ VENV   ?= .venv
 TARGET ?= watch
 ARGS   ?=
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml requirements.lock
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e ".[test]"
+	$(VENV)/bin/pip install --quiet -c requirements.lock -e ".[test]"
 	touch $@
 
 .PHONY: install build test

@@ -22,7 +22,7 @@ from .corpus import read_manifest
 from .data import DataOptions, DataSource, describe_split, prepare, recipe_key, resolve_source
 from .decode import Transducer
 from .distribute import Distribution
-from .errors import InternalError
+from .errors import BudgetError, InternalError
 from .export import GRAPHS, convert_all
 from .features import FeatureSet, compute_training_features, utterance_features
 from .fsutil import atomic_directory, atomic_write_json, sha256_file
@@ -32,7 +32,7 @@ from .npu import compile_for_npu, tool_info
 from .methods import check_method
 from .sparsity import sparsity_of
 from .runtimes import LiteRTGraph, TFLMGraph, describe, tflm_min_arena
-from .targets import TargetProfile, load_target
+from .targets import TargetProfile, load_target, target_names
 from .tokenizer import CharTokenizer
 from .tomlconf import to_dict
 from .train import Trainer
@@ -166,20 +166,32 @@ def _percentiles(values: list[float]) -> dict[str, float]:
     return {"p50": float(np.percentile(values, 50)), "p90": float(np.percentile(values, 90)), "runs": len(values)}
 
 
-def stage_verify(cache: StageCache, export: tuple[Path, dict[str, Any]], ckpt_dir: Path, corpus: PreparedData, target: TargetProfile) -> dict[str, Any]:
-    """Decode every test split with the artifacts in their runtimes; measure arena and host latency."""
+def shipped_encoding(target: TargetProfile, export: tuple[Path, dict[str, Any]]) -> str:
+    """`sparse` where the profile allows it, its runtime executes it (LiteRT) and it is smaller; else `dense`."""
+    sizes = export[1]["bytes"]
+    if target.build.sparse_encoding and target.device.runtime == "litert" and "int8_sparse" in sizes:
+        if sum(sizes["int8_sparse"].values()) < sum(sizes["int8"].values()):
+            return "sparse"
+    return "dense"
+
+
+def stage_verify(cache: StageCache, export: tuple[Path, dict[str, Any]], ckpt_dir: Path, corpus: PreparedData, target: TargetProfile,
+                 encoding: str = "dense") -> dict[str, Any]:
+    """Decode every test split with the shipped artifacts in their runtimes; measure arena and host latency."""
     threads = target.build.threads_for_latency or target.device.threads
     npu = target.device.npu if target.device.runtime == "tflm" else None
     key = {"export": export[1]["key"], "runtime": target.device.runtime, "threads": threads, "npu": to_dict(npu) if npu else None,
-           "code": code_sha256()}
+           "encoding": encoding, "code": code_sha256()}
 
     def run(tmp: Path) -> dict[str, Any]:
         ck = ModelCheckpoint.load(ckpt_dir)
         cfg, tok = ck.config, ck.tokenizer
         int8_dir, float_dir = export[0] / "int8", export[0] / "float32"
+        shipped = export[0] / ("int8_sparse" if encoding == "sparse" else "int8")
+        xnnpack = encoding == "dense"  # XNNPACK refuses sparse-encoded graphs (DESIGN.md)
         runtimes = {
             "float32_litert": _transducer(cfg, tok, {g: LiteRTGraph((float_dir / f"{g}.tflite").read_bytes(), threads) for g in GRAPHS}),
-            "int8_litert": _transducer(cfg, tok, {g: LiteRTGraph((int8_dir / f"{g}.tflite").read_bytes(), threads) for g in GRAPHS}),
+            "int8_litert": _transducer(cfg, tok, {g: LiteRTGraph((shipped / f"{g}.tflite").read_bytes(), threads, xnnpack) for g in GRAPHS}),
         }
         arenas = {g: tflm_min_arena(int8_dir / f"{g}.tflite") for g in GRAPHS}
         if target.device.runtime == "tflm":
@@ -201,7 +213,8 @@ def stage_verify(cache: StageCache, export: tuple[Path, dict[str, Any]], ckpt_di
             sets[split] = entry
             log.info("%s WER: %s", split, entry["wer"])
         npu_reports = {g: compile_for_npu(int8_dir / f"{g}.tflite", npu, tmp / "npu").to_dict() for g in GRAPHS} if npu else {}
-        return {"sets": sets, "tflm_arena_bytes": arenas, "latency": latency, "threads": threads, "machine": machine(), "npu": npu_reports}
+        return {"sets": sets, "tflm_arena_bytes": arenas, "latency": latency, "threads": threads, "machine": machine(), "npu": npu_reports,
+                "encoding": encoding, "litert_kernels": "XNNPACK" if xnnpack else "built-in (sparse-encoded weights)"}
 
     folder, summary = cache.run("verify", key, run)
     return {**summary, "folder": str(folder)}
@@ -234,27 +247,25 @@ def make_manifest(target: TargetProfile, ck: ModelCheckpoint, graphs: dict[str, 
         entry["tflm_arena_bytes"] = verify["tflm_arena_bytes"][g]
         if verify.get("npu"):
             entry["npu"] = {"estimated": True, **verify["npu"][g], **entry.pop("npu_file")}
-    latency: dict[str, Any] = {"host": {"measured": True, "runtime": "litert (ai-edge-litert, XNNPACK), int8 artifacts", "threads": verify["threads"],
-                                        "machine": verify["machine"], **verify["latency"]}}
+    latency: dict[str, Any] = {"host": {"measured": True, "runtime": f"litert (ai-edge-litert, {verify['litert_kernels']}), int8 artifacts as shipped",
+                                        "threads": verify["threads"], "machine": verify["machine"], **verify["latency"]}}
     if verify.get("npu") and target.device.npu is not None:
         latency["device"] = _npu_latency(verify, target, cfg)
-    arena_max = max(verify["tflm_arena_bytes"].values())
-    host_rtf = verify["latency"]["decode_rtf"]["p90"]
     budgets = to_dict(target.budgets)
-    figures = {"model_bytes": model_bytes, "arena_bytes": arena_max, "rtf": host_rtf}
+    figures = budget_figures(target, cfg, export_summary, verify)
     return {
         "schema_version": "1.0",
         "target": {
             "name": target.name, "runtime": target.device.runtime, "description": target.description, "threads": verify["threads"],
             "device": to_dict(target.device), "budgets": budgets,
-            "budget_check": {k: {"limit": budgets[k], "value": figures[k], "ok": budgets[k] is None or figures[k] <= budgets[k]} for k in figures},
+            "budget_check": {k: {"limit": budgets[k], **f, "ok": budgets[k] is None or f["value"] <= budgets[k]} for k, f in figures.items()},
         },
         "model": {"name": cfg.name, "method": ck.meta.get("method", "dense"), "tier": export_summary["tier"], "parameters": sp["parameters"],
                   "nonzero_parameters": sp["nonzero_parameters"], "config": cfg.to_dict(), "config_sha256": cfg.digest(),
                   "sparsity": {"prunable_parameters": sp["prunable_parameters"], "prunable_nonzero": sp["prunable_nonzero"],
                                "sparsity": round(sp["sparsity"], 6), "block": list(cfg.sparsity.block), "tiers_in_checkpoint": ck.tiers,
                                "int8_bytes": {"dense_stored": sizes["int8"], "sparse_encoded": sizes.get("int8_sparse")},
-                               "shipped_encoding": "dense"}},
+                               "shipped_encoding": verify["encoding"]}},
         "frontend": frontend_section(cfg, ck.normalizer),
         "tokenizer": tokenizer_section(ck.tokenizer),
         "streaming": {
@@ -275,6 +286,20 @@ def make_manifest(target: TargetProfile, ck: ModelCheckpoint, graphs: dict[str, 
                   "data_sha256": ck.meta.get("data_sha256", digest(corpus.key)), "code_sha256": code_sha256(),
                   "calibration": export_summary["calibration"], "training": train_summary},
     }
+
+
+def budget_figures(target: TargetProfile, cfg: ModelConfig, export_summary: dict[str, Any], verify: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The figure each budget is checked against, and what it is: measured, or estimated by a named tool."""
+    shipped = "int8_sparse" if verify["encoding"] == "sparse" else "int8"
+    if verify.get("npu"):
+        npu_dir = Path(verify["folder"]) / "npu"
+        model = {"value": sum((npu_dir / f"{g}_vela.tflite").stat().st_size for g in GRAPHS), "basis": "bytes of the three Vela-compiled graphs (flash)"}
+        rtf = {"value": _npu_latency(verify, target, cfg)["rtf"], "basis": "estimated: Vela performance model, NPU seconds per second of audio"}
+    else:
+        model = {"value": sum(export_summary["bytes"][shipped].values()), "basis": f"bytes of the three shipped .tflite graphs ({verify['encoding']} weights)"}
+        rtf = {"value": verify["latency"]["decode_rtf"]["p90"], "basis": f"measured: host LiteRT decode p90 at {verify['threads']} thread(s)"}
+    arena = {"value": max(verify["tflm_arena_bytes"].values()), "basis": "measured: smallest TFLM arena that allocates, largest graph"}
+    return {"model_bytes": model, "arena_bytes": arena, "rtf": rtf}
 
 
 def _npu_latency(verify: dict[str, Any], target: TargetProfile, cfg: ModelConfig) -> dict[str, Any]:
@@ -311,23 +336,69 @@ def write_dist(out: Path, int8_dir: Path, make: Any, npu_dir: Path | None = None
 # ----------------------------------------------------------------------------- driver
 
 
+def candidate_tiers(cfg: ModelConfig, target: TargetProfile, method: str, tier: int | None) -> list[int]:
+    """Tiers to try, densest first: the one asked for, or the profile's (default: the model's) for methods with tiers."""
+    if tier is not None:
+        return [cfg.sparsity.check_tier(tier)]
+    if method == "dense":
+        return [0]
+    tiers = [cfg.sparsity.check_tier(t) for t in (target.build.tiers or cfg.sparsity.tiers)]
+    return [t for t in tiers if t > 0] if method in ("tfmot", "csp") else tiers
+
+
+def build_target(cache: StageCache, target: TargetProfile, cfg: ModelConfig, method: str, tiers: list[int], corpus: PreparedData,
+                 feats: tuple[Path, dict[str, Any]], steps: int | None, out_dir: Path) -> Path:
+    """The densest of `tiers` whose artifacts meet every budget of `target` → `out_dir/<target>/`."""
+    recipe = load_calibration_recipe(target.build.calibration)
+    budgets = to_dict(target.budgets)
+    tried: list[tuple[int, dict[str, dict[str, Any]]]] = []
+    for tier in tiers:
+        ckpt_dir, train_summary = stage_train(cache, cfg, feats, steps, method=method, tier=tier)
+        export = stage_export(cache, ckpt_dir, train_summary["key"], corpus, recipe, tier)
+        encoding = shipped_encoding(target, export)
+        verify = stage_verify(cache, export, ckpt_dir, corpus, target, encoding)
+        figures = budget_figures(target, cfg, export[1], verify)
+        over = {k: f for k, f in figures.items() if budgets[k] is not None and f["value"] > budgets[k]}
+        if over:
+            log.info("%s: tier %d misses %s", target.name, tier, ", ".join(f"{k} {f['value']:g} > {budgets[k]:g}" for k, f in over.items()))
+            tried.append((tier, figures))
+            continue
+        log.info("%s: tier %d (%s) meets every budget", target.name, tier, method)
+        ck = ModelCheckpoint.load(ckpt_dir, expect=cfg)
+        summary = {k: v for k, v in train_summary.items() if k != "key"}
+        npu_dir = Path(verify["folder"]) / "npu" if verify.get("npu") else None
+        shipped = export[0] / ("int8_sparse" if encoding == "sparse" else "int8")
+        return write_dist(out_dir / target.name, shipped, lambda graphs: make_manifest(target, ck, graphs, verify, corpus, export[1], summary), npu_dir)
+    last_tier, last = tried[-1]
+    misses = "; ".join(f"{k}: limit {budgets[k]:g}, tier {last_tier} needs {f['value']:g} ({f['basis']})"
+                       for k, f in last.items() if budgets[k] is not None and f["value"] > budgets[k])
+    raise BudgetError(f"no tier of {cfg.name} ({method}, tiers {', '.join(map(str, tiers))}) meets the budgets of target {target.name!r}: {misses}; "
+                      f"raise the budget in the target profile, or train a smaller model or sparser tiers.")
+
+
 def build(target_name: str, data: DataOptions = DataOptions(), paths: BuildPaths = BuildPaths(), model: str | None = None, steps: int | None = None,
           method: str | None = None, tier: int | None = None) -> Path:
     """Build `dist/<target>/` for one target profile; returns the manifest path."""
     target = load_target(target_name)
     cfg = load_model_config(model or target.build.model)
     method = method or target.build.method
-    tier = cfg.sparsity.check_tier(tier) if tier is not None else 0
     check_method(method, cfg, tier)
-    recipe = load_calibration_recipe(target.build.calibration)
+    tiers = candidate_tiers(cfg, target, method, tier)
     cache = StageCache(paths.work_dir / "cache")
     corpus = stage_data(cache, cfg, data)
     feats = stage_features(cache, cfg, corpus)
-    ckpt_dir, train_summary = stage_train(cache, cfg, feats, steps, method=method, tier=tier)
-    export = stage_export(cache, ckpt_dir, train_summary["key"], corpus, recipe, tier)
-    verify = stage_verify(cache, export, ckpt_dir, corpus, target)
-    ck = ModelCheckpoint.load(ckpt_dir, expect=cfg)
-    summary = {k: v for k, v in train_summary.items() if k != "key"}
-    npu_dir = Path(verify["folder"]) / "npu" if verify.get("npu") else None
-    return write_dist(paths.out_dir / target.name, export[0] / "int8",
-                      lambda graphs: make_manifest(target, ck, graphs, verify, corpus, export[1], summary), npu_dir)
+    return build_target(cache, target, cfg, method, tiers, corpus, feats, steps, paths.out_dir)
+
+
+def build_all(data: DataOptions = DataOptions(), paths: BuildPaths = BuildPaths(), model: str | None = None, steps: int | None = None,
+              method: str | None = None) -> list[Path]:
+    """Every profile in targets/ from ONE trained checkpoint (default: tiny, omni), each at the densest tier meeting its budgets."""
+    cfg = load_model_config(model or "tiny")
+    method = method or "omni"
+    check_method(method, cfg, None if method != "dense" else 0)
+    targets = [load_target(n) for n in target_names()]
+    plans = [(t, candidate_tiers(cfg, t, method, None)) for t in targets]
+    cache = StageCache(paths.work_dir / "cache")
+    corpus = stage_data(cache, cfg, data)
+    feats = stage_features(cache, cfg, corpus)
+    return [build_target(cache, t, cfg, method, tiers, corpus, feats, steps, paths.out_dir) for t, tiers in plans]

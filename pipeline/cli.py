@@ -63,17 +63,28 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 
 
 @cli.command()
-@click.option("--target", "target", required=True, help="target profile in targets/ (see `pipeline targets`).")
+@click.option("--target", "target", default=None, help="target profile in targets/ (see `pipeline targets`).")
+@click.option("--all-targets", is_flag=True, help="every profile from ONE trained checkpoint (default: tiny, omni), each at the densest tier meeting its budgets.")
 @click.option("--model", default=None, help="model config in models/ (default: the target's).")
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="training steps (default: the model config's).")
 @method_options
 @data_options
 @path_options
-def build(target: str, model: str | None, steps: int | None, method: str | None, tier: int | None, source: str, fsdd_dir: Path | None,
-          train_manifest: Path | None, test_manifest: tuple[Path, ...], out_dir: Path, work_dir: Path) -> None:
+def build(target: str | None, all_targets: bool, model: str | None, steps: int | None, method: str | None, tier: int | None, source: str,
+          fsdd_dir: Path | None, train_manifest: Path | None, test_manifest: tuple[Path, ...], out_dir: Path, work_dir: Path) -> None:
     """Data → train → int8 export → verify in the device runtime → dist/<target>/ + manifest.json."""
-    manifest = run_build(target, _data(source, fsdd_dir, train_manifest, test_manifest), BuildPaths(out_dir, work_dir), model, steps,
-                         method, tier)
+    data, paths = _data(source, fsdd_dir, train_manifest, test_manifest), BuildPaths(out_dir, work_dir)
+    if all_targets == (target is not None):
+        raise click.UsageError("give exactly one of --target NAME or --all-targets.")
+    if all_targets:
+        if tier is not None:
+            raise click.UsageError("--tier picks one tier for one target; --all-targets chooses each profile's tier by its budgets.")
+        from .build import build_all
+
+        for manifest in build_all(data, paths, model, steps, method):
+            click.echo(f"wrote {manifest}")
+        return
+    manifest = run_build(target, data, paths, model, steps, method, tier)
     click.echo(f"wrote {manifest}")
 
 
@@ -176,7 +187,8 @@ def targets() -> None:
     for name in target_names():
         t = load_target(name)
         b = t.budgets
-        click.echo(f"{t.name:10s} {t.device.runtime:7s} threads={t.device.threads} model={t.build.model:6s} "
+        click.echo(f"{t.name:10s} {t.device.runtime:7s} threads={t.device.threads} model={t.build.model:6s} method={t.build.method:5s} "
+                   f"sparse_encoding={str(t.build.sparse_encoding).lower():5s} "
                    f"budgets: model_bytes={b.model_bytes} arena_bytes={b.arena_bytes} rtf={b.rtf}  {t.description}")
 
 

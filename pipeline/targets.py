@@ -59,6 +59,8 @@ class BuildOptions:
     method: str = "dense"  # training method: dense | tfmot | omni | csp
     calibration: str = "default"
     threads_for_latency: int | None = None  # default: the device's threads
+    tiers: tuple[int, ...] | None = None  # tiers to choose from, densest first (default: the model's)
+    sparse_encoding: bool = False  # ship sparse-encoded weights where smaller (LiteRT built-in kernels, not XNNPACK)
 
 
 @dataclass(frozen=True)

@@ -130,9 +130,35 @@ def test_verify_detects_one_flipped_byte(built, tmp_path):
 
 @pytest.fixture(scope="module")
 def built_omni(built, tmp_path_factory):
-    """Omni tiers of the same micro model for the speaker profile, tier 90 shipped; shares the data cache."""
+    """Omni tiers of the same micro model, tier 90 shipped for the watch; shares the data cache."""
     paths = BuildPaths(tmp_path_factory.mktemp("omni") / "dist", built[0].work_dir)
-    return paths, build("speaker", DataOptions("synth"), paths, model=str(FIXTURES / "micro.toml"), method="omni", tier=90)
+    return paths, build("watch", DataOptions("synth"), paths, model=str(FIXTURES / "micro.toml"), method="omni", tier=90)
+
+
+def test_speaker_ships_sparse_encoded_weights_that_decode_like_the_dense_ones(built_omni):
+    paths, watch_manifest = built_omni
+    manifest = build("speaker", DataOptions("synth"), paths, model=str(FIXTURES / "micro.toml"), method="omni", tier=90)
+    m, w = json.loads(manifest.read_text()), json.loads(watch_manifest.read_text())
+    validate_manifest(m)
+    assert m["model"]["sparsity"]["shipped_encoding"] == "sparse"
+    assert sum(g["bytes"] for g in m["graphs"].values()) == m["model"]["sparsity"]["int8_bytes"]["sparse_encoded"]
+    assert "built-in" in m["latency"]["host"]["runtime"]
+    # sparse encoding is lossless: the same int8 weights, the same transcripts
+    assert m["evaluation"]["sets"]["test_unseen"]["wer"]["int8_litert"] == w["evaluation"]["sets"]["test_unseen"]["wer"]["int8_litert"]
+    assert all(c["ok"] for c in m["target"]["budget_check"].values())
+
+
+def test_a_budget_no_tier_meets_is_a_clear_error_naming_each_budget(built_omni, tmp_path):
+    from pipeline.errors import BudgetError
+
+    paths, _ = built_omni
+    target = tmp_path / "tiny_speaker.toml"
+    target.write_text('name = "tiny_speaker"\n[device]\nruntime = "litert"\n[budgets]\nmodel_bytes = 1000\nrtf = 0.5\n'
+                      '[build]\nmethod = "omni"\ntiers = [0, 90]\n')
+    with pytest.raises(BudgetError, match=r"model_bytes: limit 1000, tier 90 needs \d+") as exc:
+        build(str(target), DataOptions("synth"), BuildPaths(tmp_path / "dist", paths.work_dir), model=str(FIXTURES / "micro.toml"))
+    assert "rtf" not in str(exc.value)  # only the budgets that are missed are named
+    assert not (tmp_path / "dist").exists()
 
 
 def _const_tensors(data: bytes) -> list:
@@ -153,7 +179,7 @@ def test_omni_tier_manifest_records_method_tier_sparsity_and_sizes(built_omni):
     m = json.loads(built_omni[1].read_text())
     validate_manifest(m)
     model = m["model"]
-    assert model["method"] == "omni" and model["tier"] == 90
+    assert model["method"] == "omni" and model["tier"] == 90 and model["sparsity"]["shipped_encoding"] == "dense"
     assert abs(model["sparsity"]["sparsity"] - 0.90) <= 0.005
     assert model["sparsity"]["tiers_in_checkpoint"] == [0, 50, 70, 80, 90]
     sizes = model["sparsity"]["int8_bytes"]
