@@ -32,6 +32,9 @@ def io_names(cfg: ModelConfig) -> dict[str, tuple[list[str], list[str]]]:
 
 
 def export_models(cfg: ModelConfig, params: dict[str, np.ndarray]) -> dict[str, keras.Model]:
+    # Keras numbers auto-named layers (tf.math.tanh_10...) with process-wide counters, and the
+    # names end up in the .tflite: reset them so the same weights always give the same bytes
+    keras.backend.clear_session()
     return {
         "encoder": build_encoder_export(cfg, params),
         "predictor": build_predictor_export(cfg, params),

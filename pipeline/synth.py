@@ -8,6 +8,8 @@ connected-digit recipe as FSDD, so the two sources give the same splits.
 from __future__ import annotations
 
 import ctypes
+import multiprocessing
+import zlib
 import itertools
 import logging
 from dataclasses import dataclass
@@ -53,6 +55,9 @@ class Espeak:
         except ImportError:
             raise DataError("synthesized speech needs the `espeakng-loader` package (pip install espeakng-loader).") from None
         self._lib = ctypes.CDLL(espeakng_loader.get_library_path())
+        self._libc = ctypes.CDLL(None)
+        self._libc.srand.argtypes = [ctypes.c_uint]
+        self._lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
         self._lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
                                            ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
         rate = self._lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, espeakng_loader.get_data_path().encode(), 0)
@@ -78,6 +83,11 @@ class Espeak:
         self._lib.espeak_SetParameter(_PITCH, pitch, 0)
         self._lib.espeak_SetParameter(_RANGE, speaker.pitch_range, 0)
         self._chunks = []
+        # espeak-ng's noise sources draw from its own generator (seeded from the clock) and from
+        # libc rand(): seed both per utterance so the same recipe synthesizes the same audio
+        seed = zlib.crc32(f"{text}|{speaker}|{rate}|{pitch}".encode())
+        self._lib.espeak_ng_SetRandSeed(seed)
+        self._libc.srand(seed)
         data = text.encode() + b"\0"
         self._lib.espeak_Synth(data, len(data), 0, 0, 0, 0, None, None)
         if not self._chunks:
@@ -96,19 +106,34 @@ def make_speakers(n: int, rng: np.random.Generator, exclude: set[str] = frozense
     ]
 
 
-def synthesize_recordings(speakers: list[SynthSpeaker], takes: int, sample_rate: int, rng: np.random.Generator) -> list[tuple[Recording, int]]:
-    """Every digit `takes` times per speaker, with small rate/pitch jitter per take."""
+def _say_all(jobs: list[tuple[str, SynthSpeaker, int, int]]) -> tuple[int, list[np.ndarray]]:
     engine = Espeak()
-    out = []
+    return engine.sample_rate, [engine.say(word, spk, rate, pitch) for word, spk, rate, pitch in jobs]
+
+
+def synthesize_recordings(speakers: list[SynthSpeaker], takes: int, sample_rate: int, rng: np.random.Generator) -> list[tuple[Recording, int]]:
+    """Every digit `takes` times per speaker, with small rate/pitch jitter per take.
+
+    espeak-ng keeps synthesis state across utterances inside the library (a second run in
+    one process sounds slightly different), so every call synthesizes in a fresh child
+    process: the same recipe then gives the same audio in any process.
+    """
+    jobs, keys, gains = [], [], []
     for spk in speakers:
         for take in range(takes):
             for digit, word in enumerate(DIGIT_WORDS):
                 rate = int(spk.rate * rng.uniform(0.9, 1.1))
                 pitch = int(np.clip(spk.pitch + rng.integers(-5, 6), 0, 100))
-                x = engine.say(word, spk, rate, pitch)
-                x = trim_silence(resample(x, engine.sample_rate, sample_rate), sample_rate)
-                x = x * (10 ** (rng.uniform(-12, 0) / 20) / max(1e-6, float(np.abs(x).max())))
-                out.append((Recording(spk.name, digit, x.astype(np.float32)), take))
+                jobs.append((word, spk, rate, pitch))
+                keys.append((spk.name, digit, take))
+                gains.append(rng.uniform(-12, 0))
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        engine_rate, audio = pool.apply(_say_all, (jobs,))
+    out = []
+    for (name, digit, take), x, gain in zip(keys, audio, gains):
+        x = trim_silence(resample(x, engine_rate, sample_rate), sample_rate)
+        x = x * (10 ** (gain / 20) / max(1e-6, float(np.abs(x).max())))
+        out.append((Recording(name, digit, x.astype(np.float32)), take))
     return out
 
 

@@ -199,3 +199,17 @@ def test_pruned_weights_are_zero_in_the_exported_int8_graphs(built_omni):
     for name, mask in ck.masks["tier90"].items():
         candidates = [t for t in tensors if t.shape == mask.T.shape]
         assert any(np.all(t[~mask.T] == 0) for t in candidates), f"{name}: pruned weights are not zero in the artifact"
+
+
+def test_a_second_build_from_scratch_reproduces_the_manifest(built, tmp_path):
+    """Same config, seed, data and versions → same figures; the .tflite bytes too (the converter is deterministic here)."""
+    paths = BuildPaths(tmp_path / "dist", tmp_path / "work")
+    again = json.loads(build("watch", DataOptions("synth"), paths, model=str(FIXTURES / "micro.toml")).read_text())
+    first = json.loads(built[1].read_text())
+    for section in ("model", "frontend", "tokenizer", "streaming", "decode", "evaluation", "memory"):
+        assert again[section] == first[section], section
+    for g in ("encoder", "predictor", "joiner"):
+        assert again["graphs"][g]["sha256"] == first["graphs"][g]["sha256"], f"{g}.tflite differs between two identical builds"
+        assert again["graphs"][g]["npu"]["sha256"] == first["graphs"][g]["npu"]["sha256"]
+    for k in ("config_sha256", "data_sha256", "code_sha256", "git_commit", "tool_versions"):
+        assert again["build"][k] == first["build"][k], k
