@@ -158,3 +158,40 @@ def write_report(rows: list[Row], out: Path, model: str, steps: int) -> None:
         fig.tight_layout()
         fig.savefig(tmp / "sparsity_pareto.png", dpi=120)
         plt.close(fig)
+
+
+def bench_train_speed(model: str, variants: list[str], data: DataOptions, paths: BuildPaths, steps: int = 100, warmup: int = 20) -> dict[str, float]:
+    """Training steps per second of each variant on the same features, after `warmup` steps (tracing, caches).
+
+    A variant is a method, optionally with omni's tiers-per-step and batch share: `omni:2x0.5`.
+    Run it on an otherwise idle machine: the figures are wall-clock.
+    """
+    import dataclasses
+    import tempfile
+    import time
+
+    from .train import Trainer
+
+    cfg = load_model_config(model)
+    cache = StageCache(paths.work_dir / "cache")
+    corpus = stage_data(cache, cfg, data)
+    features_dir, _ = stage_features(cache, cfg, corpus)
+    from .features import FeatureSet
+
+    fs = FeatureSet.load(features_dir / "features.npz")
+    out: dict[str, float] = {}
+    for variant in variants:
+        method, _, shape = variant.partition(":")
+        c = cfg
+        if shape:
+            k, share = shape.split("x")
+            c = dataclasses.replace(cfg, sparsity=dataclasses.replace(cfg.sparsity, tiers_per_step=int(k), tier_batch=float(share)))
+        check_method(method, c, c.sparsity.tiers[-1] if method in ("tfmot", "csp") else None)
+        with tempfile.TemporaryDirectory() as work:
+            t = Trainer(c, fs, Path(work), method, c.sparsity.tiers[-1] if method in ("tfmot", "csp") else None)
+            t.run(until=warmup)
+            t0 = time.perf_counter()
+            t.run(resume=True, until=warmup + steps)
+            out[variant] = steps / (time.perf_counter() - t0)
+        log.info("%s: %.2f steps/s", variant, out[variant])
+    return out

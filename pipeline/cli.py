@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -177,6 +178,29 @@ def bench_sparsity(model: str, methods: str, tiers: list[int], steps: int | None
         raise click.BadParameter(f"unknown method {bad[0]!r}; choose from {', '.join(METHODS)}.", param_hint="--methods")
     run(model, chosen, tiers, _data(source, fsdd_dir, train_manifest, test_manifest), BuildPaths(out_dir, work_dir), report, steps)
     click.echo((report / "sparsity.md").read_text())
+
+
+@bench.command("train-speed")
+@click.option("--model", default=BuildOptions().model, show_default=True, help="model config in models/.")
+@click.option("--variants", default="dense,omni,omni:2x0.5,tfmot,csp", show_default=True,
+              help="methods to time; omni:KxS = K tiers per step, each on a share S of the batch.")
+@click.option("--steps", type=click.IntRange(min=1), default=100, show_default=True, help="timed steps per variant (after 20 warm-up steps).")
+@data_options
+@path_options
+def bench_train_speed(model: str, variants: str, steps: int, source: str, fsdd_dir: Path | None, train_manifest: Path | None,
+                      test_manifest: tuple[Path, ...], out_dir: Path, work_dir: Path) -> None:
+    """Training steps per second of each method on the same batches, and the ratio to dense (run on an idle machine)."""
+    from .bench import bench_train_speed as run
+
+    chosen = [v.strip() for v in variants.split(",") if v.strip()]
+    for v in chosen:
+        m, _, shape = v.partition(":")
+        if m not in METHODS or (shape and not re.fullmatch(r"\d+x(0?\.\d+|1(\.0*)?)", shape)):
+            raise click.BadParameter(f"{v!r} is not METHOD or omni:KxS (e.g. omni:2x0.5).", param_hint="--variants")
+    speeds = run(model, chosen, _data(source, fsdd_dir, train_manifest, test_manifest), BuildPaths(out_dir, work_dir), steps)
+    base = speeds.get("dense")
+    for v, s in speeds.items():
+        click.echo(f"{v:12s} {s:6.2f} steps/s" + (f"  {base / s:.2f}x dense wall time per step" if base else ""))
 
 
 @cli.command()
