@@ -67,6 +67,7 @@ class Method:
 
     def after_update(self, *extra: tf.Tensor) -> None:
         """Graph-side work after the optimizer update."""
+        return None
 
     def result(self) -> tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]]]:
         """(params, {tier name: {param: keep mask}}) at the end of training."""

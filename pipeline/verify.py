@@ -91,9 +91,10 @@ def transducer_from_manifest(folder: Path, manifest: dict, runtime: str) -> tupl
     if not np.allclose(mel_filterbank(cfg), np.array(fe["mel_filterbank"]), atol=1e-6):
         raise ArtifactError(f"{folder}: the manifest's mel filterbank differs from the one its parameters define.")
     graphs: dict[str, Any] = {}
+    xnnpack = manifest["model"]["sparsity"]["litert_op_resolver"] == "BUILTIN"
     for name, g in manifest["graphs"].items():
         path = Path(folder) / g["file"]
-        graphs[name] = TFLMGraph(path, g["tflm_arena_bytes"]) if runtime == "tflm" else LiteRTGraph(path.read_bytes(), manifest["target"].get("threads", 1))
+        graphs[name] = TFLMGraph(path, g["tflm_arena_bytes"]) if runtime == "tflm" else LiteRTGraph(path.read_bytes(), manifest["target"].get("threads", 1), xnnpack)
     st, dec, tok = manifest["streaming"], manifest["decode"], manifest["tokenizer"]
     t = Transducer(graphs["encoder"], graphs["predictor"], graphs["joiner"], st["chunk_feature_frames"], st["stack"], len(tok["vocab"]),
                    tok["blank_id"], dec["max_symbols_per_frame"], fe["hop_samples"] / fe["sample_rate"])

@@ -10,7 +10,7 @@ import wave
 from pathlib import Path
 
 import numpy as np
-from ai_edge_litert.interpreter import Interpreter
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 
 class ManifestDecoder:
@@ -18,8 +18,9 @@ class ManifestDecoder:
         self.dist = Path(dist)
         self.m = json.loads((self.dist / "manifest.json").read_text())
         self.graphs = {}
+        resolver = getattr(OpResolverType, self.m["model"]["sparsity"]["litert_op_resolver"])
         for name, g in self.m["graphs"].items():
-            it = Interpreter(model_path=str(self.dist / g["file"]))
+            it = Interpreter(model_path=str(self.dist / g["file"]), experimental_op_resolver_type=resolver)
             it.allocate_tensors()
             by_name = {d["name"]: d["index"] for d in it.get_input_details() + it.get_output_details()}
             self.graphs[name] = (it, {t["name"]: (t, by_name[t["tensor_name"]]) for t in g["inputs"]},

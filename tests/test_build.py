@@ -8,6 +8,7 @@ from pipeline.build import BuildPaths, build
 from pipeline.data import DataOptions
 from pipeline.fsutil import sha256_file
 from pipeline.manifest import validate_manifest
+from pipeline.verify import verify_dist
 from tests.conftest import FIXTURES
 from tests.manifest_client import ManifestDecoder
 
@@ -146,6 +147,10 @@ def test_speaker_ships_sparse_encoded_weights_that_decode_like_the_dense_ones(bu
     # sparse encoding is lossless: the same int8 weights, the same transcripts
     assert m["evaluation"]["sets"]["test_unseen"]["wer"]["int8_litert"] == w["evaluation"]["sets"]["test_unseen"]["wer"]["int8_litert"]
     assert all(c["ok"] for c in m["target"]["budget_check"].values())
+    assert m["model"]["sparsity"]["litert_op_resolver"] == "BUILTIN_WITHOUT_DEFAULT_DELEGATES"
+    assert verify_dist(manifest.parent) == {"litert": None}  # loads and runs with the resolver the manifest names
+    words = ManifestDecoder(manifest.parent)  # an app team's decoder, from the manifest alone
+    assert set(words.graphs) == {"encoder", "predictor", "joiner"}
 
 
 def test_a_budget_no_tier_meets_is_a_clear_error_naming_each_budget(built_omni, tmp_path):
