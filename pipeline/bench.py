@@ -195,3 +195,54 @@ def bench_train_speed(model: str, variants: list[str], data: DataOptions, paths:
             out[variant] = steps / (time.perf_counter() - t0)
         log.info("%s: %.2f steps/s", variant, out[variant])
     return out
+
+
+def bench_latency(model: str, threads: list[int], runs: int = 200, seed: int = 0) -> list[dict[str, Any]]:
+    """Host LiteRT time of one int8 encoder chunk per thread count, as a real-time factor (p50, p90).
+
+    Uses the architecture with its seeded initial weights and a calibration drawn from
+    the float graphs run on random features: compute time does not depend on the weight
+    values, so this measures a model config before it is trained.
+    """
+    import time
+
+    import numpy as np
+
+    from ._tf import keras
+    from .export import convert_all
+    from .model import build_training_model, get_params
+    from .runtimes import LiteRTGraph
+
+    cfg = load_model_config(model)
+    keras.utils.set_random_seed(seed)
+    vocab = 12
+    params = get_params(build_training_model(cfg, vocab), cfg)
+    rng = np.random.default_rng(seed)
+    floats = {g: LiteRTGraph(b) for g, b in convert_all(cfg, params).items()}
+    rep: dict[str, list[dict[str, np.ndarray]]] = {g: [] for g in GRAPHS}
+    for _ in range(16):
+        enc_in = {s.name: rng.normal(size=s.shape).astype(np.float32) * (1.0 if s.name == "features" else 0.3) for s in floats["encoder"].inputs}
+        rep["encoder"].append(enc_in)
+        enc_out = floats["encoder"](**enc_in)["encoder_out"]
+        onehot = np.eye(vocab, dtype=np.float32)[rng.integers(vocab)][None]
+        pred_in = {"token": onehot, **{s.name: rng.normal(size=s.shape).astype(np.float32) * 0.3 for s in floats["predictor"].inputs if s.name != "token"}}
+        rep["predictor"].append(pred_in)
+        rep["joiner"].append({"encoder_frame": enc_out[:, 0], "predictor_out": floats["predictor"](**pred_in)["predictor_out"]})
+    encoder = convert_all(cfg, params, rep)["encoder"]
+    chunk_seconds = cfg.chunk_ms / 1000
+    rows = []
+    for n in threads:
+        g = LiteRTGraph(encoder, n)
+        x = {s.name: rep["encoder"][0][s.name] for s in g.inputs}
+        for _ in range(10):
+            g(**x)
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            g(**x)
+            times.append(time.perf_counter() - t0)
+        rtf = np.array(times) / chunk_seconds
+        rows.append({"model": cfg.name, "threads": n, "chunk_ms": cfg.chunk_ms, "encoder_bytes": len(encoder), "runs": runs,
+                     "ms_per_chunk_p50": float(np.percentile(times, 50) * 1000), "rtf_p50": float(np.percentile(rtf, 50)),
+                     "rtf_p90": float(np.percentile(rtf, 90))})
+    return rows

@@ -203,6 +203,21 @@ def bench_train_speed(model: str, variants: str, steps: int, source: str, fsdd_d
         click.echo(f"{v:12s} {s:6.2f} steps/s" + (f"  {base / s:.2f}x dense wall time per step" if base else ""))
 
 
+@bench.command("latency")
+@click.option("--model", default="large", show_default=True, help="model config in models/.")
+@click.option("--threads", default="1,4", show_default=True, callback=_int_list, help="comma-separated LiteRT thread counts.")
+@click.option("--runs", type=click.IntRange(min=10), default=200, show_default=True)
+def bench_latency(model: str, threads: list[int], runs: int) -> None:
+    """Host LiteRT int8 encoder real-time factor (p50/p90) of a model config, per thread count."""
+    from .bench import bench_latency as run
+    from .manifest import machine
+
+    click.echo(f"machine: {machine()}")
+    for r in run(model, threads, runs):
+        click.echo(f"{r['model']:6s} threads={r['threads']} encoder {r['encoder_bytes']:,} B, {r['ms_per_chunk_p50']:.2f} ms per {r['chunk_ms']:.0f} ms chunk: "
+                   f"RTF p50 {r['rtf_p50']:.4f} p90 {r['rtf_p90']:.4f} ({r['runs']} runs)")
+
+
 @cli.command()
 def targets() -> None:
     """List target profiles and their budgets."""

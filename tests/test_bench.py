@@ -1,0 +1,26 @@
+"""Bench commands: the report writer and the latency probe (the long runs themselves are commands, not tests)."""
+from pipeline.bench import Row, bench_latency, write_report
+from tests.conftest import FIXTURES
+
+
+def _row(method, tier, wer, sparse=None, seconds=100.0, cycles=1000):
+    return Row(method, tier, tier / 100, 1000, int(1000 * (1 - tier / 100)), wer, wer, 5000, sparse, 4000, cycles, 10 * cycles, seconds, 100)
+
+
+def test_report_has_table_ratios_and_pareto_plot(tmp_path):
+    rows = [_row("dense", 0, 0.2), _row("tfmot", 90, 0.4, 1500, cycles=400), _row("omni", 0, 0.21, seconds=150.0),
+            _row("omni", 90, 0.42, 1400, seconds=150.0, cycles=380), _row("csp", 90, 0.38, 1450, cycles=390)]
+    write_report(rows, tmp_path / "rep", "micro", 100)
+    md = (tmp_path / "rep" / "sparsity.md").read_text()
+    assert "Omni wall time / dense wall time at the same steps: 1.50" in md
+    assert "tier 90: omni int8 WER 42.0% vs TFMOT 40.0% (ratio 1.05" in md
+    assert "CSP int8 WER 38.0% vs TFMOT magnitude pruning 40.0%" in md
+    assert "0.38x dense" in md  # omni tier 90 NPU cycles per encoder chunk
+    csv_lines = (tmp_path / "rep" / "sparsity.csv").read_text().splitlines()
+    assert len(csv_lines) == 1 + len(rows) and csv_lines[0].startswith("method,tier,sparsity")
+    assert (tmp_path / "rep" / "sparsity_pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_latency_probe_reports_positive_real_time_factors():
+    rows = bench_latency(str(FIXTURES / "micro.toml"), [1], runs=10)
+    assert len(rows) == 1 and 0 < rows[0]["rtf_p50"] <= rows[0]["rtf_p90"] < 1
