@@ -78,8 +78,27 @@ def _measure(cache: StageCache, method: str, tier: int, ckpt_dir: Path, train: d
                m["flash"], m["encoder_cycles"], round(m["cycles_per_second"]), round(train["wall_seconds"], 1), train["steps"])
 
 
+def read_rows(path: Path) -> list[Row]:
+    """Rows of an earlier `sparsity.csv`, to report runs made by separate invocations together."""
+    from .errors import DataError
+
+    types = {f.name: f.type for f in Row.__dataclass_fields__.values()}
+    try:
+        with open(path, newline="") as fh:
+            out = []
+            for rec in csv.DictReader(fh):
+                vals = {}
+                for k, t in types.items():
+                    v = rec[k]
+                    vals[k] = None if v == "" else (v if t == "str" else int(float(v)) if t in ("int", "int | None") else float(v))
+                out.append(Row(**vals))
+            return out
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        raise DataError(f"{path}: not a sparsity report CSV ({exc}).") from None
+
+
 def bench_sparsity(model: str, methods: list[str], tiers: list[int], data: DataOptions, paths: BuildPaths, out: Path,
-                   steps: int | None = None, target: str = "watch") -> list[Row]:
+                   steps: int | None = None, target: str = "watch", merge: list[Path] = ()) -> list[Row]:
     cfg = load_model_config(model)
     for m in methods:
         for t in tiers:
@@ -99,6 +118,8 @@ def bench_sparsity(model: str, methods: list[str], tiers: list[int], data: DataO
                 ckpt, train = stage_train(cache, cfg, feats, steps, method=method, tier=tier)
                 rows.append(_measure(cache, method, tier, ckpt, train, corpus, target))
                 log.info("%s", rows[-1])
+    earlier = [r for p in merge for r in read_rows(p) if (r.method, r.tier) not in {(x.method, x.tier) for x in rows}]
+    rows = earlier + rows
     write_report(rows, out, cfg.name, steps or cfg.train.steps)
     return rows
 

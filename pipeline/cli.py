@@ -165,9 +165,11 @@ def _int_list(ctx: click.Context, param: click.Parameter, value: str) -> list[in
 @click.option("--tiers", default="50,70,80,90", show_default=True, callback=_int_list, help="comma-separated sparse tiers (dense is tier 0).")
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="training steps of every run (default: the model config's).")
 @click.option("--report", type=click.Path(path_type=Path), default=Path("reports/sparsity"), show_default=True, help="output folder.")
+@click.option("--merge", type=click.Path(path_type=Path, exists=True, dir_okay=False), multiple=True,
+              help="sparsity.csv of an earlier run to report together (its rows for methods/tiers not rerun).")
 @data_options
 @path_options
-def bench_sparsity(model: str, methods: str, tiers: list[int], steps: int | None, report: Path, source: str, fsdd_dir: Path | None,
+def bench_sparsity(model: str, methods: str, tiers: list[int], steps: int | None, report: Path, merge: tuple[Path, ...], source: str, fsdd_dir: Path | None,
                    train_manifest: Path | None, test_manifest: tuple[Path, ...], out_dir: Path, work_dir: Path) -> None:
     """Every method x tier: float/int8 WER, nonzeros, dense/sparse/Vela bytes, NPU cycles, training time."""
     from .bench import bench_sparsity as run
@@ -176,7 +178,7 @@ def bench_sparsity(model: str, methods: str, tiers: list[int], steps: int | None
     bad = [m for m in chosen if m not in METHODS]
     if bad:
         raise click.BadParameter(f"unknown method {bad[0]!r}; choose from {', '.join(METHODS)}.", param_hint="--methods")
-    run(model, chosen, tiers, _data(source, fsdd_dir, train_manifest, test_manifest), BuildPaths(out_dir, work_dir), report, steps)
+    run(model, chosen, tiers, _data(source, fsdd_dir, train_manifest, test_manifest), BuildPaths(out_dir, work_dir), report, steps, merge=list(merge))
     click.echo((report / "sparsity.md").read_text())
 
 

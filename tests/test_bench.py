@@ -24,3 +24,11 @@ def test_report_has_table_ratios_and_pareto_plot(tmp_path):
 def test_latency_probe_reports_positive_real_time_factors():
     rows = bench_latency(str(FIXTURES / "micro.toml"), [1], runs=10)
     assert len(rows) == 1 and 0 < rows[0]["rtf_p50"] <= rows[0]["rtf_p90"] < 1
+
+
+def test_rows_round_trip_through_the_csv_for_merging(tmp_path):
+    from pipeline.bench import read_rows
+
+    rows = [_row("dense", 0, 0.2), _row("omni", 90, 0.42, 1400, seconds=150.0)]
+    write_report(rows, tmp_path / "rep", "micro", 100)
+    assert read_rows(tmp_path / "rep" / "sparsity.csv") == rows
