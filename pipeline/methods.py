@@ -174,14 +174,24 @@ class OmniMethod(_Functional):
         t0, t1 = math.ceil(sp.begin * self.total_steps), math.ceil(sp.end * self.total_steps)
         if (t0 <= step < t1 and (step - t0) % sp.update_every == 0) or step == t1:
             self.update_masks(step)
-        rng = np.random.default_rng([self.cfg.train.seed, step, 7])
-        n = len(self.tiers)
-        middle = list(range(1, n - 1))
-        extra = min(len(middle), max(0, sp.tiers_per_step - 2))
-        sel = sorted({0, n - 1, *rng.choice(middle, size=extra, replace=False).tolist()}) if n > 1 else [0]
+        sel = self.select_tiers(step)
+        rng = np.random.default_rng([self.cfg.train.seed, step, 8])
         sub = max(1, int(round(sp.tier_batch * batch_size)))
         idx = np.stack([np.sort(rng.choice(batch_size, size=sub, replace=False)) for _ in sel]).astype(np.int32)
         return [np.array(sel, np.int32), idx]
+
+    def select_tiers(self, step: int) -> list[int]:
+        """Tier indices trained at `step`: the densest and the sparsest plus sampled others (3+ per step);
+        with 2 per step the sparsest plus one sampled from the rest, with 1 one sampled tier, so every
+        tier is trained."""
+        rng = np.random.default_rng([self.cfg.train.seed, step, 7])
+        n, k = len(self.tiers), min(self.cfg.sparsity.tiers_per_step, len(self.tiers))
+        if k >= 3:
+            middle = list(range(1, n - 1))
+            return sorted({0, n - 1, *rng.choice(middle, size=k - 2, replace=False).tolist()})
+        if k == 2:
+            return sorted({n - 1, int(rng.integers(0, n - 1))})
+        return [int(rng.integers(0, n))]
 
     def loss(self, feats, pred_in, labels, frames, label_lengths, *extra):  # noqa: ANN001, ANN201
         sel, idx = extra

@@ -124,3 +124,19 @@ def test_tier_masks_cover_every_prunable_parameter():
     params = {"enc0/kernel": rng.normal(size=(40, 64)), "enc0/bias": rng.normal(size=(64,)), "pred_embed/embeddings": rng.normal(size=(5, 8))}
     masks = tier_masks(params, {90: 0.9}, (16, 1))
     assert set(masks[90]) == {"enc0/kernel"}
+
+
+@pytest.mark.parametrize("per_step", [1, 2, 3, 4])
+def test_omni_trains_every_tier_and_always_the_sparsest(per_step):
+    from pipeline.methods import OmniMethod
+
+    cfg = _cfg()
+    cfg = dataclasses.replace(cfg, sparsity=dataclasses.replace(cfg.sparsity, tiers_per_step=per_step))
+    m = OmniMethod(cfg, 5, 100, None)
+    picks = [m.select_tiers(s) for s in range(200)]
+    assert all(len(p) == min(per_step, len(TIERS)) for p in picks)
+    assert set().union(*map(set, picks)) == set(range(len(TIERS))), "a tier is never trained"
+    if per_step >= 2:
+        assert all(len(TIERS) - 1 in p for p in picks)
+    if per_step >= 3:
+        assert all(0 in p for p in picks)
