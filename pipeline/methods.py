@@ -16,8 +16,8 @@ the variables, the loss of one step and what happens around the update:
   soft-thresholded weights x = S_lambda(w) (the proximal step of a group-L1 penalty),
   with lambda set each step so the scheduled share of blocks is exactly zero; the
   gradient reaches the dense weights w straight through, and after each update the
-  compression error w - x is fed back decayed by `csp_feedback`, so a pruned block
-  can return if the loss keeps asking for it, and otherwise fades to zero. At `end`
+  compression error of the pruned blocks is fed back decayed by `csp_feedback`, so a
+  pruned block can return if the loss keeps asking for it, and otherwise fades to zero. At `end`
   the support is frozen and the surviving weights fine-tune without shrinkage.
 """
 from __future__ import annotations
@@ -288,9 +288,12 @@ class CspMethod(_Functional):
         (frac,) = extra
         beta = self.cfg.sparsity.csp_feedback
         for n in self.pruned:
+            # the compression error of the pruned blocks (all of them) is fed back decayed: they fade
+            # unless the gradient keeps pushing them back over the threshold. Surviving blocks keep
+            # their dense values (decaying their shrinkage too compounds into a shrinking network).
             w = self.var(n)
-            x = self.compress(n, w, frac)
-            w.assign(x + beta * (w - x))
+            pruned = tf.cast(tf.equal(self.compress(n, w, frac), 0.0), w.dtype)
+            w.assign(w * (1.0 - (1.0 - beta) * pruned))
 
     def result(self) -> tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]]]:
         params = {n: v.numpy().astype(np.float32) for n, v in self.params_now(tf.constant(self.tier / 100, tf.float32)).items()}
