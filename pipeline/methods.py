@@ -18,7 +18,7 @@ the variables, the loss of one step and what happens around the update:
   gradient reaches the dense weights w straight through, and after each update the
   compression error of the pruned blocks is fed back decayed by `csp_feedback`, so a
   pruned block can return if the loss keeps asking for it, and otherwise fades to zero. At `end`
-  the support is frozen and the surviving weights fine-tune without shrinkage.
+  the support and lambda freeze and the surviving weights fine-tune.
 """
 from __future__ import annotations
 
@@ -235,6 +235,7 @@ class CspMethod(_Functional):
         super().__init__(cfg, vocab, total_steps, tier)
         blocks = {n: _block_norms(tf.zeros(self.var(n).shape), cfg.sparsity.block).shape for n in self.pruned}
         self.module.keep = {n.replace("/", "."): tf.Variable(tf.ones(blocks[n]), trainable=False, name=f"keep_{n.replace('/', '_')}") for n in self.pruned}
+        self.module.lam = {n.replace("/", "."): tf.Variable(0.0, trainable=False, name=f"lam_{n.replace('/', '_')}") for n in self.pruned}
         self.module.frozen = tf.Variable(False, trainable=False, name="frozen")
 
     def extra_signature(self) -> list[tf.TensorSpec]:
@@ -244,8 +245,10 @@ class CspMethod(_Functional):
         sp = self.cfg.sparsity
         if sp.frozen(step, self.total_steps) and not bool(self.module.frozen.numpy()):
             frac = tf.constant(self.tier / 100, tf.float32)
-            for n in self.pruned:  # freeze the support at `end`
-                self.module.keep[n.replace("/", ".")].assign(self._threshold(self.var(n), frac)[1])
+            for n in self.pruned:  # freeze the support and lambda at `end`
+                lam, keep = self._threshold(self.var(n), frac)
+                self.module.keep[n.replace("/", ".")].assign(keep)
+                self.module.lam[n.replace("/", ".")].assign(lam)
             self.module.frozen.assign(True)
         return [np.float32(sp.ramp(step, self.total_steps, self.tier))]
 
@@ -265,12 +268,13 @@ class CspMethod(_Functional):
     def compress(self, n: str, w: tf.Tensor, frac: tf.Tensor) -> tf.Tensor:
         key = n.replace("/", ".")
         lam_now, keep_now = self._threshold(w, frac)
-        # once frozen, the support is fixed and the surviving weights train unshrunk
-        lam = tf.where(self.module.frozen, 0.0, lam_now)
+        # once frozen, the support and lambda are fixed (a jump to unshrunk weights at the freeze
+        # changes the function abruptly); a kept block never shrinks to exactly zero
+        lam = tf.where(self.module.frozen, self.module.lam[key], lam_now)
         keep = tf.where(self.module.frozen, self.module.keep[key], keep_now)
         block = self.cfg.sparsity.block
         rms = _block_norms(w, block) / _block_norms(tf.ones(w.shape), block)
-        scale = keep * tf.maximum(0.0, 1.0 - lam / rms)
+        scale = keep * tf.maximum(1e-3, 1.0 - lam / rms)
         return w * _expand(scale, tuple(w.shape), self.cfg.sparsity.block)
 
     def params_now(self, frac: tf.Tensor) -> dict[str, tf.Tensor]:
