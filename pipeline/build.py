@@ -175,6 +175,21 @@ def shipped_encoding(target: TargetProfile, export: tuple[Path, dict[str, Any]])
     return "dense"
 
 
+def stage_reference(cache: StageCache, export: tuple[Path, dict[str, Any]], ckpt_dir: Path, corpus: PreparedData) -> dict[str, Any]:
+    """What does not depend on the target, computed once per export and shared by every target:
+    the float graphs' WER on each test split and the smallest TFLM arena of each int8 graph."""
+    key = {"export": export[1]["key"], "code": code_sha256()}
+
+    def run(tmp: Path) -> dict[str, Any]:
+        ck = ModelCheckpoint.load(ckpt_dir)
+        floats = _transducer(ck.config, ck.tokenizer, {g: LiteRTGraph((export[0] / "float32" / f"{g}.tflite").read_bytes()) for g in GRAPHS})
+        wer = {split: round(score(floats, ck.tokenizer, feats, refs, seconds, desc=f"{split} float32").wer, 5)
+               for split, (feats, refs, seconds) in _eval_sets(corpus, ck).items()}
+        return {"float32_wer": wer, "tflm_arena_bytes": {g: tflm_min_arena(export[0] / "int8" / f"{g}.tflite") for g in GRAPHS}}
+
+    return cache.run("reference", key, run)[1]
+
+
 def stage_verify(cache: StageCache, export: tuple[Path, dict[str, Any]], ckpt_dir: Path, corpus: PreparedData, target: TargetProfile,
                  encoding: str = "dense") -> dict[str, Any]:
     """Decode every test split with the shipped artifacts in their runtimes; measure arena and host latency."""
@@ -182,25 +197,26 @@ def stage_verify(cache: StageCache, export: tuple[Path, dict[str, Any]], ckpt_di
     npu = target.device.npu if target.device.runtime == "tflm" else None
     key = {"export": export[1]["key"], "runtime": target.device.runtime, "threads": threads, "npu": to_dict(npu) if npu else None,
            "encoding": encoding, "code": code_sha256()}
+    reference = stage_reference(cache, export, ckpt_dir, corpus)
 
     def run(tmp: Path) -> dict[str, Any]:
         ck = ModelCheckpoint.load(ckpt_dir)
         cfg, tok = ck.config, ck.tokenizer
-        int8_dir, float_dir = export[0] / "int8", export[0] / "float32"
+        int8_dir = export[0] / "int8"
         shipped = export[0] / ("int8_sparse" if encoding == "sparse" else "int8")
         xnnpack = encoding == "dense"  # XNNPACK refuses sparse-encoded graphs (DESIGN.md)
         runtimes = {
-            "float32_litert": _transducer(cfg, tok, {g: LiteRTGraph((float_dir / f"{g}.tflite").read_bytes(), threads) for g in GRAPHS}),
             "int8_litert": _transducer(cfg, tok, {g: LiteRTGraph((shipped / f"{g}.tflite").read_bytes(), threads, xnnpack) for g in GRAPHS}),
         }
-        arenas = {g: tflm_min_arena(int8_dir / f"{g}.tflite") for g in GRAPHS}
+        arenas = reference["tflm_arena_bytes"]
         if target.device.runtime == "tflm":
             runtimes["int8_tflm"] = _transducer(cfg, tok, {g: TFLMGraph(int8_dir / f"{g}.tflite", arenas[g]) for g in GRAPHS})
         sets: dict[str, Any] = {}
         latency: dict[str, Any] = {}
         for split, (feats, refs, seconds) in _eval_sets(corpus, ck).items():
             entry: dict[str, Any] = {"description": describe_split(corpus.source.kind, split), "utterances": len(refs),
-                                     "words": sum(len(r.split()) for r in refs), "audio_seconds": round(seconds, 3), "wer": {}}
+                                     "words": sum(len(r.split()) for r in refs), "audio_seconds": round(seconds, 3),
+                                     "wer": {"float32_litert": reference["float32_wer"][split]}}
             for name, t in runtimes.items():
                 s: Score = score(t, tok, feats, refs, seconds, desc=f"{split} {name}")
                 entry["wer"][name] = round(s.wer, 5)
