@@ -237,6 +237,8 @@ class CspMethod(_Functional):
         self.module.keep = {n.replace("/", "."): tf.Variable(tf.ones(blocks[n]), trainable=False, name=f"keep_{n.replace('/', '_')}") for n in self.pruned}
         self.module.lam = {n.replace("/", "."): tf.Variable(0.0, trainable=False, name=f"lam_{n.replace('/', '_')}") for n in self.pruned}
         self.module.frozen = tf.Variable(False, trainable=False, name="frozen")
+        # real entries per block (edge blocks may be partial): constant per kernel
+        self.block_sizes = {n: _block_norms(tf.ones(self.var(n).shape), cfg.sparsity.block) ** 2 for n in self.pruned}
 
     def extra_signature(self) -> list[tf.TensorSpec]:
         return [tf.TensorSpec((), tf.float32)]
@@ -246,16 +248,16 @@ class CspMethod(_Functional):
         if sp.frozen(step, self.total_steps) and not bool(self.module.frozen.numpy()):
             frac = tf.constant(self.tier / 100, tf.float32)
             for n in self.pruned:  # freeze the support and lambda at `end`
-                lam, keep = self._threshold(self.var(n), frac)
+                lam, keep = self._threshold(n, self.var(n), frac)
                 self.module.keep[n.replace("/", ".")].assign(keep)
                 self.module.lam[n.replace("/", ".")].assign(lam)
             self.module.frozen.assign(True)
         return [np.float32(sp.ramp(step, self.total_steps, self.tier))]
 
-    def _threshold(self, w: tf.Tensor, frac: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def _threshold(self, n: str, w: tf.Tensor, frac: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """keep = all but the weakest blocks holding `frac` of the weights; lambda = the largest pruned block RMS."""
         norms = _block_norms(w, self.cfg.sparsity.block)
-        sizes = tf.reshape(_block_norms(tf.ones(w.shape), self.cfg.sparsity.block) ** 2, [-1])  # real entries per block
+        sizes = tf.reshape(self.block_sizes[n], [-1])
         flat = tf.reshape(norms, [-1]) / tf.sqrt(sizes)  # block RMS, so partial edge blocks compete fairly
         order = tf.argsort(flat, stable=True)
         cum = tf.concat([[0.0], tf.cumsum(tf.gather(sizes, order))], 0)
@@ -267,13 +269,13 @@ class CspMethod(_Functional):
 
     def compress(self, n: str, w: tf.Tensor, frac: tf.Tensor) -> tf.Tensor:
         key = n.replace("/", ".")
-        lam_now, keep_now = self._threshold(w, frac)
+        lam_now, keep_now = self._threshold(n, w, frac)
         # once frozen, the support and lambda are fixed (a jump to unshrunk weights at the freeze
         # changes the function abruptly); a kept block never shrinks to exactly zero
         lam = tf.where(self.module.frozen, self.module.lam[key], lam_now)
         keep = tf.where(self.module.frozen, self.module.keep[key], keep_now)
         block = self.cfg.sparsity.block
-        rms = _block_norms(w, block) / _block_norms(tf.ones(w.shape), block)
+        rms = _block_norms(w, block) / tf.sqrt(self.block_sizes[n])
         scale = keep * tf.maximum(1e-3, 1.0 - lam / rms)
         return w * _expand(scale, tuple(w.shape), self.cfg.sparsity.block)
 

@@ -121,7 +121,6 @@ def nested_masks(w: np.ndarray, fractions: dict[int, float], block: tuple[int, i
 
 def block_sparsity(mask: np.ndarray, block: tuple[int, int]) -> float:
     """Share of (possibly partial) blocks that are entirely pruned: TFMOT's notion of sparsity."""
-    _, sizes = _block_grid(np.ones_like(mask, np.float32), block)
     kept, _ = _block_grid(mask.astype(np.float32), block)
     return float(np.mean(kept == 0))
 

@@ -36,3 +36,17 @@ def make_fsdd_folder(root: Path, speakers=("george", "jackson", "nicolas", "theo
                 t = np.arange(n) / sr
                 write_wav(rec / f"{d}_{spk}_{i}.wav", 0.3 * np.sin(2 * np.pi * (200 + 60 * d + 5 * s) * t), sr)
     return root
+
+
+@pytest.fixture(scope="module")
+def random_features():
+    """24 random utterances (20-60 frames of 40 mels) with 2-7 tokens of a 4-character vocabulary."""
+    from pipeline.features import FeatureSet
+    from pipeline.frontend import Normalizer
+    from pipeline.tokenizer import CharTokenizer
+
+    rng = np.random.default_rng(0)
+    tok = CharTokenizer(tuple("abc "))
+    feats = [rng.normal(size=(int(rng.integers(20, 60)), 40)).astype(np.float32) for _ in range(24)]
+    labels = [rng.integers(1, tok.size, size=int(rng.integers(2, 8))).astype(np.int32) for _ in range(24)]
+    return FeatureSet(feats, labels, Normalizer((0.0,) * 40, (1.0,) * 40), tok)

@@ -7,11 +7,8 @@ import pytest
 from pipeline.checkpoint import ModelCheckpoint
 from pipeline.config import load_model_config
 from pipeline.errors import ConfigError
-from pipeline.features import FeatureSet
-from pipeline.frontend import Normalizer
 from pipeline.methods import make_method
 from pipeline.sparsity import SparsityConfig, block_sparsity, nested_masks, prunable, tier_masks, tier_name
-from pipeline.tokenizer import CharTokenizer
 from pipeline.train import Trainer
 from tests.conftest import FIXTURES
 
@@ -19,12 +16,8 @@ TIERS = (0, 50, 80, 90)
 
 
 @pytest.fixture(scope="module")
-def data():
-    rng = np.random.default_rng(0)
-    tok = CharTokenizer(tuple("abc "))
-    feats = [rng.normal(size=(int(rng.integers(20, 60)), 40)).astype(np.float32) for _ in range(24)]
-    labels = [rng.integers(1, tok.size, size=int(rng.integers(2, 8))).astype(np.int32) for _ in range(24)]
-    return FeatureSet(feats, labels, Normalizer((0.0,) * 40, (1.0,) * 40), tok)
+def data(random_features):
+    return random_features
 
 
 def _cfg(steps=20, **sparsity):

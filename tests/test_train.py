@@ -4,20 +4,13 @@ import numpy as np
 import pytest
 
 from pipeline.config import load_model_config
-from pipeline.features import FeatureSet
-from pipeline.frontend import Normalizer
-from pipeline.tokenizer import CharTokenizer
 from pipeline.train import Batcher, Trainer
 from tests.conftest import FIXTURES
 
 
 @pytest.fixture(scope="module")
-def data():
-    rng = np.random.default_rng(0)
-    tok = CharTokenizer(tuple("abc "))
-    feats = [rng.normal(size=(int(rng.integers(20, 60)), 40)).astype(np.float32) for _ in range(24)]
-    labels = [rng.integers(1, tok.size, size=int(rng.integers(2, 8))).astype(np.int32) for _ in range(24)]
-    return FeatureSet(feats, labels, Normalizer((0.0,) * 40, (1.0,) * 40), tok)
+def data(random_features):
+    return random_features
 
 
 def _cfg(steps=12, every=6):
