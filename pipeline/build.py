@@ -115,6 +115,33 @@ def stage_train(cache: StageCache, cfg: ModelConfig, features: tuple[Path, dict[
     return folder / "checkpoint", {"key": key, **summary}
 
 
+def checkpoint_stage_input(folder: Path) -> tuple[Path, dict[str, Any]]:
+    """A checkpoint folder given by the user, as a stage input: keyed by the digest of its files."""
+    ModelCheckpoint.load(folder)  # refuse a broken one before any work
+    return Path(folder), {"key": {"checkpoint": {f: sha256_file(Path(folder) / f) for f in ("model.json", "params.npz")}}}
+
+
+def stage_aat(cache: StageCache, cfg: ModelConfig, features: tuple[Path, dict[str, Any]], base: tuple[Path, dict[str, Any]],
+              steps: int | None = None, resume: bool = True) -> tuple[Path, dict[str, Any]]:
+    """Accelerator-aware fine-tuning of the checkpoint `base` (every tier it holds) → a checkpoint with learned int8 ranges."""
+    key = {"base": base[1]["key"], "aat": to_dict(cfg.aat), "steps": steps or cfg.aat.steps, "code": code_sha256()}
+    work = cache.work_folder("aat", digest(key))
+    if not resume:
+        shutil.rmtree(work, ignore_errors=True)
+
+    def run(tmp: Path) -> dict[str, Any]:
+        fs = FeatureSet.load(features[0] / "features.npz")
+        init = ModelCheckpoint.load(base[0], expect=cfg)
+        result = Trainer(cfg, fs, work, "aat", steps=steps, init=init).run(resume=resume)
+        meta = {**result.method_meta, "aat": {**result.method_meta["aat"], "final_loss": result.final_loss, "wall_seconds": result.wall_seconds}}
+        ModelCheckpoint(cfg, result.params, fs.tokenizer, fs.normalizer, result.masks, meta, result.ranges).save(tmp / "checkpoint")
+        return meta
+
+    folder, summary = cache.run("aat", key, run)
+    shutil.rmtree(work, ignore_errors=True)
+    return folder / "checkpoint", {"key": key, **summary}
+
+
 def _transducer(cfg: ModelConfig, tok: CharTokenizer, graphs: dict[str, Any]) -> Transducer:
     return Transducer(graphs["encoder"], graphs["predictor"], graphs["joiner"], cfg.chunk_feature_frames, cfg.encoder.stack,
                       tok.size, tok.blank_id, cfg.decode.max_symbols_per_frame, cfg.frontend.hop_ms / 1000)
@@ -135,14 +162,16 @@ def stage_export(cache: StageCache, ckpt_dir: Path, train_key: dict[str, Any], c
         calib = read_manifest(corpus.splits[recipe.split])
         feats = [ck.normalizer(f) for f in utterance_features(calib, cfg.frontend)]
         rep = representative_inputs(float_t, feats, recipe)
-        variants = {"float32": floats, "int8": convert_all(cfg, params, rep)}
+        ranges = ck.tier_ranges(tier)  # learned by AAT: the converter takes them instead of calibrating
+        variants = {"float32": floats, "int8": convert_all(cfg, params, rep, ranges=ranges)}
         if tier > 0:
-            variants["int8_sparse"] = convert_all(cfg, params, rep, sparse=True)
+            variants["int8_sparse"] = convert_all(cfg, params, rep, sparse=True, ranges=ranges)
         for variant, graphs in variants.items():
             (tmp / variant).mkdir()
             for g in GRAPHS:
                 (tmp / variant / f"{g}.tflite").write_bytes(graphs[g])
         return {"calibration": {**recipe.to_dict(), "samples": {g: len(v) for g, v in rep.items()}}, "tier": tier,
+                "activation_ranges": "learned (accelerator-aware training)" if ranges is not None else "calibrated",
                 "sparsity": sparsity_of(params), "bytes": {v: {g: len(b) for g, b in graphs.items()} for v, graphs in variants.items()}}
 
     folder, summary = cache.run("export", key, run)
@@ -282,7 +311,10 @@ def make_manifest(target: TargetProfile, ck: ModelCheckpoint, graphs: dict[str, 
                                "sparsity": round(sp["sparsity"], 6), "block": list(cfg.sparsity.block), "tiers_in_checkpoint": ck.tiers,
                                "int8_bytes": {"dense_stored": sizes["int8"], "sparse_encoded": sizes.get("int8_sparse")},
                                "shipped_encoding": verify["encoding"],
-                               "litert_op_resolver": "BUILTIN_WITHOUT_DEFAULT_DELEGATES" if verify["encoding"] == "sparse" else "BUILTIN"}},
+                               "litert_op_resolver": "BUILTIN_WITHOUT_DEFAULT_DELEGATES" if verify["encoding"] == "sparse" else "BUILTIN"},
+                  "quantization": {"scheme": "full-integer int8: weights per output channel symmetric, activations per tensor asymmetric, int8 inputs and outputs",
+                                   "activation_ranges": export_summary.get("activation_ranges", "calibrated"),
+                                   "accelerator_aware_training": ck.meta.get("aat")}},
         "frontend": frontend_section(cfg, ck.normalizer),
         "tokenizer": tokenizer_section(ck.tokenizer),
         "streaming": {
@@ -364,13 +396,16 @@ def candidate_tiers(cfg: ModelConfig, target: TargetProfile, method: str, tier: 
 
 
 def build_target(cache: StageCache, target: TargetProfile, cfg: ModelConfig, method: str, tiers: list[int], corpus: PreparedData,
-                 feats: tuple[Path, dict[str, Any]], steps: int | None, out_dir: Path) -> Path:
-    """The densest of `tiers` whose artifacts meet every budget of `target` → `out_dir/<target>/`."""
+                 feats: tuple[Path, dict[str, Any]], steps: int | None, out_dir: Path, aat: bool = False) -> Path:
+    """The densest of `tiers` whose artifacts meet every budget of `target` → `out_dir/<target>/`;
+    with `aat`, from the checkpoint fine-tuned by accelerator-aware training."""
     recipe = load_calibration_recipe(target.build.calibration)
     budgets = to_dict(target.budgets)
     tried: list[tuple[int, dict[str, dict[str, Any]]]] = []
     for tier in tiers:
         ckpt_dir, train_summary = stage_train(cache, cfg, feats, steps, method=method, tier=tier)
+        if aat:
+            ckpt_dir, train_summary = stage_aat(cache, cfg, feats, (ckpt_dir, train_summary))
         export = stage_export(cache, ckpt_dir, train_summary["key"], corpus, recipe, tier)
         encoding = shipped_encoding(target, export)
         size = sum(export[1]["bytes"]["int8_sparse" if encoding == "sparse" else "int8"].values())
@@ -401,8 +436,9 @@ def build_target(cache: StageCache, target: TargetProfile, cfg: ModelConfig, met
 
 
 def build(target_name: str, data: DataOptions = DataOptions(), paths: BuildPaths = BuildPaths(), model: str | None = None, steps: int | None = None,
-          method: str | None = None, tier: int | None = None) -> Path:
-    """Build `dist/<target>/` for one target profile; returns the manifest path."""
+          method: str | None = None, tier: int | None = None, aat: bool | None = None) -> Path:
+    """Build `dist/<target>/` for one target profile; returns the manifest path. `aat` (default: the
+    profile's) adds the accelerator-aware fine-tuning phase."""
     target = load_target(target_name)
     cfg = load_model_config(model or target.build.model)
     method = method or target.build.method
@@ -411,11 +447,11 @@ def build(target_name: str, data: DataOptions = DataOptions(), paths: BuildPaths
     cache = StageCache(paths.work_dir / "cache")
     corpus = stage_data(cache, cfg, data)
     feats = stage_features(cache, cfg, corpus)
-    return build_target(cache, target, cfg, method, tiers, corpus, feats, steps, paths.out_dir)
+    return build_target(cache, target, cfg, method, tiers, corpus, feats, steps, paths.out_dir, target.build.aat if aat is None else aat)
 
 
 def build_all(data: DataOptions = DataOptions(), paths: BuildPaths = BuildPaths(), model: str | None = None, steps: int | None = None,
-              method: str | None = None) -> list[Path]:
+              method: str | None = None, aat: bool = False) -> list[Path]:
     """Every profile in targets/ from ONE trained checkpoint (default: tiny, omni), each at the densest tier meeting its budgets."""
     cfg = load_model_config(model or "tiny")
     method = method or "omni"
@@ -425,4 +461,4 @@ def build_all(data: DataOptions = DataOptions(), paths: BuildPaths = BuildPaths(
     cache = StageCache(paths.work_dir / "cache")
     corpus = stage_data(cache, cfg, data)
     feats = stage_features(cache, cfg, corpus)
-    return [build_target(cache, t, cfg, method, tiers, corpus, feats, steps, paths.out_dir) for t, tiers in plans]
+    return [build_target(cache, t, cfg, method, tiers, corpus, feats, steps, paths.out_dir, aat) for t, tiers in plans]

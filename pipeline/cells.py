@@ -17,16 +17,22 @@ from typing import Any
 import tensorflow_model_optimization as tfmot
 
 from ._tf import keras, tf
+from .quant import FLOAT, Quant
 
 
-def lstm_step(xw: tf.Tensor, h: tf.Tensor, c: tf.Tensor, recurrent: Any, cell_clip: float | None) -> tuple[tf.Tensor, tf.Tensor]:
-    """One step given the input projection `xw = x @ kernel + bias` (B, 4H); `recurrent(h)` = h @ recurrent_kernel."""
-    z = xw + recurrent(h)
+def lstm_step(xw: tf.Tensor, h: tf.Tensor, c: tf.Tensor, recurrent: Any, cell_clip: float | None, q: Quant = FLOAT,
+              layer: str = "") -> tuple[tf.Tensor, tf.Tensor]:
+    """One step given the input projection `xw = x @ kernel + bias` (B, 4H); `recurrent(h)` = h @ recurrent_kernel.
+
+    `q` rounds each op's output where the int8 graph does (quant.py); `layer` names its range points.
+    """
+    z = q.act(f"{layer}/z", xw + q.act(f"{layer}/rh", recurrent(h)))
     i, f, g, o = tf.split(z, 4, axis=-1)
-    c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
+    c = q.act(f"{layer}/fc", q.sigmoid(f) * c) + q.act(f"{layer}/ig", q.sigmoid(i) * q.tanh(g))
     if cell_clip:
         c = tf.clip_by_value(c, -cell_clip, cell_clip)
-    h = tf.sigmoid(o) * tf.tanh(c)
+    c = q.act(f"{layer}/c", c)
+    h = q.act(f"{layer}/h", q.sigmoid(o) * q.tanh(c))
     return h, c
 
 

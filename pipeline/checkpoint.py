@@ -20,6 +20,7 @@ from .errors import ArtifactError, ConfigError
 from .frontend import Normalizer
 from .fsutil import atomic_write_bytes, atomic_write_json
 from .model import check_params
+from .quant import range_points
 from .sparsity import apply_masks, tier_name
 from .tokenizer import CharTokenizer
 
@@ -34,12 +35,15 @@ class ModelCheckpoint:
     normalizer: Normalizer
     masks: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # tier name → param name → bool mask
     meta: dict[str, Any] = field(default_factory=dict)  # method, steps, wall time, data hash...
+    ranges: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # tier name → point → int8 (min, max) learned by AAT
 
     def save(self, folder: Path) -> None:
         folder = Path(folder)
         arrays = {f"param/{k}": v for k, v in self.params.items()}
         for tier, masks in self.masks.items():
             arrays.update({f"mask/{tier}/{k}": v.astype(bool) for k, v in masks.items()})
+        for tier, ranges in self.ranges.items():
+            arrays.update({f"range/{tier}/{k}": np.asarray(v, np.float32) for k, v in ranges.items()})
         buf = io.BytesIO()
         np.savez(buf, **arrays)
         atomic_write_bytes(folder / "params.npz", buf.getvalue())
@@ -47,6 +51,10 @@ class ModelCheckpoint:
             "format": FORMAT, "config": self.config.to_dict(), "tokenizer": self.tokenizer.to_dict(),
             "normalizer": self.normalizer.to_dict(), "tiers": sorted(self.masks), "meta": self.meta,
         })
+
+    def tier_ranges(self, tier: int) -> dict[str, np.ndarray] | None:
+        """The int8 activation ranges AAT learned for `tier`, or None (post-training calibration)."""
+        return self.ranges.get(tier_name(tier))
 
     @property
     def tiers(self) -> list[int]:
@@ -86,6 +94,7 @@ class ModelCheckpoint:
             raise ArtifactError(f"checkpoint {folder} was trained with a different config than {expect.name!r}; retrain or pass the matching config.")
         params: dict[str, np.ndarray] = {}
         masks: dict[str, dict[str, np.ndarray]] = {}
+        ranges: dict[str, dict[str, np.ndarray]] = {}
         try:
             with np.load(folder / "params.npz", allow_pickle=False) as z:
                 for key in z.files:
@@ -95,6 +104,9 @@ class ModelCheckpoint:
                     elif kind == "mask":
                         tier, _, name = rest.partition("/")
                         masks.setdefault(tier, {})[name] = z[key].astype(bool)
+                    elif kind == "range":
+                        tier, _, name = rest.partition("/")
+                        ranges.setdefault(tier, {})[name] = z[key].astype(np.float32)
         except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
             raise ArtifactError(f"checkpoint {folder}/params.npz is corrupt ({exc}).") from None
         check_params(cfg, tok.size, params, str(folder))
@@ -102,7 +114,14 @@ class ModelCheckpoint:
             for name, mask in m.items():
                 if not tier.startswith("tier") or not tier[4:].isdigit() or name not in params or mask.shape != params[name].shape:
                     raise ArtifactError(f"checkpoint {folder}: mask {tier}/{name} does not match the parameters.")
-        return cls(cfg, params, tok, norm, masks, dict(info.get("meta", {})))
+        points = set(range_points(cfg.encoder.layers))
+        for tier, r in ranges.items():
+            if (masks and tier not in masks) or (not masks and tier != tier_name(0)) or set(r) != points:
+                raise ArtifactError(f"checkpoint {folder}: the int8 ranges of {tier} do not match the model's tiers and range points.")
+            for name, v in r.items():
+                if v.shape != (2,) or not np.all(np.isfinite(v)) or v[0] > v[1]:
+                    raise ArtifactError(f"checkpoint {folder}: int8 range {tier}/{name} is not a finite (min, max) pair.")
+        return cls(cfg, params, tok, norm, masks, dict(info.get("meta", {})), ranges)
 
 
 

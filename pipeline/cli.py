@@ -69,10 +69,12 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 @click.option("--model", default=None, help="model config in models/ (default: the target's).")
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="training steps (default: the model config's).")
 @method_options
+@click.option("--aat/--no-aat", default=None, help="fine-tune with the int8 kernels emulated (accelerator-aware training) before export "
+              "(default: the target's build.aat).")
 @data_options
 @path_options
-def build(target: str | None, all_targets: bool, model: str | None, steps: int | None, method: str | None, tier: int | None, source: str,
-          fsdd_dir: Path | None, train_manifest: Path | None, test_manifest: tuple[Path, ...], out_dir: Path, work_dir: Path) -> None:
+def build(target: str | None, all_targets: bool, model: str | None, steps: int | None, method: str | None, tier: int | None, aat: bool | None,
+          source: str, fsdd_dir: Path | None, train_manifest: Path | None, test_manifest: tuple[Path, ...], out_dir: Path, work_dir: Path) -> None:
     """Data → train → int8 export → verify in the device runtime → dist/<target>/ + manifest.json."""
     data, paths = _data(source, fsdd_dir, train_manifest, test_manifest), BuildPaths(out_dir, work_dir)
     if all_targets == (target is not None):
@@ -82,10 +84,10 @@ def build(target: str | None, all_targets: bool, model: str | None, steps: int |
             raise click.UsageError("--tier picks one tier for one target; --all-targets chooses each profile's tier by its budgets.")
         from .build import build_all
 
-        for manifest in build_all(data, paths, model, steps, method):
+        for manifest in build_all(data, paths, model, steps, method, bool(aat)):
             click.echo(f"wrote {manifest}")
         return
-    manifest = run_build(target, data, paths, model, steps, method, tier)
+    manifest = run_build(target, data, paths, model, steps, method, tier, aat)
     click.echo(f"wrote {manifest}")
 
 
@@ -97,26 +99,52 @@ def build(target: str | None, all_targets: bool, model: str | None, steps: int |
               help="tf.distribute strategy; multi-worker reads the cluster from TF_CONFIG (see README).")
 @click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="folder for the trained checkpoint.")
 @method_options
+@click.option("--aat", is_flag=True, help="then fine-tune every tier with the int8 kernels emulated (accelerator-aware training); "
+              "the checkpoint also holds the learned int8 ranges, which export uses.")
+@click.option("--aat-steps", type=click.IntRange(min=1), default=None, help="fine-tuning steps (default: the model config's aat.steps).")
+@click.option("--init", "init", type=click.Path(path_type=Path), default=None,
+              help="with --aat: fine-tune this trained checkpoint folder instead of training one first.")
 @data_options
 @click.option("--work-dir", type=click.Path(path_type=Path), default=PATH_DEFAULTS.work_dir, show_default=True, help="stage cache.")
-def train(model: str, steps: int | None, resume: bool, strategy: str, out: Path, method: str | None, tier: int | None, source: str, fsdd_dir: Path | None,
-          train_manifest: Path | None, test_manifest: tuple[Path, ...], work_dir: Path) -> None:
+def train(model: str, steps: int | None, resume: bool, strategy: str, out: Path, method: str | None, tier: int | None, aat: bool, aat_steps: int | None,
+          init: Path | None, source: str, fsdd_dir: Path | None, train_manifest: Path | None, test_manifest: tuple[Path, ...], work_dir: Path) -> None:
     """Prepare data and train one model (or one set of sparsity tiers); writes a checkpoint folder (params.npz + model.json)."""
     from .build import stage_data, stage_features, stage_train
     from .cache import StageCache
+    from .checkpoint import ModelCheckpoint
     from .config import load_model_config
     from .fsutil import atomic_directory
 
     from .distribute import make_distribution
     from .methods import check_method
 
+    if (init is not None or aat_steps is not None) and not aat:
+        raise click.UsageError("--init and --aat-steps belong to --aat.")
+    if init is not None and (method is not None or tier is not None or steps is not None):
+        raise click.UsageError("--init fine-tunes a trained checkpoint: --method, --tier and --steps do not apply.")
+    if aat and strategy != "default":
+        raise click.UsageError("--aat runs with --strategy default.")
     dist = make_distribution(strategy)  # first: MultiWorkerMirroredStrategy must precede other TF work
     cfg = load_model_config(model)
+    base = None
+    if init is not None:
+        from .build import checkpoint_stage_input
+
+        base = checkpoint_stage_input(init)
+        cfg = ModelCheckpoint.load(init).config
     method = method or "dense"
     check_method(method, cfg, tier)
     cache = StageCache(work_dir / "cache")
     corpus = stage_data(cache, cfg, _data(source, fsdd_dir, train_manifest, test_manifest))
-    ckpt, summary = stage_train(cache, cfg, stage_features(cache, cfg, corpus), steps, resume=resume, method=method, tier=tier, dist=dist)
+    feats = stage_features(cache, cfg, corpus)
+    if base is None:
+        base = stage_train(cache, cfg, feats, steps, resume=resume, method=method, tier=tier, dist=dist)
+    ckpt, summary = base
+    if aat:
+        from .build import stage_aat
+
+        ckpt, summary = stage_aat(cache, cfg, feats, base, aat_steps, resume=resume)
+        summary = {"steps": summary["aat"]["steps"], "final_loss": summary["aat"]["final_loss"]}
     with atomic_directory(out) as tmp:
         for f in ckpt.iterdir():
             shutil.copyfile(f, tmp / f.name)

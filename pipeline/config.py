@@ -99,6 +99,24 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class AatConfig:
+    """Accelerator-aware training: a fine-tuning phase with the int8 kernels emulated (quant.py)."""
+
+    steps: int = 400
+    learning_rate: float = 2e-4  # peak; linear warm-up, cosine decay to 10% at `steps`
+    warmup_steps: int = 20
+    ema_decay: float = 0.99  # activation ranges follow the batch min/max with this decay
+    calibration_batches: int = 8  # training batches whose min/max start the ranges (as the converter calibrates)
+
+    def __post_init__(self) -> None:
+        check(self.steps >= 1, f"field `steps` must be >= 1, got {self.steps}.")
+        check(0 < self.learning_rate < 1, f"field `learning_rate` must be in (0, 1), got {self.learning_rate}.")
+        check(self.warmup_steps >= 0, f"field `warmup_steps` must be >= 0, got {self.warmup_steps}.")
+        check(0 <= self.ema_decay < 1, f"field `ema_decay` must be in [0, 1), got {self.ema_decay}.")
+        check(1 <= self.calibration_batches <= 1000, f"field `calibration_batches` must be in 1..1000, got {self.calibration_batches}.")
+
+
+@dataclass(frozen=True)
 class DataConfig:
     """Connected-digit recipe used when the pipeline prepares the corpus itself."""
 
@@ -129,6 +147,7 @@ class ModelConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
     sparsity: SparsityConfig = field(default_factory=SparsityConfig)
+    aat: AatConfig = field(default_factory=AatConfig)
 
     @property
     def chunk_feature_frames(self) -> int:

@@ -15,6 +15,7 @@ from ._tf import keras, tf
 from .config import ModelConfig
 from .errors import InternalError
 from .model import PREDICTOR_STATE_NAMES, build_encoder_export, build_joiner_export, build_predictor_export, encoder_state_names
+from .quant import FLOAT, Exported
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +32,16 @@ def io_names(cfg: ModelConfig) -> dict[str, tuple[list[str], list[str]]]:
     }
 
 
-def export_models(cfg: ModelConfig, params: dict[str, np.ndarray]) -> dict[str, keras.Model]:
+def export_models(cfg: ModelConfig, params: dict[str, np.ndarray], ranges: dict[str, np.ndarray] | None = None) -> dict[str, keras.Model]:
+    """The three export graphs; with `ranges` (learned by AAT) each int8 range point carries a FakeQuant op."""
+    q = Exported(ranges) if ranges is not None else FLOAT
     # Keras numbers auto-named layers (tf.math.tanh_10...) with process-wide counters, and the
     # names end up in the .tflite: reset them so the same weights always give the same bytes
     keras.backend.clear_session()
     return {
-        "encoder": build_encoder_export(cfg, params),
-        "predictor": build_predictor_export(cfg, params),
-        "joiner": build_joiner_export(cfg, params),
+        "encoder": build_encoder_export(cfg, params, q),
+        "predictor": build_predictor_export(cfg, params, q),
+        "joiner": build_joiner_export(cfg, params, q),
     }
 
 
@@ -79,11 +82,16 @@ def convert(model: keras.Model, inputs: Sequence[str], outputs: Sequence[str], r
 
 
 def convert_all(cfg: ModelConfig, params: dict[str, np.ndarray], representative: dict[str, list[dict[str, np.ndarray]]] | None = None,
-                sparse: bool = False) -> dict[str, bytes]:
-    """All three graphs; int8 when `representative` maps each graph to its samples."""
-    if sparse and representative is None:
-        raise InternalError("sparse encoding is produced for the int8 graphs only.")
-    models = export_models(cfg, params)
+                sparse: bool = False, ranges: dict[str, np.ndarray] | None = None) -> dict[str, bytes]:
+    """All three graphs; int8 when `representative` maps each graph to its samples.
+
+    With `ranges` (point → (min, max) learned by accelerator-aware training) the int8
+    activation ranges are those, not the calibrated ones: the converter adopts FakeQuant
+    ranges and calibrates only what they do not cover (nothing, for these graphs).
+    """
+    if (sparse or ranges is not None) and representative is None:
+        raise InternalError("sparse encoding and learned ranges apply to the int8 graphs only.")
+    models = export_models(cfg, params, ranges)
     names = io_names(cfg)
     out = {}
     for g in GRAPHS:

@@ -33,6 +33,7 @@ from ._tf import keras, tf
 from .config import ModelConfig
 from .errors import ConfigError, InternalError
 from .model import build_training_model, forward, get_params, layer_names, param_shapes
+from .quant import Emulated, range_points
 from .rnnt_loss import rnnt_loss
 from .sparsity import METHODS, nested_masks, prunable, tier_name
 
@@ -57,6 +58,19 @@ class Method:
 
     def extra_signature(self) -> list[tf.TensorSpec]:
         return []
+
+    @property
+    def schedule(self) -> tuple[float, int, int]:
+        """(peak learning rate, warm-up steps, step where the cosine decay ends)."""
+        return self.cfg.train.learning_rate, self.cfg.train.warmup_steps, self.cfg.train.steps
+
+    def prepare(self, batch: Any) -> None:
+        """Before the first step of a fresh run; `batch(step)` gives the run's batches."""
+        return None
+
+    def ranges(self) -> dict[str, dict[str, np.ndarray]]:
+        """Learned int8 activation ranges per tier (AAT only)."""
+        return {}
 
     def before_step(self, step: int, batch_size: int) -> list[np.ndarray]:
         """Python-side work before step `step`; returns the step's extra tensor inputs."""
@@ -306,6 +320,108 @@ class CspMethod(_Functional):
         return params, {tier_name(self.tier): {n: params[n] != 0 for n in self.pruned}}
 
 
+class AatMethod(OmniMethod):
+    """Accelerator-aware training: fine-tune a trained checkpoint with the int8 kernels emulated.
+
+    The forward pass rounds weights, activations, gate outputs and the recurrent state
+    exactly where the int8 graphs do (quant.py), gradients pass straight through, and
+    each activation's (min, max) follows the batch min/max by an exponential moving
+    average, starting from a calibration over the first `aat.calibration_batches` batches.
+    Masks stay as the checkpoint has them (pruned weights stay zero).
+
+    Tiers sharing weights (omni): the fine-tuning keeps ONE set of weights and trains
+    the tiers as omni training does (densest + sparsest + sampled ones per step, one
+    update), each tier with its own activation ranges, since a sparser tier has other
+    activation statistics. A single-tier checkpoint (dense, tfmot, csp) trains its tier
+    on the whole batch.
+    """
+
+    name = "aat"
+
+    def __init__(self, cfg: ModelConfig, vocab: int, total_steps: int, init: Any) -> None:
+        _Functional.__init__(self, cfg, vocab, total_steps, None)
+        self.init_meta = dict(init.meta)
+        self.tiers = tuple(init.tiers)
+        self.dense_base = not init.masks
+        for n in self.names:
+            self.var(n).assign(init.params[n])
+        masks = [init.masks[tier_name(t)] if init.masks else {} for t in self.tiers]
+        self.module.masks = {n.replace("/", "."): tf.Variable(np.stack([m.get(n, np.ones(self.var(n).shape, bool)) for m in masks]).astype(np.float32),
+                                                              trainable=False, name=f"mask_{n.replace('/', '_')}") for n in self.pruned}
+        self.points = range_points(cfg.encoder.layers)
+        self.module.ranges = {p.replace("/", "."): tf.Variable(tf.zeros((len(self.tiers), 2)), trainable=False, name=f"range_{p.replace('/', '_')}")
+                              for p in self.points}
+        self.sub_batch = cfg.sparsity.tier_batch if len(self.tiers) > 1 else 1.0
+
+    def range_var(self, point: str) -> tf.Variable:
+        return self.module.ranges[point.replace("/", ".")]
+
+    @property
+    def schedule(self) -> tuple[float, int, int]:
+        a = self.cfg.aat
+        return a.learning_rate, a.warmup_steps, self.total_steps
+
+    def _tier_params(self, sel: tf.Tensor) -> dict[str, tf.Tensor]:
+        k = tf.shape(sel)[0]
+        return {n: self.var(n)[None] * tf.gather(self.mask(n), sel) if n in self.pruned else tf.broadcast_to(self.var(n)[None], tf.concat([[k], tf.shape(self.var(n))], 0))
+                for n in self.names}
+
+    def prepare(self, batch: Any) -> None:
+        """Start every tier's ranges at the min/max of the float model over the first batches (the converter's calibration)."""
+
+        @tf.function(reduce_retracing=True)
+        def observe(feats: tf.Tensor, pred_in: tf.Tensor, tier: tf.Tensor) -> dict[str, tuple[tf.Tensor, tf.Tensor]]:
+            q = Emulated(None)
+            forward(self.cfg, self._tier_params(tier[None]), feats, pred_in, q)
+            return q.seen
+
+        lo = {p: np.full(len(self.tiers), np.inf, np.float32) for p in self.points}
+        hi = {p: np.full(len(self.tiers), -np.inf, np.float32) for p in self.points}
+        for step in range(self.cfg.aat.calibration_batches):
+            b = batch(step)
+            for i in range(len(self.tiers)):
+                seen = observe(tf.constant(b.feats), tf.constant(b.pred_in), tf.constant(i, tf.int32))
+                for p, (l, h) in seen.items():
+                    lo[p][i] = min(lo[p][i], float(l[0]))
+                    hi[p][i] = max(hi[p][i], float(h[0]))
+        for p in self.points:
+            self.range_var(p).assign(np.stack([lo[p], hi[p]], axis=1))
+
+    def before_step(self, step: int, batch_size: int) -> list[np.ndarray]:
+        sel = self.select_tiers(step)
+        rng = np.random.default_rng([self.cfg.train.seed, step, 9])
+        sub = max(1, int(round(self.sub_batch * batch_size)))
+        idx = np.stack([np.sort(rng.choice(batch_size, size=sub, replace=False)) for _ in sel]).astype(np.int32)
+        return [np.array(sel, np.int32), idx]
+
+    def loss(self, feats, pred_in, labels, frames, label_lengths, *extra):  # noqa: ANN001, ANN201
+        sel, idx = extra
+        q = Emulated({p: tf.gather(self.range_var(p), sel) for p in self.points})
+        logits = forward(self.cfg, self._tier_params(sel), tf.gather(feats, idx), tf.gather(pred_in, idx), q)
+        decay = self.cfg.aat.ema_decay
+        for p, (lo, hi) in q.seen.items():
+            v = self.range_var(p)
+            v.scatter_nd_update(sel[:, None], decay * tf.gather(v, sel) + (1 - decay) * tf.stack([lo, hi], axis=1))
+        s = tf.shape(logits)
+        logits = tf.reshape(logits, tf.concat([[-1], s[2:]], 0))
+        flat = lambda t: tf.reshape(tf.gather(t, idx), tf.concat([[-1], tf.shape(t)[1:]], 0))  # noqa: E731
+        return rnnt_loss(logits, flat(labels), flat(frames), flat(label_lengths))
+
+    def result(self) -> tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]]]:
+        params = {n: self.var(n).numpy() for n in self.names}
+        if self.dense_base:
+            return params, {}
+        return params, {tier_name(t): {n: self.mask(n)[i].numpy() > 0.5 for n in self.pruned} for i, t in enumerate(self.tiers)}
+
+    def ranges(self) -> dict[str, dict[str, np.ndarray]]:
+        return {tier_name(t): {p: self.range_var(p)[i].numpy() for p in self.points} for i, t in enumerate(self.tiers)}
+
+    def meta(self) -> dict[str, Any]:
+        a = self.cfg.aat
+        return {**self.init_meta, "aat": {"steps": self.total_steps, "learning_rate": a.learning_rate, "ema_decay": a.ema_decay,
+                                          "calibration_batches": a.calibration_batches, "tiers": list(self.tiers)}}
+
+
 def check_method(name: str, cfg: ModelConfig, tier: int | None) -> None:
     """Refuse a method/tier combination before any work is done."""
     if name not in METHODS:
@@ -321,6 +437,11 @@ def check_method(name: str, cfg: ModelConfig, tier: int | None) -> None:
         raise ConfigError(f"method dense trains tier 0 only, got --tier {tier}; use tfmot, omni or csp for sparse tiers.")
 
 
-def make_method(name: str, cfg: ModelConfig, vocab: int, total_steps: int, tier: int | None = None) -> Method:
+def make_method(name: str, cfg: ModelConfig, vocab: int, total_steps: int, tier: int | None = None, init: Any = None) -> Method:
+    """`name` one of METHODS, or "aat" to fine-tune the checkpoint `init` with the int8 kernels emulated."""
+    if name == "aat":
+        if init is None:
+            raise InternalError("accelerator-aware training fine-tunes a trained checkpoint; none given.")
+        return AatMethod(cfg, vocab, total_steps, init)
     check_method(name, cfg, tier)
     return {"dense": Method, "tfmot": TfmotMethod, "omni": OmniMethod, "csp": CspMethod}[name](cfg, vocab, total_steps, tier if name in ("tfmot", "csp") else None)

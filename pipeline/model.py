@@ -24,6 +24,7 @@ from ._tf import keras, tf
 from .cells import ClippedLSTM, lstm_step
 from .config import ModelConfig
 from .errors import ArtifactError
+from .quant import FLOAT, Emulated, Quant
 
 LSTM_WEIGHTS = ("kernel", "recurrent_kernel", "bias")
 DENSE_WEIGHTS = ("kernel", "bias")
@@ -147,29 +148,29 @@ def encoder_state_names(cfg: ModelConfig) -> list[str]:
 PREDICTOR_STATE_NAMES = ["pred_h", "pred_c"]
 
 
-def build_encoder_export(cfg: ModelConfig, params: dict[str, np.ndarray]) -> keras.Model:
+def build_encoder_export(cfg: ModelConfig, params: dict[str, np.ndarray], q: Quant = FLOAT) -> keras.Model:
     """Inputs: features (1, chunk*stack, n_mels), then per layer h and c (1, H).
-    Outputs: encoder_out (1, chunk, D), then the new h and c per layer."""
+    Outputs: encoder_out (1, chunk, D), then the new h and c per layer. `q`: learned int8 ranges (quant.Exported)."""
     e = cfg.encoder
     feats = keras.Input((cfg.chunk_feature_frames, cfg.frontend.n_mels), batch_size=1, name="features")
     states = [keras.Input((e.units,), batch_size=1, name=n) for n in encoder_state_names(cfg)]
-    x = tf.reshape(feats, [1, e.chunk_frames, e.stack * cfg.frontend.n_mels])
+    x = tf.reshape(q.act("features", feats), [1, e.chunk_frames, e.stack * cfg.frontend.n_mels])
     new_states = []
     for i in range(e.layers):
         dx, dh = _cell_layers(params, f"enc{i}")
-        xw = dx(x)  # one FC for the whole chunk: (1, chunk, 4H), one bias tensor per layer
-        h, c = states[2 * i], states[2 * i + 1]
+        xw = q.act(f"enc{i}/xw", dx(x))  # one FC for the whole chunk: (1, chunk, 4H), one bias tensor per layer
+        h, c = q.act(f"enc{i}/h", states[2 * i]), q.act(f"enc{i}/c", states[2 * i + 1])
         outs = []
         for t in range(e.chunk_frames):
-            h, c = lstm_step(xw[:, t], h, c, dh, e.cell_clip or None)
+            h, c = lstm_step(xw[:, t], h, c, dh, e.cell_clip or None, q, f"enc{i}")
             outs.append(h)
         x = tf.stack(outs, axis=1)
         new_states += [h, c]
-    enc = _dense(params, "enc_proj")(x)
+    enc = q.act("enc_proj", _dense(params, "enc_proj")(x))
     return keras.Model([feats, *states], [enc, *new_states], name="encoder")
 
 
-def build_predictor_export(cfg: ModelConfig, params: dict[str, np.ndarray]) -> keras.Model:
+def build_predictor_export(cfg: ModelConfig, params: dict[str, np.ndarray], q: Quant = FLOAT) -> keras.Model:
     """Inputs: token one-hot (1, V) (the last emitted token; blank at start), pred_h, pred_c (1, P).
     Outputs: predictor_out (1, D), new pred_h, pred_c."""
     vocab = params["pred_embed/embeddings"].shape[0]
@@ -178,17 +179,19 @@ def build_predictor_export(cfg: ModelConfig, params: dict[str, np.ndarray]) -> k
     c0 = keras.Input((cfg.predictor.units,), batch_size=1, name="pred_c")
     embed = _dense(params, "pred_embed", kernel_key="embeddings", use_bias=False)
     dx, dh = _cell_layers(params, "pred_lstm")
-    h, c = lstm_step(dx(embed(onehot)), h0, c0, dh, cfg.predictor.cell_clip or None)
-    out = _dense(params, "pred_proj")(h)
+    xw = q.act("pred_lstm/xw", dx(q.act("pred_embed", embed(q.act("token", onehot)))))
+    h, c = lstm_step(xw, q.act("pred_lstm/h", h0), q.act("pred_lstm/c", c0), dh, cfg.predictor.cell_clip or None, q, "pred_lstm")
+    out = q.act("pred_proj", _dense(params, "pred_proj")(h))
     return keras.Model([onehot, h0, c0], [out, h, c], name="predictor")
 
 
-def build_joiner_export(cfg: ModelConfig, params: dict[str, np.ndarray]) -> keras.Model:
+def build_joiner_export(cfg: ModelConfig, params: dict[str, np.ndarray], q: Quant = FLOAT) -> keras.Model:
     """Inputs: encoder frame (1, D), predictor output (1, D). Output: logits (1, V)."""
     d = cfg.joiner.dim
     enc = keras.Input((d,), batch_size=1, name="encoder_frame")
     pred = keras.Input((d,), batch_size=1, name="predictor_out")
-    logits = _dense(params, "joint_out")(tf.tanh(enc + pred))
+    joint = q.act("joint_sum", q.act("enc_proj", enc) + q.act("pred_proj", pred))
+    logits = q.act("logits", _dense(params, "joint_out")(tf.tanh(joint)))
     return keras.Model([enc, pred], logits, name="joiner")
 
 
@@ -196,26 +199,43 @@ def build_joiner_export(cfg: ModelConfig, params: dict[str, np.ndarray]) -> kera
 # Functional training graph over a leading tier axis
 
 
-def _lstm_seq(x: tf.Tensor, kernel: tf.Tensor, recurrent: tf.Tensor, bias: tf.Tensor, units: int, cell_clip: float | None) -> tf.Tensor:
+def _lstm_seq(x: tf.Tensor, kernel: tf.Tensor, recurrent: tf.Tensor, bias: tf.Tensor, units: int, cell_clip: float | None,
+              q: Quant = FLOAT, layer: str = "") -> tf.Tensor:
     """x (K, B, T, D), kernel (K, D, 4H), recurrent (K, H, 4H), bias (K, 4H) → (K, B, T, H)."""
-    xw = tf.einsum("kbtd,kdh->tkbh", x, kernel) + bias[:, None, :]
-    zeros = tf.zeros(tf.stack([tf.shape(x)[0], tf.shape(x)[1], units]), x.dtype)
+    xw = q.act(f"{layer}/xw", tf.einsum("kbtd,kdh->kbth", x, q.kernel(kernel)) + bias[:, None, None, :])
+    xw = tf.transpose(xw, [2, 0, 1, 3])  # time-major for scan
+    recurrent = q.kernel(recurrent)
+    k = tf.shape(x)[0]
+    zeros = tf.zeros(tf.stack([k, tf.shape(x)[1], units]), x.dtype)
+    # what each step's quantizer saw (min/max per variant) rides in the scan carry
+    names = [f"{layer}/{p}" for p in ("rh", "z", "fc", "ig", "c", "h")] if isinstance(q, Emulated) else []
+    inf = tf.fill(tf.reshape(k, [1]), np.float32(np.inf))
+    seen0 = {n: (inf, -inf) for n in names}
 
-    def step(carry: tuple[tf.Tensor, tf.Tensor], xt: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        return lstm_step(xt, carry[0], carry[1], lambda s: tf.matmul(s, recurrent), cell_clip)
+    def step(carry: tuple, xt: tf.Tensor) -> tuple:
+        h, c, seen = carry
+        sub = q.child()
+        h, c = lstm_step(xt, h, c, lambda s: tf.matmul(s, recurrent), cell_clip, sub, layer)
+        if names:
+            seen = {n: (tf.minimum(seen[n][0], sub.seen[n][0]), tf.maximum(seen[n][1], sub.seen[n][1])) for n in names}
+        return h, c, seen
 
-    hs, _ = tf.scan(step, xw, initializer=(zeros, zeros))
+    hs, _, seen = tf.scan(step, xw, initializer=(zeros, zeros, seen0))
+    q.observe({n: (lo[-1], hi[-1]) for n, (lo, hi) in seen.items()})
     return tf.transpose(hs, [1, 2, 0, 3])
 
 
-def forward(cfg: ModelConfig, params: dict[str, tf.Tensor], feats: tf.Tensor, pred_in: tf.Tensor) -> tf.Tensor:
+def forward(cfg: ModelConfig, params: dict[str, tf.Tensor], feats: tf.Tensor, pred_in: tf.Tensor, q: Quant = FLOAT,
+            parts: bool = False) -> tf.Tensor | tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """The training model as a function of its parameters, each with a leading axis K.
 
     K variants of the weights (sparsity tiers, fake-quantized copies...) run on the same
     batch in one pass: the op count is that of one model, so K variants cost far less
     than K passes. feats (B, T, n_mels) and pred_in (B, U+1) shared by the K variants, or
-    (K, B, T, n_mels) and (K, B, U+1), one batch each → logits (K, B, T/stack, U+1, V).
-    Equals `build_training_model` for K = 1 (`tests/test_model.py`).
+    (K, B, T, n_mels) and (K, B, U+1), one batch each → logits (K, B, T/stack, U+1, V);
+    with `parts`, (encoder out (K, B, T/stack, D), predictor out (K, B, U+1, D), logits).
+    `q` emulates the int8 kernels (quant.Emulated) where the export graphs run them.
+    Equals `build_training_model` for K = 1 and float `q` (`tests/test_model.py`).
     """
     e, p = cfg.encoder, cfg.predictor
     k = tf.shape(params["enc0/kernel"])[0]
@@ -223,12 +243,13 @@ def forward(cfg: ModelConfig, params: dict[str, tf.Tensor], feats: tf.Tensor, pr
         feats = tf.broadcast_to(feats[None], tf.concat([[k], tf.shape(feats)], 0))
         pred_in = tf.broadcast_to(pred_in[None], tf.concat([[k], tf.shape(pred_in)], 0))
     shape = tf.shape(feats)
-    x = tf.reshape(feats, [shape[0], shape[1], -1, e.stack * cfg.frontend.n_mels])
+    x = tf.reshape(q.act("features", feats), [shape[0], shape[1], -1, e.stack * cfg.frontend.n_mels])
     for i in range(e.layers):
-        x = _lstm_seq(x, params[f"enc{i}/kernel"], params[f"enc{i}/recurrent_kernel"], params[f"enc{i}/bias"], e.units, e.cell_clip or None)
-    enc = tf.einsum("kbth,khd->kbtd", x, params["enc_proj/kernel"]) + params["enc_proj/bias"][:, None, None, :]
-    y = tf.gather(params["pred_embed/embeddings"], pred_in, axis=1, batch_dims=1)  # (K, B, U+1, E)
-    y = _lstm_seq(y, params["pred_lstm/kernel"], params["pred_lstm/recurrent_kernel"], params["pred_lstm/bias"], p.units, p.cell_clip or None)
-    pred = tf.einsum("kbuh,khd->kbud", y, params["pred_proj/kernel"]) + params["pred_proj/bias"][:, None, None, :]
-    joint = tf.tanh(enc[:, :, :, None, :] + pred[:, :, None, :, :])
-    return tf.einsum("kbtud,kdv->kbtuv", joint, params["joint_out/kernel"]) + params["joint_out/bias"][:, None, None, None, :]
+        x = _lstm_seq(x, params[f"enc{i}/kernel"], params[f"enc{i}/recurrent_kernel"], params[f"enc{i}/bias"], e.units, e.cell_clip or None, q, f"enc{i}")
+    enc = q.act("enc_proj", tf.einsum("kbth,khd->kbtd", x, q.kernel(params["enc_proj/kernel"])) + params["enc_proj/bias"][:, None, None, :])
+    y = q.act("pred_embed", tf.gather(q.kernel(params["pred_embed/embeddings"]), pred_in, axis=1, batch_dims=1))  # (K, B, U+1, E)
+    y = _lstm_seq(y, params["pred_lstm/kernel"], params["pred_lstm/recurrent_kernel"], params["pred_lstm/bias"], p.units, p.cell_clip or None, q, "pred_lstm")
+    pred = q.act("pred_proj", tf.einsum("kbuh,khd->kbud", y, q.kernel(params["pred_proj/kernel"])) + params["pred_proj/bias"][:, None, None, :])
+    joint = q.tanh(q.act("joint_sum", enc[:, :, :, None, :] + pred[:, :, None, :, :]))
+    logits = q.act("logits", tf.einsum("kbtud,kdv->kbtuv", joint, q.kernel(params["joint_out/kernel"])) + params["joint_out/bias"][:, None, None, None, :])
+    return (enc, pred, logits) if parts else logits

@@ -61,6 +61,7 @@ class BuildOptions:
     threads_for_latency: int | None = None  # default: the device's threads
     tiers: tuple[int, ...] | None = None  # tiers to choose from, densest first (default: the model's)
     sparse_encoding: bool = False  # ship sparse-encoded weights where smaller (LiteRT built-in kernels, not XNNPACK)
+    aat: bool = False  # fine-tune with the int8 kernels emulated (accelerator-aware training) before export
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ._tf import keras, tf
+from .checkpoint import ModelCheckpoint
 from .config import AugmentConfig, ModelConfig
 from .distribute import Distribution
 from .errors import ArtifactError, ConfigError, InternalError
@@ -90,13 +91,12 @@ def spec_augment(x: tf.Tensor, aug: AugmentConfig, seed: tf.Tensor) -> tf.Tensor
     return tf.where(keep, x, tf.zeros_like(x))
 
 
-def learning_rate(step: int | tf.Tensor, cfg: ModelConfig) -> tf.Tensor:
-    """Linear warm-up, then cosine decay to 10% of the peak at `train.steps`."""
-    tc = cfg.train
+def learning_rate(step: int | tf.Tensor, peak: float, warmup: int, total: int) -> tf.Tensor:
+    """Linear warm-up over `warmup` steps, then cosine decay to 10% of `peak` at step `total`."""
     s = tf.cast(step, tf.float32)
-    warm = tf.minimum(1.0, (s + 1) / max(1, tc.warmup_steps))
-    prog = tf.clip_by_value((s - tc.warmup_steps) / max(1, tc.steps - tc.warmup_steps), 0.0, 1.0)
-    return tc.learning_rate * warm * (0.1 + 0.9 * 0.5 * (1 + tf.cos(math.pi * prog)))
+    warm = tf.minimum(1.0, (s + 1) / max(1, warmup))
+    prog = tf.clip_by_value((s - warmup) / max(1, total - warmup), 0.0, 1.0)
+    return peak * warm * (0.1 + 0.9 * 0.5 * (1 + tf.cos(math.pi * prog)))
 
 
 @dataclass(frozen=True)
@@ -107,15 +107,19 @@ class TrainResult:
     wall_seconds: float  # of this invocation (a resumed run counts only its own part)
     masks: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # tier name → param → keep mask
     method_meta: dict = field(default_factory=dict)
+    ranges: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # tier name → point → learned int8 (min, max) (AAT)
 
 
 class Trainer:
     """Owns the model, optimizer and checkpoint manager of one training run in `work_dir`."""
 
     def __init__(self, cfg: ModelConfig, data: FeatureSet, work_dir: Path, method: str = "dense", tier: int | None = None,
-                 steps: int | None = None, dist: Distribution | None = None) -> None:
+                 steps: int | None = None, dist: Distribution | None = None, init: ModelCheckpoint | None = None) -> None:
+        """`method` "aat" fine-tunes the checkpoint `init` (accelerator-aware training, `cfg.aat`)."""
         self.cfg, self.data, self.work_dir = cfg, data, Path(work_dir)
-        self.total_steps = steps or cfg.train.steps
+        self.total_steps = steps or (cfg.aat.steps if method == "aat" else cfg.train.steps)
+        # a fine-tuning phase draws its own batch order and augmentation, not a replay of the first run's
+        self.seed = cfg.train.seed + (1 if method == "aat" else 0)
         self.dist = dist or Distribution(tf.distribute.get_strategy(), "default")
         if self.dist.name != "default" and method != "dense":
             raise ConfigError(f"--strategy {self.dist.name} is implemented for --method dense only, not {method}.")
@@ -123,14 +127,14 @@ class Trainer:
             raise ConfigError(f"{self.dist.workers} workers cannot share a batch of {cfg.train.batch_size}; raise train.batch_size.")
         keras.utils.set_random_seed(cfg.train.seed)
         with self.dist.strategy.scope():
-            self.method = make_method(method, cfg, data.tokenizer.size, self.total_steps, tier)
+            self.method = make_method(method, cfg, data.tokenizer.size, self.total_steps, tier, init)
             self.optimizer = keras.optimizers.Adam(learning_rate=cfg.train.learning_rate, global_clipnorm=cfg.train.clip_norm)
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self.ckpt = tf.train.Checkpoint(optimizer=self.optimizer, step=self.step, **self.method.trackables())
         # every worker saves (saving may run collectives); only the chief's folder is the run's
         folder = "ckpt" if self.dist.chief else f"ckpt-worker{self.dist.worker}"
         self.manager = tf.train.CheckpointManager(self.ckpt, str(self.work_dir / folder), max_to_keep=2)
-        self.batcher = Batcher(data, cfg.train.batch_size, cfg.encoder.stack, cfg.train.seed, min_rows=self.dist.workers)
+        self.batcher = Batcher(data, cfg.train.batch_size, cfg.encoder.stack, self.seed, min_rows=self.dist.workers)
         self._train_step = self._make_train_step()
 
     def restore(self) -> int:
@@ -167,8 +171,8 @@ class Trainer:
 
         @tf.function(input_signature=sig + method.extra_signature())
         def train_step(feats, pred_in, labels, frames, label_lengths, step, *extra):
-            feats = spec_augment(feats, cfg.augment, tf.cast(cfg.train.seed, tf.int64) * 1_000_003 + step)
-            self.optimizer.learning_rate.assign(learning_rate(step, cfg))
+            feats = spec_augment(feats, cfg.augment, tf.cast(self.seed, tf.int64) * 1_000_003 + step)
+            self.optimizer.learning_rate.assign(learning_rate(step, *method.schedule))
             per_replica = strategy.run(replica_step, args=(feats, pred_in, labels, frames, label_lengths, step, *extra))
             return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
 
@@ -179,6 +183,8 @@ class Trainer:
         start_step = self.restore() if resume else 0
         if not resume and self.manager.latest_checkpoint:
             log.info("starting over: --resume not given, ignoring %s", self.manager.latest_checkpoint)
+        if start_step == 0:
+            self.method.prepare(self.batcher.batch)
         writer = tf.summary.create_file_writer(str(self.work_dir / "tensorboard"))
         t0 = time.monotonic()
         loss_ema = float("nan")
@@ -193,7 +199,7 @@ class Trainer:
                 self.step.assign(step + 1)
                 if step % 10 == 0:
                     tf.summary.scalar("loss", loss, step=step)
-                    tf.summary.scalar("learning_rate", learning_rate(step, self.cfg), step=step)
+                    tf.summary.scalar("learning_rate", learning_rate(step, *self.method.schedule), step=step)
                 bar.set_postfix(loss=f"{loss_ema:.3f}")
                 bar.update(1)
                 if (step + 1) % self.cfg.train.checkpoint_every == 0 or step + 1 == self.total_steps:
@@ -201,4 +207,4 @@ class Trainer:
         wall = time.monotonic() - t0
         log.info("trained %s (%s) to step %d in %.0f s, loss %.3f", self.cfg.name, self.method.name, self.total_steps, wall, loss_ema)
         params, masks = self.method.result()
-        return TrainResult(params, self.total_steps, loss_ema, wall, masks, self.method.meta())
+        return TrainResult(params, self.total_steps, loss_ema, wall, masks, self.method.meta(), self.method.ranges())

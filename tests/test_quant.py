@@ -1,0 +1,187 @@
+"""Accelerator-aware training: the emulated int8 forward pass against the real int8 .tflite, and the AAT phase."""
+import dataclasses
+
+import numpy as np
+import pytest
+
+from pipeline._tf import tf
+from pipeline.calibrate import CalibrationRecipe, representative_inputs
+from pipeline.checkpoint import ModelCheckpoint
+from pipeline.config import load_model_config
+from pipeline.decode import Transducer
+from pipeline.export import convert_all
+from pipeline.model import build_training_model, forward, get_params
+from pipeline.quant import FLOAT, Emulated, fake_quant, int8_params, quantize_kernel, range_points
+from pipeline.runtimes import LiteRTGraph
+from pipeline.sparsity import prunable, tier_name
+from pipeline.train import Trainer
+from tests.conftest import FIXTURES
+
+VOCAB = 5
+TOKENS = np.array([[0, 1, 2, 3, 1, 4, 2]], np.int32)
+CHUNKS = 3
+
+
+def test_fake_quant_is_tensorflows_fakequant_grid():
+    """Our rounding (per-variant ranges, used in training) equals TF's FakeQuant, whose ranges the converter adopts."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(scale=3, size=(4000,)).astype(np.float32)
+    for lo, hi in [(-3.0, 3.0), (-0.7, 5.3), (0.2, 1.0), (-2.5, -0.1), (-1e-3, 1e-3)]:
+        ours = fake_quant(tf.constant(x), tf.constant(lo), tf.constant(hi)).numpy()
+        theirs = tf.quantization.fake_quant_with_min_max_args(x, min(lo, 0.0), max(hi, 0.0), num_bits=8).numpy()
+        np.testing.assert_allclose(ours, theirs, atol=1e-6, err_msg=f"range ({lo}, {hi})")
+
+
+def test_straight_through_gradient_inside_the_range_only():
+    x = tf.constant([-5.0, -0.3, 0.0, 0.7, 5.0])
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = tf.reduce_sum(fake_quant(x, tf.constant(-1.0), tf.constant(1.0)))
+    np.testing.assert_array_equal(tape.gradient(y, x).numpy(), [0, 1, 1, 1, 0])
+    w = tf.constant(np.random.default_rng(1).normal(size=(6, 3)).astype(np.float32))
+    q = quantize_kernel(w).numpy()
+    scale = np.abs(w.numpy()).max(axis=0) / 127
+    np.testing.assert_allclose(q / scale, np.round(q / scale), atol=1e-3)  # on each output channel's grid
+    assert np.all(np.abs(q - w.numpy()) <= scale / 2 + 1e-7)
+
+
+@pytest.fixture(scope="module")
+def parity():
+    """A random micro model, ranges observed on random speech-like input, exported int8 with those ranges."""
+    cfg = load_model_config(str(FIXTURES / "micro.toml"))
+    tf.keras.utils.set_random_seed(3)
+    params = get_params(build_training_model(cfg, VOCAB), cfg)
+    rng = np.random.default_rng(3)
+    c = cfg.chunk_feature_frames
+    utts = [rng.normal(size=(c * CHUNKS, cfg.frontend.n_mels)).astype(np.float32) for _ in range(6)]
+    batched = {k: tf.constant(v[None]) for k, v in params.items()}
+    observe = Emulated(None)
+    for u in utts:
+        forward(cfg, batched, tf.constant(u[None]), tf.constant(TOKENS), observe)
+    ranges = {k: np.array([float(lo[0]), float(hi[0])], np.float32) for k, (lo, hi) in observe.seen.items()}
+    floats = {g: LiteRTGraph(b) for g, b in convert_all(cfg, params).items()}
+    float_t = Transducer(floats["encoder"], floats["predictor"], floats["joiner"], c, cfg.encoder.stack, VOCAB, 0, 4)
+    rep = representative_inputs(float_t, utts, CalibrationRecipe("test", utterances=6))
+    int8 = {g: LiteRTGraph(b) for g, b in convert_all(cfg, params, rep, ranges=ranges).items()}
+    emulated = Emulated({k: tf.constant(v[None]) for k, v in ranges.items()})
+    enc, pred, logits = (t.numpy()[0, 0] for t in forward(cfg, batched, tf.constant(utts[0][None]), tf.constant(TOKENS), emulated, parts=True))
+    return cfg, params, ranges, utts[0], int8, floats, (enc, pred, logits)
+
+
+def _stream_encoder(graph, feats, chunk):
+    state = {s.name: np.zeros(s.shape, np.float32) for s in graph.inputs if s.name != "features"}
+    outs = []
+    for i in range(len(feats) // chunk):
+        o = graph(features=feats[None, i * chunk : (i + 1) * chunk], **state)
+        state = {k: o[f"{k}_out"] for k in state}
+        outs.append(o["encoder_out"][0])
+    return np.concatenate(outs)
+
+
+def _agreement(a, b, scale):
+    return float(np.mean(np.abs(a - b) <= scale * (1 + 1e-4)))
+
+
+def test_every_range_point_is_observed_and_the_float_quantizer_is_the_identity(parity):
+    cfg, params, ranges, feats, *_ = parity
+    assert sorted(ranges) == sorted(range_points(cfg.encoder.layers))
+    batched = {k: tf.constant(v[None]) for k, v in params.items()}
+    a = forward(cfg, batched, tf.constant(feats[None]), tf.constant(TOKENS), FLOAT).numpy()
+    b = forward(cfg, batched, tf.constant(feats[None]), tf.constant(TOKENS), Emulated(None)).numpy()
+    np.testing.assert_array_equal(a, b)
+
+
+def test_export_adopts_the_learned_ranges(parity):
+    cfg, _, ranges, _, int8, _, _ = parity
+    outs = {s.name: s for g in int8.values() for s in g.outputs}
+    ins = {s.name: s for g in int8.values() for s in g.inputs}
+    for name, point in [("encoder_out", "enc_proj"), ("predictor_out", "pred_proj"), ("logits", "logits"), ("enc0_c_out", "enc0/c")]:
+        scale, zp = int8_params(*ranges[point])
+        assert outs[name].scale == pytest.approx(scale, rel=1e-5) and outs[name].zero_point == zp, name
+    # a state leaves one chunk and enters the next on the same grid: requantizing it is exact
+    for s in ("enc0_h", "enc0_c", "pred_h", "pred_c"):
+        assert (ins[s].scale, ins[s].zero_point) == (outs[f"{s}_out"].scale, outs[f"{s}_out"].zero_point)
+    assert (ins["encoder_frame"].scale, ins["encoder_frame"].zero_point) == (outs["encoder_out"].scale, outs["encoder_out"].zero_point)
+
+
+def test_emulated_forward_matches_the_int8_tflite_within_one_step(parity):
+    """Encoder (streamed chunk by chunk with its state), predictor (token by token) and joiner (every frame x token)
+    of the int8 artifact in LiteRT against the training-time emulation run over the whole utterance."""
+    cfg, _, _, feats, int8, floats, (enc_e, pred_e, logits_e) = parity
+    chunk = cfg.chunk_feature_frames
+    enc = _stream_encoder(int8["encoder"], feats, chunk)
+    enc_scale = {s.name: s.scale for s in int8["encoder"].outputs}["encoder_out"]
+    pr = int8["predictor"]
+    state = {s.name: np.zeros(s.shape, np.float32) for s in pr.inputs if s.name != "token"}
+    pred = []
+    for k in TOKENS[0]:
+        o = pr(token=np.eye(VOCAB, dtype=np.float32)[k][None], **state)
+        state = {n: o[f"{n}_out"] for n in state}
+        pred.append(o["predictor_out"][0])
+    pred = np.stack(pred)
+    jo = int8["joiner"]
+    logits = np.stack([[jo(encoder_frame=enc[t][None], predictor_out=pred[u][None])["logits"][0] for u in range(len(pred))] for t in range(len(enc))])
+    rates = {
+        "encoder_out": _agreement(enc, enc_e, enc_scale),
+        "predictor_out": _agreement(pred, pred_e, {s.name: s.scale for s in pr.outputs}["predictor_out"]),
+        "logits": _agreement(logits, logits_e, jo.outputs[0].scale),
+    }
+    print("agreement within one int8 step:", rates)
+    assert all(r >= 0.99 for r in rates.values()), rates
+    # and the check has teeth: the float graphs are not within one step of the emulation
+    assert _agreement(_stream_encoder(floats["encoder"], feats, chunk), enc_e, enc_scale / 4) < 0.9
+
+
+@pytest.fixture(scope="module")
+def omni_ck(random_features, tmp_path_factory):
+    cfg = load_model_config(str(FIXTURES / "micro.toml"))
+    sp = dataclasses.replace(cfg.sparsity, tiers=(0, 50, 90), begin=0.2, end=0.6, update_every=3)
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=20, checkpoint_every=10, batch_size=4), sparsity=sp,
+                              predictor=dataclasses.replace(cfg.predictor, embed=24, units=24),
+                              aat=dataclasses.replace(cfg.aat, steps=12, calibration_batches=2, ema_decay=0.5))
+    result = Trainer(cfg, random_features, tmp_path_factory.mktemp("omni"), "omni").run()
+    return ModelCheckpoint(cfg, result.params, random_features.tokenizer, random_features.normalizer, result.masks, result.method_meta)
+
+
+def test_aat_fine_tunes_every_tier_keeps_masks_and_round_trips_ranges(omni_ck, random_features, tmp_path):
+    cfg = omni_ck.config
+    result = Trainer(cfg, random_features, tmp_path / "w", "aat", init=omni_ck).run()
+    assert result.method_meta["method"] == "omni" and result.method_meta["aat"]["steps"] == 12
+    assert set(result.ranges) == {tier_name(t) for t in (0, 50, 90)}
+    for t in (0, 50, 90):
+        masks = result.masks[tier_name(t)]
+        for k, m in masks.items():
+            np.testing.assert_array_equal(m, omni_ck.masks[tier_name(t)][k])  # masks stay as trained
+        tier_params = {k: v * masks[k] if k in masks else v for k, v in result.params.items()}
+        assert all(np.all(tier_params[k][~m] == 0) for k, m in masks.items())
+        r = result.ranges[tier_name(t)]
+        assert set(r) == set(range_points(cfg.encoder.layers)) and all(np.isfinite(v).all() and v[0] < v[1] for v in r.values())
+    # tiers see different activations, so they keep different ranges; and the weights moved
+    assert not np.allclose(result.ranges["tier00"]["enc0/h"], result.ranges["tier90"]["enc0/h"])
+    assert any(not np.allclose(result.params[k], omni_ck.params[k]) for k in result.params if prunable(k))
+    ck = ModelCheckpoint(cfg, result.params, omni_ck.tokenizer, omni_ck.normalizer, result.masks, result.method_meta, result.ranges)
+    ck.save(tmp_path / "ck")
+    back = ModelCheckpoint.load(tmp_path / "ck", expect=cfg)
+    for t, r in result.ranges.items():
+        for k, v in r.items():
+            np.testing.assert_array_equal(back.ranges[t][k], v)
+    assert back.tier_ranges(90) is not None and back.meta["aat"]["steps"] == 12
+
+
+def test_aat_resume_restores_ranges(omni_ck, random_features, tmp_path):
+    cfg = omni_ck.config
+    straight = Trainer(cfg, random_features, tmp_path / "a", "aat", init=omni_ck).run()
+    Trainer(cfg, random_features, tmp_path / "b", "aat", init=omni_ck).run(until=10)
+    resumed = Trainer(cfg, random_features, tmp_path / "b", "aat", init=omni_ck).run(resume=True)
+    for t, r in straight.ranges.items():
+        for k, v in r.items():
+            np.testing.assert_allclose(resumed.ranges[t][k], v, rtol=1e-4, atol=1e-5)
+
+
+def test_corrupt_ranges_in_a_checkpoint_are_refused(omni_ck, tmp_path):
+    from pipeline.errors import ArtifactError
+
+    bad = {tier_name(50): {p: np.array([1.0, -1.0], np.float32) for p in range_points(omni_ck.config.encoder.layers)}}
+    dataclasses.replace(omni_ck, ranges=bad).save(tmp_path / "ck")
+    with pytest.raises(ArtifactError, match="not a finite"):
+        ModelCheckpoint.load(tmp_path / "ck")
