@@ -210,6 +210,27 @@ def bench_sparsity(model: str, methods: str, tiers: list[int], steps: int | None
     click.echo((report / "sparsity.md").read_text())
 
 
+@bench.command("quant")
+@click.option("--model", default=BuildOptions().model, show_default=True, help="model config in models/.")
+@click.option("--method", default="omni", show_default=True, type=click.Choice(METHODS), help="training method of the base checkpoint.")
+@click.option("--tiers", default="", callback=_int_list, help="comma-separated tiers (default: every tier the checkpoint holds).")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="base training steps (default: the model config's).")
+@click.option("--aat-steps", type=click.IntRange(min=1), default=None, help="AAT fine-tuning steps (default: the model config's aat.steps).")
+@click.option("--init", "init", type=click.Path(path_type=Path), default=None, help="a trained checkpoint folder to start from instead of training one.")
+@click.option("--report", type=click.Path(path_type=Path), default=Path("reports/quant"), show_default=True, help="output folder.")
+@data_options
+@path_options
+def bench_quant(model: str, method: str, tiers: list[int], steps: int | None, aat_steps: int | None, init: Path | None, report: Path, source: str,
+                fsdd_dir: Path | None, train_manifest: Path | None, test_manifest: tuple[Path, ...], out_dir: Path, work_dir: Path) -> None:
+    """Per tier: float, post-training int8 and AAT int8 WER (LiteRT), the int8 - float gaps, NPU cycles before/after AAT."""
+    from .bench import bench_quant as run
+
+    if init is not None and steps is not None:
+        raise click.UsageError("--init starts from a trained checkpoint: --steps does not apply.")
+    run(model, method, tiers or None, _data(source, fsdd_dir, train_manifest, test_manifest), BuildPaths(out_dir, work_dir), report, steps, aat_steps, init)
+    click.echo((report / "quant.md").read_text())
+
+
 @bench.command("train-speed")
 @click.option("--model", default=BuildOptions().model, show_default=True, help="model config in models/.")
 @click.option("--variants", default="dense,omni,omni:2x0.5,tfmot,csp", show_default=True,

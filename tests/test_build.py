@@ -206,6 +206,47 @@ def test_pruned_weights_are_zero_in_the_exported_int8_graphs(built_omni):
         assert any(np.all(t[~mask.T] == 0) for t in candidates), f"{name}: pruned weights are not zero in the artifact"
 
 
+@pytest.fixture(scope="module")
+def built_aat(built, tmp_path_factory):
+    """The watch build of the same micro model with the AAT phase; shares the data and training caches."""
+    paths = BuildPaths(tmp_path_factory.mktemp("aat") / "dist", built[0].work_dir)
+    return paths, build("watch", DataOptions("synth"), paths, model=str(FIXTURES / "micro.toml"), aat=True)
+
+
+def test_aat_artifacts_carry_the_learned_ranges_and_pass_every_verification(built_aat):
+    from pipeline.checkpoint import ModelCheckpoint
+    from pipeline.quant import int8_params
+
+    paths, manifest_path = built_aat
+    m = json.loads(manifest_path.read_text())
+    validate_manifest(m)
+    q = m["model"]["quantization"]
+    assert q["activation_ranges"] == "learned (accelerator-aware training)" and q["accelerator_aware_training"]["steps"] == 20
+    assert verify_dist(manifest_path.parent) == {"litert": None, "tflm": None}  # schema, hashes, loads in LiteRT and TFLM
+    for g in m["graphs"].values():
+        assert g["npu"]["npu_operator_fraction"] == 1.0 and g["npu"]["cpu_operators"] == 0
+    for s in m["evaluation"]["sets"].values():
+        assert set(s["wer"]) == {"float32_litert", "int8_litert", "int8_tflm"}
+    ck = next(ModelCheckpoint.load(p.parent) for p in paths.work_dir.glob("cache/aat/*/checkpoint/model.json"))
+    out = next(t for t in m["graphs"]["encoder"]["outputs"] if t["name"] == "encoder_out")
+    scale, zp = int8_params(*ck.tier_ranges(0)["enc_proj"])
+    assert out["scale"] == pytest.approx(scale, rel=1e-5) and out["zero_point"] == zp
+    assert m["model"]["method"] == "dense" and ManifestDecoder(manifest_path.parent).graphs
+
+
+def test_bench_quant_reports_float_ptq_and_aat_per_tier(built_aat, tmp_path):
+    from pipeline.bench import bench_quant
+
+    paths, _ = built_aat
+    rows = bench_quant(str(FIXTURES / "micro.toml"), "dense", None, DataOptions("synth"), paths, tmp_path / "rep")
+    assert [r.tier for r in rows] == [0] and rows[0].same_operators and rows[0].aat_steps == 20
+    assert rows[0].npu_encoder_cycles_ptq > 0 and rows[0].npu_encoder_cycles_aat > 0
+    assert rows[0].gap_ptq == pytest.approx(rows[0].wer_ptq - rows[0].wer_float, abs=1e-4)
+    md = (tmp_path / "rep" / "quant.md").read_text()
+    assert "| dense | 0 |" in md and "AAT int8 never worse than PTQ int8" in md
+    assert (tmp_path / "rep" / "quant.csv").read_text().startswith("method,tier,wer_float,wer_ptq")
+
+
 def test_a_second_build_from_scratch_reproduces_the_manifest(built, tmp_path):
     """Same config, seed, data and versions → same figures; the .tflite bytes too (the converter is deterministic here)."""
     paths = BuildPaths(tmp_path / "dist", tmp_path / "work")
