@@ -122,22 +122,26 @@ def checkpoint_stage_input(folder: Path) -> tuple[Path, dict[str, Any]]:
 
 
 def stage_aat(cache: StageCache, cfg: ModelConfig, features: tuple[Path, dict[str, Any]], base: tuple[Path, dict[str, Any]],
-              steps: int | None = None, resume: bool = True) -> tuple[Path, dict[str, Any]]:
-    """Accelerator-aware fine-tuning of the checkpoint `base` (every tier it holds) → a checkpoint with learned int8 ranges."""
-    key = {"base": base[1]["key"], "aat": to_dict(cfg.aat), "steps": steps or cfg.aat.steps, "code": code_sha256()}
-    work = cache.work_folder("aat", digest(key))
+              steps: int | None = None, resume: bool = True, emulate: bool = True) -> tuple[Path, dict[str, Any]]:
+    """Accelerator-aware fine-tuning of the checkpoint `base` (every tier it holds) → a checkpoint with learned int8 ranges.
+
+    `emulate=False` runs the same fine-tuning in float (no ranges): the control for AAT's effect.
+    """
+    phase = "aat" if emulate else "float_finetune"
+    key = {"base": base[1]["key"], "aat": to_dict(cfg.aat), "steps": steps or cfg.aat.steps, "phase": phase, "code": code_sha256()}
+    work = cache.work_folder(phase, digest(key))
     if not resume:
         shutil.rmtree(work, ignore_errors=True)
 
     def run(tmp: Path) -> dict[str, Any]:
         fs = FeatureSet.load(features[0] / "features.npz")
         init = ModelCheckpoint.load(base[0], expect=cfg)
-        result = Trainer(cfg, fs, work, "aat", steps=steps, init=init).run(resume=resume)
-        meta = {**result.method_meta, "aat": {**result.method_meta["aat"], "final_loss": result.final_loss, "wall_seconds": result.wall_seconds}}
+        result = Trainer(cfg, fs, work, "aat" if emulate else "finetune", steps=steps, init=init).run(resume=resume)
+        meta = {**result.method_meta, phase: {**result.method_meta[phase], "final_loss": result.final_loss, "wall_seconds": result.wall_seconds}}
         ModelCheckpoint(cfg, result.params, fs.tokenizer, fs.normalizer, result.masks, meta, result.ranges).save(tmp / "checkpoint")
         return meta
 
-    folder, summary = cache.run("aat", key, run)
+    folder, summary = cache.run(phase, key, run)
     shutil.rmtree(work, ignore_errors=True)
     return folder / "checkpoint", {"key": key, **summary}
 

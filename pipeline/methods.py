@@ -33,7 +33,7 @@ from ._tf import keras, tf
 from .config import ModelConfig
 from .errors import ConfigError, InternalError
 from .model import build_training_model, forward, get_params, layer_names, param_shapes
-from .quant import Emulated, range_points
+from .quant import FLOAT, Emulated, range_points
 from .rnnt_loss import rnnt_loss
 from .sparsity import METHODS, nested_masks, prunable, tier_name
 
@@ -338,8 +338,12 @@ class AatMethod(OmniMethod):
 
     name = "aat"
 
-    def __init__(self, cfg: ModelConfig, vocab: int, total_steps: int, init: Any) -> None:
+    def __init__(self, cfg: ModelConfig, vocab: int, total_steps: int, init: Any, emulate: bool = True) -> None:
+        """`emulate=False`: the same fine-tuning in float (the control that separates AAT from extra training)."""
         _Functional.__init__(self, cfg, vocab, total_steps, None)
+        self.emulate = emulate
+        if not emulate:
+            self.name = "finetune"
         self.init_meta = dict(init.meta)
         self.tiers = tuple(init.tiers)
         self.dense_base = not init.masks
@@ -368,6 +372,8 @@ class AatMethod(OmniMethod):
 
     def prepare(self, batch: Any) -> None:
         """Start every tier's ranges at the min/max of the float model over the first batches (the converter's calibration)."""
+        if not self.emulate:
+            return
 
         @tf.function(reduce_retracing=True)
         def observe(feats: tf.Tensor, pred_in: tf.Tensor, tier: tf.Tensor) -> dict[str, tuple[tf.Tensor, tf.Tensor]]:
@@ -396,10 +402,10 @@ class AatMethod(OmniMethod):
 
     def loss(self, feats, pred_in, labels, frames, label_lengths, *extra):  # noqa: ANN001, ANN201
         sel, idx = extra
-        q = Emulated({p: tf.gather(self.range_var(p), sel) for p in self.points})
+        q = Emulated({p: tf.gather(self.range_var(p), sel) for p in self.points}) if self.emulate else FLOAT
         logits = forward(self.cfg, self._tier_params(sel), tf.gather(feats, idx), tf.gather(pred_in, idx), q)
         decay = self.cfg.aat.ema_decay
-        for p, (lo, hi) in q.seen.items():
+        for p, (lo, hi) in (q.seen.items() if isinstance(q, Emulated) else ()):
             v = self.range_var(p)
             v.scatter_nd_update(sel[:, None], decay * tf.gather(v, sel) + (1 - decay) * tf.stack([lo, hi], axis=1))
         s = tf.shape(logits)
@@ -414,12 +420,16 @@ class AatMethod(OmniMethod):
         return params, {tier_name(t): {n: self.mask(n)[i].numpy() > 0.5 for n in self.pruned} for i, t in enumerate(self.tiers)}
 
     def ranges(self) -> dict[str, dict[str, np.ndarray]]:
+        if not self.emulate:
+            return {}
         return {tier_name(t): {p: self.range_var(p)[i].numpy() for p in self.points} for i, t in enumerate(self.tiers)}
 
     def meta(self) -> dict[str, Any]:
         a = self.cfg.aat
-        return {**self.init_meta, "aat": {"steps": self.total_steps, "learning_rate": a.learning_rate, "ema_decay": a.ema_decay,
-                                          "calibration_batches": a.calibration_batches, "tiers": list(self.tiers)}}
+        info = {"steps": self.total_steps, "learning_rate": a.learning_rate, "tiers": list(self.tiers)}
+        if not self.emulate:
+            return {**self.init_meta, "float_finetune": info}
+        return {**self.init_meta, "aat": {**info, "ema_decay": a.ema_decay, "calibration_batches": a.calibration_batches}}
 
 
 def check_method(name: str, cfg: ModelConfig, tier: int | None) -> None:
@@ -439,9 +449,9 @@ def check_method(name: str, cfg: ModelConfig, tier: int | None) -> None:
 
 def make_method(name: str, cfg: ModelConfig, vocab: int, total_steps: int, tier: int | None = None, init: Any = None) -> Method:
     """`name` one of METHODS, or "aat" to fine-tune the checkpoint `init` with the int8 kernels emulated."""
-    if name == "aat":
+    if name in ("aat", "finetune"):
         if init is None:
-            raise InternalError("accelerator-aware training fine-tunes a trained checkpoint; none given.")
-        return AatMethod(cfg, vocab, total_steps, init)
+            raise InternalError(f"{name} fine-tunes a trained checkpoint; none given.")
+        return AatMethod(cfg, vocab, total_steps, init, emulate=name == "aat")
     check_method(name, cfg, tier)
     return {"dense": Method, "tfmot": TfmotMethod, "omni": OmniMethod, "csp": CspMethod}[name](cfg, vocab, total_steps, tier if name in ("tfmot", "csp") else None)

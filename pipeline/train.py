@@ -115,11 +115,13 @@ class Trainer:
 
     def __init__(self, cfg: ModelConfig, data: FeatureSet, work_dir: Path, method: str = "dense", tier: int | None = None,
                  steps: int | None = None, dist: Distribution | None = None, init: ModelCheckpoint | None = None) -> None:
-        """`method` "aat" fine-tunes the checkpoint `init` (accelerator-aware training, `cfg.aat`)."""
+        """`method` "aat" fine-tunes the checkpoint `init` (accelerator-aware training, `cfg.aat`); "finetune" does
+        the same steps in float (the control for AAT)."""
         self.cfg, self.data, self.work_dir = cfg, data, Path(work_dir)
-        self.total_steps = steps or (cfg.aat.steps if method == "aat" else cfg.train.steps)
+        tuning = method in ("aat", "finetune")
+        self.total_steps = steps or (cfg.aat.steps if tuning else cfg.train.steps)
         # a fine-tuning phase draws its own batch order and augmentation, not a replay of the first run's
-        self.seed = cfg.train.seed + (1 if method == "aat" else 0)
+        self.seed = cfg.train.seed + (1 if tuning else 0)
         self.dist = dist or Distribution(tf.distribute.get_strategy(), "default")
         if self.dist.name != "default" and method != "dense":
             raise ConfigError(f"--strategy {self.dist.name} is implemented for --method dense only, not {method}.")

@@ -241,9 +241,9 @@ def test_bench_quant_reports_float_ptq_and_aat_per_tier(built_aat, tmp_path):
     rows = bench_quant(str(FIXTURES / "micro.toml"), "dense", None, DataOptions("synth"), paths, tmp_path / "rep")
     assert [r.tier for r in rows] == [0] and rows[0].same_operators and rows[0].aat_steps == 20
     assert rows[0].npu_encoder_cycles_ptq > 0 and rows[0].npu_encoder_cycles_aat > 0
-    assert rows[0].gap_ptq == pytest.approx(rows[0].wer_ptq - rows[0].wer_float, abs=1e-4)
+    assert rows[0].gap_ptq == pytest.approx(rows[0].wer_ft_ptq - rows[0].wer_ft_float, abs=1e-4)
     md = (tmp_path / "rep" / "quant.md").read_text()
-    assert "| dense | 0 |" in md and "AAT int8 never worse than PTQ int8" in md
+    assert "| dense | 0 |" in md and "AAT int8 never worse than the control" in md
     assert (tmp_path / "rep" / "quant.csv").read_text().startswith("method,tier,wer_float,wer_ptq")
 
 
