@@ -73,11 +73,15 @@ class AugmentConfig:
     time_mask_frames: int = 8
     freq_masks: int = 2
     freq_mask_bins: int = 6
+    freq_warp: float = 0.0  # train step: mel axis warped by a random factor in 1 +- freq_warp (VTLP-like speaker variety)
+    channel_sigma: float = 0.0  # train step: random smooth channel response added to the normalized log-mel (std of its 3 terms)
 
     def __post_init__(self) -> None:
         check(all(0.5 <= s <= 2.0 for s in self.speed) and self.speed, f"field `speed` factors must be in 0.5..2.0, got {self.speed}.")
         check(0 <= self.noise_prob <= 1, f"field `noise_prob` must be in 0..1, got {self.noise_prob}.")
         check(self.copies >= 0, f"field `copies` must be >= 0, got {self.copies}.")
+        check(0 <= self.freq_warp < 0.5, f"field `freq_warp` must be in [0, 0.5), got {self.freq_warp}.")
+        check(0 <= self.channel_sigma <= 5, f"field `channel_sigma` must be in 0..5, got {self.channel_sigma}.")
 
 
 @dataclass(frozen=True)

@@ -76,8 +76,21 @@ class Batcher:
 
 
 def spec_augment(x: tf.Tensor, aug: AugmentConfig, seed: tf.Tensor) -> tf.Tensor:
-    """Zero (= mean, after normalization) random time and frequency bands; x (B, T, M)."""
+    """Per utterance of x (B, T, M): a random channel and vocal-tract warp of the mel axis, then
+    SpecAugment's zeroed (= mean, after normalization) time and frequency bands."""
     b, t, m = tf.shape(x)[0], tf.shape(x)[1], tf.shape(x)[2]
+    if aug.freq_warp > 0:  # VTLP-style: bin j takes the value at j * alpha (linear interpolation, clamped)
+        alpha = 1 + aug.freq_warp * (2 * tf.random.stateless_uniform([b, 1], seed=tf.stack([seed, tf.constant(90, tf.int64)])) - 1)
+        pos = tf.clip_by_value(tf.cast(tf.range(m), tf.float32)[None, :] * alpha, 0.0, tf.cast(m - 1, tf.float32))  # (B, M)
+        lo = tf.cast(tf.floor(pos), tf.int32)
+        hi = tf.minimum(lo + 1, m - 1)
+        w = (pos - tf.floor(pos))[:, None, :]
+        x = tf.gather(x, lo, axis=2, batch_dims=1) * (1 - w) + tf.gather(x, hi, axis=2, batch_dims=1) * w
+    if aug.channel_sigma > 0:  # a smooth random microphone/room response: offset, tilt and bow across the mel axis
+        u = tf.linspace(-1.0, 1.0, m)
+        basis = tf.stack([tf.ones_like(u), u, u * u - 1 / 3])  # (3, M)
+        coef = aug.channel_sigma * tf.random.stateless_normal([b, 3], seed=tf.stack([seed, tf.constant(91, tf.int64)]))
+        x = x + tf.matmul(coef, basis)[:, None, :]
     keep = tf.ones_like(x, dtype=tf.bool)
     for k, (count, width, axis_len, axis) in enumerate(((aug.time_masks, aug.time_mask_frames, t, 1), (aug.freq_masks, aug.freq_mask_bins, m, 2))):
         for j in range(count):

@@ -48,3 +48,18 @@ def test_resumed_run_ends_where_an_uninterrupted_run_ends(data, tmp_path):
     resumed = Trainer(_cfg(), data, tmp_path / "b").run(resume=True)
     for k in straight.params:
         np.testing.assert_allclose(resumed.params[k], straight.params[k], atol=1e-5, err_msg=k)
+
+
+def test_channel_and_warp_augmentation_are_per_utterance_constant_over_time_and_seeded():
+    from pipeline._tf import tf
+    from pipeline.config import AugmentConfig
+    from pipeline.train import spec_augment
+
+    x = tf.constant(np.tile(np.linspace(-1, 1, 40, dtype=np.float32), (3, 7, 1)))
+    off = AugmentConfig(time_masks=0, freq_masks=0)
+    np.testing.assert_array_equal(spec_augment(x, off, tf.constant(5, tf.int64)).numpy(), x.numpy())
+    on = AugmentConfig(time_masks=0, freq_masks=0, freq_warp=0.1, channel_sigma=0.3)
+    y = spec_augment(x, on, tf.constant(5, tf.int64)).numpy()
+    np.testing.assert_allclose(y, y[:, :1, :].repeat(7, axis=1), atol=1e-6)  # one response per utterance, all frames
+    assert not np.allclose(y[0], y[1]) and not np.allclose(y, x.numpy())
+    np.testing.assert_array_equal(y, spec_augment(x, on, tf.constant(5, tf.int64)).numpy())
