@@ -32,3 +32,14 @@ def test_rows_round_trip_through_the_csv_for_merging(tmp_path):
     rows = [_row("dense", 0, 0.2), _row("omni", 90, 0.42, 1400, seconds=150.0)]
     write_report(rows, tmp_path / "rep", "micro", 100)
     assert read_rows(tmp_path / "rep" / "sparsity.csv") == rows
+
+
+def test_an_older_report_without_the_newer_columns_still_merges(tmp_path):
+    from pipeline.bench import read_rows
+
+    write_report([_row("dense", 0, 0.2)], tmp_path / "rep", "micro", 100)
+    lines = (tmp_path / "rep" / "sparsity.csv").read_text().splitlines()
+    old = [",".join(c.split(",")[:-2]) for c in lines]  # without sparse_weight_bytes, sparse_nonzero
+    (tmp_path / "old.csv").write_text("\n".join(old) + "\n")
+    (row,) = read_rows(tmp_path / "old.csv")
+    assert row.method == "dense" and row.sparse_weight_bytes is None

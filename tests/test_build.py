@@ -148,6 +148,12 @@ def test_speaker_ships_sparse_encoded_weights_that_decode_like_the_dense_ones(bu
     assert m["evaluation"]["sets"]["test_unseen"]["wer"]["int8_litert"] == w["evaluation"]["sets"]["test_unseen"]["wer"]["int8_litert"]
     assert all(c["ok"] for c in m["target"]["budget_check"].values())
     assert m["model"]["sparsity"]["litert_op_resolver"] == "BUILTIN_WITHOUT_DEFAULT_DELEGATES"
+    from pipeline.export import sparse_weight_bytes
+
+    encoded = [sparse_weight_bytes((manifest.parent / f"{g}.tflite").read_bytes()) for g in ("encoder", "predictor", "joiner")]
+    nonzero = sum(e["nonzero"] for e in encoded)
+    assert 0 < nonzero <= m["model"]["sparsity"]["prunable_nonzero"] and sum(e["values"] for e in encoded) >= nonzero
+    assert 0 < sum(e["index"] for e in encoded) < sum(e["file"] for e in encoded)
     assert verify_dist(manifest.parent) == {"litert": None}  # loads and runs with the resolver the manifest names
     words = ManifestDecoder(manifest.parent)  # an app team's decoder, from the manifest alone
     assert set(words.graphs) == {"encoder", "predictor", "joiner"}
