@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +135,14 @@ def bench_sparsity(model: str, methods: list[str], tiers: list[int], data: DataO
     return rows
 
 
+def _write_csv(path: Path, rows: list[Any]) -> None:
+    """Dataclass rows as CSV, one column per field."""
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=[f.name for f in fields(rows[0])] if rows else [])
+        w.writeheader()
+        w.writerows(asdict(r) for r in rows)
+
+
 def write_report(rows: list[Row], out: Path, model: str, steps: int) -> None:
     """CSV, Markdown and the Pareto plot, replacing `out` atomically."""
     import matplotlib
@@ -142,12 +150,8 @@ def write_report(rows: list[Row], out: Path, model: str, steps: int) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fields = list(Row.__dataclass_fields__)
     with atomic_directory(out) as tmp:
-        with open(tmp / "sparsity.csv", "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=fields)
-            w.writeheader()
-            w.writerows(asdict(r) for r in rows)
+        _write_csv(tmp / "sparsity.csv", rows)
         dense = next((r for r in rows if r.method == "dense"), None)
         omni = next((r for r in rows if r.method == "omni"), None)
         lines = [f"# Sparsity bench: model `{model}`, {steps} training steps, WER on {SPLIT} (int8 decoded in LiteRT)", "",
@@ -360,12 +364,8 @@ def bench_quant(model: str, method: str, tiers: list[int] | None, data: DataOpti
 
 
 def write_quant_report(rows: list[QuantRow], out: Path, model: str) -> None:
-    fields = list(QuantRow.__dataclass_fields__)
     with atomic_directory(out) as tmp:
-        with open(tmp / "quant.csv", "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=fields)
-            w.writeheader()
-            w.writerows(asdict(r) for r in rows)
+        _write_csv(tmp / "quant.csv", rows)
         pct = lambda x: f"{100 * x:.1f}%"  # noqa: E731
         lines = [f"# Quantization bench: model `{model}`, WER on {SPLIT}; int8 decoded from the .tflite in LiteRT", "",
                  "Trained = the checkpoint; control = the same fine-tuning steps as AAT, in float; PTQ = post-training "

@@ -188,11 +188,7 @@ class OmniMethod(_Functional):
         t0, t1 = math.ceil(sp.begin * self.total_steps), math.ceil(sp.end * self.total_steps)
         if (t0 <= step < t1 and (step - t0) % sp.update_every == 0) or step == t1:
             self.update_masks(step)
-        sel = self.select_tiers(step)
-        rng = np.random.default_rng([self.cfg.train.seed, step, 8])
-        sub = max(1, int(round(sp.tier_batch * batch_size)))
-        idx = np.stack([np.sort(rng.choice(batch_size, size=sub, replace=False)) for _ in sel]).astype(np.int32)
-        return [np.array(sel, np.int32), idx]
+        return self._sub_batches(step, batch_size, self.select_tiers(step), sp.tier_batch, 8)
 
     def select_tiers(self, step: int) -> list[int]:
         """Tier indices trained at `step`: the densest and the sparsest plus sampled others (3+ per step);
@@ -207,18 +203,31 @@ class OmniMethod(_Functional):
             return sorted({n - 1, int(rng.integers(0, n - 1))})
         return [int(rng.integers(0, n))]
 
-    def loss(self, feats, pred_in, labels, frames, label_lengths, *extra):  # noqa: ANN001, ANN201
-        sel, idx = extra
+    def _tier_params(self, sel: tf.Tensor) -> dict[str, tf.Tensor]:
+        """The shared weights under each selected tier's masks, with a leading tier axis."""
         k = tf.shape(sel)[0]
-        params = {}
-        for n in self.names:
-            w = self.var(n)
-            params[n] = w[None] * tf.gather(self.mask(n), sel) if n in self.pruned else tf.broadcast_to(w[None], tf.concat([[k], tf.shape(w)], 0))
-        logits = forward(self.cfg, params, tf.gather(feats, idx), tf.gather(pred_in, idx))
+        return {n: self.var(n)[None] * tf.gather(self.mask(n), sel) if n in self.pruned else tf.broadcast_to(self.var(n)[None], tf.concat([[k], tf.shape(self.var(n))], 0))
+                for n in self.names}
+
+    def _sub_batches(self, step: int, batch_size: int, sel: list[int], share: float, salt: int) -> list[np.ndarray]:
+        """Each selected tier's rows of the batch: a seeded random `share` of it."""
+        rng = np.random.default_rng([self.cfg.train.seed, step, salt])
+        sub = max(1, int(round(share * batch_size)))
+        idx = np.stack([np.sort(rng.choice(batch_size, size=sub, replace=False)) for _ in sel]).astype(np.int32)
+        return [np.array(sel, np.int32), idx]
+
+    @staticmethod
+    def _tiers_loss(logits: tf.Tensor, idx: tf.Tensor, labels: tf.Tensor, frames: tf.Tensor, label_lengths: tf.Tensor) -> tf.Tensor:
+        """RNN-T loss of (K, B', ...) logits, tier k's rows of the batch being idx[k]."""
         s = tf.shape(logits)
         logits = tf.reshape(logits, tf.concat([[-1], s[2:]], 0))
         flat = lambda t: tf.reshape(tf.gather(t, idx), tf.concat([[-1], tf.shape(t)[1:]], 0))  # noqa: E731
         return rnnt_loss(logits, flat(labels), flat(frames), flat(label_lengths))
+
+    def loss(self, feats, pred_in, labels, frames, label_lengths, *extra):  # noqa: ANN001, ANN201
+        sel, idx = extra
+        logits = forward(self.cfg, self._tier_params(sel), tf.gather(feats, idx), tf.gather(pred_in, idx))
+        return self._tiers_loss(logits, idx, labels, frames, label_lengths)
 
     def result(self) -> tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]]]:
         params = {n: self.var(n).numpy() for n in self.names}
@@ -365,11 +374,6 @@ class AatMethod(OmniMethod):
         a = self.cfg.aat
         return a.learning_rate, a.warmup_steps, self.total_steps
 
-    def _tier_params(self, sel: tf.Tensor) -> dict[str, tf.Tensor]:
-        k = tf.shape(sel)[0]
-        return {n: self.var(n)[None] * tf.gather(self.mask(n), sel) if n in self.pruned else tf.broadcast_to(self.var(n)[None], tf.concat([[k], tf.shape(self.var(n))], 0))
-                for n in self.names}
-
     def prepare(self, batch: Any) -> None:
         """Start every tier's ranges at the min/max of the float model over the first batches (the converter's calibration)."""
         if not self.emulate:
@@ -394,11 +398,7 @@ class AatMethod(OmniMethod):
             self.range_var(p).assign(np.stack([lo[p], hi[p]], axis=1))
 
     def before_step(self, step: int, batch_size: int) -> list[np.ndarray]:
-        sel = self.select_tiers(step)
-        rng = np.random.default_rng([self.cfg.train.seed, step, 9])
-        sub = max(1, int(round(self.sub_batch * batch_size)))
-        idx = np.stack([np.sort(rng.choice(batch_size, size=sub, replace=False)) for _ in sel]).astype(np.int32)
-        return [np.array(sel, np.int32), idx]
+        return self._sub_batches(step, batch_size, self.select_tiers(step), self.sub_batch, 9)
 
     def loss(self, feats, pred_in, labels, frames, label_lengths, *extra):  # noqa: ANN001, ANN201
         sel, idx = extra
@@ -408,10 +408,7 @@ class AatMethod(OmniMethod):
         for p, (lo, hi) in (q.seen.items() if isinstance(q, Emulated) else ()):
             v = self.range_var(p)
             v.scatter_nd_update(sel[:, None], decay * tf.gather(v, sel) + (1 - decay) * tf.stack([lo, hi], axis=1))
-        s = tf.shape(logits)
-        logits = tf.reshape(logits, tf.concat([[-1], s[2:]], 0))
-        flat = lambda t: tf.reshape(tf.gather(t, idx), tf.concat([[-1], tf.shape(t)[1:]], 0))  # noqa: E731
-        return rnnt_loss(logits, flat(labels), flat(frames), flat(label_lengths))
+        return self._tiers_loss(logits, idx, labels, frames, label_lengths)
 
     def result(self) -> tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]]]:
         params = {n: self.var(n).numpy() for n in self.names}
