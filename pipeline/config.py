@@ -109,7 +109,10 @@ class AatConfig:
     steps: int = 400
     learning_rate: float = 2e-4  # peak; linear warm-up, cosine decay to 10% at `steps`
     warmup_steps: int = 20
-    ema_decay: float = 0.99  # activation ranges follow the batch min/max with this decay
+    # how activation ranges follow the training batches: "minmax" keeps the min/max of everything seen (what the
+    # converter's calibration computes, over far more data), "ema" a moving average of batch min/max (narrower, clips more)
+    range_tracking: str = "minmax"
+    ema_decay: float = 0.99  # for range_tracking = "ema"
     calibration_batches: int = 8  # training batches whose min/max start the ranges (as the converter calibrates)
 
     def __post_init__(self) -> None:
@@ -117,6 +120,7 @@ class AatConfig:
         check(0 < self.learning_rate < 1, f"field `learning_rate` must be in (0, 1), got {self.learning_rate}.")
         check(self.warmup_steps >= 0, f"field `warmup_steps` must be >= 0, got {self.warmup_steps}.")
         check(0 <= self.ema_decay < 1, f"field `ema_decay` must be in [0, 1), got {self.ema_decay}.")
+        check(self.range_tracking in ("minmax", "ema"), f"field `range_tracking` must be minmax or ema, got {self.range_tracking!r}.")
         check(1 <= self.calibration_batches <= 1000, f"field `calibration_batches` must be in 1..1000, got {self.calibration_batches}.")
 
 

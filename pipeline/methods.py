@@ -334,8 +334,9 @@ class AatMethod(OmniMethod):
 
     The forward pass rounds weights, activations, gate outputs and the recurrent state
     exactly where the int8 graphs do (quant.py), gradients pass straight through, and
-    each activation's (min, max) follows the batch min/max by an exponential moving
-    average, starting from a calibration over the first `aat.calibration_batches` batches.
+    each activation's (min, max) starts from a calibration over the first
+    `aat.calibration_batches` batches and then takes in every batch's min/max (`aat.range_tracking`:
+    running min/max, or a moving average).
     Masks stay as the checkpoint has them (pruned weights stay zero).
 
     Tiers sharing weights (omni): the fine-tuning keeps ONE set of weights and trains
@@ -404,10 +405,15 @@ class AatMethod(OmniMethod):
         sel, idx = extra
         q = Emulated({p: tf.gather(self.range_var(p), sel) for p in self.points}) if self.emulate else FLOAT
         logits = forward(self.cfg, self._tier_params(sel), tf.gather(feats, idx), tf.gather(pred_in, idx), q)
-        decay = self.cfg.aat.ema_decay
+        a = self.cfg.aat
         for p, (lo, hi) in (q.seen.items() if isinstance(q, Emulated) else ()):
             v = self.range_var(p)
-            v.scatter_nd_update(sel[:, None], decay * tf.gather(v, sel) + (1 - decay) * tf.stack([lo, hi], axis=1))
+            old = tf.gather(v, sel)
+            if a.range_tracking == "minmax":
+                new = tf.stack([tf.minimum(old[:, 0], lo), tf.maximum(old[:, 1], hi)], axis=1)
+            else:
+                new = a.ema_decay * old + (1 - a.ema_decay) * tf.stack([lo, hi], axis=1)
+            v.scatter_nd_update(sel[:, None], new)
         return self._tiers_loss(logits, idx, labels, frames, label_lengths)
 
     def result(self) -> tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]]]:
@@ -426,7 +432,7 @@ class AatMethod(OmniMethod):
         info = {"steps": self.total_steps, "learning_rate": a.learning_rate, "tiers": list(self.tiers)}
         if not self.emulate:
             return {**self.init_meta, "float_finetune": info}
-        return {**self.init_meta, "aat": {**info, "ema_decay": a.ema_decay, "calibration_batches": a.calibration_batches}}
+        return {**self.init_meta, "aat": {**info, "range_tracking": a.range_tracking, "ema_decay": a.ema_decay, "calibration_batches": a.calibration_batches}}
 
 
 def check_method(name: str, cfg: ModelConfig, tier: int | None) -> None:

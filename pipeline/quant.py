@@ -24,7 +24,7 @@ training rounds and the tensors the converter quantizes are the same by construc
 - `Quant`: float, identity (training without AAT, float export);
 - `Emulated`: the training emulation; ranges are tensors with a leading axis K (one
   row per variant in a tier-batched pass) and it records the min/max each point saw,
-  which the AAT method averages into the ranges (exponential moving average);
+  which the AAT method folds into the ranges (running min/max, or a moving average);
 - `Exported`: `tf.quantization.fake_quant_with_min_max_args` with the learned ranges in
   the export graphs: the converter takes those ranges for the int8 tensors instead of
   calibrating them (tests/test_quant.py checks the resulting scales and the output).

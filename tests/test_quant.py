@@ -138,7 +138,7 @@ def omni_ck(random_features, tmp_path_factory):
     sp = dataclasses.replace(cfg.sparsity, tiers=(0, 50, 90), begin=0.2, end=0.6, update_every=3)
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=20, checkpoint_every=10, batch_size=4), sparsity=sp,
                               predictor=dataclasses.replace(cfg.predictor, embed=24, units=24),
-                              aat=dataclasses.replace(cfg.aat, steps=12, calibration_batches=2, ema_decay=0.5))
+                              aat=dataclasses.replace(cfg.aat, steps=12, calibration_batches=2))
     result = Trainer(cfg, random_features, tmp_path_factory.mktemp("omni"), "omni").run()
     return ModelCheckpoint(cfg, result.params, random_features.tokenizer, random_features.normalizer, result.masks, result.method_meta)
 
@@ -185,3 +185,18 @@ def test_corrupt_ranges_in_a_checkpoint_are_refused(omni_ck, tmp_path):
     dataclasses.replace(omni_ck, ranges=bad).save(tmp_path / "ck")
     with pytest.raises(ArtifactError, match="not a finite"):
         ModelCheckpoint.load(tmp_path / "ck")
+
+
+def test_minmax_ranges_only_widen_and_ema_ranges_follow_the_batches(omni_ck, random_features, tmp_path):
+    cfg = omni_ck.config
+    short = dataclasses.replace(cfg, aat=dataclasses.replace(cfg.aat, steps=4))
+    calib = Trainer(dataclasses.replace(short, aat=dataclasses.replace(short.aat, steps=1)), random_features, tmp_path / "c", "aat", init=omni_ck)
+    calib.method.prepare(calib.batcher.batch)
+    start = calib.method.ranges()
+    grown = Trainer(short, random_features, tmp_path / "m", "aat", init=omni_ck).run().ranges
+    ema = Trainer(dataclasses.replace(short, aat=dataclasses.replace(short.aat, range_tracking="ema", ema_decay=0.5)), random_features,
+                  tmp_path / "e", "aat", init=omni_ck).run().ranges
+    for t, r in start.items():
+        for p, (lo, hi) in r.items():
+            assert grown[t][p][0] <= lo + 1e-6 and grown[t][p][1] >= hi - 1e-6, (t, p)
+    assert any(not np.allclose(ema[t][p], grown[t][p]) for t in start for p in start[t])
