@@ -387,3 +387,34 @@ def write_quant_report(rows: list[QuantRow], out: Path, model: str) -> None:
             lines.append(f"Sparsest tier {sparsest.tier}: PTQ gap {100 * sparsest.gap_ptq:+.1f}, AAT gap {100 * sparsest.gap_aat:+.1f}, "
                          f"closed {closed} (target: >= 50%, or AAT gap <= 0.3).")
         (tmp / "quant.md").write_text("\n".join(lines) + "\n")
+
+
+def bench_parity(init: Path, tier: int | None, data: DataOptions, paths: BuildPaths, utterances: int = 20) -> tuple[int, dict[str, float]]:
+    """How closely the int8 .tflite of an AAT checkpoint's tier follows the training-time emulation, on real speech:
+    the share of encoder outputs, predictor outputs and joiner logits within one int8 step (`quant.emulation_agreement`)."""
+    import dataclasses
+
+    from .build import _transducer
+    from .calibrate import representative_inputs
+    from .corpus import read_manifest
+    from .errors import ConfigError
+    from .export import convert_all
+    from .features import utterance_features
+    from .quant import emulation_agreement
+
+    ck = ModelCheckpoint.load(init)
+    cfg = ck.config
+    tier = ck.tiers[-1] if tier is None else tier
+    params = ck.tier_params(tier)
+    ranges = ck.tier_ranges(tier)
+    if ranges is None:
+        raise ConfigError(f"checkpoint {init} holds no learned int8 ranges for tier {tier}; fine-tune it with `pipeline train --aat`.")
+    corpus = stage_data(StageCache(paths.work_dir / "cache"), cfg, data)
+    full = read_manifest(corpus.splits[SPLIT])
+    test = dataclasses.replace(full, utterances=full.utterances[:utterances])
+    feats = [ck.normalizer(f) for f in utterance_features(test, cfg.frontend)]
+    tokens = [ck.tokenizer.encode(u.text, where=f"transcript of {u.id}") for u in test.utterances]
+    floats = _transducer(cfg, ck.tokenizer, {g: LiteRTGraph(b) for g, b in convert_all(cfg, params).items()})
+    rep = representative_inputs(floats, feats, load_calibration_recipe("default"))
+    int8 = {g: LiteRTGraph(b) for g, b in convert_all(cfg, params, rep, ranges=ranges).items()}
+    return tier, emulation_agreement(cfg, params, ranges, int8, list(zip(feats, tokens)), ck.tokenizer.blank_id)

@@ -231,6 +231,21 @@ def bench_quant(model: str, method: str, tiers: list[int], steps: int | None, aa
     click.echo((report / "quant.md").read_text())
 
 
+@bench.command("parity")
+@click.option("--init", "init", type=click.Path(path_type=Path), required=True, help="an AAT checkpoint folder (`pipeline train --aat`).")
+@click.option("--tier", type=int, default=None, help="tier to check (default: the sparsest in the checkpoint).")
+@click.option("--utterances", type=click.IntRange(min=1), default=20, show_default=True, help="test_unseen utterances to run.")
+@data_options
+@path_options
+def bench_parity(init: Path, tier: int | None, utterances: int, source: str, fsdd_dir: Path | None, train_manifest: Path | None,
+                 test_manifest: tuple[Path, ...], out_dir: Path, work_dir: Path) -> None:
+    """Share of the int8 .tflite's outputs within one int8 step of the AAT emulation, on real utterances."""
+    from .bench import bench_parity as run
+
+    tier, rates = run(init, tier, _data(source, fsdd_dir, train_manifest, test_manifest), BuildPaths(out_dir, work_dir), utterances)
+    click.echo(f"tier {tier}, {utterances} utterances: " + ", ".join(f"{k} {100 * v:.2f}%" for k, v in rates.items()) + " within one int8 step")
+
+
 @bench.command("train-speed")
 @click.option("--model", default=BuildOptions().model, show_default=True, help="model config in models/.")
 @click.option("--variants", default="dense,omni,omni:2x0.5,tfmot,csp", show_default=True,

@@ -240,6 +240,15 @@ def test_aat_artifacts_carry_the_learned_ranges_and_pass_every_verification(buil
     assert m["model"]["method"] == "dense" and ManifestDecoder(manifest_path.parent).graphs
 
 
+def test_bench_parity_on_real_utterances_of_the_aat_checkpoint(built_aat):
+    from pipeline.bench import bench_parity
+
+    paths, _ = built_aat
+    ck_dir = next(paths.work_dir.glob("cache/aat/*/checkpoint"))
+    tier, rates = bench_parity(ck_dir, None, DataOptions("synth"), paths, utterances=3)
+    assert tier == 0 and all(r >= 0.99 for r in rates.values()), rates
+
+
 def test_bench_quant_reports_float_ptq_and_aat_per_tier(built_aat, tmp_path):
     from pipeline.bench import bench_quant
 

@@ -11,7 +11,7 @@ from pipeline.config import load_model_config
 from pipeline.decode import Transducer
 from pipeline.export import convert_all
 from pipeline.model import build_training_model, forward, get_params
-from pipeline.quant import FLOAT, Emulated, fake_quant, int8_params, quantize_kernel, range_points
+from pipeline.quant import FLOAT, Emulated, emulation_agreement, fake_quant, int8_params, quantize_kernel, range_points
 from pipeline.runtimes import LiteRTGraph
 from pipeline.sparsity import prunable, tier_name
 from pipeline.train import Trainer
@@ -107,29 +107,13 @@ def test_export_adopts_the_learned_ranges(parity):
 def test_emulated_forward_matches_the_int8_tflite_within_one_step(parity):
     """Encoder (streamed chunk by chunk with its state), predictor (token by token) and joiner (every frame x token)
     of the int8 artifact in LiteRT against the training-time emulation run over the whole utterance."""
-    cfg, _, _, feats, int8, floats, (enc_e, pred_e, logits_e) = parity
-    chunk = cfg.chunk_feature_frames
-    enc = _stream_encoder(int8["encoder"], feats, chunk)
-    enc_scale = {s.name: s.scale for s in int8["encoder"].outputs}["encoder_out"]
-    pr = int8["predictor"]
-    state = {s.name: np.zeros(s.shape, np.float32) for s in pr.inputs if s.name != "token"}
-    pred = []
-    for k in TOKENS[0]:
-        o = pr(token=np.eye(VOCAB, dtype=np.float32)[k][None], **state)
-        state = {n: o[f"{n}_out"] for n in state}
-        pred.append(o["predictor_out"][0])
-    pred = np.stack(pred)
-    jo = int8["joiner"]
-    logits = np.stack([[jo(encoder_frame=enc[t][None], predictor_out=pred[u][None])["logits"][0] for u in range(len(pred))] for t in range(len(enc))])
-    rates = {
-        "encoder_out": _agreement(enc, enc_e, enc_scale),
-        "predictor_out": _agreement(pred, pred_e, {s.name: s.scale for s in pr.outputs}["predictor_out"]),
-        "logits": _agreement(logits, logits_e, jo.outputs[0].scale),
-    }
+    cfg, params, ranges, feats, int8, floats, (enc_e, _, _) = parity
+    rates = emulation_agreement(cfg, params, ranges, int8, [(feats, list(TOKENS[0, 1:]))])
     print("agreement within one int8 step:", rates)
-    assert all(r >= 0.99 for r in rates.values()), rates
+    assert set(rates) == {"encoder_out", "predictor_out", "logits"} and all(r >= 0.99 for r in rates.values()), rates
     # and the check has teeth: the float graphs are not within one step of the emulation
-    assert _agreement(_stream_encoder(floats["encoder"], feats, chunk), enc_e, enc_scale / 4) < 0.9
+    enc_scale = {s.name: s.scale for s in int8["encoder"].outputs}["encoder_out"]
+    assert _agreement(_stream_encoder(floats["encoder"], feats, cfg.chunk_feature_frames), enc_e, enc_scale / 4) < 0.9
 
 
 @pytest.fixture(scope="module")
