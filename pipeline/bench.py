@@ -19,7 +19,7 @@ from .calibrate import load_calibration_recipe
 from .checkpoint import ModelCheckpoint
 from .config import load_model_config
 from .data import DataOptions
-from .export import GRAPHS, sparse_weight_bytes
+from .export import GRAPHS
 from .fsutil import atomic_directory
 from .methods import check_method
 from .npu import compile_for_npu
@@ -68,22 +68,18 @@ def _measure(cache: StageCache, method: str, tier: int, ckpt_dir: Path, train: d
             wer[variant] = s.wer
             stats = s.stats
         npu = {g: compile_for_npu(export_dir / "int8" / f"{g}.tflite", target.device.npu, tmp / "npu") for g in GRAPHS}
-        sparse = None
-        if (export_dir / "int8_sparse").is_dir():
-            per = [sparse_weight_bytes((export_dir / "int8_sparse" / f"{g}.tflite").read_bytes()) for g in GRAPHS]
-            sparse = {"bytes": sum(p["values"] + p["index"] for p in per), "nonzero": sum(p["nonzero"] for p in per)}
         calls = {"encoder": stats.encoder_calls, "predictor": stats.predictor_calls, "joiner": stats.joiner_calls}
         audio = stats.feature_frames * ck.config.frontend.hop_ms / 1000
         return {"wer": wer, "flash": sum(r.flash_bytes for r in npu.values()), "encoder_cycles": npu["encoder"].cycles_total,
-                "cycles_per_second": sum(calls[g] * npu[g].cycles_total for g in GRAPHS) / audio, "sparse": sparse}
+                "cycles_per_second": sum(calls[g] * npu[g].cycles_total for g in GRAPHS) / audio}
 
     key = {"export": export["key"], "split": SPLIT, "npu": asdict(target.device.npu)}
     _, m = cache.run("bench", key, run)
-    sp = export["sparsity"]
+    sp, enc = export["sparsity"], export.get("sparse_encoded_weights")
     return Row(method, tier, round(sp["sparsity"], 5), sp["nonzero_parameters"], sp["prunable_nonzero"], round(m["wer"]["float32"], 5), round(m["wer"]["int8"], 5),
                sum(export["bytes"]["int8"].values()), sum(export["bytes"]["int8_sparse"].values()) if "int8_sparse" in export["bytes"] else None,
                m["flash"], m["encoder_cycles"], round(m["cycles_per_second"]), round(train["wall_seconds"], 1), train["steps"],
-               m["sparse"]["bytes"] if m.get("sparse") else None, m["sparse"]["nonzero"] if m.get("sparse") else None)
+               enc["values"] + enc["index"] if enc else None, enc["nonzero"] if enc else None)
 
 
 def read_rows(path: Path) -> list[Row]:

@@ -23,7 +23,7 @@ from .data import DataOptions, DataSource, describe_split, prepare, recipe_key, 
 from .decode import Transducer
 from .distribute import Distribution
 from .errors import BudgetError, InternalError
-from .export import GRAPHS, convert_all
+from .export import GRAPHS, convert_all, sparse_weight_bytes
 from .features import FeatureSet, compute_training_features, utterance_features
 from .fsutil import atomic_directory, atomic_write_json, sha256_file
 from .manifest import DECODE_LOOP, code_sha256, frontend_section, git_commit, machine, tokenizer_section, tool_versions, validate_manifest
@@ -174,7 +174,11 @@ def stage_export(cache: StageCache, ckpt_dir: Path, train_key: dict[str, Any], c
             (tmp / variant).mkdir()
             for g in GRAPHS:
                 (tmp / variant / f"{g}.tflite").write_bytes(graphs[g])
-        return {"calibration": {**recipe.to_dict(), "samples": {g: len(v) for g, v in rep.items()}}, "tier": tier,
+        encoded = None
+        if "int8_sparse" in variants:
+            per = [sparse_weight_bytes(b) for b in variants["int8_sparse"].values()]
+            encoded = {"values": sum(p["values"] for p in per), "index": sum(p["index"] for p in per), "nonzero": sum(p["nonzero"] for p in per)}
+        return {"calibration": {**recipe.to_dict(), "samples": {g: len(v) for g, v in rep.items()}}, "tier": tier, "sparse_encoded_weights": encoded,
                 "activation_ranges": "learned (accelerator-aware training)" if ranges is not None else "calibrated",
                 "sparsity": sparsity_of(params), "bytes": {v: {g: len(b) for g, b in graphs.items()} for v, graphs in variants.items()}}
 
@@ -315,6 +319,7 @@ def make_manifest(target: TargetProfile, ck: ModelCheckpoint, graphs: dict[str, 
                                "sparsity": round(sp["sparsity"], 6), "block": list(cfg.sparsity.block), "tiers_in_checkpoint": ck.tiers,
                                "int8_bytes": {"dense_stored": sizes["int8"], "sparse_encoded": sizes.get("int8_sparse")},
                                "shipped_encoding": verify["encoding"],
+                               "sparse_encoded_weights": _encoded_weights(export_summary.get("sparse_encoded_weights")),
                                "litert_op_resolver": "BUILTIN_WITHOUT_DEFAULT_DELEGATES" if verify["encoding"] == "sparse" else "BUILTIN"},
                   "quantization": {"scheme": "full-integer int8: weights per output channel symmetric, activations per tensor asymmetric, int8 inputs and outputs",
                                    "activation_ranges": export_summary.get("activation_ranges", "calibrated"),
@@ -339,6 +344,13 @@ def make_manifest(target: TargetProfile, ck: ModelCheckpoint, graphs: dict[str, 
                   "data_sha256": ck.meta.get("data_sha256", digest(corpus.key)), "code_sha256": code_sha256(),
                   "calibration": export_summary["calibration"], "training": train_summary},
     }
+
+
+def _encoded_weights(e: dict[str, int] | None) -> dict[str, Any] | None:
+    if not e:
+        return None
+    return {"weight_bytes": e["values"], "index_bytes": e["index"], "nonzero_weights": e["nonzero"],
+            "bytes_per_nonzero": round((e["values"] + e["index"]) / max(e["nonzero"], 1), 4)}
 
 
 def budget_figures(target: TargetProfile, cfg: ModelConfig, export_summary: dict[str, Any], verify: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -154,6 +154,8 @@ def test_speaker_ships_sparse_encoded_weights_that_decode_like_the_dense_ones(bu
     nonzero = sum(e["nonzero"] for e in encoded)
     assert 0 < nonzero <= m["model"]["sparsity"]["prunable_nonzero"] and sum(e["values"] for e in encoded) >= nonzero
     assert 0 < sum(e["index"] for e in encoded) < sum(e["file"] for e in encoded)
+    recorded = m["model"]["sparsity"]["sparse_encoded_weights"]  # what the manifest tells app teams
+    assert recorded["nonzero_weights"] == nonzero and recorded["weight_bytes"] + recorded["index_bytes"] == sum(e["values"] + e["index"] for e in encoded)
     assert verify_dist(manifest.parent) == {"litert": None}  # loads and runs with the resolver the manifest names
     words = ManifestDecoder(manifest.parent)  # an app team's decoder, from the manifest alone
     assert set(words.graphs) == {"encoder", "predictor", "joiner"}
