@@ -293,7 +293,7 @@ def targets() -> None:
         t = load_target(name)
         b = t.budgets
         click.echo(f"{t.name:10s} {t.device.runtime:7s} threads={t.device.threads} model={t.build.model:6s} method={t.build.method:5s} "
-                   f"sparse_encoding={str(t.build.sparse_encoding).lower():5s} "
+                   f"sparse_encoding={str(t.build.sparse_encoding).lower():5s} aat={str(t.build.aat).lower():5s} "
                    f"budgets: model_bytes={b.model_bytes} arena_bytes={b.arena_bytes} rtf={b.rtf}  {t.description}")
 
 
