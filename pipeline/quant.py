@@ -43,8 +43,8 @@ if TYPE_CHECKING:
 
 QMIN, QMAX = 0, 255  # FakeQuant's 8-bit grid; TFLite int8 = grid - 128
 LSTM_POINTS = ("xw", "rh", "z", "fc", "ig", "c", "h")  # input FC, recurrent FC, gates, f*c, i*g, cell, hidden
-TOKEN_RANGE = (0.0, 1.0)
-MIN_WIDTH = 1e-6  # a range never collapses to a point  # the predictor's one-hot input: exact on the int8 grid
+TOKEN_RANGE = (0.0, 1.0)  # the predictor's one-hot input: exact on the int8 grid
+MIN_WIDTH = 1e-6  # a range never collapses to a point
 
 
 def range_points(layers: int) -> list[str]:
@@ -122,10 +122,7 @@ class Emulated(Quant):
 
     def _record(self, name: str, x: tf.Tensor) -> None:
         axes = list(range(1, x.shape.rank))
-        lo, hi = tf.stop_gradient(tf.reduce_min(x, axes)), tf.stop_gradient(tf.reduce_max(x, axes))
-        if name in self.seen:
-            lo, hi = tf.minimum(lo, self.seen[name][0]), tf.maximum(hi, self.seen[name][1])
-        self.seen[name] = (lo, hi)
+        self.observe({name: (tf.stop_gradient(tf.reduce_min(x, axes)), tf.stop_gradient(tf.reduce_max(x, axes)))})
 
     def act(self, name: str, x: tf.Tensor) -> tf.Tensor:
         self._record(name, x)
@@ -175,8 +172,6 @@ def int8_params(lo: float, hi: float) -> tuple[float, int]:
     return scale, int(round(QMIN - nmin / scale)) - 128
 
 
-def as_numpy(ranges: dict[str, tf.Tensor]) -> dict[str, np.ndarray]:
-    return {k: np.asarray(v, np.float32) for k, v in ranges.items()}
 
 
 def emulation_agreement(cfg: "ModelConfig", params: dict[str, np.ndarray], ranges: dict[str, np.ndarray], int8: dict[str, "Graph"],
