@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import logging
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,8 @@ class Row:
     sparse_nonzero: int | None = None
 
 
-def _measure(cache: StageCache, method: str, tier: int, ckpt_dir: Path, train: dict[str, Any], corpus: Any, target_name: str) -> Row:
+def _measure(cache: StageCache, method: str, tier: int, ckpt_dir: Path, train: dict[str, Any], corpus: Any, target_name: str) -> tuple[Row, Path]:
+    """One tier of one checkpoint: its export (through the stage cache) measured; returns the row and the export folder."""
     target = load_target(target_name)
     recipe = load_calibration_recipe(target.build.calibration)
     export_dir, export = stage_export(cache, ckpt_dir, train["key"], corpus, recipe, tier)
@@ -76,20 +77,19 @@ def _measure(cache: StageCache, method: str, tier: int, ckpt_dir: Path, train: d
     key = {"export": export["key"], "split": SPLIT, "npu": asdict(target.device.npu)}
     _, m = cache.run("bench", key, run)
     sp, enc = export["sparsity"], export.get("sparse_encoded_weights")
-    return Row(method, tier, round(sp["sparsity"], 5), sp["nonzero_parameters"], sp["prunable_nonzero"], round(m["wer"]["float32"], 5), round(m["wer"]["int8"], 5),
-               sum(export["bytes"]["int8"].values()), sum(export["bytes"]["int8_sparse"].values()) if "int8_sparse" in export["bytes"] else None,
-               m["flash"], m["encoder_cycles"], round(m["cycles_per_second"]), round(train["wall_seconds"], 1), train["steps"],
-               enc["values"] + enc["index"] if enc else None, enc["nonzero"] if enc else None)
+    row = Row(method, tier, round(sp["sparsity"], 5), sp["nonzero_parameters"], sp["prunable_nonzero"], round(m["wer"]["float32"], 5), round(m["wer"]["int8"], 5),
+              sum(export["bytes"]["int8"].values()), sum(export["bytes"]["int8_sparse"].values()) if "int8_sparse" in export["bytes"] else None,
+              m["flash"], m["encoder_cycles"], round(m["cycles_per_second"]), round(train["wall_seconds"], 1), train["steps"],
+              enc["values"] + enc["index"] if enc else None, enc["nonzero"] if enc else None)
+    return row, export_dir
 
 
 def read_rows(path: Path) -> list[Row]:
     """Rows of an earlier `sparsity.csv`, to report runs made by separate invocations together."""
     from .errors import DataError
 
-    import dataclasses
-
-    types = {f.name: f.type for f in Row.__dataclass_fields__.values()}
-    optional = {f.name for f in dataclasses.fields(Row) if f.default is not dataclasses.MISSING}
+    types = {f.name: f.type for f in fields(Row)}
+    optional = {f.name for f in fields(Row) if f.default is not MISSING}
     try:
         with open(path, newline="") as fh:
             out = []
@@ -118,12 +118,12 @@ def bench_sparsity(model: str, methods: list[str], tiers: list[int], data: DataO
         if method in ("dense", "omni"):
             ckpt, train = stage_train(cache, cfg, feats, steps, method=method)
             for tier in ([0] if method == "dense" else [0, *tiers] if 0 not in tiers else tiers):
-                rows.append(_measure(cache, method, tier, ckpt, train, corpus, target))
+                rows.append(_measure(cache, method, tier, ckpt, train, corpus, target)[0])
                 log.info("%s", rows[-1])
         else:
             for tier in (t for t in tiers if t > 0):
                 ckpt, train = stage_train(cache, cfg, feats, steps, method=method, tier=tier)
-                rows.append(_measure(cache, method, tier, ckpt, train, corpus, target))
+                rows.append(_measure(cache, method, tier, ckpt, train, corpus, target)[0])
                 log.info("%s", rows[-1])
     earlier = [r for p in merge for r in read_rows(p) if (r.method, r.tier) not in {(x.method, x.tier) for x in rows}]
     rows = earlier + rows
@@ -319,9 +319,8 @@ def bench_quant(model: str, method: str, tiers: list[int] | None, data: DataOpti
 
     cfg = load_model_config(model)
     if init is not None:
-        base = checkpoint_stage_input(init)
         ck = ModelCheckpoint.load(init)
-        cfg, method = ck.config, ck.meta.get("method", "dense")
+        cfg, method, base = ck.config, ck.meta.get("method", "dense"), checkpoint_stage_input(init)
     else:
         check_method(method, cfg, tiers[0] if method in ("tfmot", "csp") and tiers else None)
         if method in ("tfmot", "csp") and (not tiers or len(tiers) != 1):
@@ -338,17 +337,14 @@ def bench_quant(model: str, method: str, tiers: list[int] | None, data: DataOpti
         raise ConfigError(f"the {method} checkpoint holds tier(s) {', '.join(map(str, held))}, not {', '.join(map(str, missing))}.")
     aat = stage_aat(cache, cfg, feats, base, aat_steps)
     control = stage_aat(cache, cfg, feats, base, aat_steps, emulate=False)
-    recipe = load_calibration_recipe(load_target(target).build.calibration)
 
-    def measure(stage: tuple[Path, dict[str, Any]], phase: str | None, tier: int) -> Row:
-        info = {"wall_seconds": 0.0, "steps": 0, **stage[1], **({k: stage[1][phase][k] for k in ("wall_seconds", "steps")} if phase else {})}
-        return _measure(cache, method, tier, stage[0], info, corpus, target)
+    def measure(stage: tuple[Path, dict[str, Any]], tier: int) -> tuple[Row, Path]:
+        # training time is reported once below, not per row
+        return _measure(cache, method, tier, stage[0], {**stage[1], "wall_seconds": 0.0, "steps": 0}, corpus, target)
 
     rows = []
     for tier in chosen:
-        before, ft, after = measure(base, None, tier), measure(control, "float_finetune", tier), measure(aat, "aat", tier)
-        ptq_dir, _ = stage_export(cache, control[0], control[1]["key"], corpus, recipe, tier)
-        aat_dir, _ = stage_export(cache, aat[0], aat[1]["key"], corpus, recipe, tier)
+        (before, _), (ft, ptq_dir), (after, aat_dir) = measure(base, tier), measure(control, tier), measure(aat, tier)
         same = all(_operators(ptq_dir / "int8" / f"{g}.tflite") == _operators(aat_dir / "int8" / f"{g}.tflite") for g in GRAPHS)
         gap_ptq, gap_aat = ft.wer_int8 - ft.wer_float, after.wer_int8 - ft.wer_float
         rows.append(QuantRow(method, tier, before.wer_float, before.wer_int8, ft.wer_float, ft.wer_int8, after.wer_int8, round(gap_ptq, 5), round(gap_aat, 5),
@@ -385,32 +381,32 @@ def write_quant_report(rows: list[QuantRow], out: Path, model: str) -> None:
         (tmp / "quant.md").write_text("\n".join(lines) + "\n")
 
 
-def bench_parity(init: Path, tier: int | None, data: DataOptions, paths: BuildPaths, utterances: int = 20) -> tuple[int, dict[str, float]]:
+def bench_parity(init: Path, tier: int | None, data: DataOptions, paths: BuildPaths, utterances: int = 20,
+                 target: str = "watch") -> tuple[int, dict[str, float]]:
     """How closely the int8 .tflite of an AAT checkpoint's tier follows the training-time emulation, on real speech:
     the share of encoder outputs, predictor outputs and joiner logits within one int8 step (`quant.emulation_agreement`)."""
     import dataclasses
 
-    from .build import _transducer
-    from .calibrate import representative_inputs
+    from .build import checkpoint_stage_input
     from .corpus import read_manifest
     from .errors import ConfigError
-    from .export import convert_all
     from .features import utterance_features
     from .quant import emulation_agreement
 
     ck = ModelCheckpoint.load(init)
     cfg = ck.config
     tier = ck.tiers[-1] if tier is None else tier
-    params = ck.tier_params(tier)
     ranges = ck.tier_ranges(tier)
     if ranges is None:
         raise ConfigError(f"checkpoint {init} holds no learned int8 ranges for tier {tier}; fine-tune it with `pipeline train --aat`.")
-    corpus = stage_data(StageCache(paths.work_dir / "cache"), cfg, data)
+    cache = StageCache(paths.work_dir / "cache")
+    corpus = stage_data(cache, cfg, data)
+    # the int8 graphs as `pipeline build` exports them (same stage, same calibration recipe)
+    recipe = load_calibration_recipe(load_target(target).build.calibration)
+    export_dir, _ = stage_export(cache, init, checkpoint_stage_input(init)[1]["key"], corpus, recipe, tier)
+    int8 = {g: LiteRTGraph((export_dir / "int8" / f"{g}.tflite").read_bytes()) for g in GRAPHS}
     full = read_manifest(corpus.splits[SPLIT])
     test = dataclasses.replace(full, utterances=full.utterances[:utterances])
     feats = [ck.normalizer(f) for f in utterance_features(test, cfg.frontend)]
     tokens = [ck.tokenizer.encode(u.text, where=f"transcript of {u.id}") for u in test.utterances]
-    floats = _transducer(cfg, ck.tokenizer, {g: LiteRTGraph(b) for g, b in convert_all(cfg, params).items()})
-    rep = representative_inputs(floats, feats, load_calibration_recipe("default"))
-    int8 = {g: LiteRTGraph(b) for g, b in convert_all(cfg, params, rep, ranges=ranges).items()}
-    return tier, emulation_agreement(cfg, params, ranges, int8, list(zip(feats, tokens)), ck.tokenizer.blank_id)
+    return tier, emulation_agreement(cfg, ck.tier_params(tier), ranges, int8, list(zip(feats, tokens)), ck.tokenizer.blank_id)

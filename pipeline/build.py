@@ -116,8 +116,8 @@ def stage_train(cache: StageCache, cfg: ModelConfig, features: tuple[Path, dict[
 
 
 def checkpoint_stage_input(folder: Path) -> tuple[Path, dict[str, Any]]:
-    """A checkpoint folder given by the user, as a stage input: keyed by the digest of its files."""
-    ModelCheckpoint.load(folder)  # refuse a broken one before any work
+    """A checkpoint folder given by the user (load it first: that refuses a broken one), as a stage
+    input keyed by the digest of its files."""
     return Path(folder), {"key": {"checkpoint": {f: sha256_file(Path(folder) / f) for f in ("model.json", "params.npz")}}}
 
 
@@ -177,7 +177,7 @@ def stage_export(cache: StageCache, ckpt_dir: Path, train_key: dict[str, Any], c
         encoded = None
         if "int8_sparse" in variants:
             per = [sparse_weight_bytes(b) for b in variants["int8_sparse"].values()]
-            encoded = {"values": sum(p["values"] for p in per), "index": sum(p["index"] for p in per), "nonzero": sum(p["nonzero"] for p in per)}
+            encoded = {k: sum(p[k] for p in per) for k in ("values", "index", "nonzero")}
         return {"calibration": {**recipe.to_dict(), "samples": {g: len(v) for g, v in rep.items()}}, "tier": tier, "sparse_encoded_weights": encoded,
                 "activation_ranges": "learned (accelerator-aware training)" if ranges is not None else "calibrated",
                 "sparsity": sparsity_of(params), "bytes": {v: {g: len(b) for g, b in graphs.items()} for v, graphs in variants.items()}}

@@ -130,8 +130,8 @@ def train(model: str, steps: int | None, resume: bool, strategy: str, out: Path,
     if init is not None:
         from .build import checkpoint_stage_input
 
-        base = checkpoint_stage_input(init)
         cfg = ModelCheckpoint.load(init).config
+        base = checkpoint_stage_input(init)
     method = method or "dense"
     check_method(method, cfg, tier)
     cache = StageCache(work_dir / "cache")

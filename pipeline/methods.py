@@ -405,8 +405,14 @@ class AatMethod(OmniMethod):
         sel, idx = extra
         q = Emulated({p: tf.gather(self.range_var(p), sel) for p in self.points}) if self.emulate else FLOAT
         logits = forward(self.cfg, self._tier_params(sel), tf.gather(feats, idx), tf.gather(pred_in, idx), q)
+        if self.emulate:
+            self._track_ranges(sel, q.seen)
+        return self._tiers_loss(logits, idx, labels, frames, label_lengths)
+
+    def _track_ranges(self, sel: tf.Tensor, seen: dict[str, tuple[tf.Tensor, tf.Tensor]]) -> None:
+        """Fold what each selected tier's activations spanned in this batch into its ranges."""
         a = self.cfg.aat
-        for p, (lo, hi) in (q.seen.items() if isinstance(q, Emulated) else ()):
+        for p, (lo, hi) in seen.items():
             v = self.range_var(p)
             old = tf.gather(v, sel)
             if a.range_tracking == "minmax":
@@ -414,13 +420,10 @@ class AatMethod(OmniMethod):
             else:
                 new = a.ema_decay * old + (1 - a.ema_decay) * tf.stack([lo, hi], axis=1)
             v.scatter_nd_update(sel[:, None], new)
-        return self._tiers_loss(logits, idx, labels, frames, label_lengths)
 
     def result(self) -> tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]]]:
-        params = {n: self.var(n).numpy() for n in self.names}
-        if self.dense_base:
-            return params, {}
-        return params, {tier_name(t): {n: self.mask(n)[i].numpy() > 0.5 for n in self.pruned} for i, t in enumerate(self.tiers)}
+        params, masks = super().result()
+        return params, ({} if self.dense_base else masks)  # a dense checkpoint stays a dense one
 
     def ranges(self) -> dict[str, dict[str, np.ndarray]]:
         if not self.emulate:

@@ -24,7 +24,7 @@ from ._tf import keras, tf
 from .cells import ClippedLSTM, lstm_step
 from .config import ModelConfig
 from .errors import ArtifactError
-from .quant import FLOAT, Emulated, Quant
+from .quant import FLOAT, STEP_POINTS, Quant
 
 LSTM_WEIGHTS = ("kernel", "recurrent_kernel", "bias")
 DENSE_WEIGHTS = ("kernel", "bias")
@@ -208,7 +208,7 @@ def _lstm_seq(x: tf.Tensor, kernel: tf.Tensor, recurrent: tf.Tensor, bias: tf.Te
     k = tf.shape(x)[0]
     zeros = tf.zeros(tf.stack([k, tf.shape(x)[1], units]), x.dtype)
     # what each step's quantizer saw (min/max per variant) rides in the scan carry
-    names = [f"{layer}/{p}" for p in ("rh", "z", "fc", "ig", "c", "h")] if isinstance(q, Emulated) else []
+    names = [f"{layer}/{p}" for p in STEP_POINTS] if q.records else []
     inf = tf.fill(tf.reshape(k, [1]), np.float32(np.inf))
     seen0 = {n: (inf, -inf) for n in names}
 

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
 QMIN, QMAX = 0, 255  # FakeQuant's 8-bit grid; TFLite int8 = grid - 128
 LSTM_POINTS = ("xw", "rh", "z", "fc", "ig", "c", "h")  # input FC, recurrent FC, gates, f*c, i*g, cell, hidden
+STEP_POINTS = LSTM_POINTS[1:]  # the ones inside the time step (xw is computed for the whole sequence)
 TOKEN_RANGE = (0.0, 1.0)  # the predictor's one-hot input: exact on the int8 grid
 MIN_WIDTH = 1e-6  # a range never collapses to a point
 
@@ -89,6 +90,8 @@ def quantize_kernel(w: tf.Tensor) -> tf.Tensor:
 class Quant:
     """Float: every hook is the identity (the plain sigmoid / tanh)."""
 
+    records = False  # whether `seen` collects the min/max of every activation point
+
     def act(self, name: str, x: tf.Tensor) -> tf.Tensor:
         return x
 
@@ -115,6 +118,8 @@ FLOAT = Quant()
 class Emulated(Quant):
     """Training emulation. `ranges`: point → (K, 2) tensor (min, max per variant); None = observe only
     (float forward that records ranges: the calibration that starts AAT)."""
+
+    records = True
 
     def __init__(self, ranges: dict[str, tf.Tensor] | None) -> None:
         self.ranges = ranges
@@ -174,6 +179,17 @@ def int8_params(lo: float, hi: float) -> tuple[float, int]:
 
 
 
+def stream_encoder(graph: "Graph", feats: np.ndarray, chunk: int) -> np.ndarray:
+    """encoder_out of every frame of `feats` (a whole number of chunks), run chunk by chunk with the state fed back."""
+    state = {s.name: np.zeros(s.shape, np.float32) for s in graph.inputs if s.name != "features"}
+    outs = []
+    for i in range(len(feats) // chunk):
+        o = graph(features=feats[None, i * chunk : (i + 1) * chunk], **state)
+        state = {k: o[f"{k}_out"] for k in state}
+        outs.append(o["encoder_out"][0])
+    return np.concatenate(outs)
+
+
 def emulation_agreement(cfg: "ModelConfig", params: dict[str, np.ndarray], ranges: dict[str, np.ndarray], int8: dict[str, "Graph"],
                         utterances: list[tuple[np.ndarray, list[int]]], blank: int = 0) -> dict[str, float]:
     """Share of int8 outputs within one int8 step of the emulation, per graph output.
@@ -197,14 +213,7 @@ def emulation_agreement(cfg: "ModelConfig", params: dict[str, np.ndarray], range
         padded[: len(feats)] = feats
         pred_in = np.array([[blank, *tokens]], np.int32)
         enc_e, pred_e, logits_e = (t.numpy()[0, 0] for t in forward(cfg, batched, tf.constant(padded[None]), tf.constant(pred_in), q, parts=True))
-        enc_g = int8["encoder"]
-        state = {s.name: np.zeros(s.shape, np.float32) for s in enc_g.inputs if s.name != "features"}
-        outs = []
-        for i in range(n // chunk):
-            o = enc_g(features=padded[None, i * chunk : (i + 1) * chunk], **state)
-            state = {k: o[f"{k}_out"] for k in state}
-            outs.append(o["encoder_out"][0])
-        enc = np.concatenate(outs)
+        enc = stream_encoder(int8["encoder"], padded, chunk)
         pr = int8["predictor"]
         state = {s.name: np.zeros(s.shape, np.float32) for s in pr.inputs if s.name != "token"}
         pred = []

@@ -11,7 +11,7 @@ from pipeline.config import load_model_config
 from pipeline.decode import Transducer
 from pipeline.export import convert_all
 from pipeline.model import build_training_model, forward, get_params
-from pipeline.quant import FLOAT, Emulated, emulation_agreement, fake_quant, int8_params, quantize_kernel, range_points
+from pipeline.quant import FLOAT, Emulated, emulation_agreement, fake_quant, int8_params, quantize_kernel, range_points, stream_encoder
 from pipeline.runtimes import LiteRTGraph
 from pipeline.sparsity import prunable, tier_name
 from pipeline.train import Trainer
@@ -68,16 +68,6 @@ def parity():
     return cfg, params, ranges, utts[0], int8, floats, (enc, pred, logits)
 
 
-def _stream_encoder(graph, feats, chunk):
-    state = {s.name: np.zeros(s.shape, np.float32) for s in graph.inputs if s.name != "features"}
-    outs = []
-    for i in range(len(feats) // chunk):
-        o = graph(features=feats[None, i * chunk : (i + 1) * chunk], **state)
-        state = {k: o[f"{k}_out"] for k in state}
-        outs.append(o["encoder_out"][0])
-    return np.concatenate(outs)
-
-
 def _agreement(a, b, scale):
     return float(np.mean(np.abs(a - b) <= scale * (1 + 1e-4)))
 
@@ -113,7 +103,7 @@ def test_emulated_forward_matches_the_int8_tflite_within_one_step(parity):
     assert set(rates) == {"encoder_out", "predictor_out", "logits"} and all(r >= 0.99 for r in rates.values()), rates
     # and the check has teeth: the float graphs are not within one step of the emulation
     enc_scale = {s.name: s.scale for s in int8["encoder"].outputs}["encoder_out"]
-    assert _agreement(_stream_encoder(floats["encoder"], feats, cfg.chunk_feature_frames), enc_e, enc_scale / 4) < 0.9
+    assert _agreement(stream_encoder(floats["encoder"], feats, cfg.chunk_feature_frames), enc_e, enc_scale / 4) < 0.9
 
 
 @pytest.fixture(scope="module")
