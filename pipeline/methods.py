@@ -190,12 +190,12 @@ class OmniMethod(_Functional):
             self.update_masks(step)
         return self._sub_batches(step, batch_size, self.select_tiers(step), sp.tier_batch, 8)
 
-    def select_tiers(self, step: int) -> list[int]:
-        """Tier indices trained at `step`: the densest and the sparsest plus sampled others (3+ per step);
-        with 2 per step the sparsest plus one sampled from the rest, with 1 one sampled tier, so every
-        tier is trained."""
+    def select_tiers(self, step: int, per_step: int | None = None) -> list[int]:
+        """Tier indices trained at `step` (`per_step` of them, default the config's `tiers_per_step`): the densest
+        and the sparsest plus sampled others (3+ per step); with 2 per step the sparsest plus one sampled from the
+        rest, with 1 one sampled tier, so every tier is trained."""
         rng = np.random.default_rng([self.cfg.train.seed, step, 7])
-        n, k = len(self.tiers), min(self.cfg.sparsity.tiers_per_step, len(self.tiers))
+        n, k = len(self.tiers), min(per_step or self.cfg.sparsity.tiers_per_step, len(self.tiers))
         if k >= 3:
             middle = list(range(1, n - 1))
             return sorted({0, n - 1, *rng.choice(middle, size=k - 2, replace=False).tolist()})
@@ -340,9 +340,10 @@ class AatMethod(OmniMethod):
     Masks stay as the checkpoint has them (pruned weights stay zero).
 
     Tiers sharing weights (omni): the fine-tuning keeps ONE set of weights and trains
-    the tiers as omni training does (densest + sparsest + sampled ones per step, one
-    update), each tier with its own activation ranges, since a sparser tier has other
-    activation statistics. A single-tier checkpoint (dense, tfmot, csp) trains its tier
+    `aat.tiers_per_step` tiers per step on shares of the batch (0, the default: every
+    tier, since every tier ships as an int8 artifact; else chosen as omni training does),
+    one update per step, each tier with its own activation ranges, since a sparser tier
+    has other activation statistics. A single-tier checkpoint (dense, tfmot, csp) trains its tier
     on the whole batch.
     """
 
@@ -399,7 +400,7 @@ class AatMethod(OmniMethod):
             self.range_var(p).assign(np.stack([lo[p], hi[p]], axis=1))
 
     def before_step(self, step: int, batch_size: int) -> list[np.ndarray]:
-        return self._sub_batches(step, batch_size, self.select_tiers(step), self.sub_batch, 9)
+        return self._sub_batches(step, batch_size, self.select_tiers(step, self.cfg.aat.tiers_per_step or len(self.tiers)), self.sub_batch, 9)
 
     def loss(self, feats, pred_in, labels, frames, label_lengths, *extra):  # noqa: ANN001, ANN201
         sel, idx = extra
