@@ -340,9 +340,8 @@ class AatMethod(OmniMethod):
     Masks stay as the checkpoint has them (pruned weights stay zero).
 
     Tiers sharing weights (omni): the fine-tuning keeps ONE set of weights and trains
-    `aat.tiers_per_step` tiers per step on shares of the batch (0, the default: every
-    tier, since every tier ships as an int8 artifact; else chosen as omni training does),
-    one update per step, each tier with its own activation ranges, since a sparser tier
+    `aat.tiers_per_step` tiers per step on shares of the batch (default: as omni
+    training, the densest + the sparsest + sampled ones), one update per step, each tier with its own activation ranges, since a sparser tier
     has other activation statistics. A single-tier checkpoint (dense, tfmot, csp) trains its tier
     on the whole batch.
     """
@@ -400,7 +399,7 @@ class AatMethod(OmniMethod):
             self.range_var(p).assign(np.stack([lo[p], hi[p]], axis=1))
 
     def before_step(self, step: int, batch_size: int) -> list[np.ndarray]:
-        return self._sub_batches(step, batch_size, self.select_tiers(step, self.cfg.aat.tiers_per_step or len(self.tiers)), self.sub_batch, 9)
+        return self._sub_batches(step, batch_size, self.select_tiers(step, self.cfg.aat.tiers_per_step or None), self.sub_batch, 9)
 
     def loss(self, feats, pred_in, labels, frames, label_lengths, *extra):  # noqa: ANN001, ANN201
         sel, idx = extra
@@ -436,7 +435,8 @@ class AatMethod(OmniMethod):
         info = {"steps": self.total_steps, "learning_rate": a.learning_rate, "tiers": list(self.tiers)}
         if not self.emulate:
             return {**self.init_meta, "float_finetune": info}
-        return {**self.init_meta, "aat": {**info, "range_tracking": a.range_tracking, "ema_decay": a.ema_decay, "calibration_batches": a.calibration_batches}}
+        return {**self.init_meta, "aat": {**info, "tiers_per_step": min(a.tiers_per_step or self.cfg.sparsity.tiers_per_step, len(self.tiers)), "range_tracking": a.range_tracking,
+                                          "ema_decay": a.ema_decay, "calibration_batches": a.calibration_batches}}
 
 
 def check_method(name: str, cfg: ModelConfig, tier: int | None) -> None:
