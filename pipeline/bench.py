@@ -193,7 +193,7 @@ def write_report(rows: list[Row], out: Path, model: str, steps: int) -> None:
 def bench_train_speed(model: str, variants: list[str], data: DataOptions, paths: BuildPaths, steps: int = 100, warmup: int = 20) -> dict[str, float]:
     """Training steps per second of each variant on the same features, after `warmup` steps (tracing, caches).
 
-    A variant is a method, optionally with omni's tiers-per-step and batch share: `omni:2x0.5`.
+    A variant is a method, optionally with omni's tiers-per-step and batch share: `omni:3x0.5`.
     Run it on an otherwise idle machine: the figures are wall-clock.
     """
     import dataclasses

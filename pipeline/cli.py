@@ -248,7 +248,7 @@ def bench_parity(init: Path, tier: int | None, utterances: int, source: str, fsd
 
 @bench.command("train-speed")
 @click.option("--model", default=BuildOptions().model, show_default=True, help="model config in models/.")
-@click.option("--variants", default="dense,omni,omni:2x0.5,tfmot,csp", show_default=True,
+@click.option("--variants", default="dense,omni,omni:3x0.5,tfmot,csp", show_default=True,
               help="methods to time; omni:KxS = K tiers per step, each on a share S of the batch.")
 @click.option("--steps", type=click.IntRange(min=1), default=100, show_default=True, help="timed steps per variant (after 20 warm-up steps).")
 @data_options
@@ -262,7 +262,7 @@ def bench_train_speed(model: str, variants: str, steps: int, source: str, fsdd_d
     for v in chosen:
         m, _, shape = v.partition(":")
         if m not in METHODS or (shape and not re.fullmatch(r"\d+x(0?\.\d+|1(\.0*)?)", shape)):
-            raise click.BadParameter(f"{v!r} is not METHOD or omni:KxS (e.g. omni:2x0.5).", param_hint="--variants")
+            raise click.BadParameter(f"{v!r} is not METHOD or omni:KxS (e.g. omni:3x0.5).", param_hint="--variants")
     speeds = run(model, chosen, _data(source, fsdd_dir, train_manifest, test_manifest), BuildPaths(out_dir, work_dir), steps)
     base = speeds.get("dense")
     for v, s in speeds.items():

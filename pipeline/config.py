@@ -114,10 +114,11 @@ class AatConfig:
     range_tracking: str = "minmax"
     ema_decay: float = 0.99  # for range_tracking = "ema"
     calibration_batches: int = 8  # training batches whose min/max start the ranges (as the converter calibrates)
-    # tiers of a shared-weight (omni) checkpoint fine-tuned per step, each on `sparsity.tier_batch` of the batch;
-    # 0: as omni training (`sparsity.tiers_per_step`); set it to the number of tiers to fine-tune every tier every step
-    # (measured no better on omni tiny and 1.5x the time: reports/quant/quant_all_tiers.md)
-    tiers_per_step: int = 0
+    # tiers of a shared-weight (omni) checkpoint fine-tuned per step (the densest + the sparsest + sampled ones), each
+    # on a random `tier_batch` share of the batch; every tier every step (5) measured no better on omni tiny and 1.5x
+    # the time (reports/quant/quant_all_tiers.md)
+    tiers_per_step: int = 3
+    tier_batch: float = 0.5
 
     def __post_init__(self) -> None:
         check(self.steps >= 1, f"field `steps` must be >= 1, got {self.steps}.")
@@ -125,7 +126,8 @@ class AatConfig:
         check(self.warmup_steps >= 0, f"field `warmup_steps` must be >= 0, got {self.warmup_steps}.")
         check(0 <= self.ema_decay < 1, f"field `ema_decay` must be in [0, 1), got {self.ema_decay}.")
         check(self.range_tracking in ("minmax", "ema"), f"field `range_tracking` must be minmax or ema, got {self.range_tracking!r}.")
-        check(self.tiers_per_step >= 0, f"field `tiers_per_step` must be >= 0 (0: as omni training), got {self.tiers_per_step}.")
+        check(self.tiers_per_step >= 1, f"field `tiers_per_step` must be >= 1, got {self.tiers_per_step}.")
+        check(0 < self.tier_batch <= 1, f"field `tier_batch` must be in (0, 1], got {self.tier_batch}.")
         check(1 <= self.calibration_batches <= 1000, f"field `calibration_batches` must be in 1..1000, got {self.calibration_batches}.")
 
 

@@ -7,9 +7,10 @@ the variables, the loss of one step and what happens around the update:
 - `tfmot`: the Keras model with TFMOT `prune_low_magnitude` wrappers (polynomial
   schedule, block masks) on every prunable layer: one model for one tier, the
   "individually pruned" baseline.
-- `omni`: one set of shared weights and nested per-tier masks. Each step trains the
-  densest and the sparsest tier plus sampled ones on the same batch (each tier on a
-  random `tier_batch` share of it) in ONE tier-batched forward pass (`model.forward`),
+- `omni`: one set of shared weights and nested per-tier masks. Each step trains
+  `tiers_per_step` tiers on the same batch (default one sampled tier on the whole
+  batch; with 3+ the densest and the sparsest plus sampled ones, each on a random
+  `tier_batch` share of it) in ONE tier-batched forward pass (`model.forward`),
   and applies one update. Masks are re-ranked by magnitude every `update_every` steps
   on the cubic schedule, and frozen at `end`.
 - `csp`: compressed-sensing pruning for one tier. The forward pass uses the block
@@ -340,8 +341,8 @@ class AatMethod(OmniMethod):
     Masks stay as the checkpoint has them (pruned weights stay zero).
 
     Tiers sharing weights (omni): the fine-tuning keeps ONE set of weights and trains
-    `aat.tiers_per_step` tiers per step on shares of the batch (default: as omni
-    training, the densest + the sparsest + sampled ones), one update per step, each tier with its own activation ranges, since a sparser tier
+    `aat.tiers_per_step` tiers per step (the densest + the sparsest + sampled ones), each
+    on an `aat.tier_batch` share of the batch, one update per step, each tier with its own activation ranges, since a sparser tier
     has other activation statistics. A single-tier checkpoint (dense, tfmot, csp) trains its tier
     on the whole batch.
     """
@@ -365,7 +366,7 @@ class AatMethod(OmniMethod):
         self.points = range_points(cfg.encoder.layers)
         self.module.ranges = {p.replace("/", "."): tf.Variable(tf.zeros((len(self.tiers), 2)), trainable=False, name=f"range_{p.replace('/', '_')}")
                               for p in self.points}
-        self.sub_batch = cfg.sparsity.tier_batch if len(self.tiers) > 1 else 1.0
+        self.sub_batch = cfg.aat.tier_batch if len(self.tiers) > 1 else 1.0
 
     def range_var(self, point: str) -> tf.Variable:
         return self.module.ranges[point.replace("/", ".")]
@@ -399,7 +400,7 @@ class AatMethod(OmniMethod):
             self.range_var(p).assign(np.stack([lo[p], hi[p]], axis=1))
 
     def before_step(self, step: int, batch_size: int) -> list[np.ndarray]:
-        return self._sub_batches(step, batch_size, self.select_tiers(step, self.cfg.aat.tiers_per_step or None), self.sub_batch, 9)
+        return self._sub_batches(step, batch_size, self.select_tiers(step, self.cfg.aat.tiers_per_step), self.sub_batch, 9)
 
     def loss(self, feats, pred_in, labels, frames, label_lengths, *extra):  # noqa: ANN001, ANN201
         sel, idx = extra
@@ -435,7 +436,7 @@ class AatMethod(OmniMethod):
         info = {"steps": self.total_steps, "learning_rate": a.learning_rate, "tiers": list(self.tiers)}
         if not self.emulate:
             return {**self.init_meta, "float_finetune": info}
-        return {**self.init_meta, "aat": {**info, "tiers_per_step": min(a.tiers_per_step or self.cfg.sparsity.tiers_per_step, len(self.tiers)), "range_tracking": a.range_tracking,
+        return {**self.init_meta, "aat": {**info, "tiers_per_step": min(a.tiers_per_step, len(self.tiers)), "tier_batch": self.sub_batch, "range_tracking": a.range_tracking,
                                           "ema_decay": a.ema_decay, "calibration_batches": a.calibration_batches}}
 
 

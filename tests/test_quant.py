@@ -176,13 +176,13 @@ def test_minmax_ranges_only_widen_and_ema_ranges_follow_the_batches(omni_ck, ran
     assert any(not np.allclose(ema[t][p], grown[t][p]) for t in start for p in start[t])
 
 
-def test_aat_picks_tiers_as_omni_training_by_default_or_the_configured_number(omni_ck, random_features, tmp_path):
+def test_aat_fine_tunes_the_densest_and_sparsest_and_sampled_tiers_or_the_configured_number(omni_ck, random_features, tmp_path):
     cfg = omni_ck.config
-    assert cfg.aat.tiers_per_step == 0 and cfg.sparsity.tiers_per_step == 3
+    assert cfg.aat.tiers_per_step == 3 and cfg.sparsity.tiers_per_step == 1  # AAT picks its tiers apart from omni training
     default = Trainer(cfg, random_features, tmp_path / "a", "aat", init=omni_ck)
     for step in range(5):  # three tiers held, three per step: all of them
         sel, idx = default.method.before_step(step, cfg.train.batch_size)
-        assert sel.tolist() == [0, 1, 2] and idx.shape == (3, round(cfg.sparsity.tier_batch * cfg.train.batch_size))
+        assert sel.tolist() == [0, 1, 2] and idx.shape == (3, round(cfg.aat.tier_batch * cfg.train.batch_size))
     two = Trainer(dataclasses.replace(cfg, aat=dataclasses.replace(cfg.aat, tiers_per_step=2)), random_features, tmp_path / "b", "aat", init=omni_ck)
     picked = [two.method.before_step(step, cfg.train.batch_size)[0].tolist() for step in range(12)]
     assert all(len(s) == 2 and s[-1] == 2 for s in picked) and {s[0] for s in picked} == {0, 1}
