@@ -180,7 +180,7 @@ def stage_export(cache: StageCache, ckpt_dir: Path, train_key: dict[str, Any], c
             encoded = {k: sum(p[k] for p in per) for k in ("values", "index", "nonzero")}
         return {"calibration": {**recipe.to_dict(), "samples": {g: len(v) for g, v in rep.items()}}, "tier": tier, "sparse_encoded_weights": encoded,
                 "activation_ranges": "learned (accelerator-aware training)" if ranges is not None else "calibrated",
-                "sparsity": sparsity_of(params), "bytes": {v: {g: len(b) for g, b in graphs.items()} for v, graphs in variants.items()}}
+                "sparsity": sparsity_of(params, cfg.sparsity), "bytes": {v: {g: len(b) for g, b in graphs.items()} for v, graphs in variants.items()}}
 
     folder, summary = cache.run("export", key, run)
     return folder, {"key": key, **summary}

@@ -164,6 +164,11 @@ class ModelConfig:
     sparsity: SparsityConfig = field(default_factory=SparsityConfig)
     aat: AatConfig = field(default_factory=AatConfig)
 
+    def __post_init__(self) -> None:
+        kernels = [f"enc{i}" for i in range(self.encoder.layers)] + ["enc_proj", "pred_lstm", "pred_proj", "joint_out"]
+        unknown = [n for n in self.sparsity.dense_layers if n not in kernels]
+        check(not unknown, f"field `sparsity.dense_layers` names {', '.join(unknown)}, not a layer with a kernel; the layers are {', '.join(kernels)}.")
+
     @property
     def chunk_feature_frames(self) -> int:
         """Feature frames in one encoder chunk."""

@@ -36,9 +36,7 @@ from .errors import ConfigError, InternalError
 from .model import build_training_model, forward, get_params, layer_names, param_shapes
 from .quant import FLOAT, Emulated, range_points
 from .rnnt_loss import rnnt_loss
-from .sparsity import METHODS, nested_masks, prunable, tier_name
-
-PRUNED_LAYERS_SKIP = ("pred_embed",)
+from .sparsity import METHODS, nested_masks, tier_name
 
 
 class Method:
@@ -105,9 +103,9 @@ class TfmotMethod(Method):
             raise ConfigError(f"the TFMOT schedule ends at step {end}, not before the last step {total_steps}; lower sparsity.update_every or sparsity.end.")
         schedule = tfmot.sparsity.keras.PolynomialDecay(initial_sparsity=0.0, final_sparsity=tier / 100, begin_step=begin, end_step=end,
                                                         frequency=sp.update_every)
-        names = [n for n in layer_names(cfg) if n not in PRUNED_LAYERS_SKIP]
+        names = [n for n, weights in layer_names(cfg).items() if any(sp.prunes(f"{n}/{w}") for w in weights)]
         for pname, shape in param_shapes(cfg, vocab).items():
-            if prunable(pname) and len(shape) == 2 and (shape[0] <= sp.block[0] or shape[1] <= sp.block[1]) and sp.block != (1, 1):
+            if sp.prunes(pname) and len(shape) == 2 and (shape[0] <= sp.block[0] or shape[1] <= sp.block[1]) and sp.block != (1, 1):
                 # TFMOT squeezes a one-row (or one-column) block grid to rank 1 and then fails (pruning_impl._maybe_update_block_mask)
                 raise ConfigError(f"TFMOT cannot prune {pname} {shape} in {sp.block} blocks: the kernel spans only one block; "
                                   "use a smaller sparsity.block or a larger layer.")
@@ -149,7 +147,7 @@ class _Functional(Method):
         self.names = list(init)
         self.module = tf.Module()
         self.module.params = {n.replace("/", "."): tf.Variable(v, name=n.replace("/", "_")) for n, v in init.items()}
-        self.pruned = [n for n in self.names if prunable(n)]
+        self.pruned = [n for n in self.names if cfg.sparsity.prunes(n)]
 
     def var(self, name: str) -> tf.Variable:
         return self.module.params[name.replace("/", ".")]

@@ -13,7 +13,7 @@ from pipeline.export import convert_all
 from pipeline.model import build_training_model, forward, get_params
 from pipeline.quant import FLOAT, Emulated, emulation_agreement, fake_quant, int8_params, quantize_kernel, range_points, stream_encoder
 from pipeline.runtimes import LiteRTGraph
-from pipeline.sparsity import prunable, tier_name
+from pipeline.sparsity import tier_name
 from pipeline.train import Trainer
 from tests.conftest import FIXTURES
 
@@ -132,7 +132,7 @@ def test_aat_fine_tunes_every_tier_keeps_masks_and_round_trips_ranges(omni_ck, r
         assert set(r) == set(range_points(cfg.encoder.layers)) and all(np.isfinite(v).all() and v[0] < v[1] for v in r.values())
     # tiers see different activations, so they keep different ranges; and the weights moved
     assert not np.allclose(result.ranges["tier00"]["enc0/h"], result.ranges["tier90"]["enc0/h"])
-    assert any(not np.allclose(result.params[k], omni_ck.params[k]) for k in result.params if prunable(k))
+    assert any(not np.allclose(result.params[k], omni_ck.params[k]) for k in result.params if cfg.sparsity.prunes(k))
     ck = ModelCheckpoint(cfg, result.params, omni_ck.tokenizer, omni_ck.normalizer, result.masks, result.method_meta, result.ranges)
     ck.save(tmp_path / "ck")
     back = ModelCheckpoint.load(tmp_path / "ck", expect=cfg)

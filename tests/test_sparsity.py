@@ -8,7 +8,7 @@ from pipeline.checkpoint import ModelCheckpoint
 from pipeline.config import load_model_config
 from pipeline.errors import ConfigError
 from pipeline.methods import make_method
-from pipeline.sparsity import SparsityConfig, block_sparsity, nested_masks, prunable, tier_masks, tier_name
+from pipeline.sparsity import SparsityConfig, block_sparsity, nested_masks, tier_masks, tier_name
 from pipeline.train import Trainer
 from tests.conftest import FIXTURES
 
@@ -56,13 +56,13 @@ def test_unknown_tier_and_bad_method_are_config_errors():
         SparsityConfig(tiers=(50, 0))
 
 
-def _check_tier(params, masks, tier):
+def _check_tier(params, masks, tier, sp=SparsityConfig()):
     """Prunable weights have the tier's sparsity (+-0.5%) and are zero wherever the mask prunes."""
     pruned = {k: v * masks[k] for k, v in params.items() if k in masks}
     total = sum(v.size for v in pruned.values())
     zeros = sum(int(np.sum(~masks[k])) for k in pruned)
     assert abs(zeros / total - tier / 100) <= 0.005, f"tier {tier}: sparsity {zeros / total:.4f}"
-    assert set(masks) == {k for k in params if prunable(k)}
+    assert set(masks) == {k for k in params if sp.prunes(k)}
 
 
 def test_omni_trains_all_tiers_with_nested_masks_and_round_trips(data, tmp_path):
@@ -90,7 +90,7 @@ def test_per_tier_methods_reach_the_tier_and_keep_pruned_weights_zero(data, tmp_
     cfg = _cfg()
     result = Trainer(cfg, data, tmp_path / "w", method, 80).run()
     masks = result.masks[tier_name(80)]
-    assert set(masks) == {k for k in result.params if prunable(k)}
+    assert set(masks) == {k for k in result.params if cfg.sparsity.prunes(k)}
     for k, m in masks.items():
         assert np.all(result.params[k][~m] == 0), f"{method}: pruned weights of {k} are not zero"
         if method == "tfmot":  # TFMOT counts blocks (a partial edge block as a whole one), per layer
@@ -114,9 +114,29 @@ def test_omni_resume_restores_masks(data, tmp_path):
 
 def test_tier_masks_cover_every_prunable_parameter():
     rng = np.random.default_rng(2)
-    params = {"enc0/kernel": rng.normal(size=(40, 64)), "enc0/bias": rng.normal(size=(64,)), "pred_embed/embeddings": rng.normal(size=(5, 8))}
-    masks = tier_masks(params, {90: 0.9}, (16, 1))
-    assert set(masks[90]) == {"enc0/kernel"}
+    params = {"enc0/kernel": rng.normal(size=(40, 64)), "enc0/bias": rng.normal(size=(64,)), "pred_embed/embeddings": rng.normal(size=(5, 8)),
+              "joint_out/kernel": rng.normal(size=(32, 12))}
+    assert set(tier_masks(params, {90: 0.9}, SparsityConfig())[90]) == {"enc0/kernel"}  # the output layer stays dense by default
+    assert set(tier_masks(params, {90: 0.9}, SparsityConfig(dense_layers=()))[90]) == {"enc0/kernel", "joint_out/kernel"}
+
+
+@pytest.mark.parametrize("method", ["omni", "tfmot"])
+def test_dense_layers_stay_dense_and_can_be_pruned_when_asked(data, tmp_path, method):
+    cfg = _cfg(steps=12)
+    result = Trainer(cfg, data, tmp_path / "a", method, None if method == "omni" else 90).run()
+    assert all("joint_out/kernel" not in m for m in result.masks.values())
+    assert np.count_nonzero(result.params["joint_out/kernel"]) == result.params["joint_out/kernel"].size
+    cfg = _cfg(steps=12, dense_layers=("enc_proj",))
+    result = Trainer(cfg, data, tmp_path / "b", method, None if method == "omni" else 90).run()
+    masks = result.masks[tier_name(90)]
+    assert "joint_out/kernel" in masks and "enc_proj/kernel" not in masks
+    assert np.count_nonzero(result.params["enc_proj/kernel"]) == result.params["enc_proj/kernel"].size
+
+
+def test_dense_layers_must_name_layers_with_kernels():
+    cfg = _cfg()
+    with pytest.raises(ConfigError, match="pred_embed, joint"):
+        dataclasses.replace(cfg, sparsity=dataclasses.replace(cfg.sparsity, dense_layers=("pred_embed", "joint")))
 
 
 @pytest.mark.parametrize("per_step", [1, 2, 3, 4])
