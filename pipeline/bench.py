@@ -25,7 +25,7 @@ from .methods import check_method
 from .npu import compile_for_npu
 from .runtimes import LiteRTGraph
 from .targets import load_target
-from .verify import score
+from .verify import paired_bootstrap, score, utterance_errors
 
 log = logging.getLogger(__name__)
 SPLIT = "test_unseen"
@@ -52,8 +52,10 @@ class Row:
     sparse_nonzero: int | None = None
 
 
-def _measure(cache: StageCache, method: str, tier: int, ckpt_dir: Path, train: dict[str, Any], corpus: Any, target_name: str) -> tuple[Row, Path]:
-    """One tier of one checkpoint: its export (through the stage cache) measured; returns the row and the export folder."""
+def _measure(cache: StageCache, method: str, tier: int, ckpt_dir: Path, train: dict[str, Any], corpus: Any,
+             target_name: str) -> tuple[Row, Path, dict[str, list[int]]]:
+    """One tier of one checkpoint: its export (through the stage cache) measured; returns the row, the export folder and
+    the word errors of every test utterance ({"float32": [...], "int8": [...], "words": reference words})."""
     target = load_target(target_name)
     recipe = load_calibration_recipe(target.build.calibration)
     export_dir, export = stage_export(cache, ckpt_dir, train["key"], corpus, recipe, tier)
@@ -63,25 +65,27 @@ def _measure(cache: StageCache, method: str, tier: int, ckpt_dir: Path, train: d
         feats, refs, seconds = _eval_sets(corpus, ck)[SPLIT]
         wer = {}
         stats = None
+        errors: dict[str, list[int]] = {"words": [len(r.split()) for r in refs]}
         for variant in ("float32", "int8"):
             t = _transducer(ck.config, ck.tokenizer, {g: LiteRTGraph((export_dir / variant / f"{g}.tflite").read_bytes()) for g in GRAPHS})
             s = score(t, ck.tokenizer, feats, refs, seconds, desc=f"{method} {tier} {variant}")
             wer[variant] = s.wer
+            errors[variant] = utterance_errors(refs, s.hypotheses)
             stats = s.stats
         npu = {g: compile_for_npu(export_dir / "int8" / f"{g}.tflite", target.device.npu, tmp / "npu") for g in GRAPHS}
         calls = {"encoder": stats.encoder_calls, "predictor": stats.predictor_calls, "joiner": stats.joiner_calls}
         audio = stats.feature_frames * ck.config.frontend.hop_ms / 1000
-        return {"wer": wer, "flash": sum(r.flash_bytes for r in npu.values()), "encoder_cycles": npu["encoder"].cycles_total,
+        return {"wer": wer, "errors": errors, "flash": sum(r.flash_bytes for r in npu.values()), "encoder_cycles": npu["encoder"].cycles_total,
                 "cycles_per_second": sum(calls[g] * npu[g].cycles_total for g in GRAPHS) / audio}
 
-    key = {"export": export["key"], "split": SPLIT, "npu": asdict(target.device.npu)}
+    key = {"export": export["key"], "split": SPLIT, "npu": asdict(target.device.npu), "per_utterance": True}
     _, m = cache.run("bench", key, run)
     sp, enc = export["sparsity"], export.get("sparse_encoded_weights")
     row = Row(method, tier, round(sp["sparsity"], 5), sp["nonzero_parameters"], sp["prunable_nonzero"], round(m["wer"]["float32"], 5), round(m["wer"]["int8"], 5),
               sum(export["bytes"]["int8"].values()), sum(export["bytes"]["int8_sparse"].values()) if "int8_sparse" in export["bytes"] else None,
               m["flash"], m["encoder_cycles"], round(m["cycles_per_second"]), round(train["wall_seconds"], 1), train["steps"],
               enc["values"] + enc["index"] if enc else None, enc["nonzero"] if enc else None)
-    return row, export_dir
+    return row, export_dir, m["errors"]
 
 
 def read_rows(path: Path) -> list[Row]:
@@ -114,20 +118,24 @@ def bench_sparsity(model: str, methods: list[str], tiers: list[int], data: DataO
     corpus = stage_data(cache, cfg, data)
     feats = stage_features(cache, cfg, corpus)
     rows: list[Row] = []
+    errors: dict[tuple[str, int], dict[str, list[int]]] = {}
+
+    def measure(method: str, tier: int, ckpt: Path, train: dict[str, Any]) -> None:
+        row, _, errors[method, tier] = _measure(cache, method, tier, ckpt, train, corpus, target)
+        rows.append(row)
+        log.info("%s", row)
+
     for method in methods:
         if method in ("dense", "omni"):
             ckpt, train = stage_train(cache, cfg, feats, steps, method=method)
             for tier in ([0] if method == "dense" else [0, *tiers] if 0 not in tiers else tiers):
-                rows.append(_measure(cache, method, tier, ckpt, train, corpus, target)[0])
-                log.info("%s", rows[-1])
+                measure(method, tier, ckpt, train)
         else:
             for tier in (t for t in tiers if t > 0):
-                ckpt, train = stage_train(cache, cfg, feats, steps, method=method, tier=tier)
-                rows.append(_measure(cache, method, tier, ckpt, train, corpus, target)[0])
-                log.info("%s", rows[-1])
+                measure(method, tier, *stage_train(cache, cfg, feats, steps, method=method, tier=tier))
     earlier = [r for p in merge for r in read_rows(p) if (r.method, r.tier) not in {(x.method, x.tier) for x in rows}]
     rows = earlier + rows
-    write_report(rows, out, cfg.name, steps or cfg.train.steps)
+    write_report(rows, out, cfg.name, steps or cfg.train.steps, errors)
     return rows
 
 
@@ -139,8 +147,9 @@ def _write_csv(path: Path, rows: list[Any]) -> None:
         w.writerows(asdict(r) for r in rows)
 
 
-def write_report(rows: list[Row], out: Path, model: str, steps: int) -> None:
-    """CSV, Markdown and the Pareto plot, replacing `out` atomically."""
+def write_report(rows: list[Row], out: Path, model: str, steps: int, errors: dict[tuple[str, int], dict[str, list[int]]] | None = None) -> None:
+    """CSV, Markdown and the Pareto plot, replacing `out` atomically. `errors` (per-utterance word errors of the rows
+    measured in this run, by (method, tier)) adds a paired-bootstrap interval to each method-vs-TFMOT comparison."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -160,12 +169,22 @@ def write_report(rows: list[Row], out: Path, model: str, steps: int) -> None:
         if dense and omni:
             lines += ["", f"Omni wall time / dense wall time at the same steps: {omni.train_seconds / dense.train_seconds:.2f}"]
         tfmot = {r.tier: r for r in rows if r.method == "tfmot"}
+        errors = errors or {}
+
+        def interval(method: str, tier: int) -> str:
+            a, b = errors.get(("tfmot", tier)), errors.get((method, tier))
+            if not a or not b or a["words"] != b["words"]:
+                return ""
+            diff, lo, hi = paired_bootstrap(a["int8"], b["int8"], a["words"])
+            return f"; {method} - TFMOT {100 * diff:+.1f} points, 95% CI {100 * lo:+.1f}..{100 * hi:+.1f} (paired bootstrap over utterances)"
+
         for r in rows:
             if r.method == "omni" and r.tier in tfmot:
                 lines.append(f"- tier {r.tier}: omni int8 WER {100 * r.wer_int8:.1f}% vs TFMOT {100 * tfmot[r.tier].wer_int8:.1f}% "
-                             f"(ratio {r.wer_int8 / max(tfmot[r.tier].wer_int8, 1e-9):.2f}, target <= 1.10)")
+                             f"(ratio {r.wer_int8 / max(tfmot[r.tier].wer_int8, 1e-9):.2f}, target <= 1.10{interval('omni', r.tier)})")
             if r.method == "csp" and r.tier in tfmot:
-                lines.append(f"- tier {r.tier}: CSP int8 WER {100 * r.wer_int8:.1f}% vs TFMOT magnitude pruning {100 * tfmot[r.tier].wer_int8:.1f}%")
+                lines.append(f"- tier {r.tier}: CSP int8 WER {100 * r.wer_int8:.1f}% vs TFMOT magnitude pruning {100 * tfmot[r.tier].wer_int8:.1f}%"
+                             f"{interval('csp', r.tier)}")
             if r.sparse_weight_bytes is not None and r.sparse_nonzero and r.tier == 90:
                 lines.append(f"- {r.method} tier 90: the sparse-encoded weights take {r.sparse_weight_bytes:,} B (int8 values + CSR index arrays, "
                              f"read from the flatbuffers) for {r.sparse_nonzero:,} nonzero weights = {r.sparse_weight_bytes / r.sparse_nonzero:.2f} B per "
@@ -298,6 +317,10 @@ class QuantRow:
     same_operators: bool  # the int8 graphs hold the same operators (AAT changes ranges, not the graph)
     aat_steps: int
     aat_seconds: float
+    # wer_aat - wer_ft_ptq and its 95% interval from a paired bootstrap over test utterances (verify.paired_bootstrap)
+    aat_minus_ptq: float | None = None
+    aat_minus_ptq_low: float | None = None
+    aat_minus_ptq_high: float | None = None
 
 
 def _operators(path: Path) -> list[str]:
@@ -338,18 +361,19 @@ def bench_quant(model: str, method: str, tiers: list[int] | None, data: DataOpti
     aat = stage_aat(cache, cfg, feats, base, aat_steps)
     control = stage_aat(cache, cfg, feats, base, aat_steps, emulate=False)
 
-    def measure(stage: tuple[Path, dict[str, Any]], tier: int) -> tuple[Row, Path]:
+    def measure(stage: tuple[Path, dict[str, Any]], tier: int) -> tuple[Row, Path, dict[str, list[int]]]:
         # training time is reported once below, not per row
         return _measure(cache, method, tier, stage[0], {**stage[1], "wall_seconds": 0.0, "steps": 0}, corpus, target)
 
     rows = []
     for tier in chosen:
-        (before, _), (ft, ptq_dir), (after, aat_dir) = measure(base, tier), measure(control, tier), measure(aat, tier)
+        (before, _, _), (ft, ptq_dir, ft_err), (after, aat_dir, aat_err) = measure(base, tier), measure(control, tier), measure(aat, tier)
         same = all(_operators(ptq_dir / "int8" / f"{g}.tflite") == _operators(aat_dir / "int8" / f"{g}.tflite") for g in GRAPHS)
         gap_ptq, gap_aat = ft.wer_int8 - ft.wer_float, after.wer_int8 - ft.wer_float
+        diff, lo, hi = paired_bootstrap(ft_err["int8"], aat_err["int8"], ft_err["words"])
         rows.append(QuantRow(method, tier, before.wer_float, before.wer_int8, ft.wer_float, ft.wer_int8, after.wer_int8, round(gap_ptq, 5), round(gap_aat, 5),
                              round(1 - gap_aat / gap_ptq, 3) if gap_ptq > 0 else None, ft.npu_encoder_cycles, after.npu_encoder_cycles, same,
-                             aat[1]["aat"]["steps"], round(aat[1]["aat"]["wall_seconds"], 1)))
+                             aat[1]["aat"]["steps"], round(aat[1]["aat"]["wall_seconds"], 1), round(diff, 5), round(lo, 5), round(hi, 5)))
         log.info("%s", rows[-1])
     write_quant_report(rows, out, cfg.name)
     return rows
@@ -363,17 +387,24 @@ def write_quant_report(rows: list[QuantRow], out: Path, model: str) -> None:
                  "Trained = the checkpoint; control = the same fine-tuning steps as AAT, in float; PTQ = post-training "
                  "quantization (calibrated ranges); AAT = fine-tuned with the int8 kernels emulated, exported with the learned ranges. "
                  "Gaps are int8 minus the control's float WER.", "",
-                 "| method | tier | trained float | trained PTQ int8 | control float | control PTQ int8 | AAT int8 | PTQ gap | AAT gap | gap closed "
-                 "| NPU cycles / chunk PTQ | AAT | same operators |",
-                 "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | :---: |"]
+                 "AAT - PTQ is AAT int8 minus the control's PTQ int8 (points) with its 95% interval from a paired bootstrap over "
+                 "the test utterances: an interval spanning 0 is no measured difference.", "",
+                 "| method | tier | trained float | trained PTQ int8 | control float | control PTQ int8 | AAT int8 | AAT - PTQ (95% CI) "
+                 "| PTQ gap | AAT gap | gap closed | NPU cycles / chunk PTQ | AAT | same operators |",
+                 "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | :---: |"]
         for r in rows:
-            lines.append(f"| {r.method} | {r.tier} | {pct(r.wer_float)} | {pct(r.wer_ptq)} | {pct(r.wer_ft_float)} | {pct(r.wer_ft_ptq)} | {pct(r.wer_aat)} | "
+            ci = "-" if r.aat_minus_ptq is None else f"{100 * r.aat_minus_ptq:+.1f} ({100 * r.aat_minus_ptq_low:+.1f}..{100 * r.aat_minus_ptq_high:+.1f})"
+            lines.append(f"| {r.method} | {r.tier} | {pct(r.wer_float)} | {pct(r.wer_ptq)} | {pct(r.wer_ft_float)} | {pct(r.wer_ft_ptq)} | {pct(r.wer_aat)} | {ci} | "
                          f"{100 * r.gap_ptq:+.1f} | {100 * r.gap_aat:+.1f} | {'-' if r.gap_closed is None else f'{100 * r.gap_closed:.0f}%'} | "
                          f"{r.npu_encoder_cycles_ptq:,} | {r.npu_encoder_cycles_aat:,} | {'yes' if r.same_operators else 'no'} |")
         if rows:
             worse = [r.tier for r in rows if r.wer_aat > r.wer_ft_ptq]
+            above = [r.tier for r in rows if r.aat_minus_ptq_low is not None and r.aat_minus_ptq_low > 0]
+            below = [r.tier for r in rows if r.aat_minus_ptq_high is not None and r.aat_minus_ptq_high < 0]
             lines += ["", f"AAT: {rows[0].aat_steps} fine-tuning steps for all tiers together, {rows[0].aat_seconds:.0f} s.",
-                      f"AAT int8 never worse than the control's PTQ int8: {'yes' if not worse else 'NO, at tier(s) ' + ', '.join(map(str, worse))}."]
+                      f"AAT int8 never worse than the control's PTQ int8: {'yes' if not worse else 'NO, at tier(s) ' + ', '.join(map(str, worse))}.",
+                      f"Differences whose 95% interval excludes 0: AAT worse at {', '.join(map(str, above)) or 'no tier'}; "
+                      f"AAT better at {', '.join(map(str, below)) or 'no tier'}."]
             sparsest = max(rows, key=lambda r: r.tier)
             closed = "-" if sparsest.gap_closed is None else f"{100 * sparsest.gap_closed:.0f}%"
             lines.append(f"Sparsest tier {sparsest.tier}: PTQ gap {100 * sparsest.gap_ptq:+.1f}, AAT gap {100 * sparsest.gap_aat:+.1f}, "

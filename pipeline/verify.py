@@ -55,6 +55,30 @@ def score(t: Transducer, tok: CharTokenizer, feats: list[np.ndarray], refs: list
     return Score(wer, len(refs), sum(len(r.split()) for r in refs), seconds_audio, compute, stats, hyps, enc_rtf, dec_rtf, per_chunk)
 
 
+def utterance_errors(refs: list[str], hyps: list[str]) -> list[int]:
+    """Word errors (substitutions + deletions + insertions) of each utterance: WER's numerator, per utterance."""
+    out = []
+    for r, h in zip(refs, hyps, strict=True):
+        w = jiwer.process_words(r, h)
+        out.append(w.substitutions + w.deletions + w.insertions)
+    return out
+
+
+def paired_bootstrap(errors_a: list[int], errors_b: list[int], words: list[int], resamples: int = 10000, seed: int = 0) -> tuple[float, float, float]:
+    """WER(b) - WER(a) on the same utterances, with a 95% interval from resampling utterances (paired bootstrap).
+
+    Whole utterances are resampled, so the interval reflects how much the difference depends on which
+    utterances the test set happens to hold; an interval that spans 0 is not a measured difference.
+    """
+    a, b, n = (np.asarray(x, np.float64) for x in (errors_a, errors_b, words))
+    if not (len(a) == len(b) == len(n)) or n.sum() <= 0:
+        raise ValueError("paired_bootstrap needs equal-length error lists over a non-empty reference.")
+    idx = np.random.default_rng(seed).integers(0, len(n), size=(resamples, len(n)))
+    diffs = (b[idx].sum(1) - a[idx].sum(1)) / n[idx].sum(1)
+    lo, hi = np.percentile(diffs, [2.5, 97.5])
+    return float((b.sum() - a.sum()) / n.sum()), float(lo), float(hi)
+
+
 def load_manifest(folder: Path) -> dict:
     """Read and schema-validate `folder/manifest.json`; `ArtifactError` on anything wrong."""
     from .manifest import validate_manifest

@@ -10,10 +10,12 @@ def _row(method, tier, wer, sparse=None, seconds=100.0, cycles=1000):
 def test_report_has_table_ratios_and_pareto_plot(tmp_path):
     rows = [_row("dense", 0, 0.2), _row("tfmot", 90, 0.4, 1500, cycles=400), _row("omni", 0, 0.21, seconds=150.0),
             _row("omni", 90, 0.42, 1400, seconds=150.0, cycles=380), _row("csp", 90, 0.38, 1450, cycles=390)]
-    write_report(rows, tmp_path / "rep", "micro", 100)
+    words = [5] * 10
+    errors = {("tfmot", 90): {"int8": [2] * 10, "words": words}, ("omni", 90): {"int8": [2] * 9 + [3], "words": words}}
+    write_report(rows, tmp_path / "rep", "micro", 100, errors)
     md = (tmp_path / "rep" / "sparsity.md").read_text()
     assert "Omni wall time / dense wall time at the same steps: 1.50" in md
-    assert "tier 90: omni int8 WER 42.0% vs TFMOT 40.0% (ratio 1.05" in md
+    assert "tier 90: omni int8 WER 42.0% vs TFMOT 40.0% (ratio 1.05, target <= 1.10; omni - TFMOT +2.0 points, 95% CI +0.0..+6.0" in md
     assert "CSP int8 WER 38.0% vs TFMOT magnitude pruning 40.0%" in md
     assert "0.38x dense" in md  # omni tier 90 NPU cycles per encoder chunk
     csv_lines = (tmp_path / "rep" / "sparsity.csv").read_text().splitlines()
@@ -43,3 +45,48 @@ def test_an_older_report_without_the_newer_columns_still_merges(tmp_path):
     (tmp_path / "old.csv").write_text("\n".join(old) + "\n")
     (row,) = read_rows(tmp_path / "old.csv")
     assert row.method == "dense" and row.sparse_weight_bytes is None
+
+
+def test_utterance_errors_sum_to_the_corpus_wer():
+    import jiwer
+
+    from pipeline.verify import utterance_errors
+
+    refs = ["one two three", "four five", "six", "seven eight nine oh"]
+    hyps = ["one three", "four five five", "", "seven eight nine oh"]
+    errs = utterance_errors(refs, hyps)
+    assert errs == [1, 1, 1, 0]
+    assert abs(sum(errs) / sum(len(r.split()) for r in refs) - jiwer.wer(refs, hyps)) < 1e-12
+
+
+def test_paired_bootstrap_interval():
+    import numpy as np
+    import pytest
+
+    from pipeline.verify import paired_bootstrap
+
+    rng = np.random.default_rng(0)
+    words = [4] * 200
+    a = list(rng.integers(0, 2, 200))
+    assert paired_bootstrap(a, a, words) == (0.0, 0.0, 0.0)  # the same decodes: no difference at all
+    worse = [e + 1 for e in a]  # one more error in every utterance: +25 points, an interval far from 0
+    diff, lo, hi = paired_bootstrap(a, worse, words)
+    assert diff == pytest.approx(0.25) and lo == pytest.approx(0.25) and hi == pytest.approx(0.25)
+    noisy = list(rng.integers(0, 2, 200))  # another draw of the same error rate: the interval spans 0
+    diff, lo, hi = paired_bootstrap(a, noisy, words)
+    assert lo < diff < hi and lo < 0 < hi
+    with pytest.raises(ValueError):
+        paired_bootstrap([1], [1, 2], [3])
+
+
+def test_quant_report_states_the_interval_and_significant_tiers(tmp_path):
+    from pipeline.bench import QuantRow, write_quant_report
+
+    def row(tier, diff, lo, hi):
+        return QuantRow("omni", tier, 0.15, 0.16, 0.15, 0.16, 0.16 + diff, 0.01, 0.01 + diff, None, 100, 100, True, 400, 60.0, diff, lo, hi)
+
+    write_quant_report([row(0, -0.004, -0.012, 0.004), row(90, 0.02, 0.006, 0.034)], tmp_path / "r", "micro")
+    md = (tmp_path / "r" / "quant.md").read_text()
+    assert "| -0.4 (-1.2..+0.4) |" in md and "| +2.0 (+0.6..+3.4) |" in md
+    assert "AAT worse at 90; AAT better at no tier." in md
+    assert "NO, at tier(s) 90" in md
