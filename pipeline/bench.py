@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import logging
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from .build import BuildPaths, _eval_sets, _transducer, stage_data, stage_export
 from .cache import StageCache
 from .calibrate import load_calibration_recipe
 from .checkpoint import ModelCheckpoint
-from .config import load_model_config
+from .config import AatConfig, load_model_config
 from .data import DataOptions
 from .export import GRAPHS
 from .fsutil import atomic_directory
@@ -330,12 +330,12 @@ def _operators(path: Path) -> list[str]:
 
 
 def bench_quant(model: str, method: str, tiers: list[int] | None, data: DataOptions, paths: BuildPaths, out: Path, steps: int | None = None,
-                aat_steps: int | None = None, init: Path | None = None, target: str = "watch") -> list[QuantRow]:
+                aat_steps: int | None = None, init: Path | None = None, target: str = "watch", aat: AatConfig | None = None) -> list[QuantRow]:
     """Per tier: float and post-training int8 WER before and after a float fine-tuning (the control), and AAT int8 WER
     (int8 decoded from the .tflite in LiteRT); NPU cycles per encoder chunk with calibrated and with learned ranges.
 
     The base checkpoint is trained (`method`, `steps`) through the stage cache, or given (`init`);
-    AAT and the control fine-tune it once for every tier it holds.
+    AAT and the control fine-tune it once for every tier it holds, with `aat` as the recipe if given (else the config's).
     """
     from .build import checkpoint_stage_input, stage_aat
     from .errors import ConfigError
@@ -358,8 +358,9 @@ def bench_quant(model: str, method: str, tiers: list[int] | None, data: DataOpti
     missing = [t for t in chosen if t not in held]
     if missing:
         raise ConfigError(f"the {method} checkpoint holds tier(s) {', '.join(map(str, held))}, not {', '.join(map(str, missing))}.")
-    aat = stage_aat(cache, cfg, feats, base, aat_steps)
-    control = stage_aat(cache, cfg, feats, base, aat_steps, emulate=False)
+    tuned = cfg if aat is None else replace(cfg, aat=aat)
+    aat_stage = stage_aat(cache, tuned, feats, base, aat_steps)
+    control = stage_aat(cache, tuned, feats, base, aat_steps, emulate=False)
 
     def measure(stage: tuple[Path, dict[str, Any]], tier: int) -> tuple[Row, Path, dict[str, list[int]]]:
         # training time is reported once below, not per row
@@ -367,19 +368,19 @@ def bench_quant(model: str, method: str, tiers: list[int] | None, data: DataOpti
 
     rows = []
     for tier in chosen:
-        (before, _, _), (ft, ptq_dir, ft_err), (after, aat_dir, aat_err) = measure(base, tier), measure(control, tier), measure(aat, tier)
+        (before, _, _), (ft, ptq_dir, ft_err), (after, aat_dir, aat_err) = measure(base, tier), measure(control, tier), measure(aat_stage, tier)
         same = all(_operators(ptq_dir / "int8" / f"{g}.tflite") == _operators(aat_dir / "int8" / f"{g}.tflite") for g in GRAPHS)
         gap_ptq, gap_aat = ft.wer_int8 - ft.wer_float, after.wer_int8 - ft.wer_float
         diff, lo, hi = paired_bootstrap(ft_err["int8"], aat_err["int8"], ft_err["words"])
         rows.append(QuantRow(method, tier, before.wer_float, before.wer_int8, ft.wer_float, ft.wer_int8, after.wer_int8, round(gap_ptq, 5), round(gap_aat, 5),
                              round(1 - gap_aat / gap_ptq, 3) if gap_ptq > 0 else None, ft.npu_encoder_cycles, after.npu_encoder_cycles, same,
-                             aat[1]["aat"]["steps"], round(aat[1]["aat"]["wall_seconds"], 1), round(diff, 5), round(lo, 5), round(hi, 5)))
+                             aat_stage[1]["aat"]["steps"], round(aat_stage[1]["aat"]["wall_seconds"], 1), round(diff, 5), round(lo, 5), round(hi, 5)))
         log.info("%s", rows[-1])
-    write_quant_report(rows, out, cfg.name)
+    write_quant_report(rows, out, cfg.name, tuned.aat)
     return rows
 
 
-def write_quant_report(rows: list[QuantRow], out: Path, model: str) -> None:
+def write_quant_report(rows: list[QuantRow], out: Path, model: str, recipe: AatConfig | None = None) -> None:
     with atomic_directory(out) as tmp:
         _write_csv(tmp / "quant.csv", rows)
         pct = lambda x: f"{100 * x:.1f}%"  # noqa: E731
@@ -401,7 +402,8 @@ def write_quant_report(rows: list[QuantRow], out: Path, model: str) -> None:
             worse = [r.tier for r in rows if r.wer_aat > r.wer_ft_ptq]
             above = [r.tier for r in rows if r.aat_minus_ptq_low is not None and r.aat_minus_ptq_low > 0]
             below = [r.tier for r in rows if r.aat_minus_ptq_high is not None and r.aat_minus_ptq_high < 0]
-            lines += ["", f"AAT: {rows[0].aat_steps} fine-tuning steps for all tiers together, {rows[0].aat_seconds:.0f} s.",
+            lines += ["", f"AAT: {rows[0].aat_steps} fine-tuning steps for all tiers together, {rows[0].aat_seconds:.0f} s"
+                      + (f"; recipe {', '.join(f'{k} = {v}' for k, v in asdict(recipe).items())}." if recipe else "."),
                       f"AAT int8 never worse than the control's PTQ int8: {'yes' if not worse else 'NO, at tier(s) ' + ', '.join(map(str, worse))}.",
                       f"Differences whose 95% interval excludes 0: AAT worse at {', '.join(map(str, above)) or 'no tier'}; "
                       f"AAT better at {', '.join(map(str, below)) or 'no tier'}."]

@@ -135,7 +135,7 @@ def stage_aat(cache: StageCache, cfg: ModelConfig, features: tuple[Path, dict[st
 
     def run(tmp: Path) -> dict[str, Any]:
         fs = FeatureSet.load(features[0] / "features.npz")
-        init = ModelCheckpoint.load(base[0], expect=cfg)
+        init = ModelCheckpoint.load(base[0], expect=cfg, ignore=("aat",))  # cfg.aat may be a recipe given apart (--aat-config)
         result = Trainer(cfg, fs, work, "aat" if emulate else "finetune", steps=steps, init=init).run(resume=resume)
         meta = {**result.method_meta, phase: {**result.method_meta[phase], "final_loss": result.final_loss, "wall_seconds": result.wall_seconds}}
         ModelCheckpoint(cfg, result.params, fs.tokenizer, fs.normalizer, result.masks, meta, result.ranges).save(tmp / "checkpoint")

@@ -73,8 +73,9 @@ class ModelCheckpoint:
                           f"train tier {tier} (--method tfmot/csp --tier {tier}) or use an omni checkpoint.")
 
     @classmethod
-    def load(cls, folder: Path, expect: ModelConfig | None = None) -> "ModelCheckpoint":
-        """Load and validate; with `expect`, refuse a checkpoint trained with another config."""
+    def load(cls, folder: Path, expect: ModelConfig | None = None, ignore: tuple[str, ...] = ()) -> "ModelCheckpoint":
+        """Load and validate; with `expect`, refuse a checkpoint trained with another config (apart from the
+        `ignore`d sections, e.g. "aat" when a fine-tuning recipe replaces the one it was trained with)."""
         folder = Path(folder)
         try:
             info = json.loads((folder / "model.json").read_text())
@@ -90,7 +91,8 @@ class ModelCheckpoint:
             norm = Normalizer.from_dict(info["normalizer"])
         except (KeyError, TypeError, ConfigError) as exc:
             raise ArtifactError(f"checkpoint {folder}/model.json is invalid ({exc}).") from None
-        if expect is not None and cfg.to_dict() != expect.to_dict():
+        drop = lambda d: {k: v for k, v in d.items() if k not in ignore}  # noqa: E731
+        if expect is not None and drop(cfg.to_dict()) != drop(expect.to_dict()):
             raise ArtifactError(f"checkpoint {folder} was trained with a different config than {expect.name!r}; retrain or pass the matching config.")
         params: dict[str, np.ndarray] = {}
         masks: dict[str, dict[str, np.ndarray]] = {}

@@ -102,29 +102,32 @@ def build(target: str | None, all_targets: bool, model: str | None, steps: int |
 @click.option("--aat", is_flag=True, help="then fine-tune every tier with the int8 kernels emulated (accelerator-aware training); "
               "the checkpoint also holds the learned int8 ranges, which export uses.")
 @click.option("--aat-steps", type=click.IntRange(min=1), default=None, help="fine-tuning steps (default: the model config's aat.steps).")
+@click.option("--aat-config", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="a TOML file with an [aat] table: the fine-tuning recipe to use instead of the model config's [aat].")
 @click.option("--init", "init", type=click.Path(path_type=Path), default=None,
               help="with --aat: fine-tune this trained checkpoint folder instead of training one first.")
 @data_options
 @click.option("--work-dir", type=click.Path(path_type=Path), default=PATH_DEFAULTS.work_dir, show_default=True, help="stage cache.")
 def train(model: str, steps: int | None, resume: bool, strategy: str, out: Path, method: str | None, tier: int | None, aat: bool, aat_steps: int | None,
-          init: Path | None, source: str, fsdd_dir: Path | None, train_manifest: Path | None, test_manifest: tuple[Path, ...], work_dir: Path) -> None:
+          aat_config: Path | None, init: Path | None, source: str, fsdd_dir: Path | None, train_manifest: Path | None, test_manifest: tuple[Path, ...], work_dir: Path) -> None:
     """Prepare data and train one model (or one set of sparsity tiers); writes a checkpoint folder (params.npz + model.json)."""
     from .build import stage_data, stage_features, stage_train
     from .cache import StageCache
     from .checkpoint import ModelCheckpoint
-    from .config import load_model_config
+    from .config import load_aat_config, load_model_config
     from .fsutil import atomic_directory
 
     from .distribute import make_distribution
     from .methods import check_method
 
-    if (init is not None or aat_steps is not None) and not aat:
-        raise click.UsageError("--init and --aat-steps belong to --aat.")
+    if (init is not None or aat_steps is not None or aat_config is not None) and not aat:
+        raise click.UsageError("--init, --aat-steps and --aat-config belong to --aat.")
     if init is not None and (method is not None or tier is not None or steps is not None):
         raise click.UsageError("--init fine-tunes a trained checkpoint: --method, --tier and --steps do not apply.")
     if aat and strategy != "default":
         raise click.UsageError("--aat runs with --strategy default.")
     dist = make_distribution(strategy)  # first: MultiWorkerMirroredStrategy must precede other TF work
+    recipe = load_aat_config(aat_config) if aat_config is not None else None
     cfg = load_model_config(model)
     base = None
     if init is not None:
@@ -132,6 +135,10 @@ def train(model: str, steps: int | None, resume: bool, strategy: str, out: Path,
 
         cfg = ModelCheckpoint.load(init).config
         base = checkpoint_stage_input(init)
+    if recipe is not None:
+        import dataclasses
+
+        cfg = dataclasses.replace(cfg, aat=recipe)
     method = method or "dense"
     check_method(method, cfg, tier)
     cache = StageCache(work_dir / "cache")
@@ -216,18 +223,25 @@ def bench_sparsity(model: str, methods: str, tiers: list[int], steps: int | None
 @click.option("--tiers", default="", callback=_int_list, help="comma-separated tiers (default: every tier the checkpoint holds).")
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="base training steps (default: the model config's).")
 @click.option("--aat-steps", type=click.IntRange(min=1), default=None, help="AAT fine-tuning steps (default: the model config's aat.steps).")
+@click.option("--aat-config", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="a TOML file with an [aat] table: the fine-tuning recipe to use instead of the model config's [aat].")
 @click.option("--init", "init", type=click.Path(path_type=Path), default=None, help="a trained checkpoint folder to start from instead of training one.")
 @click.option("--report", type=click.Path(path_type=Path), default=Path("reports/quant"), show_default=True, help="output folder.")
 @data_options
 @path_options
-def bench_quant(model: str, method: str, tiers: list[int], steps: int | None, aat_steps: int | None, init: Path | None, report: Path, source: str,
+def bench_quant(model: str, method: str, tiers: list[int], steps: int | None, aat_steps: int | None, aat_config: Path | None, init: Path | None,
+                report: Path, source: str,
                 fsdd_dir: Path | None, train_manifest: Path | None, test_manifest: tuple[Path, ...], out_dir: Path, work_dir: Path) -> None:
     """Per tier: float, post-training int8 and AAT int8 WER (LiteRT), the int8 - float gaps, NPU cycles before/after AAT."""
     from .bench import bench_quant as run
 
     if init is not None and steps is not None:
         raise click.UsageError("--init starts from a trained checkpoint: --steps does not apply.")
-    run(model, method, tiers or None, _data(source, fsdd_dir, train_manifest, test_manifest), BuildPaths(out_dir, work_dir), report, steps, aat_steps, init)
+    from .config import load_aat_config
+
+    recipe = load_aat_config(aat_config) if aat_config is not None else None
+    run(model, method, tiers or None, _data(source, fsdd_dir, train_manifest, test_manifest), BuildPaths(out_dir, work_dir), report, steps, aat_steps, init,
+        aat=recipe)
     click.echo((report / "quant.md").read_text())
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from .frontend import FrontendConfig
 from .sparsity import SparsityConfig
-from .tomlconf import check, load_dataclass, load_named, to_dict
+from .errors import ConfigError
+from .tomlconf import check, load_dataclass, load_named, read_toml_with_extends, to_dict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MODELS_DIR = PROJECT_ROOT / "models"
@@ -199,6 +200,16 @@ class ModelConfig:
 
 def model_names() -> list[str]:
     return sorted(p.stem for p in MODELS_DIR.glob("*.toml"))
+
+
+def load_aat_config(path: Path) -> AatConfig:
+    """An accelerator-aware fine-tuning recipe given apart from the model: a TOML file holding one `[aat]` table
+    (fields as in a model config's `[aat]`; unset fields take their defaults)."""
+    data = read_toml_with_extends(Path(path))
+    other = sorted(set(data) - {"aat"})
+    if other or not isinstance(data.get("aat"), dict):
+        raise ConfigError(f"{path}: an AAT recipe holds exactly one [aat] table" + (f", not {', '.join(other)}." if other else "."))
+    return load_dataclass(AatConfig, data["aat"], f"{path} [aat]")
 
 
 def load_model_config(name_or_path: str) -> ModelConfig:

@@ -61,3 +61,12 @@ def test_manifest_source_without_manifests():
 def test_targets_lists_profiles():
     r = run("targets")
     assert r.returncode == 0 and "watch" in r.stdout and "tflm" in r.stdout
+
+
+def test_broken_aat_recipe(tmp_path):
+    (tmp_path / "recipe.toml").write_text("[aat]\nsteps = 0\n")
+    r = run("train", "--aat", "--aat-config", str(tmp_path / "recipe.toml"), "--init", str(tmp_path / "ck"), "--out", str(tmp_path / "out"))
+    assert r.returncode == 2 and "steps" in one_sentence(r.stderr)
+    assert not (tmp_path / "out").exists()
+    r = run("train", "--aat-config", str(tmp_path / "recipe.toml"), "--out", str(tmp_path / "out"))
+    assert r.returncode == 2 and "belong to --aat" in r.stderr

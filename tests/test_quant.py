@@ -186,3 +186,28 @@ def test_aat_fine_tunes_the_densest_and_sparsest_and_sampled_tiers_or_the_config
     two = Trainer(dataclasses.replace(cfg, aat=dataclasses.replace(cfg.aat, tiers_per_step=2)), random_features, tmp_path / "b", "aat", init=omni_ck)
     picked = [two.method.before_step(step, cfg.train.batch_size)[0].tolist() for step in range(12)]
     assert all(len(s) == 2 and s[-1] == 2 for s in picked) and {s[0] for s in picked} == {0, 1}
+
+
+def test_an_aat_recipe_file_replaces_the_configs_aat_section(omni_ck, tmp_path):
+    from pipeline.config import load_aat_config
+    from pipeline.errors import ArtifactError, ConfigError
+
+    good = tmp_path / "low_lr.toml"
+    good.write_text("[aat]\nlearning_rate = 2e-5\ntiers_per_step = 1\ntier_batch = 1.0\n")
+    recipe = load_aat_config(good)
+    assert (recipe.learning_rate, recipe.tiers_per_step, recipe.tier_batch, recipe.steps) == (2e-5, 1, 1.0, 400)  # unset: defaults
+    for text, message in [("[aat]\nlearning_rate = 2.0\n", "learning_rate"), ("[aat]\nlr = 1e-4\n", "lr"),
+                          ("[train]\nsteps = 3\n", "exactly one \\[aat\\] table, not train"), ("[aat\n", "not valid TOML")]:
+        (tmp_path / "bad.toml").write_text(text)
+        with pytest.raises(ConfigError, match=message):
+            load_aat_config(tmp_path / "bad.toml")
+    # the fine-tuning stage accepts a checkpoint trained with another [aat] section, and nothing else that differs
+    omni_ck.save(tmp_path / "ck")
+    cfg = omni_ck.config
+    tuned = dataclasses.replace(cfg, aat=recipe)
+    with pytest.raises(ArtifactError, match="different config"):
+        ModelCheckpoint.load(tmp_path / "ck", expect=tuned)
+    assert ModelCheckpoint.load(tmp_path / "ck", expect=tuned, ignore=("aat",)).config == cfg
+    other = dataclasses.replace(tuned, train=dataclasses.replace(cfg.train, seed=cfg.train.seed + 1))
+    with pytest.raises(ArtifactError, match="different config"):
+        ModelCheckpoint.load(tmp_path / "ck", expect=other, ignore=("aat",))
