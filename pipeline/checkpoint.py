@@ -86,6 +86,9 @@ class ModelCheckpoint:
         if not isinstance(info, dict) or info.get("format") != FORMAT:
             raise ArtifactError(f"checkpoint {folder}: unknown format {info.get('format') if isinstance(info, dict) else None!r}, expected {FORMAT}.")
         try:
+            sp = info["config"].get("sparsity") if isinstance(info.get("config"), dict) else None
+            if isinstance(sp, dict) and "dense_layers" not in sp:
+                sp["dense_layers"] = []  # written before `sparsity.dense_layers` existed, when every kernel was pruned
             cfg = ModelConfig.from_dict(info["config"], f"{folder}/model.json config")
             tok = CharTokenizer.from_dict(info["tokenizer"])
             norm = Normalizer.from_dict(info["normalizer"])

@@ -133,6 +133,20 @@ def test_dense_layers_stay_dense_and_can_be_pruned_when_asked(data, tmp_path, me
     assert np.count_nonzero(result.params["enc_proj/kernel"]) == result.params["enc_proj/kernel"].size
 
 
+def test_a_checkpoint_from_before_dense_layers_keeps_every_kernel_pruned(data, tmp_path):
+    import json
+
+    cfg = _cfg(steps=12, dense_layers=())
+    result = Trainer(cfg, data, tmp_path / "w", "omni").run()
+    ModelCheckpoint(cfg, result.params, data.tokenizer, data.normalizer, result.masks, {"method": "omni"}).save(tmp_path / "ck")
+    info = json.loads((tmp_path / "ck" / "model.json").read_text())
+    del info["config"]["sparsity"]["dense_layers"]
+    (tmp_path / "ck" / "model.json").write_text(json.dumps(info))
+    back = ModelCheckpoint.load(tmp_path / "ck")
+    assert back.config.sparsity.dense_layers == () and back.config.sparsity.prunes("joint_out/kernel")
+    assert "joint_out/kernel" in back.masks[tier_name(90)]
+
+
 def test_dense_layers_must_name_layers_with_kernels():
     cfg = _cfg()
     with pytest.raises(ConfigError, match="pred_embed, joint"):
