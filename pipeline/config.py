@@ -111,7 +111,8 @@ class AatConfig:
     learning_rate: float = 2e-4  # peak; linear warm-up, cosine decay to 10% at `steps`
     warmup_steps: int = 20
     # how activation ranges follow the training batches: "minmax" keeps the min/max of everything seen (what the
-    # converter's calibration computes, over far more data), "ema" a moving average of batch min/max (narrower, clips more)
+    # converter's calibration computes, over far more data), "ema" a moving average of batch min/max (narrower, clips more),
+    # "frozen" keeps the ranges of the calibration batches (only the weights adapt to a fixed int8 grid)
     range_tracking: str = "minmax"
     ema_decay: float = 0.99  # for range_tracking = "ema"
     calibration_batches: int = 8  # training batches whose min/max start the ranges (as the converter calibrates)
@@ -126,7 +127,7 @@ class AatConfig:
         check(0 < self.learning_rate < 1, f"field `learning_rate` must be in (0, 1), got {self.learning_rate}.")
         check(self.warmup_steps >= 0, f"field `warmup_steps` must be >= 0, got {self.warmup_steps}.")
         check(0 <= self.ema_decay < 1, f"field `ema_decay` must be in [0, 1), got {self.ema_decay}.")
-        check(self.range_tracking in ("minmax", "ema"), f"field `range_tracking` must be minmax or ema, got {self.range_tracking!r}.")
+        check(self.range_tracking in ("minmax", "ema", "frozen"), f"field `range_tracking` must be minmax, ema or frozen, got {self.range_tracking!r}.")
         check(self.tiers_per_step >= 1, f"field `tiers_per_step` must be >= 1, got {self.tiers_per_step}.")
         check(0 < self.tier_batch <= 1, f"field `tier_batch` must be in (0, 1], got {self.tier_batch}.")
         check(1 <= self.calibration_batches <= 1000, f"field `calibration_batches` must be in 1..1000, got {self.calibration_batches}.")

@@ -335,7 +335,7 @@ class AatMethod(OmniMethod):
     exactly where the int8 graphs do (quant.py), gradients pass straight through, and
     each activation's (min, max) starts from a calibration over the first
     `aat.calibration_batches` batches and then takes in every batch's min/max (`aat.range_tracking`:
-    running min/max, or a moving average).
+    running min/max, or a moving average), or stays there ("frozen").
     Masks stay as the checkpoint has them (pruned weights stay zero).
 
     Tiers sharing weights (omni): the fine-tuning keeps ONE set of weights and trains
@@ -411,6 +411,8 @@ class AatMethod(OmniMethod):
     def _track_ranges(self, sel: tf.Tensor, seen: dict[str, tuple[tf.Tensor, tf.Tensor]]) -> None:
         """Fold what each selected tier's activations spanned in this batch into its ranges."""
         a = self.cfg.aat
+        if a.range_tracking == "frozen":
+            return
         for p, (lo, hi) in seen.items():
             v = self.range_var(p)
             old = tf.gather(v, sel)

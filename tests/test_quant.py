@@ -161,7 +161,7 @@ def test_corrupt_ranges_in_a_checkpoint_are_refused(omni_ck, tmp_path):
         ModelCheckpoint.load(tmp_path / "ck")
 
 
-def test_minmax_ranges_only_widen_and_ema_ranges_follow_the_batches(omni_ck, random_features, tmp_path):
+def test_minmax_ranges_only_widen_ema_ranges_follow_the_batches_and_frozen_ranges_stay(omni_ck, random_features, tmp_path):
     cfg = omni_ck.config
     short = dataclasses.replace(cfg, aat=dataclasses.replace(cfg.aat, steps=4))
     calib = Trainer(dataclasses.replace(short, aat=dataclasses.replace(short.aat, steps=1)), random_features, tmp_path / "c", "aat", init=omni_ck)
@@ -174,6 +174,12 @@ def test_minmax_ranges_only_widen_and_ema_ranges_follow_the_batches(omni_ck, ran
         for p, (lo, hi) in r.items():
             assert grown[t][p][0] <= lo + 1e-6 and grown[t][p][1] >= hi - 1e-6, (t, p)
     assert any(not np.allclose(ema[t][p], grown[t][p]) for t in start for p in start[t])
+    frozen_run = Trainer(dataclasses.replace(short, aat=dataclasses.replace(short.aat, range_tracking="frozen")), random_features,
+                         tmp_path / "f", "aat", init=omni_ck).run()
+    for t, r in start.items():  # the calibration's ranges, unchanged by the steps; the weights still moved
+        for p, v in r.items():
+            np.testing.assert_array_equal(frozen_run.ranges[t][p], v)
+    assert any(not np.allclose(frozen_run.params[k], omni_ck.params[k]) for k in omni_ck.params if cfg.sparsity.prunes(k))
 
 
 def test_aat_fine_tunes_the_densest_and_sparsest_and_sampled_tiers_or_the_configured_number(omni_ck, random_features, tmp_path):
