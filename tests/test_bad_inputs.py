@@ -52,7 +52,7 @@ CLI_CASES = [
     ("model-config-unknown-field", lambda t: ["build", "--target", "watch", "--model", _file(t, "m.toml", "[encoder]\nlayerz = 2\n")], "layerz"),
     ("model-config-wrong-type", lambda t: ["build", "--target", "watch", "--model", _file(t, "m.toml", "[encoder]\nunits = 'wide'\n")], "units"),
     ("target-extends-cycle", lambda t: ["build", "--target", _file(t, "a.toml", 'extends = "a"\n')], "cycle"),
-    ("init-without-aat", lambda t: ["train", "--model", MICRO, "--init", str(t), "--out", str(t / "ck")], "--init and --aat-steps belong to --aat"),
+    ("init-without-aat", lambda t: ["train", "--model", MICRO, "--init", str(t), "--out", str(t / "ck")], "--init, --aat-steps and --aat-config belong to --aat"),
     ("init-is-not-a-checkpoint", lambda t: ["train", "--aat", "--init", str(t), "--out", str(t / "ck")], "has no model.json"),
     ("init-with-method", lambda t: ["train", "--aat", "--init", str(t), "--method", "omni", "--out", str(t / "ck")], "--init fine-tunes a trained checkpoint"),
     ("aat-config-out-of-range", lambda t: ["build", "--target", "watch", "--model", _file(t, "m.toml", "[aat]\nema_decay = 1.5\n")], "ema_decay"),
