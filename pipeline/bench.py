@@ -25,7 +25,7 @@ from .methods import check_method
 from .npu import compile_for_npu
 from .runtimes import LiteRTGraph
 from .targets import load_target
-from .verify import paired_bootstrap, score, utterance_errors
+from .verify import paired_bootstrap, score
 
 log = logging.getLogger(__name__)
 SPLIT = "test_unseen"
@@ -70,7 +70,7 @@ def _measure(cache: StageCache, method: str, tier: int, ckpt_dir: Path, train: d
             t = _transducer(ck.config, ck.tokenizer, {g: LiteRTGraph((export_dir / variant / f"{g}.tflite").read_bytes()) for g in GRAPHS})
             s = score(t, ck.tokenizer, feats, refs, seconds, desc=f"{method} {tier} {variant}")
             wer[variant] = s.wer
-            errors[variant] = utterance_errors(refs, s.hypotheses)
+            errors[variant] = s.word_errors
             stats = s.stats
         npu = {g: compile_for_npu(export_dir / "int8" / f"{g}.tflite", target.device.npu, tmp / "npu") for g in GRAPHS}
         calls = {"encoder": stats.encoder_calls, "predictor": stats.predictor_calls, "joiner": stats.joiner_calls}

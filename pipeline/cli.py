@@ -37,6 +37,10 @@ def data_options(fn: Callable) -> Callable:
     return fn
 
 
+aat_config_option = click.option("--aat-config", type=click.Path(path_type=Path, dir_okay=False), default=None,
+                                 help="a TOML file with an [aat] table: the fine-tuning recipe to use instead of the model config's [aat].")
+
+
 def method_options(fn: Callable) -> Callable:
     fn = click.option("--tier", type=int, default=None, help="sparsity tier in percent (one of the model config's tiers).")(fn)
     return click.option("--method", type=click.Choice(METHODS), default=None,
@@ -102,8 +106,7 @@ def build(target: str | None, all_targets: bool, model: str | None, steps: int |
 @click.option("--aat", is_flag=True, help="then fine-tune every tier with the int8 kernels emulated (accelerator-aware training); "
               "the checkpoint also holds the learned int8 ranges, which export uses.")
 @click.option("--aat-steps", type=click.IntRange(min=1), default=None, help="fine-tuning steps (default: the model config's aat.steps).")
-@click.option("--aat-config", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="a TOML file with an [aat] table: the fine-tuning recipe to use instead of the model config's [aat].")
+@aat_config_option
 @click.option("--init", "init", type=click.Path(path_type=Path), default=None,
               help="with --aat: fine-tune this trained checkpoint folder instead of training one first.")
 @data_options
@@ -223,8 +226,7 @@ def bench_sparsity(model: str, methods: str, tiers: list[int], steps: int | None
 @click.option("--tiers", default="", callback=_int_list, help="comma-separated tiers (default: every tier the checkpoint holds).")
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="base training steps (default: the model config's).")
 @click.option("--aat-steps", type=click.IntRange(min=1), default=None, help="AAT fine-tuning steps (default: the model config's aat.steps).")
-@click.option("--aat-config", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="a TOML file with an [aat] table: the fine-tuning recipe to use instead of the model config's [aat].")
+@aat_config_option
 @click.option("--init", "init", type=click.Path(path_type=Path), default=None, help="a trained checkpoint folder to start from instead of training one.")
 @click.option("--report", type=click.Path(path_type=Path), default=Path("reports/quant"), show_default=True, help="output folder.")
 @data_options
@@ -239,9 +241,8 @@ def bench_quant(model: str, method: str, tiers: list[int], steps: int | None, aa
         raise click.UsageError("--init starts from a trained checkpoint: --steps does not apply.")
     from .config import load_aat_config
 
-    recipe = load_aat_config(aat_config) if aat_config is not None else None
     run(model, method, tiers or None, _data(source, fsdd_dir, train_manifest, test_manifest), BuildPaths(out_dir, work_dir), report, steps, aat_steps, init,
-        aat=recipe)
+        aat=load_aat_config(aat_config) if aat_config is not None else None)
     click.echo((report / "quant.md").read_text())
 
 

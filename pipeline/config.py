@@ -15,6 +15,8 @@ from .sparsity import SparsityConfig
 from .errors import ConfigError
 from .tomlconf import check, load_dataclass, load_named, read_toml_with_extends, to_dict
 
+LSTM_WEIGHTS = ("kernel", "recurrent_kernel", "bias")
+DENSE_WEIGHTS = ("kernel", "bias")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MODELS_DIR = PROJECT_ROOT / "models"
 
@@ -167,9 +169,16 @@ class ModelConfig:
     aat: AatConfig = field(default_factory=AatConfig)
 
     def __post_init__(self) -> None:
-        kernels = [f"enc{i}" for i in range(self.encoder.layers)] + ["enc_proj", "pred_lstm", "pred_proj", "joint_out"]
+        kernels = [n for n, weights in self.layer_weights().items() if "kernel" in weights]
         unknown = [n for n in self.sparsity.dense_layers if n not in kernels]
         check(not unknown, f"field `sparsity.dense_layers` names {', '.join(unknown)}, not a layer with a kernel; the layers are {', '.join(kernels)}.")
+
+    def layer_weights(self) -> dict[str, tuple[str, ...]]:
+        """Every parameterized layer of the model and the weight names it holds, in order."""
+        names: dict[str, tuple[str, ...]] = {f"enc{i}": LSTM_WEIGHTS for i in range(self.encoder.layers)}
+        names.update({"enc_proj": DENSE_WEIGHTS, "pred_embed": ("embeddings",), "pred_lstm": LSTM_WEIGHTS, "pred_proj": DENSE_WEIGHTS,
+                      "joint_out": DENSE_WEIGHTS})
+        return names
 
     @property
     def chunk_feature_frames(self) -> int:

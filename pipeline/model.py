@@ -22,25 +22,13 @@ import numpy as np
 
 from ._tf import keras, tf
 from .cells import ClippedLSTM, lstm_step
-from .config import ModelConfig
+from .config import LSTM_WEIGHTS, ModelConfig
 from .errors import ArtifactError
 from .quant import FLOAT, STEP_POINTS, Quant
 
-LSTM_WEIGHTS = ("kernel", "recurrent_kernel", "bias")
-DENSE_WEIGHTS = ("kernel", "bias")
-
-
 def layer_names(cfg: ModelConfig) -> dict[str, tuple[str, ...]]:
     """Every parameterized layer of the model and the weight names it holds, in order."""
-    names: dict[str, tuple[str, ...]] = {f"enc{i}": LSTM_WEIGHTS for i in range(cfg.encoder.layers)}
-    names.update({
-        "enc_proj": DENSE_WEIGHTS,
-        "pred_embed": ("embeddings",),
-        "pred_lstm": LSTM_WEIGHTS,
-        "pred_proj": DENSE_WEIGHTS,
-        "joint_out": DENSE_WEIGHTS,
-    })
-    return names
+    return cfg.layer_weights()
 
 
 def param_shapes(cfg: ModelConfig, vocab_size: int) -> dict[str, tuple[int, ...]]:

@@ -28,6 +28,7 @@ class Score:
     seconds_compute: float
     stats: DecodeStats
     hypotheses: list[str]
+    word_errors: list[int]  # per utterance: substitutions + deletions + insertions
     encoder_rtf: list[float]  # per utterance: encoder compute seconds / audio seconds
     decode_rtf: list[float]  # per utterance: whole greedy decode / audio seconds
     encoder_seconds_per_chunk: list[float]  # per utterance: mean encoder call time
@@ -51,8 +52,9 @@ def score(t: Transducer, tok: CharTokenizer, feats: list[np.ndarray], refs: list
         dec_rtf.append(h.stats.decode_seconds / audio)
         per_chunk.append(h.stats.encoder_seconds / max(h.stats.encoder_calls, 1))
     compute = time.perf_counter() - t0
-    wer = float(jiwer.wer(list(refs), hyps))
-    return Score(wer, len(refs), sum(len(r.split()) for r in refs), seconds_audio, compute, stats, hyps, enc_rtf, dec_rtf, per_chunk)
+    errors = utterance_errors(list(refs), hyps)
+    words = sum(len(r.split()) for r in refs)
+    return Score(sum(errors) / words, len(refs), words, seconds_audio, compute, stats, hyps, errors, enc_rtf, dec_rtf, per_chunk)
 
 
 def utterance_errors(refs: list[str], hyps: list[str]) -> list[int]:
