@@ -359,8 +359,9 @@ def bench_quant(model: str, method: str, tiers: list[int] | None, data: DataOpti
     if missing:
         raise ConfigError(f"the {method} checkpoint holds tier(s) {', '.join(map(str, held))}, not {', '.join(map(str, missing))}.")
     tuned = cfg if aat is None else replace(cfg, aat=aat)
-    aat_stage = stage_aat(cache, tuned, feats, base, aat_steps)
-    control = stage_aat(cache, tuned, feats, base, aat_steps, emulate=False)
+    recipe = load_calibration_recipe(load_target(target).build.calibration)  # the calibration _measure's exports use
+    aat_stage = stage_aat(cache, tuned, feats, base, corpus, recipe, aat_steps)
+    control = stage_aat(cache, tuned, feats, base, corpus, recipe, aat_steps, emulate=False)
 
     def measure(stage: tuple[Path, dict[str, Any]], tier: int) -> tuple[Row, Path, dict[str, list[int]]]:
         # training time is reported once below, not per row

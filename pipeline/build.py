@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +23,14 @@ from .data import DataOptions, DataSource, describe_split, prepare, recipe_key, 
 from .decode import Transducer
 from .distribute import Distribution
 from .errors import BudgetError, InternalError
-from .export import GRAPHS, convert_all, sparse_weight_bytes
+from .export import GRAPHS, calibrated_ranges, convert_all, sparse_weight_bytes
 from .features import FeatureSet, compute_training_features, utterance_features
 from .fsutil import atomic_directory, atomic_write_json, sha256_file
 from .manifest import DECODE_LOOP, code_sha256, frontend_section, git_commit, machine, tokenizer_section, tool_versions, validate_manifest
 from .model import PREDICTOR_STATE_NAMES, encoder_state_names
 from .npu import compile_for_npu, tool_info
 from .methods import check_method
-from .sparsity import sparsity_of
+from .sparsity import sparsity_of, tier_name
 from .runtimes import LiteRTGraph, TFLMGraph, describe, tflm_min_arena
 from .targets import TargetProfile, load_target, target_names
 from .tokenizer import CharTokenizer
@@ -121,14 +121,23 @@ def checkpoint_stage_input(folder: Path) -> tuple[Path, dict[str, Any]]:
     return Path(folder), {"key": {"checkpoint": {f: sha256_file(Path(folder) / f) for f in ("model.json", "params.npz")}}}
 
 
+RANGE_FIELDS = ("range_tracking", "range_init", "ema_decay", "calibration_batches")  # [aat] fields a float fine-tuning ignores
+
+
 def stage_aat(cache: StageCache, cfg: ModelConfig, features: tuple[Path, dict[str, Any]], base: tuple[Path, dict[str, Any]],
-              steps: int | None = None, resume: bool = True, emulate: bool = True) -> tuple[Path, dict[str, Any]]:
+              corpus: PreparedData, recipe: CalibrationRecipe, steps: int | None = None, resume: bool = True,
+              emulate: bool = True) -> tuple[Path, dict[str, Any]]:
     """Accelerator-aware fine-tuning of the checkpoint `base` (every tier it holds) → a checkpoint with learned int8 ranges.
 
-    `emulate=False` runs the same fine-tuning in float (no ranges): the control for AAT's effect.
+    With `aat.range_init = "calibration"` each tier's ranges start where `recipe` (the calibration the
+    export would use) puts them. `emulate=False` runs the same fine-tuning in float (no ranges): the
+    control for AAT's effect.
     """
     phase = "aat" if emulate else "float_finetune"
-    key = {"base": base[1]["key"], "aat": to_dict(cfg.aat), "steps": steps or cfg.aat.steps, "phase": phase, "code": code_sha256()}
+    calibrated = emulate and cfg.aat.range_init == "calibration"
+    recipe_key = to_dict(cfg.aat) if emulate else {k: v for k, v in to_dict(cfg.aat).items() if k not in RANGE_FIELDS}
+    key = {"base": base[1]["key"], "aat": recipe_key, "steps": steps or cfg.aat.steps, "phase": phase, "code": code_sha256(),
+           **({"calibration": recipe.to_dict(), "data": corpus.key} if calibrated else {})}
     work = cache.work_folder(phase, digest(key))
     if not resume:
         shutil.rmtree(work, ignore_errors=True)
@@ -136,6 +145,10 @@ def stage_aat(cache: StageCache, cfg: ModelConfig, features: tuple[Path, dict[st
     def run(tmp: Path) -> dict[str, Any]:
         fs = FeatureSet.load(features[0] / "features.npz")
         init = ModelCheckpoint.load(base[0], expect=cfg, ignore=("aat",))  # cfg.aat may be a recipe given apart (--aat-config)
+        if calibrated:
+            feats = _calibration_features(corpus, recipe, init)
+            init = replace(init, ranges={tier_name(t): calibrated_ranges(cfg, p, _representative(init, p, feats, recipe)[1])
+                                         for t in init.tiers for p in [init.tier_params(t)]})
         result = Trainer(cfg, fs, work, "aat" if emulate else "finetune", steps=steps, init=init).run(resume=resume)
         meta = {**result.method_meta, phase: {**result.method_meta[phase], "final_loss": result.final_loss, "wall_seconds": result.wall_seconds}}
         ModelCheckpoint(cfg, result.params, fs.tokenizer, fs.normalizer, result.masks, meta, result.ranges).save(tmp / "checkpoint")
@@ -151,6 +164,19 @@ def _transducer(cfg: ModelConfig, tok: CharTokenizer, graphs: dict[str, Any]) ->
                       tok.size, tok.blank_id, cfg.decode.max_symbols_per_frame, cfg.frontend.hop_ms / 1000)
 
 
+def _calibration_features(corpus: PreparedData, recipe: CalibrationRecipe, ck: ModelCheckpoint) -> list[np.ndarray]:
+    calib = read_manifest(corpus.splits[recipe.split])
+    return [ck.normalizer(f) for f in utterance_features(calib, ck.config.frontend)]
+
+
+def _representative(ck: ModelCheckpoint, params: dict[str, np.ndarray], feats: list[np.ndarray],
+                    recipe: CalibrationRecipe) -> tuple[dict[str, bytes], dict[str, list[dict[str, np.ndarray]]]]:
+    """The float32 graphs of `params` and the converter's representative inputs, recorded by streaming them per `recipe`."""
+    floats = convert_all(ck.config, params)
+    float_t = _transducer(ck.config, ck.tokenizer, {g: LiteRTGraph(b) for g, b in floats.items()})
+    return floats, representative_inputs(float_t, feats, recipe)
+
+
 def stage_export(cache: StageCache, ckpt_dir: Path, train_key: dict[str, Any], corpus: PreparedData, recipe: CalibrationRecipe,
                  tier: int = 0) -> tuple[Path, dict[str, Any]]:
     """float32 and int8 .tflite of one tier's weights; int8 calibrated per `recipe`; for a sparse
@@ -161,11 +187,7 @@ def stage_export(cache: StageCache, ckpt_dir: Path, train_key: dict[str, Any], c
         ck = ModelCheckpoint.load(ckpt_dir)
         cfg = ck.config
         params = ck.tier_params(tier)
-        floats = convert_all(cfg, params)
-        float_t = _transducer(cfg, ck.tokenizer, {g: LiteRTGraph(b) for g, b in floats.items()})
-        calib = read_manifest(corpus.splits[recipe.split])
-        feats = [ck.normalizer(f) for f in utterance_features(calib, cfg.frontend)]
-        rep = representative_inputs(float_t, feats, recipe)
+        floats, rep = _representative(ck, params, _calibration_features(corpus, recipe, ck), recipe)
         ranges = ck.tier_ranges(tier)  # learned by AAT: the converter takes them instead of calibrating
         variants = {"float32": floats, "int8": convert_all(cfg, params, rep, ranges=ranges)}
         if tier > 0:
@@ -421,7 +443,7 @@ def build_target(cache: StageCache, target: TargetProfile, cfg: ModelConfig, met
     for tier in tiers:
         ckpt_dir, train_summary = stage_train(cache, cfg, feats, steps, method=method, tier=tier)
         if aat:
-            ckpt_dir, train_summary = stage_aat(cache, cfg, feats, (ckpt_dir, train_summary))
+            ckpt_dir, train_summary = stage_aat(cache, cfg, feats, (ckpt_dir, train_summary), corpus, recipe)
         export = stage_export(cache, ckpt_dir, train_summary["key"], corpus, recipe, tier)
         encoding = shipped_encoding(target, export)
         size = sum(export[1]["bytes"]["int8_sparse" if encoding == "sparse" else "int8"].values())

@@ -152,8 +152,10 @@ def train(model: str, steps: int | None, resume: bool, strategy: str, out: Path,
     ckpt, summary = base
     if aat:
         from .build import stage_aat
+        from .calibrate import load_calibration_recipe
 
-        ckpt, summary = stage_aat(cache, cfg, feats, base, aat_steps, resume=resume)
+        # the default recipe is every target's calibration (targets/*.toml); export calibrates with the same
+        ckpt, summary = stage_aat(cache, cfg, feats, base, corpus, load_calibration_recipe("default"), aat_steps, resume=resume)
         summary = {"steps": summary["aat"]["steps"], "final_loss": summary["aat"]["final_loss"]}
     with atomic_directory(out) as tmp:
         for f in ckpt.iterdir():

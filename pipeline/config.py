@@ -114,10 +114,14 @@ class AatConfig:
     warmup_steps: int = 20
     # how activation ranges follow the training batches: "minmax" keeps the min/max of everything seen (what the
     # converter's calibration computes, over far more data), "ema" a moving average of batch min/max (narrower, clips more),
-    # "frozen" keeps the ranges of the calibration batches (only the weights adapt to a fixed int8 grid)
+    # "frozen" keeps the ranges it starts from (`range_init`; only the weights adapt to a fixed int8 grid)
     range_tracking: str = "minmax"
     ema_decay: float = 0.99  # for range_tracking = "ema"
-    calibration_batches: int = 8  # training batches whose min/max start the ranges (as the converter calibrates)
+    # where the ranges start: "calibration" = what the converter's post-training calibration gives each tensor (the
+    # target's calibration recipe streamed through the float graphs of each tier), so AAT at a vanishing learning rate
+    # exports the post-training artifact; "batches" = the min/max of the first `calibration_batches` training batches
+    range_init: str = "calibration"
+    calibration_batches: int = 8  # for range_init = "batches"
     # tiers of a shared-weight (omni) checkpoint fine-tuned per step (the densest + the sparsest + sampled ones), each
     # on a random `tier_batch` share of the batch; every tier every step (5) measured no better on omni tiny and 1.5x
     # the time (reports/quant/quant_all_tiers.md)
@@ -130,6 +134,7 @@ class AatConfig:
         check(self.warmup_steps >= 0, f"field `warmup_steps` must be >= 0, got {self.warmup_steps}.")
         check(0 <= self.ema_decay < 1, f"field `ema_decay` must be in [0, 1), got {self.ema_decay}.")
         check(self.range_tracking in ("minmax", "ema", "frozen"), f"field `range_tracking` must be minmax, ema or frozen, got {self.range_tracking!r}.")
+        check(self.range_init in ("calibration", "batches"), f"field `range_init` must be calibration or batches, got {self.range_init!r}.")
         check(self.tiers_per_step >= 1, f"field `tiers_per_step` must be >= 1, got {self.tiers_per_step}.")
         check(0 < self.tier_batch <= 1, f"field `tier_batch` must be in (0, 1], got {self.tier_batch}.")
         check(1 <= self.calibration_batches <= 1000, f"field `calibration_batches` must be in 1..1000, got {self.calibration_batches}.")

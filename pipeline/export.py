@@ -15,7 +15,7 @@ from ._tf import keras, tf
 from .config import ModelConfig
 from .errors import InternalError
 from .model import PREDICTOR_STATE_NAMES, build_encoder_export, build_joiner_export, build_predictor_export, encoder_state_names
-from .quant import FLOAT, Exported
+from .quant import FLOAT, Exported, Tap, range_points
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,37 @@ def convert_all(cfg: ModelConfig, params: dict[str, np.ndarray], representative:
         log.info("converting %s (%s)", g, ("int8 sparse-encoded" if sparse else "int8") if representative else "float32")
         out[g] = convert(models[g], *names[g], representative[g] if representative else None, sparse)
     return out
+
+
+def calibrated_ranges(cfg: ModelConfig, params: dict[str, np.ndarray], representative: dict[str, list[dict[str, np.ndarray]]]) -> dict[str, np.ndarray]:
+    """Every int8 range point's (min, max) over the converter's representative inputs: the ranges
+    post-training calibration gives the tensors a point names, as one range per point (the union over
+    each unrolled step of a chunk, a state entering and leaving a graph, encoder_out leaving the encoder
+    and entering the joiner; the learned-range export uses one range per point). Accelerator-aware
+    training starts here, so at a vanishing learning rate its artifact is the post-training one up to
+    that union."""
+    keras.backend.clear_session()
+    names = io_names(cfg)
+    builders = {"encoder": build_encoder_export, "predictor": build_predictor_export, "joiner": build_joiner_export}
+    lo: dict[str, float] = {}
+    hi: dict[str, float] = {}
+    for g in GRAPHS:
+        tap = Tap()
+        model = builders[g](cfg, params, tap)
+        points = [p for p in sorted(tap.taps) if p != "token"]  # the one-hot token has a fixed exact range
+        probe = keras.Model(model.inputs, [t for p in points for t in tap.taps[p]])
+        run = tf.function(lambda *xs, probe=probe: probe(list(xs)))
+        owner = [p for p in points for _ in tap.taps[p]]
+        for sample in representative[g]:
+            outs = run(*(tf.constant(np.asarray(sample[n], np.float32)) for n in names[g][0]))
+            for p, t in zip(owner, outs):
+                t = t.numpy()
+                lo[p] = min(lo.get(p, np.inf), float(t.min()))
+                hi[p] = max(hi.get(p, -np.inf), float(t.max()))
+    missing = sorted(set(range_points(cfg.encoder.layers)) - set(lo))
+    if missing:
+        raise InternalError(f"range points {missing} are in no export graph.")
+    return {p: np.array([lo[p], hi[p]], np.float32) for p in range_points(cfg.encoder.layers)}
 
 
 def sparse_weight_bytes(model: bytes) -> dict[str, int]:

@@ -333,9 +333,10 @@ class AatMethod(OmniMethod):
 
     The forward pass rounds weights, activations, gate outputs and the recurrent state
     exactly where the int8 graphs do (quant.py), gradients pass straight through, and
-    each activation's (min, max) starts from a calibration over the first
-    `aat.calibration_batches` batches and then takes in every batch's min/max (`aat.range_tracking`:
-    running min/max, or a moving average), or stays there ("frozen").
+    each activation's (min, max) starts where the converter's calibration puts it (`aat.range_init =
+    "calibration"`: the ranges `init.ranges` holds for every tier, `export.calibrated_ranges`) or at the
+    min/max of the first `aat.calibration_batches` training batches ("batches"), and then takes in every
+    batch's min/max (`aat.range_tracking`: running min/max, or a moving average), or stays there ("frozen").
     Masks stay as the checkpoint has them (pruned weights stay zero).
 
     Tiers sharing weights (omni): the fine-tuning keeps ONE set of weights and trains
@@ -365,6 +366,12 @@ class AatMethod(OmniMethod):
         self.module.ranges = {p.replace("/", "."): tf.Variable(tf.zeros((len(self.tiers), 2)), trainable=False, name=f"range_{p.replace('/', '_')}")
                               for p in self.points}
         self.sub_batch = cfg.aat.tier_batch if len(self.tiers) > 1 else 1.0
+        self.start_ranges = None
+        if emulate and cfg.aat.range_init == "calibration":
+            missing = [t for t in self.tiers if tier_name(t) not in init.ranges]
+            if missing:
+                raise InternalError(f"aat.range_init = calibration needs the calibrated ranges of every tier; tier {missing[0]} has none.")
+            self.start_ranges = {p: np.stack([init.ranges[tier_name(t)][p] for t in self.tiers]).astype(np.float32) for p in self.points}
 
     def range_var(self, point: str) -> tf.Variable:
         return self.module.ranges[point.replace("/", ".")]
@@ -375,8 +382,13 @@ class AatMethod(OmniMethod):
         return a.learning_rate, a.warmup_steps, self.total_steps
 
     def prepare(self, batch: Any) -> None:
-        """Start every tier's ranges at the min/max of the float model over the first batches (the converter's calibration)."""
+        """Start every tier's ranges where the converter's calibration puts them, or at the min/max of the float model
+        over the first batches (`aat.range_init`)."""
         if not self.emulate:
+            return
+        if self.start_ranges is not None:
+            for p in self.points:
+                self.range_var(p).assign(self.start_ranges[p])
             return
 
         @tf.function(reduce_retracing=True)
@@ -437,7 +449,7 @@ class AatMethod(OmniMethod):
         if not self.emulate:
             return {**self.init_meta, "float_finetune": info}
         return {**self.init_meta, "aat": {**info, "tiers_per_step": min(a.tiers_per_step, len(self.tiers)), "tier_batch": self.sub_batch, "range_tracking": a.range_tracking,
-                                          "ema_decay": a.ema_decay, "calibration_batches": a.calibration_batches}}
+                                          "range_init": a.range_init, "ema_decay": a.ema_decay, "calibration_batches": a.calibration_batches}}
 
 
 def check_method(name: str, cfg: ModelConfig, tier: int | None) -> None:

@@ -27,7 +27,9 @@ training rounds and the tensors the converter quantizes are the same by construc
   which the AAT method folds into the ranges (running min/max, or a moving average);
 - `Exported`: `tf.quantization.fake_quant_with_min_max_args` with the learned ranges in
   the export graphs: the converter takes those ranges for the int8 tensors instead of
-  calibrating them (tests/test_quant.py checks the resulting scales and the output).
+  calibrating them (tests/test_quant.py checks the resulting scales and the output);
+- `Tap`: export graphs exposing every range point's tensors, to read the ranges the
+  converter's calibration gives them (where AAT starts, `export.calibrated_ranges`).
 """
 from __future__ import annotations
 
@@ -169,6 +171,18 @@ class Exported(Quant):
         lo, hi = self.ranges[name]
         lo = min(lo, 0.0)
         return tf.quantization.fake_quant_with_min_max_args(x, lo, max(hi, 0.0, lo + MIN_WIDTH), num_bits=8)
+
+
+class Tap(Quant):
+    """Export graphs that expose their range points: `taps[point]` = every tensor the point names
+    (each unrolled step of a chunk, a state entering and leaving...). See `export.calibrated_ranges`."""
+
+    def __init__(self) -> None:
+        self.taps: dict[str, list[tf.Tensor]] = {}
+
+    def act(self, name: str, x: tf.Tensor) -> tf.Tensor:
+        self.taps.setdefault(name, []).append(x)
+        return x
 
 
 def int8_params(lo: float, hi: float) -> tuple[float, int]:

@@ -9,7 +9,7 @@ from pipeline.calibrate import CalibrationRecipe, representative_inputs
 from pipeline.checkpoint import ModelCheckpoint
 from pipeline.config import load_model_config
 from pipeline.decode import Transducer
-from pipeline.export import convert_all
+from pipeline.export import calibrated_ranges, convert_all
 from pipeline.model import build_training_model, forward, get_params
 from pipeline.quant import FLOAT, Emulated, emulation_agreement, fake_quant, int8_params, quantize_kernel, range_points, stream_encoder
 from pipeline.runtimes import LiteRTGraph
@@ -114,7 +114,59 @@ def omni_ck(random_features, tmp_path_factory):
                               predictor=dataclasses.replace(cfg.predictor, embed=24, units=24),
                               aat=dataclasses.replace(cfg.aat, steps=12, calibration_batches=2))
     result = Trainer(cfg, random_features, tmp_path_factory.mktemp("omni"), "omni").run()
-    return ModelCheckpoint(cfg, result.params, random_features.tokenizer, random_features.normalizer, result.masks, result.method_meta)
+    ck = ModelCheckpoint(cfg, result.params, random_features.tokenizer, random_features.normalizer, result.masks, result.method_meta)
+    return dataclasses.replace(ck, ranges={tier_name(t): _calibrate(cfg, ck.tier_params(t), random_features.feats[:4]) for t in ck.tiers})
+
+
+def _calibrate(cfg, params, utts):
+    """What stage_aat does before AAT: each tier's ranges from the converter's calibration (float graphs streamed over `utts`)."""
+    floats = {g: LiteRTGraph(b) for g, b in convert_all(cfg, params).items()}
+    vocab = params["pred_embed/embeddings"].shape[0]
+    t = Transducer(floats["encoder"], floats["predictor"], floats["joiner"], cfg.chunk_feature_frames, cfg.encoder.stack, vocab, 0, 4)
+    return calibrated_ranges(cfg, params, representative_inputs(t, utts, CalibrationRecipe("test", utterances=len(utts))))
+
+
+def test_calibrated_ranges_are_the_ranges_the_converter_calibrates(parity):
+    """AAT starts where post-training quantization is: a point naming one tensor gets the converter's exact int8
+    scale and zero point; a point naming several (unrolled steps, a state in and out) covers each of them."""
+    cfg, params, _, feats, *_ = parity
+    rng = np.random.default_rng(5)
+    utts = [rng.normal(size=(cfg.chunk_feature_frames * CHUNKS, cfg.frontend.n_mels)).astype(np.float32) for _ in range(4)]
+    floats = {g: LiteRTGraph(b) for g, b in convert_all(cfg, params).items()}
+    t = Transducer(floats["encoder"], floats["predictor"], floats["joiner"], cfg.chunk_feature_frames, cfg.encoder.stack, VOCAB, 0, 4)
+    rep = representative_inputs(t, utts, CalibrationRecipe("test", utterances=4))
+    ranges = calibrated_ranges(cfg, params, rep)
+    assert sorted(ranges) == sorted(range_points(cfg.encoder.layers)) and all(lo < hi for lo, hi in ranges.values())
+    ptq = {g: LiteRTGraph(b) for g, b in convert_all(cfg, params, rep).items()}
+    specs = {(s.name, io): s for g in ptq.values() for io, group in (("in", g.inputs), ("out", g.outputs)) for s in group}
+    for name, point in [("encoder_out", "enc_proj"), ("predictor_out", "pred_proj"), ("logits", "logits"), ("features", "features"),
+                        ("encoder_frame", "enc_proj")]:
+        s = specs.get((name, "out")) or specs[(name, "in")]
+        scale, zp = int8_params(*ranges[point])
+        assert s.scale == pytest.approx(scale, rel=1e-5) and s.zero_point == zp, name
+    for name, point in [("enc0_h", "enc0/h"), ("enc0_c", "enc0/c"), ("pred_h", "pred_lstm/h"), ("pred_c", "pred_lstm/c")]:
+        for io, n in (("in", name), ("out", f"{name}_out")):
+            s = specs[(n, io)]
+            lo, hi = (s.zero_point - (-128)) * -s.scale, (127 - s.zero_point) * s.scale  # the tensor's int8 range
+            assert ranges[point][0] <= lo + s.scale and ranges[point][1] >= hi - s.scale, (n, ranges[point], (lo, hi))
+
+
+def test_aat_starts_from_the_calibrated_ranges_or_the_first_batches(omni_ck, random_features, tmp_path):
+    cfg = omni_ck.config
+    frozen = dataclasses.replace(cfg, aat=dataclasses.replace(cfg.aat, steps=2, range_tracking="frozen"))
+    assert cfg.aat.range_init == "calibration"
+    run = Trainer(frozen, random_features, tmp_path / "c", "aat", init=omni_ck).run()
+    for t, r in omni_ck.ranges.items():
+        for p, v in r.items():
+            np.testing.assert_array_equal(run.ranges[t][p], v)
+    assert run.method_meta["aat"]["range_init"] == "calibration"
+    batches = dataclasses.replace(frozen, aat=dataclasses.replace(frozen.aat, range_init="batches"))
+    other = Trainer(batches, random_features, tmp_path / "b", "aat", init=dataclasses.replace(omni_ck, ranges={})).run()
+    assert any(not np.allclose(other.ranges[t][p], v) for t, r in omni_ck.ranges.items() for p, v in r.items())
+    from pipeline.errors import InternalError
+
+    with pytest.raises(InternalError, match="calibrated ranges of every tier"):
+        Trainer(frozen, random_features, tmp_path / "x", "aat", init=dataclasses.replace(omni_ck, ranges={"tier00": omni_ck.ranges["tier00"]}))
 
 
 def test_aat_fine_tunes_every_tier_keeps_masks_and_round_trips_ranges(omni_ck, random_features, tmp_path):
