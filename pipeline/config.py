@@ -105,6 +105,9 @@ class TrainConfig:
         check(self.checkpoint_every >= 1, f"field `checkpoint_every` must be >= 1, got {self.checkpoint_every}.")
 
 
+RANGE_INITS = ("calibration", "calibration-union", "batches")
+
+
 @dataclass(frozen=True)
 class AatConfig:
     """Accelerator-aware training: a fine-tuning phase with the int8 kernels emulated (quant.py)."""
@@ -118,8 +121,9 @@ class AatConfig:
     range_tracking: str = "minmax"
     ema_decay: float = 0.99  # for range_tracking = "ema"
     # where the ranges start: "calibration" = what the converter's post-training calibration gives each tensor (the
-    # target's calibration recipe streamed through the float graphs of each tier), so AAT at a vanishing learning rate
-    # exports the post-training artifact; "batches" = the min/max of the first `calibration_batches` training batches
+    # target's calibration recipe streamed through the float graphs of each tier), averaged over the tensors one range
+    # point names (the unrolled steps of a chunk, a state in and out); "calibration-union" = covering all of them;
+    # "batches" = the min/max of the first `calibration_batches` training batches
     range_init: str = "calibration"
     calibration_batches: int = 8  # for range_init = "batches"
     # tiers of a shared-weight (omni) checkpoint fine-tuned per step (the densest + the sparsest + sampled ones), each
@@ -134,7 +138,7 @@ class AatConfig:
         check(self.warmup_steps >= 0, f"field `warmup_steps` must be >= 0, got {self.warmup_steps}.")
         check(0 <= self.ema_decay < 1, f"field `ema_decay` must be in [0, 1), got {self.ema_decay}.")
         check(self.range_tracking in ("minmax", "ema", "frozen"), f"field `range_tracking` must be minmax, ema or frozen, got {self.range_tracking!r}.")
-        check(self.range_init in ("calibration", "batches"), f"field `range_init` must be calibration or batches, got {self.range_init!r}.")
+        check(self.range_init in RANGE_INITS, f"field `range_init` must be one of {', '.join(RANGE_INITS)}, got {self.range_init!r}.")
         check(self.tiers_per_step >= 1, f"field `tiers_per_step` must be >= 1, got {self.tiers_per_step}.")
         check(0 < self.tier_batch <= 1, f"field `tier_batch` must be in (0, 1], got {self.tier_batch}.")
         check(1 <= self.calibration_batches <= 1000, f"field `calibration_batches` must be in 1..1000, got {self.calibration_batches}.")

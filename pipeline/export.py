@@ -100,18 +100,23 @@ def convert_all(cfg: ModelConfig, params: dict[str, np.ndarray], representative:
     return out
 
 
-def calibrated_ranges(cfg: ModelConfig, params: dict[str, np.ndarray], representative: dict[str, list[dict[str, np.ndarray]]]) -> dict[str, np.ndarray]:
-    """Every int8 range point's (min, max) over the converter's representative inputs: the ranges
-    post-training calibration gives the tensors a point names, as one range per point (the union over
-    each unrolled step of a chunk, a state entering and leaving a graph, encoder_out leaving the encoder
-    and entering the joiner; the learned-range export uses one range per point). Accelerator-aware
-    training starts here, so at a vanishing learning rate its artifact is the post-training one up to
-    that union."""
+def calibrated_ranges(cfg: ModelConfig, params: dict[str, np.ndarray], representative: dict[str, list[dict[str, np.ndarray]]],
+                      combine: str = "mean") -> dict[str, np.ndarray]:
+    """Every int8 range point's (min, max) from the converter's representative inputs.
+
+    Post-training calibration gives each tensor the min/max it saw; a range point may name several
+    tensors (each unrolled step of a chunk, a state entering and leaving a graph, encoder_out leaving the
+    encoder and entering the joiner), and the learned-range export gives them one range. `combine`:
+    "mean" averages the tensors' calibrated mins and maxes (each tensor keeps about the range, and so the
+    grid, calibration gives it), "union" covers all of them (no tensor clips where calibration would not,
+    at a coarser grid). Accelerator-aware training starts here.
+    """
+    if combine not in ("mean", "union"):
+        raise InternalError(f"unknown range combination {combine!r}.")
     keras.backend.clear_session()
     names = io_names(cfg)
     builders = {"encoder": build_encoder_export, "predictor": build_predictor_export, "joiner": build_joiner_export}
-    lo: dict[str, float] = {}
-    hi: dict[str, float] = {}
+    per_tensor: dict[str, list[np.ndarray]] = {}  # point → one (min, max) per tensor it names
     for g in GRAPHS:
         tap = Tap()
         model = builders[g](cfg, params, tap)
@@ -119,16 +124,21 @@ def calibrated_ranges(cfg: ModelConfig, params: dict[str, np.ndarray], represent
         probe = keras.Model(model.inputs, [t for p in points for t in tap.taps[p]])
         run = tf.function(lambda *xs, probe=probe: probe(list(xs)))
         owner = [p for p in points for _ in tap.taps[p]]
+        lo, hi = np.full(len(owner), np.inf), np.full(len(owner), -np.inf)
         for sample in representative[g]:
             outs = run(*(tf.constant(np.asarray(sample[n], np.float32)) for n in names[g][0]))
-            for p, t in zip(owner, outs):
-                t = t.numpy()
-                lo[p] = min(lo.get(p, np.inf), float(t.min()))
-                hi[p] = max(hi.get(p, -np.inf), float(t.max()))
-    missing = sorted(set(range_points(cfg.encoder.layers)) - set(lo))
+            lo = np.minimum(lo, [float(tf.reduce_min(t)) for t in outs])
+            hi = np.maximum(hi, [float(tf.reduce_max(t)) for t in outs])
+        for j, p in enumerate(owner):
+            per_tensor.setdefault(p, []).append(np.array([lo[j], hi[j]]))
+    missing = sorted(set(range_points(cfg.encoder.layers)) - set(per_tensor))
     if missing:
         raise InternalError(f"range points {missing} are in no export graph.")
-    return {p: np.array([lo[p], hi[p]], np.float32) for p in range_points(cfg.encoder.layers)}
+    out = {}
+    for p in range_points(cfg.encoder.layers):
+        r = np.stack(per_tensor[p])
+        out[p] = (r.mean(axis=0) if combine == "mean" else np.array([r[:, 0].min(), r[:, 1].max()])).astype(np.float32)
+    return out
 
 
 def sparse_weight_bytes(model: bytes) -> dict[str, int]:

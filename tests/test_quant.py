@@ -128,27 +128,35 @@ def _calibrate(cfg, params, utts):
 
 def test_calibrated_ranges_are_the_ranges_the_converter_calibrates(parity):
     """AAT starts where post-training quantization is: a point naming one tensor gets the converter's exact int8
-    scale and zero point; a point naming several (unrolled steps, a state in and out) covers each of them."""
-    cfg, params, _, feats, *_ = parity
+    scale and zero point; a point naming several (unrolled steps, a state in and out) gets a range covering each of
+    them ("union") or the average of their ranges ("mean", inside the union)."""
+    cfg, params, *_ = parity
     rng = np.random.default_rng(5)
     utts = [rng.normal(size=(cfg.chunk_feature_frames * CHUNKS, cfg.frontend.n_mels)).astype(np.float32) for _ in range(4)]
     floats = {g: LiteRTGraph(b) for g, b in convert_all(cfg, params).items()}
     t = Transducer(floats["encoder"], floats["predictor"], floats["joiner"], cfg.chunk_feature_frames, cfg.encoder.stack, VOCAB, 0, 4)
     rep = representative_inputs(t, utts, CalibrationRecipe("test", utterances=4))
-    ranges = calibrated_ranges(cfg, params, rep)
-    assert sorted(ranges) == sorted(range_points(cfg.encoder.layers)) and all(lo < hi for lo, hi in ranges.values())
+    union, mean = calibrated_ranges(cfg, params, rep, "union"), calibrated_ranges(cfg, params, rep, "mean")
+    for ranges in (union, mean):
+        assert sorted(ranges) == sorted(range_points(cfg.encoder.layers)) and all(lo < hi for lo, hi in ranges.values())
     ptq = {g: LiteRTGraph(b) for g, b in convert_all(cfg, params, rep).items()}
     specs = {(s.name, io): s for g in ptq.values() for io, group in (("in", g.inputs), ("out", g.outputs)) for s in group}
-    for name, point in [("encoder_out", "enc_proj"), ("predictor_out", "pred_proj"), ("logits", "logits"), ("features", "features"),
-                        ("encoder_frame", "enc_proj")]:
-        s = specs.get((name, "out")) or specs[(name, "in")]
-        scale, zp = int8_params(*ranges[point])
-        assert s.scale == pytest.approx(scale, rel=1e-5) and s.zero_point == zp, name
+    for ranges in (union, mean):
+        for name, io, point in [("logits", "out", "logits"), ("features", "in", "features")]:
+            scale, zp = int8_params(*ranges[point])
+            assert specs[(name, io)].scale == pytest.approx(scale, rel=1e-5) and specs[(name, io)].zero_point == zp, name
     for name, point in [("enc0_h", "enc0/h"), ("enc0_c", "enc0/c"), ("pred_h", "pred_lstm/h"), ("pred_c", "pred_lstm/c")]:
-        for io, n in (("in", name), ("out", f"{name}_out")):
+        tensors = []
+        for n, io in ((name, "in"), (f"{name}_out", "out")):
             s = specs[(n, io)]
-            lo, hi = (s.zero_point - (-128)) * -s.scale, (127 - s.zero_point) * s.scale  # the tensor's int8 range
-            assert ranges[point][0] <= lo + s.scale and ranges[point][1] >= hi - s.scale, (n, ranges[point], (lo, hi))
+            tensors.append(((-128 - s.zero_point) * s.scale, (127 - s.zero_point) * s.scale, s.scale))  # the tensor's int8 range
+        for lo, hi, step in tensors:
+            assert union[point][0] <= lo + step and union[point][1] >= hi - step, (name, union[point], (lo, hi))
+        assert union[point][0] <= mean[point][0] < mean[point][1] <= union[point][1], (name, union[point], mean[point])
+    # enc_proj names two tensors, encoder_out and the joiner's encoder_frame: "mean" is the average of their ranges
+    pair = [((-128 - s.zero_point) * s.scale, (127 - s.zero_point) * s.scale) for s in (specs[("encoder_out", "out")], specs[("encoder_frame", "in")])]
+    np.testing.assert_allclose(mean["enc_proj"], np.mean(pair, axis=0), atol=specs[("encoder_out", "out")].scale)
+    assert any(not np.allclose(union[p], mean[p]) for p in union)
 
 
 def test_aat_starts_from_the_calibrated_ranges_or_the_first_batches(omni_ck, random_features, tmp_path):
