@@ -147,7 +147,7 @@ def stage_aat(cache: StageCache, cfg: ModelConfig, features: tuple[Path, dict[st
         init = ModelCheckpoint.load(base[0], expect=cfg, ignore=("aat",))  # cfg.aat may be a recipe given apart (--aat-config)
         if calibrated:
             feats = _calibration_features(corpus, recipe, init)
-            combine = "union" if cfg.aat.range_init == "calibration-union" else "mean"
+            combine = "mean" if cfg.aat.range_init == "calibration-mean" else "union"
             init = replace(init, ranges={tier_name(t): calibrated_ranges(cfg, p, _representative(init, p, feats, recipe)[1], combine)
                                          for t in init.tiers for p in [init.tier_params(t)]})
         result = Trainer(cfg, fs, work, "aat" if emulate else "finetune", steps=steps, init=init).run(resume=resume)

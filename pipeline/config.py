@@ -105,7 +105,7 @@ class TrainConfig:
         check(self.checkpoint_every >= 1, f"field `checkpoint_every` must be >= 1, got {self.checkpoint_every}.")
 
 
-RANGE_INITS = ("calibration", "calibration-union", "batches")
+RANGE_INITS = ("calibration", "calibration-mean", "batches")
 
 
 @dataclass(frozen=True)
@@ -121,9 +121,10 @@ class AatConfig:
     range_tracking: str = "minmax"
     ema_decay: float = 0.99  # for range_tracking = "ema"
     # where the ranges start: "calibration" = what the converter's post-training calibration gives each tensor (the
-    # target's calibration recipe streamed through the float graphs of each tier), averaged over the tensors one range
-    # point names (the unrolled steps of a chunk, a state in and out); "calibration-union" = covering all of them;
-    # "batches" = the min/max of the first `calibration_batches` training batches
+    # target's calibration recipe streamed through the float graphs of each tier), one range covering all the tensors a
+    # range point names (the unrolled steps of a chunk, a state in and out); "calibration-mean" = the average of their
+    # ranges (measured worse at the sparsest tier: reports/quant/quant_zero_lr_*.md); "batches" = the min/max of the
+    # first `calibration_batches` training batches
     range_init: str = "calibration"
     calibration_batches: int = 8  # for range_init = "batches"
     # tiers of a shared-weight (omni) checkpoint fine-tuned per step (the densest + the sparsest + sampled ones), each

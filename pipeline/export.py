@@ -101,15 +101,15 @@ def convert_all(cfg: ModelConfig, params: dict[str, np.ndarray], representative:
 
 
 def calibrated_ranges(cfg: ModelConfig, params: dict[str, np.ndarray], representative: dict[str, list[dict[str, np.ndarray]]],
-                      combine: str = "mean") -> dict[str, np.ndarray]:
+                      combine: str = "union") -> dict[str, np.ndarray]:
     """Every int8 range point's (min, max) from the converter's representative inputs.
 
     Post-training calibration gives each tensor the min/max it saw; a range point may name several
     tensors (each unrolled step of a chunk, a state entering and leaving a graph, encoder_out leaving the
     encoder and entering the joiner), and the learned-range export gives them one range. `combine`:
-    "mean" averages the tensors' calibrated mins and maxes (each tensor keeps about the range, and so the
-    grid, calibration gives it), "union" covers all of them (no tensor clips where calibration would not,
-    at a coarser grid). Accelerator-aware training starts here.
+    "union" covers all of them (no tensor clips where calibration would not, at a coarser grid), "mean"
+    averages the tensors' calibrated mins and maxes (each tensor keeps about the range, and so the grid,
+    calibration gives it). Accelerator-aware training starts here.
     """
     if combine not in ("mean", "union"):
         raise InternalError(f"unknown range combination {combine!r}.")
