@@ -134,7 +134,7 @@ def stage_aat(cache: StageCache, cfg: ModelConfig, features: tuple[Path, dict[st
     control for AAT's effect.
     """
     phase = "aat" if emulate else "float_finetune"
-    calibrated = emulate and cfg.aat.range_init.startswith("calibration")
+    calibrated = emulate and cfg.aat.calibrated_start is not None
     recipe_key = to_dict(cfg.aat) if emulate else {k: v for k, v in to_dict(cfg.aat).items() if k not in RANGE_FIELDS}
     key = {"base": base[1]["key"], "aat": recipe_key, "steps": steps or cfg.aat.steps, "phase": phase, "code": code_sha256(),
            **({"calibration": recipe.to_dict(), "data": corpus.key} if calibrated else {})}
@@ -147,8 +147,7 @@ def stage_aat(cache: StageCache, cfg: ModelConfig, features: tuple[Path, dict[st
         init = ModelCheckpoint.load(base[0], expect=cfg, ignore=("aat",))  # cfg.aat may be a recipe given apart (--aat-config)
         if calibrated:
             feats = _calibration_features(corpus, recipe, init)
-            combine = "mean" if cfg.aat.range_init == "calibration-mean" else "union"
-            init = replace(init, ranges={tier_name(t): calibrated_ranges(cfg, p, _representative(init, p, feats, recipe)[1], combine)
+            init = replace(init, ranges={tier_name(t): calibrated_ranges(cfg, p, _representative(init, p, feats, recipe)[1], cfg.aat.calibrated_start)
                                          for t in init.tiers for p in [init.tier_params(t)]})
         result = Trainer(cfg, fs, work, "aat" if emulate else "finetune", steps=steps, init=init).run(resume=resume)
         meta = {**result.method_meta, phase: {**result.method_meta[phase], "final_loss": result.final_loss, "wall_seconds": result.wall_seconds}}

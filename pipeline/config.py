@@ -133,6 +133,11 @@ class AatConfig:
     tiers_per_step: int = 3
     tier_batch: float = 0.5
 
+    @property
+    def calibrated_start(self) -> str | None:
+        """How `export.calibrated_ranges` combines a point's tensors when the ranges start from calibration, else None."""
+        return {"calibration": "union", "calibration-mean": "mean"}.get(self.range_init)
+
     def __post_init__(self) -> None:
         check(self.steps >= 1, f"field `steps` must be >= 1, got {self.steps}.")
         check(0 < self.learning_rate < 1, f"field `learning_rate` must be in (0, 1), got {self.learning_rate}.")

@@ -20,6 +20,7 @@ from .quant import FLOAT, Exported, Tap, range_points
 log = logging.getLogger(__name__)
 
 GRAPHS = ("encoder", "predictor", "joiner")
+BUILDERS = {"encoder": build_encoder_export, "predictor": build_predictor_export, "joiner": build_joiner_export}
 
 
 def io_names(cfg: ModelConfig) -> dict[str, tuple[list[str], list[str]]]:
@@ -38,11 +39,7 @@ def export_models(cfg: ModelConfig, params: dict[str, np.ndarray], ranges: dict[
     # Keras numbers auto-named layers (tf.math.tanh_10...) with process-wide counters, and the
     # names end up in the .tflite: reset them so the same weights always give the same bytes
     keras.backend.clear_session()
-    return {
-        "encoder": build_encoder_export(cfg, params, q),
-        "predictor": build_predictor_export(cfg, params, q),
-        "joiner": build_joiner_export(cfg, params, q),
-    }
+    return {g: BUILDERS[g](cfg, params, q) for g in GRAPHS}
 
 
 def convert(model: keras.Model, inputs: Sequence[str], outputs: Sequence[str], representative: list[dict[str, np.ndarray]] | None = None,
@@ -115,20 +112,19 @@ def calibrated_ranges(cfg: ModelConfig, params: dict[str, np.ndarray], represent
         raise InternalError(f"unknown range combination {combine!r}.")
     keras.backend.clear_session()
     names = io_names(cfg)
-    builders = {"encoder": build_encoder_export, "predictor": build_predictor_export, "joiner": build_joiner_export}
     per_tensor: dict[str, list[np.ndarray]] = {}  # point → one (min, max) per tensor it names
     for g in GRAPHS:
         tap = Tap()
-        model = builders[g](cfg, params, tap)
+        model = BUILDERS[g](cfg, params, tap)
         points = [p for p in sorted(tap.taps) if p != "token"]  # the one-hot token has a fixed exact range
         probe = keras.Model(model.inputs, [t for p in points for t in tap.taps[p]])
-        run = tf.function(lambda *xs, probe=probe: probe(list(xs)))
+        # (min, max) of every tapped tensor, reduced inside the graph: one (n, 2) array per sample
+        run = tf.function(lambda *xs, probe=probe: tf.stack([tf.stack([tf.reduce_min(t), tf.reduce_max(t)]) for t in probe(list(xs))]))
         owner = [p for p in points for _ in tap.taps[p]]
         lo, hi = np.full(len(owner), np.inf), np.full(len(owner), -np.inf)
         for sample in representative[g]:
-            outs = run(*(tf.constant(np.asarray(sample[n], np.float32)) for n in names[g][0]))
-            lo = np.minimum(lo, [float(tf.reduce_min(t)) for t in outs])
-            hi = np.maximum(hi, [float(tf.reduce_max(t)) for t in outs])
+            seen = run(*(tf.constant(np.asarray(sample[n], np.float32)) for n in names[g][0])).numpy()
+            lo, hi = np.minimum(lo, seen[:, 0]), np.maximum(hi, seen[:, 1])
         for j, p in enumerate(owner):
             per_tensor.setdefault(p, []).append(np.array([lo[j], hi[j]]))
     missing = sorted(set(range_points(cfg.encoder.layers)) - set(per_tensor))

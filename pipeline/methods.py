@@ -367,7 +367,7 @@ class AatMethod(OmniMethod):
                               for p in self.points}
         self.sub_batch = cfg.aat.tier_batch if len(self.tiers) > 1 else 1.0
         self.start_ranges = None
-        if emulate and cfg.aat.range_init.startswith("calibration"):
+        if emulate and cfg.aat.calibrated_start is not None:
             missing = [t for t in self.tiers if tier_name(t) not in init.ranges]
             if missing:
                 raise InternalError(f"aat.range_init = calibration needs the calibrated ranges of every tier; tier {missing[0]} has none.")
