@@ -15,7 +15,7 @@ from typing import Any
 
 from .build import BuildPaths, _eval_sets, _transducer, stage_data, stage_export, stage_features, stage_train
 from .cache import StageCache
-from .calibrate import load_calibration_recipe
+from .calibrate import CalibrationRecipe, load_calibration_recipe
 from .checkpoint import ModelCheckpoint
 from .config import AatConfig, load_model_config
 from .data import DataOptions
@@ -53,11 +53,12 @@ class Row:
 
 
 def _measure(cache: StageCache, method: str, tier: int, ckpt_dir: Path, train: dict[str, Any], corpus: Any,
-             target_name: str) -> tuple[Row, Path, dict[str, list[int]]]:
-    """One tier of one checkpoint: its export (through the stage cache) measured; returns the row, the export folder and
-    the word errors of every test utterance ({"float32": [...], "int8": [...], "words": reference words})."""
+             target_name: str, recipe: CalibrationRecipe | None = None) -> tuple[Row, Path, dict[str, list[int]]]:
+    """One tier of one checkpoint: its export (through the stage cache, calibrated with `recipe`, default the target's)
+    measured; returns the row, the export folder and the word errors of every test utterance
+    ({"float32": [...], "int8": [...], "words": reference words})."""
     target = load_target(target_name)
-    recipe = load_calibration_recipe(target.build.calibration)
+    recipe = recipe or load_calibration_recipe(target.build.calibration)
     export_dir, export = stage_export(cache, ckpt_dir, train["key"], corpus, recipe, tier)
 
     def run(tmp: Path) -> dict[str, Any]:
@@ -413,6 +414,80 @@ def write_quant_report(rows: list[QuantRow], out: Path, model: str, recipe: AatC
             lines.append(f"Sparsest tier {sparsest.tier}: PTQ gap {100 * sparsest.gap_ptq:+.1f}, AAT gap {100 * sparsest.gap_aat:+.1f}, "
                          f"closed {closed} (target: >= 50%, or AAT gap <= 0.3).")
         (tmp / "quant.md").write_text("\n".join(lines) + "\n")
+
+
+@dataclass(frozen=True)
+class CalibrationRow:
+    tier: int
+    seed: int  # the calibration recipe's seed: which training utterances (and recorded inputs) calibrate
+    wer_float: float
+    wer_int8: float  # post-training int8, decoded from the .tflite in LiteRT
+    # int8 WER minus the first seed's (points as fractions) with its 95% paired-bootstrap interval
+    minus_first: float = 0.0
+    minus_first_low: float = 0.0
+    minus_first_high: float = 0.0
+
+
+def bench_calibration(init: Path, tiers: list[int] | None, seeds: list[int], data: DataOptions, paths: BuildPaths, out: Path,
+                      target: str = "watch") -> list[CalibrationRow]:
+    """Post-training int8 WER of each tier of a trained checkpoint when only the calibration draw changes: the target's
+    calibration recipe with each of `seeds` (other utterances, other recorded inputs; same count). How far int8 WER moves
+    with the calibration alone is the yardstick for any other int8 change of a few points (AAT, a new recipe)."""
+    from .build import checkpoint_stage_input
+    from .errors import ConfigError
+
+    seeds = list(dict.fromkeys(seeds))
+    if not seeds:
+        raise ConfigError("give at least one calibration seed.")
+    ck = ModelCheckpoint.load(init)
+    cfg, method, base = ck.config, ck.meta.get("method", "dense"), checkpoint_stage_input(init)
+    chosen = tiers or ck.tiers
+    missing = [t for t in chosen if t not in ck.tiers]
+    if missing:
+        raise ConfigError(f"the {method} checkpoint holds tier(s) {', '.join(map(str, ck.tiers))}, not {', '.join(map(str, missing))}.")
+    cache = StageCache(paths.work_dir / "cache")
+    corpus = stage_data(cache, cfg, data)
+    recipe = load_calibration_recipe(load_target(target).build.calibration)
+    rows = []
+    for tier in chosen:
+        first: dict[str, list[int]] | None = None
+        for seed in seeds:
+            row, _, err = _measure(cache, method, tier, base[0], {**base[1], "wall_seconds": 0.0, "steps": 0}, corpus, target, replace(recipe, seed=seed))
+            first = first or err
+            diff, lo, hi = paired_bootstrap(first["int8"], err["int8"], err["words"])
+            rows.append(CalibrationRow(tier, seed, row.wer_float, row.wer_int8, round(diff, 5), round(lo, 5), round(hi, 5)))
+            log.info("%s", rows[-1])
+    write_calibration_report(rows, out, cfg.name, recipe)
+    return rows
+
+
+def write_calibration_report(rows: list[CalibrationRow], out: Path, model: str, recipe: CalibrationRecipe) -> None:
+    """calibration.csv and calibration.md: one line per tier, int8 WER per seed, the spread and the largest difference."""
+    seeds = list(dict.fromkeys(r.seed for r in rows))
+    tiers = list(dict.fromkeys(r.tier for r in rows))
+    pct = lambda x: f"{100 * x:.1f}%"  # noqa: E731
+    with atomic_directory(out) as tmp:
+        _write_csv(tmp / "calibration.csv", rows)
+        lines = [f"# Calibration bench: model `{model}`, WER on {SPLIT}; post-training int8 decoded from the .tflite in LiteRT", "",
+                 f"Calibration recipe `{recipe.name}` ({recipe.utterances} utterances of `{recipe.split}`, up to "
+                 f"{recipe.max_samples_per_graph} recorded inputs per graph) with only its seed changed. Spread = largest minus "
+                 f"smallest int8 WER over the seeds; vs seed {seeds[0]} = the difference from the first seed furthest from it, with its 95% "
+                 "interval from a paired bootstrap over the test utterances.", "",
+                 "| tier | float | " + " | ".join(f"int8, seed {s}" for s in seeds) + f" | spread | furthest vs seed {seeds[0]} (95% CI) |",
+                 "| ---: | ---: | " + " | ".join("---:" for _ in seeds) + " | ---: | ---: |"]
+        spreads = {}
+        for t in tiers:
+            rs = [r for r in rows if r.tier == t]
+            int8 = [r.wer_int8 for r in rs]
+            spreads[t] = max(int8) - min(int8)
+            far = max(rs, key=lambda r: abs(r.minus_first))
+            lines.append(f"| {t} | {pct(rs[0].wer_float)} | " + " | ".join(pct(x) for x in int8) + f" | {100 * spreads[t]:.1f} | "
+                         f"{100 * far.minus_first:+.1f} ({100 * far.minus_first_low:+.1f}..{100 * far.minus_first_high:+.1f}) |")
+        if spreads:
+            worst = max(spreads, key=spreads.get)
+            lines += ["", f"Largest spread: {100 * spreads[worst]:.1f} points at tier {worst}. An int8 change smaller than the spread at "
+                      "its tier is within what the choice of calibration utterances alone does."]
+        (tmp / "calibration.md").write_text("\n".join(lines) + "\n")
 
 
 def bench_parity(init: Path, tier: int | None, data: DataOptions, paths: BuildPaths, utterances: int = 20,

@@ -248,6 +248,24 @@ def bench_quant(model: str, method: str, tiers: list[int], steps: int | None, aa
     click.echo((report / "quant.md").read_text())
 
 
+@bench.command("calibration")
+@click.option("--init", "init", type=click.Path(path_type=Path), required=True, help="a trained checkpoint folder.")
+@click.option("--tiers", default="", callback=_int_list, help="comma-separated tiers (default: every tier the checkpoint holds).")
+@click.option("--seeds", default="11,12,13", show_default=True, callback=_int_list,
+              help="calibration seeds (the target recipe's seed is replaced by each in turn).")
+@click.option("--target", default="watch", show_default=True, help="target profile whose calibration recipe is varied.")
+@click.option("--report", type=click.Path(path_type=Path), default=Path("reports/calibration"), show_default=True, help="output folder.")
+@data_options
+@path_options
+def bench_calibration(init: Path, tiers: list[int], seeds: list[int], target: str, report: Path, source: str, fsdd_dir: Path | None,
+                      train_manifest: Path | None, test_manifest: tuple[Path, ...], out_dir: Path, work_dir: Path) -> None:
+    """Per tier: post-training int8 WER with each calibration seed (how much int8 WER moves with the calibration draw alone)."""
+    from .bench import bench_calibration as run
+
+    run(init, tiers or None, seeds, _data(source, fsdd_dir, train_manifest, test_manifest), BuildPaths(out_dir, work_dir), report, target)
+    click.echo((report / "calibration.md").read_text())
+
+
 @bench.command("parity")
 @click.option("--init", "init", type=click.Path(path_type=Path), required=True, help="an AAT checkpoint folder (`pipeline train --aat`).")
 @click.option("--tier", type=int, default=None, help="tier to check (default: the sparsest in the checkpoint).")

@@ -39,6 +39,8 @@ CLI_CASES = [
     ("zero-steps", lambda t: ["build", "--target", "watch", "--steps", "0"], "Invalid value for '--steps'"),
     ("bench-tiers-not-integers", lambda t: ["bench", "sparsity", "--tiers", "5x"], "comma-separated integers"),
     ("bench-unknown-method", lambda t: ["bench", "sparsity", "--methods", "dense,magic"], "unknown method 'magic'"),
+    ("bench-calibration-not-a-checkpoint", lambda t: ["bench", "calibration", "--init", str(t), "--report", str(t / "r")], "has no model.json"),
+    ("bench-calibration-seeds-not-integers", lambda t: ["bench", "calibration", "--init", str(t), "--seeds", "a"], "comma-separated integers"),
     ("verify-folder-without-manifest", lambda t: ["verify", str(t)], "does not exist (not a device artifact folder)"),
     ("verify-manifest-not-json", lambda t: ["verify", str(t / "d")] if (t / "d").mkdir() or _file(t / "d", "manifest.json", "{oops") else [],
      "is not readable JSON"),

@@ -90,3 +90,17 @@ def test_quant_report_states_the_interval_and_significant_tiers(tmp_path):
     assert "| -0.4 (-1.2..+0.4) |" in md and "| +2.0 (+0.6..+3.4) |" in md
     assert "AAT worse at 90; AAT better at no tier." in md
     assert "NO, at tier(s) 90" in md
+
+
+def test_calibration_report_states_each_seed_the_spread_and_the_furthest_difference(tmp_path):
+    from pipeline.bench import CalibrationRow, write_calibration_report
+    from pipeline.calibrate import load_calibration_recipe
+
+    rows = [CalibrationRow(70, 11, 0.18, 0.19), CalibrationRow(70, 12, 0.18, 0.21, 0.02, 0.004, 0.036), CalibrationRow(70, 13, 0.18, 0.18, -0.01, -0.02, 0.0),
+            CalibrationRow(90, 11, 0.5, 0.6), CalibrationRow(90, 12, 0.5, 0.55, -0.05, -0.08, -0.02), CalibrationRow(90, 13, 0.5, 0.62, 0.02, 0.0, 0.04)]
+    write_calibration_report(rows, tmp_path / "r", "micro", load_calibration_recipe("default"))
+    md = (tmp_path / "r" / "calibration.md").read_text()
+    assert "| 70 | 18.0% | 19.0% | 21.0% | 18.0% | 3.0 | +2.0 (+0.4..+3.6) |" in md
+    assert "| 90 | 50.0% | 60.0% | 55.0% | 62.0% | 7.0 | -5.0 (-8.0..-2.0) |" in md
+    assert "Largest spread: 7.0 points at tier 90." in md
+    assert len((tmp_path / "r" / "calibration.csv").read_text().splitlines()) == 1 + len(rows)
