@@ -210,15 +210,19 @@ def write_report(rows: list[Row], out: Path, model: str, steps: int, errors: dic
         plt.close(fig)
 
 
-def bench_train_speed(model: str, variants: list[str], data: DataOptions, paths: BuildPaths, steps: int = 100, warmup: int = 20) -> dict[str, float]:
-    """Training steps per second of each variant on the same features, after `warmup` steps (tracing, caches).
+def bench_train_speed(model: str, variants: list[str], data: DataOptions, paths: BuildPaths, steps: int = 100, warmup: int = 20,
+                      rounds: int = 1) -> dict[str, list[float]]:
+    """Training steps per second of each variant on the same features, after `warmup` steps (tracing, caches):
+    one figure per round, the variants timed one after another within each round.
 
     A variant is a method, optionally with omni's tiers-per-step and batch share: `omni:3x0.5`.
-    Run it on an otherwise idle machine: the figures are wall-clock.
+    The figures are wall-clock: run it on an otherwise idle machine, and with several rounds, because a
+    shared machine's speed drifts by tens of percent within minutes (compare variants within a round).
     """
     import dataclasses
     import tempfile
     import time
+    from contextlib import ExitStack
 
     from .train import Trainer
 
@@ -229,21 +233,26 @@ def bench_train_speed(model: str, variants: list[str], data: DataOptions, paths:
     from .features import FeatureSet
 
     fs = FeatureSet.load(features_dir / "features.npz")
-    out: dict[str, float] = {}
-    for variant in variants:
-        method, _, shape = variant.partition(":")
-        c = cfg
-        if shape:
-            k, share = shape.split("x")
-            c = dataclasses.replace(cfg, sparsity=dataclasses.replace(cfg.sparsity, tiers_per_step=int(k), tier_batch=float(share)))
-        check_method(method, c, c.sparsity.tiers[-1] if method in ("tfmot", "csp") else None)
-        with tempfile.TemporaryDirectory() as work:
-            t = Trainer(c, fs, Path(work), method, c.sparsity.tiers[-1] if method in ("tfmot", "csp") else None)
-            t.run(until=warmup)
-            t0 = time.perf_counter()
-            t.run(resume=True, until=warmup + steps)
-            out[variant] = steps / (time.perf_counter() - t0)
-        log.info("%s: %.2f steps/s", variant, out[variant])
+    out: dict[str, list[float]] = {v: [] for v in variants}
+    with ExitStack() as stack:
+        trainers = {}
+        for variant in variants:
+            method, _, shape = variant.partition(":")
+            c = cfg
+            if shape:
+                k, share = shape.split("x")
+                c = dataclasses.replace(cfg, sparsity=dataclasses.replace(cfg.sparsity, tiers_per_step=int(k), tier_batch=float(share)))
+            check_method(method, c, c.sparsity.tiers[-1] if method in ("tfmot", "csp") else None)
+            work = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            trainers[variant] = Trainer(c, fs, work, method, c.sparsity.tiers[-1] if method in ("tfmot", "csp") else None)
+            trainers[variant].run(until=warmup // 2)  # the first resume retraces: keep it out of the timed rounds
+            trainers[variant].run(resume=True, until=warmup)
+        for r in range(rounds):
+            for variant, t in trainers.items():
+                t0 = time.perf_counter()
+                t.run(resume=True, until=warmup + (r + 1) * steps)
+                out[variant].append(steps / (time.perf_counter() - t0))
+                log.info("round %d, %s: %.2f steps/s", r + 1, variant, out[variant][-1])
     return out
 
 

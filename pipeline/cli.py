@@ -285,12 +285,16 @@ def bench_parity(init: Path, tier: int | None, utterances: int, source: str, fsd
 @click.option("--model", default=BuildOptions().model, show_default=True, help="model config in models/.")
 @click.option("--variants", default="dense,omni,omni:3x0.5,tfmot,csp", show_default=True,
               help="methods to time; omni:KxS = K tiers per step, each on a share S of the batch.")
-@click.option("--steps", type=click.IntRange(min=1), default=100, show_default=True, help="timed steps per variant (after 20 warm-up steps).")
+@click.option("--steps", type=click.IntRange(min=1), default=100, show_default=True, help="timed steps per variant and round (after 20 warm-up steps).")
+@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True,
+              help="rounds, each timing every variant in turn; the medians are reported.")
 @data_options
 @path_options
-def bench_train_speed(model: str, variants: str, steps: int, source: str, fsdd_dir: Path | None, train_manifest: Path | None,
+def bench_train_speed(model: str, variants: str, steps: int, rounds: int, source: str, fsdd_dir: Path | None, train_manifest: Path | None,
                       test_manifest: tuple[Path, ...], out_dir: Path, work_dir: Path) -> None:
     """Training steps per second of each method on the same batches, and the ratio to dense (run on an idle machine)."""
+    import statistics
+
     from .bench import bench_train_speed as run
 
     chosen = [v.strip() for v in variants.split(",") if v.strip()]
@@ -298,10 +302,15 @@ def bench_train_speed(model: str, variants: str, steps: int, source: str, fsdd_d
         m, _, shape = v.partition(":")
         if m not in METHODS or (shape and not re.fullmatch(r"\d+x(0?\.\d+|1(\.0*)?)", shape)):
             raise click.BadParameter(f"{v!r} is not METHOD or omni:KxS (e.g. omni:3x0.5).", param_hint="--variants")
-    speeds = run(model, chosen, _data(source, fsdd_dir, train_manifest, test_manifest), BuildPaths(out_dir, work_dir), steps)
+    if len(set(chosen)) != len(chosen):
+        raise click.BadParameter("each variant once (use --rounds to repeat).", param_hint="--variants")
+    speeds = run(model, chosen, _data(source, fsdd_dir, train_manifest, test_manifest), BuildPaths(out_dir, work_dir), steps, rounds=rounds)
     base = speeds.get("dense")
     for v, s in speeds.items():
-        click.echo(f"{v:12s} {s:6.2f} steps/s" + (f"  {base / s:.2f}x dense wall time per step" if base else ""))
+        # the ratio per round (variants timed minutes apart within a round), then its median
+        ratio = statistics.median(b / x for b, x in zip(base, s)) if base else None
+        click.echo(f"{v:12s} {statistics.median(s):6.2f} steps/s (rounds: {', '.join(f'{x:.2f}' for x in s)})"
+                   + (f"  {ratio:.2f}x dense wall time per step" if ratio else ""))
 
 
 @bench.command("latency")

@@ -264,6 +264,28 @@ def test_bench_quant_reports_float_ptq_and_aat_per_tier(built_aat, tmp_path):
     assert (tmp_path / "rep" / "quant.csv").read_text().startswith("method,tier,wer_float,wer_ptq")
 
 
+def test_bench_calibration_varies_only_the_calibration_seed(built, tmp_path):
+    from pipeline.bench import bench_calibration
+
+    paths = built[0]
+    ck_dir = next(p for p in (paths.work_dir / "cache" / "train").iterdir() if not p.name.endswith(".work")) / "checkpoint"
+    rows = bench_calibration(ck_dir, None, [11, 12, 11], DataOptions("synth"), paths, tmp_path / "rep")
+    assert [(r.tier, r.seed) for r in rows] == [(0, 11), (0, 12)]
+    assert rows[0].minus_first == 0 and rows[1].minus_first == pytest.approx(rows[1].wer_int8 - rows[0].wer_int8, abs=1e-4)
+    assert rows[0].wer_float == rows[1].wer_float  # the float graphs do not depend on calibration
+    exports = {json.loads(p.read_text())["inputs"]["calibration"]["seed"] for p in paths.work_dir.glob("cache/export/*/stage.json")}
+    assert {11, 12} <= exports
+    assert "| 0 |" in (tmp_path / "rep" / "calibration.md").read_text()
+
+
+def test_train_speed_times_every_variant_in_each_round(built):
+    from pipeline.bench import bench_train_speed
+
+    paths = built[0]
+    speeds = bench_train_speed(str(FIXTURES / "micro.toml"), ["dense", "omni"], DataOptions("synth"), paths, steps=2, warmup=2, rounds=2)
+    assert list(speeds) == ["dense", "omni"] and all(len(v) == 2 and min(v) > 0 for v in speeds.values())
+
+
 def test_a_second_build_from_scratch_reproduces_the_manifest(built, tmp_path):
     """Same config, seed, data and versions → same figures; the .tflite bytes too (the converter is deterministic here)."""
     paths = BuildPaths(tmp_path / "dist", tmp_path / "work")
