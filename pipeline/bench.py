@@ -216,8 +216,9 @@ def bench_train_speed(model: str, variants: list[str], data: DataOptions, paths:
     one figure per round, the variants timed one after another within each round.
 
     A variant is a method, optionally with omni's tiers-per-step and batch share: `omni:3x0.5`.
-    The figures are wall-clock: run it on an otherwise idle machine, and with several rounds, because a
-    shared machine's speed drifts by tens of percent within minutes (compare variants within a round).
+    The figures are wall-clock: run it on an otherwise idle machine, and with several rounds: the step time
+    drifts over a run (here 3.4 → 1.3 dense steps/s over three rounds), so variants are compared on the same
+    steps, within a round.
     """
     import dataclasses
     import tempfile
