@@ -340,6 +340,22 @@ def _operators(path: Path) -> list[str]:
     return [op["op_name"] for op in Interpreter(model_path=str(path))._get_ops_details()]  # noqa: SLF001
 
 
+def _chosen_tiers(held: list[int], tiers: list[int] | None, method: str) -> list[int]:
+    """`tiers` (default: every tier the checkpoint holds); a tier it does not hold is a ConfigError."""
+    from .errors import ConfigError
+
+    chosen = tiers or held
+    missing = [t for t in chosen if t not in held]
+    if missing:
+        raise ConfigError(f"the {method} checkpoint holds tier(s) {', '.join(map(str, held))}, not {', '.join(map(str, missing))}.")
+    return chosen
+
+
+def _untimed(stage: tuple[Path, dict[str, Any]]) -> dict[str, Any]:
+    """A stage's summary as `_measure` takes it, for rows whose training time is reported apart (or not at all)."""
+    return {**stage[1], "wall_seconds": 0.0, "steps": 0}
+
+
 def bench_quant(model: str, method: str, tiers: list[int] | None, data: DataOptions, paths: BuildPaths, out: Path, steps: int | None = None,
                 aat_steps: int | None = None, init: Path | None = None, target: str = "watch", aat: AatConfig | None = None) -> list[QuantRow]:
     """Per tier: float and post-training int8 WER before and after a float fine-tuning (the control), and AAT int8 WER
@@ -364,11 +380,7 @@ def bench_quant(model: str, method: str, tiers: list[int] | None, data: DataOpti
     feats = stage_features(cache, cfg, corpus)
     if init is None:
         base = stage_train(cache, cfg, feats, steps, method=method, tier=tiers[0] if method in ("tfmot", "csp") else None)
-    held = ModelCheckpoint.load(base[0]).tiers
-    chosen = tiers or held
-    missing = [t for t in chosen if t not in held]
-    if missing:
-        raise ConfigError(f"the {method} checkpoint holds tier(s) {', '.join(map(str, held))}, not {', '.join(map(str, missing))}.")
+    chosen = _chosen_tiers(ModelCheckpoint.load(base[0]).tiers, tiers, method)
     tuned = cfg if aat is None else replace(cfg, aat=aat)
     recipe = load_calibration_recipe(load_target(target).build.calibration)  # the calibration _measure's exports use
     aat_stage = stage_aat(cache, tuned, feats, base, corpus, recipe, aat_steps)
@@ -376,7 +388,7 @@ def bench_quant(model: str, method: str, tiers: list[int] | None, data: DataOpti
 
     def measure(stage: tuple[Path, dict[str, Any]], tier: int) -> tuple[Row, Path, dict[str, list[int]]]:
         # training time is reported once below, not per row
-        return _measure(cache, method, tier, stage[0], {**stage[1], "wall_seconds": 0.0, "steps": 0}, corpus, target)
+        return _measure(cache, method, tier, stage[0], _untimed(stage), corpus, target)
 
     rows = []
     for tier in chosen:
@@ -451,10 +463,7 @@ def bench_calibration(init: Path, tiers: list[int] | None, seeds: list[int], dat
         raise ConfigError("give at least one calibration seed.")
     ck = ModelCheckpoint.load(init)
     cfg, method, base = ck.config, ck.meta.get("method", "dense"), checkpoint_stage_input(init)
-    chosen = tiers or ck.tiers
-    missing = [t for t in chosen if t not in ck.tiers]
-    if missing:
-        raise ConfigError(f"the {method} checkpoint holds tier(s) {', '.join(map(str, ck.tiers))}, not {', '.join(map(str, missing))}.")
+    chosen = _chosen_tiers(ck.tiers, tiers, method)
     cache = StageCache(paths.work_dir / "cache")
     corpus = stage_data(cache, cfg, data)
     recipe = load_calibration_recipe(load_target(target).build.calibration)
@@ -462,7 +471,7 @@ def bench_calibration(init: Path, tiers: list[int] | None, seeds: list[int], dat
     for tier in chosen:
         first: dict[str, list[int]] | None = None
         for seed in seeds:
-            row, _, err = _measure(cache, method, tier, base[0], {**base[1], "wall_seconds": 0.0, "steps": 0}, corpus, target, replace(recipe, seed=seed))
+            row, _, err = _measure(cache, method, tier, base[0], _untimed(base), corpus, target, replace(recipe, seed=seed))
             first = first or err
             diff, lo, hi = paired_bootstrap(first["int8"], err["int8"], err["words"])
             rows.append(CalibrationRow(tier, seed, row.wer_float, row.wer_int8, round(diff, 5), round(lo, 5), round(hi, 5)))
