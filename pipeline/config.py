@@ -97,12 +97,16 @@ class TrainConfig:
     checkpoint_every: int = 250
     seed: int = 1234
     max_seconds: float = 12.0  # training utterances longer than this are an error
+    # weight of an auxiliary CTC loss on the encoder output (a linear head used in training only, never exported):
+    # loss = RNN-T + ctc_weight * CTC; it teaches the encoder alignments early, off the all-blank plateau
+    ctc_weight: float = 0.0
 
     def __post_init__(self) -> None:
         check(self.steps >= 1, f"field `steps` must be >= 1, got {self.steps}.")
         check(1 <= self.batch_size <= 512, f"field `batch_size` must be in 1..512, got {self.batch_size}.")
         check(0 < self.learning_rate < 1, f"field `learning_rate` must be in (0, 1), got {self.learning_rate}.")
         check(self.checkpoint_every >= 1, f"field `checkpoint_every` must be >= 1, got {self.checkpoint_every}.")
+        check(0 <= self.ctc_weight <= 10, f"field `ctc_weight` must be in 0..10, got {self.ctc_weight}.")
 
 
 RANGE_INITS = ("calibration", "calibration-mean", "batches")

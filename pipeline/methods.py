@@ -35,7 +35,7 @@ from .config import ModelConfig
 from .errors import ConfigError, InternalError
 from .model import build_training_model, forward, get_params, layer_names, param_shapes
 from .quant import FLOAT, Emulated, range_points
-from .rnnt_loss import rnnt_loss
+from .rnnt_loss import ctc_loss, rnnt_loss
 from .sparsity import METHODS, nested_masks, tier_name
 
 
@@ -43,17 +43,35 @@ class Method:
     """Base: a dense Keras model. Subclasses override what differs."""
 
     name = "dense"
+    aux_ctc = True  # adds `train.ctc_weight` x CTC of a linear head on the encoder output (training only)
 
     def __init__(self, cfg: ModelConfig, vocab: int, total_steps: int, tier: int | None) -> None:
         self.cfg, self.vocab, self.total_steps, self.tier = cfg, vocab, total_steps, tier
-        self.model = build_training_model(cfg, vocab)
+        self.ctc_weight = cfg.train.ctc_weight if self.aux_ctc else 0.0
+        self.model = build_training_model(cfg, vocab, encoder_out=self.ctc_weight > 0)
+        self.ctc_head = None
+        if self.ctc_weight > 0:  # built after the model, so the model's initialization does not depend on it
+            self.ctc_head = keras.layers.Dense(vocab, name="ctc_head")
+            self.ctc_head.build((None, None, cfg.joiner.dim))
+
+    def _aux_trackables(self) -> dict[str, Any]:
+        return {"ctc_head": self.ctc_head} if self.ctc_head is not None else {}
 
     def trackables(self) -> dict[str, Any]:
-        return {"model": self.model}
+        return {"model": self.model, **self._aux_trackables()}
 
     @property
     def trainable(self) -> list[tf.Variable]:
-        return self.model.trainable_variables
+        return self.model.trainable_variables + self._aux_trainable()
+
+    def _aux_trainable(self) -> list[tf.Variable]:
+        return list(self.ctc_head.trainable_variables) if self.ctc_head is not None else []
+
+    def _with_ctc(self, loss: tf.Tensor, enc: tf.Tensor, labels: tf.Tensor, frames: tf.Tensor, label_lengths: tf.Tensor) -> tf.Tensor:
+        """`loss` plus the weighted auxiliary CTC loss of the encoder output enc (B, T, D), if configured."""
+        if self.ctc_head is None:
+            return loss
+        return loss + self.ctc_weight * ctc_loss(self.ctc_head(enc), labels, frames, label_lengths)
 
     def extra_signature(self) -> list[tf.TensorSpec]:
         return []
@@ -76,7 +94,11 @@ class Method:
         return []
 
     def loss(self, feats: tf.Tensor, pred_in: tf.Tensor, labels: tf.Tensor, frames: tf.Tensor, label_lengths: tf.Tensor, *extra: tf.Tensor) -> tf.Tensor:
-        return rnnt_loss(self.model([feats, pred_in], training=True), labels, frames, label_lengths)
+        out = self.model([feats, pred_in], training=True)
+        if self.ctc_head is None:
+            return rnnt_loss(out, labels, frames, label_lengths)
+        logits, enc = out
+        return self._with_ctc(rnnt_loss(logits, labels, frames, label_lengths), enc, labels, frames, label_lengths)
 
     def after_update(self, *extra: tf.Tensor) -> None:
         """Graph-side work after the optimizer update."""
@@ -153,11 +175,11 @@ class _Functional(Method):
         return self.module.params[name.replace("/", ".")]
 
     def trackables(self) -> dict[str, Any]:
-        return {"params": self.module}
+        return {"params": self.module, **self._aux_trackables()}
 
     @property
     def trainable(self) -> list[tf.Variable]:
-        return [self.var(n) for n in self.names]
+        return [self.var(n) for n in self.names] + self._aux_trainable()
 
 
 class OmniMethod(_Functional):
@@ -215,18 +237,20 @@ class OmniMethod(_Functional):
         idx = np.stack([np.sort(rng.choice(batch_size, size=sub, replace=False)) for _ in sel]).astype(np.int32)
         return [np.array(sel, np.int32), idx]
 
-    @staticmethod
-    def _tiers_loss(logits: tf.Tensor, idx: tf.Tensor, labels: tf.Tensor, frames: tf.Tensor, label_lengths: tf.Tensor) -> tf.Tensor:
-        """RNN-T loss of (K, B', ...) logits, tier k's rows of the batch being idx[k]."""
-        s = tf.shape(logits)
-        logits = tf.reshape(logits, tf.concat([[-1], s[2:]], 0))
+    def _tiers_loss(self, logits: tf.Tensor, idx: tf.Tensor, labels: tf.Tensor, frames: tf.Tensor, label_lengths: tf.Tensor,
+                    enc: tf.Tensor | None = None) -> tf.Tensor:
+        """RNN-T loss of (K, B', ...) logits, tier k's rows of the batch being idx[k] (plus the auxiliary CTC loss of
+        the tiers' encoder outputs enc (K, B', T, D), if given)."""
+        merge = lambda t: tf.reshape(t, tf.concat([[-1], tf.shape(t)[2:]], 0))  # noqa: E731
         flat = lambda t: tf.reshape(tf.gather(t, idx), tf.concat([[-1], tf.shape(t)[1:]], 0))  # noqa: E731
-        return rnnt_loss(logits, flat(labels), flat(frames), flat(label_lengths))
+        labels, frames, label_lengths = flat(labels), flat(frames), flat(label_lengths)
+        loss = rnnt_loss(merge(logits), labels, frames, label_lengths)
+        return loss if enc is None else self._with_ctc(loss, merge(enc), labels, frames, label_lengths)
 
     def loss(self, feats, pred_in, labels, frames, label_lengths, *extra):  # noqa: ANN001, ANN201
         sel, idx = extra
-        logits = forward(self.cfg, self._tier_params(sel), tf.gather(feats, idx), tf.gather(pred_in, idx))
-        return self._tiers_loss(logits, idx, labels, frames, label_lengths)
+        enc, _, logits = forward(self.cfg, self._tier_params(sel), tf.gather(feats, idx), tf.gather(pred_in, idx), parts=True)
+        return self._tiers_loss(logits, idx, labels, frames, label_lengths, enc)
 
     def result(self) -> tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]]]:
         params = {n: self.var(n).numpy() for n in self.names}
@@ -309,8 +333,8 @@ class CspMethod(_Functional):
         params = {n: self.compress(n, self.var(n), frac) if n in self.pruned else self.var(n) for n in self.names}
         # straight-through: the forward pass sees x = S(w), the gradient reaches w as if x = w
         params = {n: self.var(n) + tf.stop_gradient(p - self.var(n)) if n in self.pruned else p for n, p in params.items()}
-        logits = forward(self.cfg, {n: p[None] for n, p in params.items()}, feats, pred_in)[0]
-        return rnnt_loss(logits, labels, frames, label_lengths)
+        enc, _, logits = forward(self.cfg, {n: p[None] for n, p in params.items()}, feats, pred_in, parts=True)
+        return self._with_ctc(rnnt_loss(logits[0], labels, frames, label_lengths), enc[0], labels, frames, label_lengths)
 
     def after_update(self, *extra: tf.Tensor) -> None:
         (frac,) = extra
@@ -347,6 +371,7 @@ class AatMethod(OmniMethod):
     """
 
     name = "aat"
+    aux_ctc = False  # fine-tuning an exported function: no auxiliary head
 
     def __init__(self, cfg: ModelConfig, vocab: int, total_steps: int, init: Any, emulate: bool = True) -> None:
         """`emulate=False`: the same fine-tuning in float (the control that separates AAT from extra training)."""

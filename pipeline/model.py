@@ -71,9 +71,10 @@ def stack_frames(feats: tf.Tensor, stack: int) -> tf.Tensor:
     return tf.reshape(feats, [tf.shape(feats)[0], -1, stack * m])
 
 
-def build_training_model(cfg: ModelConfig, vocab_size: int) -> keras.Model:
+def build_training_model(cfg: ModelConfig, vocab_size: int, encoder_out: bool = False) -> keras.Model:
     """Inputs: features (B, T, n_mels) float32 with T a multiple of `stack`;
-    predictor input (B, U+1) int32 = [blank, y1..yU]. Output: logits (B, T/stack, U+1, V).
+    predictor input (B, U+1) int32 = [blank, y1..yU]. Output: logits (B, T/stack, U+1, V);
+    with `encoder_out`, [logits, encoder output (B, T/stack, D)] (for an auxiliary encoder loss).
     """
     e, p = cfg.encoder, cfg.predictor
     feats = keras.Input((None, cfg.frontend.n_mels), name="features")
@@ -87,7 +88,7 @@ def build_training_model(cfg: ModelConfig, vocab_size: int) -> keras.Model:
     pred = keras.layers.Dense(cfg.joiner.dim, name="pred_proj")(y)
     joint = tf.tanh(enc[:, :, None, :] + pred[:, None, :, :])
     logits = keras.layers.Dense(vocab_size, name="joint_out")(joint)
-    return keras.Model([feats, pred_in], logits, name=f"rnnt_{cfg.name}")
+    return keras.Model([feats, pred_in], [logits, enc] if encoder_out else logits, name=f"rnnt_{cfg.name}")
 
 
 def get_params(model: keras.Model, cfg: ModelConfig) -> dict[str, np.ndarray]:

@@ -53,3 +53,16 @@ def rnnt_log_likelihood(logits: tf.Tensor, labels: tf.Tensor, frames: tf.Tensor,
 def rnnt_loss(logits: tf.Tensor, labels: tf.Tensor, frames: tf.Tensor, label_lengths: tf.Tensor, blank: int = 0) -> tf.Tensor:
     """Mean negative log-likelihood per utterance, (B,) → scalar."""
     return -tf.reduce_mean(rnnt_log_likelihood(logits, labels, frames, label_lengths, blank))
+
+
+def ctc_loss(logits: tf.Tensor, labels: tf.Tensor, frames: tf.Tensor, label_lengths: tf.Tensor, blank: int = 0) -> tf.Tensor:
+    """Mean CTC negative log-likelihood per utterance of per-frame logits (B, T, V), the auxiliary
+    encoder loss. An utterance whose labels cannot fit its frames (CTC needs a frame per label plus
+    one blank between repeats) would have infinite loss and NaN gradients: it counts zero and is
+    left out of the mean."""
+    valid = tf.sequence_mask(label_lengths, tf.shape(labels)[1])
+    repeats = tf.reduce_sum(tf.cast((labels[:, 1:] == labels[:, :-1]) & valid[:, 1:], tf.int32), axis=1)
+    fits = frames >= label_lengths + repeats
+    nll = tf.nn.ctc_loss(labels, logits, tf.where(fits, label_lengths, 0), frames, logits_time_major=False, blank_index=blank)
+    count = tf.maximum(tf.reduce_sum(tf.cast(fits, tf.float32)), 1.0)
+    return tf.reduce_sum(tf.where(fits, nll, 0.0)) / count

@@ -48,3 +48,33 @@ def test_gradient_is_finite_for_long_lattice():
         ll = rnnt_log_likelihood(x, tf.constant(rng.integers(1, 17, (2, 30)), tf.int32), tf.constant([120, 60]), tf.constant([30, 12]))
     g = tape.gradient(ll, x).numpy()
     assert np.all(np.isfinite(ll.numpy())) and np.all(np.isfinite(g))
+
+
+def _brute_force_ctc_loglik(logp: np.ndarray, labels: list[int], blank: int = 0) -> float:
+    """log p(y | x) under CTC by enumerating every frame-level path of logp (T, V)."""
+    import itertools
+
+    total = -np.inf
+    for path in itertools.product(range(logp.shape[1]), repeat=logp.shape[0]):
+        collapsed = [k for i, k in enumerate(path) if k != blank and (i == 0 or path[i - 1] != k)]
+        if collapsed == labels:
+            total = np.logaddexp(total, sum(logp[t, k] for t, k in enumerate(path)))
+    return float(total)
+
+
+def test_ctc_loss_matches_brute_force_and_skips_labels_that_cannot_fit():
+    from pipeline.rnnt_loss import ctc_loss
+
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(3, 4, 3)).astype(np.float32) * 2
+    labels = np.array([[1, 2, 0], [2, 2, 0], [1, 1, 1]], np.int32)  # row 2: 1 1 1 needs 5 frames, has 4
+    frames, lengths = np.array([4, 3, 4], np.int32), np.array([2, 2, 3], np.int32)
+    x = tf.Variable(logits)
+    with tf.GradientTape() as tape:
+        loss = ctc_loss(x, tf.constant(labels), tf.constant(frames), tf.constant(lengths))
+    grad = tape.gradient(loss, x).numpy()
+    logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    want = -np.mean([_brute_force_ctc_loglik(logp[b, : frames[b]], list(labels[b, : lengths[b]])) for b in range(2)])
+    np.testing.assert_allclose(loss.numpy(), want, rtol=1e-5)
+    assert np.all(np.isfinite(grad)) and np.all(grad[2] == 0)  # the row that cannot fit adds nothing
+    assert np.all(grad[1, 3:] == 0)  # nor do frames past an utterance's end

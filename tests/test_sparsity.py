@@ -167,3 +167,27 @@ def test_omni_trains_every_tier_and_always_the_sparsest(per_step):
         assert all(len(TIERS) - 1 in p for p in picks)
     if per_step >= 3:
         assert all(0 in p for p in picks)
+
+
+@pytest.mark.parametrize("method,tier", [("dense", None), ("tfmot", 80), ("omni", None), ("csp", 80)])
+def test_auxiliary_ctc_head_trains_resumes_and_stays_out_of_the_checkpoint(data, tmp_path, method, tier):
+    """train.ctc_weight adds the CTC loss of a training-only head: the first step's loss grows by it, the head
+    learns and is restored on resume, and the trained parameters are exactly the exported model's."""
+    from pipeline.model import check_params
+    from tests.test_train import _args
+
+    cfg = _cfg()
+    aux = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, ctc_weight=0.5))
+    plain, with_ctc = Trainer(cfg, data, tmp_path / "p", method, tier), Trainer(aux, data, tmp_path / "a", method, tier)
+    b = with_ctc.batcher.batch(0)
+    extra = with_ctc.method.before_step(0, len(b.frames))
+    head0 = with_ctc.method.ctc_head.get_weights()[0].copy()
+    assert plain.method.ctc_head is None
+    assert float(with_ctc._train_step(*_args(b, 0), *extra)) > float(plain._train_step(*_args(b, 0), *plain.method.before_step(0, len(b.frames)))) + 0.1
+    assert not np.allclose(with_ctc.method.ctc_head.get_weights()[0], head0)  # the head got a gradient
+    straight = Trainer(aux, data, tmp_path / "s", method, tier).run()
+    check_params(aux, data.tokenizer.size, straight.params, "trained")  # no ctc_head among them
+    Trainer(aux, data, tmp_path / "r", method, tier).run(until=10)
+    resumed = Trainer(aux, data, tmp_path / "r", method, tier).run(resume=True)
+    for k, v in straight.params.items():
+        np.testing.assert_allclose(resumed.params[k], v, atol=1e-5, err_msg=k)
