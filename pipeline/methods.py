@@ -188,6 +188,8 @@ class OmniMethod(_Functional):
     def __init__(self, cfg: ModelConfig, vocab: int, total_steps: int, tier: int | None) -> None:
         super().__init__(cfg, vocab, total_steps, None)
         self.tiers = cfg.sparsity.tiers
+        self.tier_weights = cfg.sparsity.tier_weights
+        self.select_tiers(0)  # a weighting that cannot fill a step fails here, before any training
         self.module.masks = {n.replace("/", "."): tf.Variable(tf.ones((len(self.tiers), *self.var(n).shape)), trainable=False, name=f"mask_{n.replace('/', '_')}")
                              for n in self.pruned}
 
@@ -217,12 +219,25 @@ class OmniMethod(_Functional):
         rest, with 1 one sampled tier, so every tier is trained."""
         rng = np.random.default_rng([self.cfg.train.seed, step, 7])
         n, k = len(self.tiers), min(per_step or self.cfg.sparsity.tiers_per_step, len(self.tiers))
+        weights = self.tier_weights
+
+        def pick(pool: list[int], size: int) -> list[int]:
+            """`size` distinct tiers of `pool` at the configured odds (uniform: the draws of the unweighted recipe)."""
+            if not weights:
+                if size == 1:
+                    return [int(rng.integers(pool[0], pool[-1] + 1))]
+                return rng.choice(pool, size=size, replace=False).tolist()
+            p = np.array([weights[i] for i in pool], np.float64)
+            if np.count_nonzero(p) < size:
+                raise ConfigError(f"sparsity.tier_weights gives fewer than {size} of tiers {[self.tiers[i] for i in pool]} a non-zero weight, "
+                                  f"and {size} of them are sampled per step.")
+            return [int(i) for i in rng.choice(pool, size=size, replace=False, p=p / p.sum())]
+
         if k >= 3:
-            middle = list(range(1, n - 1))
-            return sorted({0, n - 1, *rng.choice(middle, size=k - 2, replace=False).tolist()})
+            return sorted({0, n - 1, *pick(list(range(1, n - 1)), k - 2)})
         if k == 2:
-            return sorted({n - 1, int(rng.integers(0, n - 1))})
-        return [int(rng.integers(0, n))]
+            return sorted({n - 1, *pick(list(range(n - 1)), 1)})
+        return pick(list(range(n)), 1)
 
     def _tier_params(self, sel: tf.Tensor) -> dict[str, tf.Tensor]:
         """The shared weights under each selected tier's masks, with a leading tier axis."""
@@ -258,7 +273,9 @@ class OmniMethod(_Functional):
         return params, masks
 
     def meta(self) -> dict[str, Any]:
-        return {"method": self.name, "tiers": list(self.tiers)}
+        sp = self.cfg.sparsity
+        return {"method": self.name, "tiers": list(self.tiers), "tiers_per_step": min(sp.tiers_per_step, len(self.tiers)), "tier_batch": sp.tier_batch,
+                **({"tier_weights": list(self.tier_weights)} if self.tier_weights else {})}
 
 
 def _block_norms(w: tf.Tensor, block: tuple[int, int]) -> tf.Tensor:
@@ -381,6 +398,7 @@ class AatMethod(OmniMethod):
             self.name = "finetune"
         self.init_meta = dict(init.meta)
         self.tiers = tuple(init.tiers)
+        self.tier_weights = ()  # the fine-tuning samples its tiers uniformly
         self.dense_base = not init.masks
         for n in self.names:
             self.var(n).assign(init.params[n])

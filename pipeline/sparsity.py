@@ -42,6 +42,9 @@ class SparsityConfig:
     # (3, 0.5: ~2.1x a dense step); reports/sparsity/README.md
     tiers_per_step: int = 1
     tier_batch: float = 1.0
+    # omni: relative odds of each tier (one weight per tier, in `tiers` order) wherever a tier is sampled; the
+    # tiers trained every step (the sparsest with 2+ per step, the densest with 3+) ignore theirs. Empty: uniform.
+    tier_weights: tuple[float, ...] = ()
     # csp: the compression error (what soft-thresholding removed) is fed back into the
     # dense weights, decayed by this factor per step (1: keep all, 0: plain proximal step)
     csp_feedback: float = 0.99
@@ -54,6 +57,10 @@ class SparsityConfig:
         check(self.update_every >= 1, f"field `update_every` must be >= 1, got {self.update_every}.")
         check(1 <= self.tiers_per_step, f"field `tiers_per_step` must be >= 1, got {self.tiers_per_step}.")
         check(0 < self.tier_batch <= 1, f"field `tier_batch` must be in (0, 1], got {self.tier_batch}.")
+        check(not self.tier_weights or len(self.tier_weights) == len(self.tiers),
+              f"field `tier_weights` needs one weight per tier ({len(self.tiers)}), got {len(self.tier_weights)}.")
+        check(all(w >= 0 and math.isfinite(w) for w in self.tier_weights) and (not self.tier_weights or sum(self.tier_weights) > 0),
+              f"field `tier_weights` must be non-negative with a positive sum, got {self.tier_weights}.")
         check(0 <= self.csp_feedback <= 1, f"field `csp_feedback` must be in 0..1, got {self.csp_feedback}.")
         check(len(set(self.dense_layers)) == len(self.dense_layers), f"field `dense_layers` names a layer twice: {self.dense_layers}.")
 

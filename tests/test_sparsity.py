@@ -169,6 +169,37 @@ def test_omni_trains_every_tier_and_always_the_sparsest(per_step):
         assert all(0 in p for p in picks)
 
 
+@pytest.mark.parametrize("per_step", [1, 2, 3])
+def test_omni_tier_weights_set_how_often_each_sampled_tier_trains(per_step):
+    from pipeline.methods import OmniMethod
+
+    weights = (0.0, 1.0, 3.0, 4.0)
+    cfg = _cfg()
+    cfg = dataclasses.replace(cfg, sparsity=dataclasses.replace(cfg.sparsity, tiers_per_step=per_step, tier_weights=weights))
+    m = OmniMethod(cfg, 5, 100, None)
+    picks = [m.select_tiers(s) for s in range(1200)]
+    counts = np.bincount(np.concatenate(picks), minlength=len(TIERS)) / len(picks)
+    if per_step == 1:  # one tier per step, at the weights' odds; a zero weight never trains
+        np.testing.assert_allclose(counts, np.array(weights) / sum(weights), atol=0.04)
+    elif per_step == 2:  # the sparsest always; the other at the odds of the rest (0 : 1 : 3)
+        np.testing.assert_allclose(counts, [0, 0.25, 0.75, 1.0], atol=0.04)
+    else:  # densest + sparsest always, one of the middle two at 1 : 3
+        np.testing.assert_allclose(counts, [1.0, 0.25, 0.75, 1.0], atol=0.04)
+
+
+def test_omni_tier_weights_that_cannot_fill_a_step_are_config_errors():
+    from pipeline.methods import OmniMethod
+
+    cfg = _cfg()
+    with pytest.raises(ConfigError, match="tier_weights"):
+        SparsityConfig(tiers=TIERS, tier_weights=(1.0, 1.0))
+    with pytest.raises(ConfigError, match="tier_weights"):
+        SparsityConfig(tiers=TIERS, tier_weights=(0.0, -1.0, 1.0, 1.0))
+    starved = dataclasses.replace(cfg.sparsity, tiers=(0, 50, 80, 90), tiers_per_step=4, tier_weights=(1.0, 0.0, 1.0, 1.0))
+    with pytest.raises(ConfigError, match="fewer than 2"):
+        OmniMethod(dataclasses.replace(cfg, sparsity=starved), 5, 100, None)
+
+
 @pytest.mark.parametrize("method,tier", [("dense", None), ("tfmot", 80), ("omni", None), ("csp", 80)])
 def test_auxiliary_ctc_head_trains_resumes_and_stays_out_of_the_checkpoint(data, tmp_path, method, tier):
     """train.ctc_weight adds the CTC loss of a training-only head: the first step's loss grows by it, the head
