@@ -135,8 +135,8 @@ def bench_sparsity(model: str, methods: list[str], tiers: list[int], data: DataO
             for tier in (t for t in tiers if t > 0):
                 measure(method, tier, *stage_train(cache, cfg, feats, steps, method=method, tier=tier))
     earlier = [r for p in merge for r in read_rows(p) if (r.method, r.tier) not in {(x.method, x.tier) for x in rows}]
+    write_report(earlier + rows, out, cfg.name, steps or cfg.train.steps, errors, merged={(r.method, r.tier) for r in earlier})
     rows = earlier + rows
-    write_report(rows, out, cfg.name, steps or cfg.train.steps, errors)
     return rows
 
 
@@ -148,9 +148,11 @@ def _write_csv(path: Path, rows: list[Any]) -> None:
         w.writerows(asdict(r) for r in rows)
 
 
-def write_report(rows: list[Row], out: Path, model: str, steps: int, errors: dict[tuple[str, int], dict[str, list[int]]] | None = None) -> None:
+def write_report(rows: list[Row], out: Path, model: str, steps: int, errors: dict[tuple[str, int], dict[str, list[int]]] | None = None,
+                 merged: set[tuple[str, int]] = frozenset()) -> None:
     """CSV, Markdown and the Pareto plot, replacing `out` atomically. `errors` (per-utterance word errors of the rows
-    measured in this run, by (method, tier)) adds a paired-bootstrap interval to each method-vs-TFMOT comparison."""
+    measured in this run, by (method, tier)) adds a paired-bootstrap interval to each method-vs-TFMOT comparison;
+    `merged` names the rows taken from an earlier run (their training times are not comparable with this run's)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -167,7 +169,10 @@ def write_report(rows: list[Row], out: Path, model: str, steps: int, errors: dic
             lines.append(f"| {r.method} | {r.tier} | {r.sparsity:.3f} | {r.nonzero_parameters:,} | {100 * r.wer_float:.1f}% | {100 * r.wer_int8:.1f}% | "
                          f"{r.bytes_int8_dense:,} | {'-' if r.bytes_int8_sparse is None else f'{r.bytes_int8_sparse:,}'} | {r.vela_flash_bytes:,} | "
                          f"{r.npu_encoder_cycles:,} | {r.npu_cycles_per_second:,.0f} | {r.train_seconds:.0f} |")
-        if dense and omni:
+        if dense and omni and {(dense.method, dense.tier), (omni.method, omni.tier)} & merged:
+            lines += ["", "Omni wall time / dense wall time: not given, one of the two rows comes from an earlier run (`--merge`); "
+                          "compare training cost with `pipeline bench train-speed`."]
+        elif dense and omni:
             lines += ["", f"Omni wall time / dense wall time at the same steps: {omni.train_seconds / dense.train_seconds:.2f}"]
         tfmot = {r.tier: r for r in rows if r.method == "tfmot"}
         errors = errors or {}

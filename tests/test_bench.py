@@ -23,6 +23,13 @@ def test_report_has_table_ratios_and_pareto_plot(tmp_path):
     assert (tmp_path / "rep" / "sparsity_pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_report_gives_no_wall_time_ratio_across_runs(tmp_path):
+    rows = [_row("dense", 0, 0.2), _row("omni", 0, 0.21, seconds=150.0)]
+    write_report(rows, tmp_path / "rep", "micro", 100, merged={("dense", 0)})
+    md = (tmp_path / "rep" / "sparsity.md").read_text()
+    assert "Omni wall time / dense wall time: not given" in md and "1.50" not in md
+
+
 def test_latency_probe_reports_positive_real_time_factors():
     rows = bench_latency(str(FIXTURES / "micro.toml"), [1], runs=10)
     assert len(rows) == 1 and 0 < rows[0]["rtf_p50"] <= rows[0]["rtf_p90"] < 1
