@@ -135,8 +135,9 @@ def bench_sparsity(model: str, methods: list[str], tiers: list[int], data: DataO
             for tier in (t for t in tiers if t > 0):
                 measure(method, tier, *stage_train(cache, cfg, feats, steps, method=method, tier=tier))
     earlier = [r for p in merge for r in read_rows(p) if (r.method, r.tier) not in {(x.method, x.tier) for x in rows}]
-    write_report(earlier + rows, out, cfg.name, steps or cfg.train.steps, errors, merged={(r.method, r.tier) for r in earlier})
+    merged = {(r.method, r.tier) for r in earlier}
     rows = earlier + rows
+    write_report(rows, out, cfg.name, steps or cfg.train.steps, errors, merged=merged)
     return rows
 
 

@@ -48,7 +48,7 @@ class Method:
     def __init__(self, cfg: ModelConfig, vocab: int, total_steps: int, tier: int | None) -> None:
         self.cfg, self.vocab, self.total_steps, self.tier = cfg, vocab, total_steps, tier
         self.ctc_weight = cfg.train.ctc_weight if self.aux_ctc else 0.0
-        self.model = build_training_model(cfg, vocab, encoder_out=self.ctc_weight > 0)
+        self.model = build_training_model(cfg, vocab, encoder_out=True)  # [logits, encoder output]
         self.ctc_head = None
         if self.ctc_weight > 0:  # built after the model, so the model's initialization does not depend on it
             self.ctc_head = keras.layers.Dense(vocab, name="ctc_head")
@@ -67,8 +67,9 @@ class Method:
     def _aux_trainable(self) -> list[tf.Variable]:
         return list(self.ctc_head.trainable_variables) if self.ctc_head is not None else []
 
-    def _with_ctc(self, loss: tf.Tensor, enc: tf.Tensor, labels: tf.Tensor, frames: tf.Tensor, label_lengths: tf.Tensor) -> tf.Tensor:
-        """`loss` plus the weighted auxiliary CTC loss of the encoder output enc (B, T, D), if configured."""
+    def _loss(self, logits: tf.Tensor, enc: tf.Tensor, labels: tf.Tensor, frames: tf.Tensor, label_lengths: tf.Tensor) -> tf.Tensor:
+        """RNN-T loss of the logits, plus the weighted auxiliary CTC loss of the encoder output enc (B, T, D) if configured."""
+        loss = rnnt_loss(logits, labels, frames, label_lengths)
         if self.ctc_head is None:
             return loss
         return loss + self.ctc_weight * ctc_loss(self.ctc_head(enc), labels, frames, label_lengths)
@@ -94,11 +95,8 @@ class Method:
         return []
 
     def loss(self, feats: tf.Tensor, pred_in: tf.Tensor, labels: tf.Tensor, frames: tf.Tensor, label_lengths: tf.Tensor, *extra: tf.Tensor) -> tf.Tensor:
-        out = self.model([feats, pred_in], training=True)
-        if self.ctc_head is None:
-            return rnnt_loss(out, labels, frames, label_lengths)
-        logits, enc = out
-        return self._with_ctc(rnnt_loss(logits, labels, frames, label_lengths), enc, labels, frames, label_lengths)
+        logits, enc = self.model([feats, pred_in], training=True)
+        return self._loss(logits, enc, labels, frames, label_lengths)
 
     def after_update(self, *extra: tf.Tensor) -> None:
         """Graph-side work after the optimizer update."""
@@ -252,20 +250,16 @@ class OmniMethod(_Functional):
         idx = np.stack([np.sort(rng.choice(batch_size, size=sub, replace=False)) for _ in sel]).astype(np.int32)
         return [np.array(sel, np.int32), idx]
 
-    def _tiers_loss(self, logits: tf.Tensor, idx: tf.Tensor, labels: tf.Tensor, frames: tf.Tensor, label_lengths: tf.Tensor,
-                    enc: tf.Tensor | None = None) -> tf.Tensor:
-        """RNN-T loss of (K, B', ...) logits, tier k's rows of the batch being idx[k] (plus the auxiliary CTC loss of
-        the tiers' encoder outputs enc (K, B', T, D), if given)."""
+    def _tiers_loss(self, logits: tf.Tensor, enc: tf.Tensor, idx: tf.Tensor, labels: tf.Tensor, frames: tf.Tensor, label_lengths: tf.Tensor) -> tf.Tensor:
+        """`_loss` of (K, B', ...) logits and encoder outputs, tier k's rows of the batch being idx[k]."""
         merge = lambda t: tf.reshape(t, tf.concat([[-1], tf.shape(t)[2:]], 0))  # noqa: E731
         flat = lambda t: tf.reshape(tf.gather(t, idx), tf.concat([[-1], tf.shape(t)[1:]], 0))  # noqa: E731
-        labels, frames, label_lengths = flat(labels), flat(frames), flat(label_lengths)
-        loss = rnnt_loss(merge(logits), labels, frames, label_lengths)
-        return loss if enc is None else self._with_ctc(loss, merge(enc), labels, frames, label_lengths)
+        return self._loss(merge(logits), merge(enc), flat(labels), flat(frames), flat(label_lengths))
 
     def loss(self, feats, pred_in, labels, frames, label_lengths, *extra):  # noqa: ANN001, ANN201
         sel, idx = extra
         enc, _, logits = forward(self.cfg, self._tier_params(sel), tf.gather(feats, idx), tf.gather(pred_in, idx), parts=True)
-        return self._tiers_loss(logits, idx, labels, frames, label_lengths, enc)
+        return self._tiers_loss(logits, enc, idx, labels, frames, label_lengths)
 
     def result(self) -> tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]]]:
         params = {n: self.var(n).numpy() for n in self.names}
@@ -351,7 +345,7 @@ class CspMethod(_Functional):
         # straight-through: the forward pass sees x = S(w), the gradient reaches w as if x = w
         params = {n: self.var(n) + tf.stop_gradient(p - self.var(n)) if n in self.pruned else p for n, p in params.items()}
         enc, _, logits = forward(self.cfg, {n: p[None] for n, p in params.items()}, feats, pred_in, parts=True)
-        return self._with_ctc(rnnt_loss(logits[0], labels, frames, label_lengths), enc[0], labels, frames, label_lengths)
+        return self._loss(logits[0], enc[0], labels, frames, label_lengths)
 
     def after_update(self, *extra: tf.Tensor) -> None:
         (frac,) = extra
@@ -458,10 +452,10 @@ class AatMethod(OmniMethod):
     def loss(self, feats, pred_in, labels, frames, label_lengths, *extra):  # noqa: ANN001, ANN201
         sel, idx = extra
         q = Emulated({p: tf.gather(self.range_var(p), sel) for p in self.points}) if self.emulate else FLOAT
-        logits = forward(self.cfg, self._tier_params(sel), tf.gather(feats, idx), tf.gather(pred_in, idx), q)
+        enc, _, logits = forward(self.cfg, self._tier_params(sel), tf.gather(feats, idx), tf.gather(pred_in, idx), q, parts=True)
         if self.emulate:
             self._track_ranges(sel, q.seen)
-        return self._tiers_loss(logits, idx, labels, frames, label_lengths)
+        return self._tiers_loss(logits, enc, idx, labels, frames, label_lengths)
 
     def _track_ranges(self, sel: tf.Tensor, seen: dict[str, tuple[tf.Tensor, tf.Tensor]]) -> None:
         """Fold what each selected tier's activations spanned in this batch into its ranges."""
