@@ -24,6 +24,17 @@ def built(tmp_path_factory):
     return paths, manifest_path, time.monotonic() - t0
 
 
+def _dense_checkpoint(paths: BuildPaths):
+    """The watch build's (dense) checkpoint. Later fixtures (omni, AAT) train into the same cache, and the order of a
+    directory listing is the file system's, so pick by method rather than take the first entry."""
+    from pipeline.checkpoint import ModelCheckpoint
+
+    found = [p / "checkpoint" for p in sorted((paths.work_dir / "cache" / "train").iterdir())
+             if not p.name.endswith(".work") and ModelCheckpoint.load(p / "checkpoint").meta.get("method", "dense") == "dense"]
+    assert len(found) == 1, found
+    return found[0]
+
+
 def test_manifest_validates_and_hashes_match(built):
     paths, manifest_path, _ = built
     m = json.loads(manifest_path.read_text())
@@ -79,7 +90,7 @@ def _pipeline_hypotheses(paths, manifest_path, corpus, n):
     from pipeline.features import utterance_features
     from pipeline.runtimes import LiteRTGraph
 
-    ck_dir = next(p for p in (paths.work_dir / "cache" / "train").iterdir() if not p.name.endswith(".work")) / "checkpoint"
+    ck_dir = _dense_checkpoint(paths)
     ck = ModelCheckpoint.load(ck_dir)
     t = _transducer(ck.config, ck.tokenizer, {g: LiteRTGraph((manifest_path.parent / f"{g}.tflite").read_bytes()) for g in ("encoder", "predictor", "joiner")})
     sub = type(corpus)(corpus.utterances[:n], corpus.root)
@@ -268,7 +279,7 @@ def test_bench_calibration_varies_only_the_calibration_seed(built, tmp_path):
     from pipeline.bench import bench_calibration
 
     paths = built[0]
-    ck_dir = next(p for p in (paths.work_dir / "cache" / "train").iterdir() if not p.name.endswith(".work")) / "checkpoint"
+    ck_dir = _dense_checkpoint(paths)
     rows = bench_calibration(ck_dir, None, [11, 12, 11], DataOptions("synth"), paths, tmp_path / "rep")
     assert [(r.tier, r.seed) for r in rows] == [(0, 11), (0, 12)]
     assert rows[0].minus_first == 0 and rows[1].minus_first == pytest.approx(rows[1].wer_int8 - rows[0].wer_int8, abs=1e-4)
