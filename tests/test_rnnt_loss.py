@@ -66,15 +66,39 @@ def test_ctc_loss_matches_brute_force_and_skips_labels_that_cannot_fit():
     from pipeline.rnnt_loss import ctc_loss
 
     rng = np.random.default_rng(3)
-    logits = rng.normal(size=(3, 4, 3)).astype(np.float32) * 2
-    labels = np.array([[1, 2, 0], [2, 2, 0], [1, 1, 1]], np.int32)  # row 2: 1 1 1 needs 5 frames, has 4
-    frames, lengths = np.array([4, 3, 4], np.int32), np.array([2, 2, 3], np.int32)
+    logits = rng.normal(size=(4, 4, 3)).astype(np.float32) * 2
+    # row 2: 1 1 1 needs 5 frames, has 4; row 3: no labels (every frame blank)
+    labels = np.array([[1, 2, 0], [2, 2, 0], [1, 1, 1], [0, 0, 0]], np.int32)
+    frames, lengths = np.array([4, 3, 4, 3], np.int32), np.array([2, 2, 3, 0], np.int32)
     x = tf.Variable(logits)
     with tf.GradientTape() as tape:
         loss = ctc_loss(x, tf.constant(labels), tf.constant(frames), tf.constant(lengths))
     grad = tape.gradient(loss, x).numpy()
     logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
-    want = -np.mean([_brute_force_ctc_loglik(logp[b, : frames[b]], list(labels[b, : lengths[b]])) for b in range(2)])
+    want = -np.mean([_brute_force_ctc_loglik(logp[b, : frames[b]], list(labels[b, : lengths[b]])) for b in (0, 1, 3)])
     np.testing.assert_allclose(loss.numpy(), want, rtol=1e-5)
     assert np.all(np.isfinite(grad)) and np.all(grad[2] == 0)  # the row that cannot fit adds nothing
-    assert np.all(grad[1, 3:] == 0)  # nor do frames past an utterance's end
+    assert np.all(grad[1, 3:] == 0) and np.all(grad[3, 3:] == 0)  # nor do frames past an utterance's end
+
+
+def test_ctc_loss_gradient_matches_finite_differences():
+    """The native kernel's gradient (sparse labels) against central differences of the loss itself."""
+    from pipeline.rnnt_loss import ctc_loss
+
+    rng = np.random.default_rng(5)
+    logits = rng.normal(size=(2, 6, 4)).astype(np.float64)
+    labels, frames, lengths = np.array([[1, 3, 3], [2, 0, 0]], np.int32), np.array([6, 4], np.int32), np.array([3, 1], np.int32)
+
+    def f(z: np.ndarray) -> float:
+        return float(ctc_loss(tf.constant(z, tf.float32), tf.constant(labels), tf.constant(frames), tf.constant(lengths)))
+
+    x = tf.Variable(logits.astype(np.float32))
+    with tf.GradientTape() as tape:
+        loss = ctc_loss(x, tf.constant(labels), tf.constant(frames), tf.constant(lengths))
+    grad = tape.gradient(loss, x).numpy()
+    eps, num = 1e-2, np.zeros_like(logits)
+    for idx in np.ndindex(*logits.shape):
+        d = np.zeros_like(logits)
+        d[idx] = eps
+        num[idx] = (f(logits + d) - f(logits - d)) / (2 * eps)
+    np.testing.assert_allclose(grad, num, atol=2e-3)
