@@ -36,6 +36,65 @@ def lstm_step(xw: tf.Tensor, h: tf.Tensor, c: tf.Tensor, recurrent: Any, cell_cl
     return h, c
 
 
+def lstm_sequence(xw: tf.Tensor, recurrent: tf.Tensor, cell_clip: float | None) -> tf.Tensor:
+    """`lstm_step` in float over a whole sequence from zero state, with hand-written backpropagation through time.
+
+    xw: (T, ..., 4H) time-major input projections; recurrent: the recurrent kernel, (H, 4H) or with the
+    leading axes of `h` that `tf.matmul` batches over. Returns every h, (T, ..., H).
+
+    Same function as scanning `lstm_step` (tests/test_cells.py checks values and gradients); the gradient
+    of that scan, taken by autograd, runs several times the ops per step of this one and was most of a
+    training step on CPU. The cell clip passes gradient where the cell state was inside the clip range,
+    as `tf.clip_by_value` does.
+    """
+    xw = tf.convert_to_tensor(xw)
+    recurrent = tf.convert_to_tensor(recurrent)
+    units = recurrent.shape[-2]
+
+    @tf.custom_gradient
+    def run(xw: tf.Tensor, recurrent: tf.Tensor):  # noqa: ANN202
+        zeros = tf.zeros(tf.concat([tf.shape(xw)[1:-1], [units]], 0), xw.dtype)
+
+        def step(carry: tuple, x: tf.Tensor) -> tuple:
+            h, c = carry[0], carry[1]
+            z = x + tf.matmul(h, recurrent)
+            i, f, g, o = tf.split(z, 4, axis=-1)
+            i, f, g, o = tf.sigmoid(i), tf.sigmoid(f), tf.tanh(g), tf.sigmoid(o)
+            c_new = f * c + i * g
+            inside = tf.ones_like(c_new)
+            if cell_clip:
+                inside = tf.cast(tf.abs(c_new) <= cell_clip, c_new.dtype)
+                c_new = tf.clip_by_value(c_new, -cell_clip, cell_clip)
+            tc = tf.tanh(c_new)
+            return o * tc, c_new, i, f, g, o, tc, inside
+
+        hs, cs, i, f, g, o, tc, inside = tf.scan(step, xw, initializer=(zeros,) * 8)
+        h_prev = tf.concat([zeros[None], hs[:-1]], 0)
+        c_prev = tf.concat([zeros[None], cs[:-1]], 0)
+
+        def grad(dhs: tf.Tensor):  # noqa: ANN202
+            rt = tf.linalg.matrix_transpose(recurrent)
+
+            def back(carry: tuple, t: tuple) -> tuple:
+                dh_next, dc_next = carry[0], carry[1]
+                dy, i_, f_, g_, o_, tc_, inside_, c_prev_ = t
+                dh = dy + dh_next
+                do = dh * tc_ * o_ * (1 - o_)
+                dc = (dh * o_ * (1 - tc_ * tc_) + dc_next) * inside_
+                dz = tf.concat([dc * g_ * i_ * (1 - i_), dc * c_prev_ * f_ * (1 - f_), dc * i_ * (1 - g_ * g_), do], -1)
+                return tf.matmul(dz, rt), dc * f_, dz
+
+            _, _, dz = tf.scan(back, (dhs, i, f, g, o, tc, inside, c_prev), initializer=(zeros, zeros, tf.zeros_like(xw[0])), reverse=True)
+            d_rec = tf.einsum("t...bh,t...bk->...hk", h_prev, dz)  # sum over time and batch of h_{t-1}^T dz_t
+            while d_rec.shape.rank > recurrent.shape.rank:  # leading axes of h that R was broadcast over
+                d_rec = tf.reduce_sum(d_rec, 0)
+            return dz, d_rec
+
+        return hs, grad
+
+    return run(xw, recurrent)
+
+
 class ClippedLSTM(keras.layers.Layer, tfmot.sparsity.keras.PrunableLayer):
     """Unidirectional LSTM over (B, T, D) → (B, T, H), zero initial state, optional cell clip."""
 
@@ -57,14 +116,7 @@ class ClippedLSTM(keras.layers.Layer, tfmot.sparsity.keras.PrunableLayer):
 
     def call(self, inputs: tf.Tensor) -> tf.Tensor:
         xw = tf.einsum("btd,dk->tbk", inputs, self.kernel) + self.bias  # time-major for scan
-        batch = tf.shape(inputs)[0]
-        zeros = tf.zeros([batch, self.units], inputs.dtype)
-
-        def step(carry: tuple[tf.Tensor, tf.Tensor], x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-            return lstm_step(x, carry[0], carry[1], lambda s: tf.matmul(s, self.recurrent_kernel), self.cell_clip)
-
-        hs, _ = tf.scan(step, xw, initializer=(zeros, zeros))
-        return tf.transpose(hs, [1, 0, 2])
+        return tf.transpose(lstm_sequence(xw, self.recurrent_kernel, self.cell_clip), [1, 0, 2])
 
     def get_prunable_weights(self) -> list[tf.Variable]:
         return [self.kernel, self.recurrent_kernel]

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._tf import keras, tf
-from .cells import ClippedLSTM, lstm_step
+from .cells import ClippedLSTM, lstm_sequence, lstm_step
 from .config import LSTM_WEIGHTS, ModelConfig
 from .errors import ArtifactError
 from .quant import FLOAT, STEP_POINTS, Quant
@@ -194,6 +194,8 @@ def _lstm_seq(x: tf.Tensor, kernel: tf.Tensor, recurrent: tf.Tensor, bias: tf.Te
     xw = q.act(f"{layer}/xw", tf.einsum("kbtd,kdh->kbth", x, q.kernel(kernel)) + bias[:, None, None, :])
     xw = tf.transpose(xw, [2, 0, 1, 3])  # time-major for scan
     recurrent = q.kernel(recurrent)
+    if q is FLOAT:  # nothing to round or record: the sequence with hand-written backpropagation (cells.lstm_sequence)
+        return tf.transpose(lstm_sequence(xw, recurrent, cell_clip), [1, 2, 0, 3])
     k = tf.shape(x)[0]
     zeros = tf.zeros(tf.stack([k, tf.shape(x)[1], units]), x.dtype)
     # what each step's quantizer saw (min/max per variant) rides in the scan carry
