@@ -170,11 +170,11 @@ def write_report(rows: list[Row], out: Path, model: str, steps: int, errors: dic
             lines.append(f"| {r.method} | {r.tier} | {r.sparsity:.3f} | {r.nonzero_parameters:,} | {100 * r.wer_float:.1f}% | {100 * r.wer_int8:.1f}% | "
                          f"{r.bytes_int8_dense:,} | {'-' if r.bytes_int8_sparse is None else f'{r.bytes_int8_sparse:,}'} | {r.vela_flash_bytes:,} | "
                          f"{r.npu_encoder_cycles:,} | {r.npu_cycles_per_second:,.0f} | {r.train_seconds:.0f} |")
-        if dense and omni and {(dense.method, dense.tier), (omni.method, omni.tier)} & merged:
+        if dense and omni:
             lines += ["", "Omni wall time / dense wall time: not given, one of the two rows comes from an earlier run (`--merge`); "
-                          "compare training cost with `pipeline bench train-speed`."]
-        elif dense and omni:
-            lines += ["", f"Omni wall time / dense wall time at the same steps: {omni.train_seconds / dense.train_seconds:.2f}"]
+                          "compare training cost with `pipeline bench train-speed`."
+                      if {(dense.method, dense.tier), (omni.method, omni.tier)} & merged else
+                      f"Omni wall time / dense wall time at the same steps: {omni.train_seconds / dense.train_seconds:.2f}"]
         tfmot = {r.tier: r for r in rows if r.method == "tfmot"}
         errors = errors or {}
 

@@ -42,10 +42,11 @@ def lstm_sequence(xw: tf.Tensor, recurrent: tf.Tensor, cell_clip: float | None) 
     xw: (T, ..., 4H) time-major input projections; recurrent: the recurrent kernel, (H, 4H) or with the
     leading axes of `h` that `tf.matmul` batches over. Returns every h, (T, ..., H).
 
-    Same function as scanning `lstm_step` (tests/test_cells.py checks values and gradients); the gradient
-    of that scan, taken by autograd, runs several times the ops per step of this one and was most of a
-    training step on CPU. The cell clip passes gradient where the cell state was inside the clip range,
-    as `tf.clip_by_value` does.
+    The forward pass is a scan of `lstm_step` itself; the gradient of that scan, taken by autograd, runs
+    several times the ops per step of this one and was most of a training step on CPU. The backward pass
+    recomputes the gates of every step at once from the saved h and c (outside the loop), so only the
+    recurrence itself runs step by step. The cell clip passes gradient where the cell state was inside the
+    clip range, as `tf.clip_by_value` does (tests/test_cells.py checks values and gradients against autograd).
     """
     xw = tf.convert_to_tensor(xw)
     recurrent = tf.convert_to_tensor(recurrent)
@@ -54,37 +55,28 @@ def lstm_sequence(xw: tf.Tensor, recurrent: tf.Tensor, cell_clip: float | None) 
     @tf.custom_gradient
     def run(xw: tf.Tensor, recurrent: tf.Tensor):  # noqa: ANN202
         zeros = tf.zeros(tf.concat([tf.shape(xw)[1:-1], [units]], 0), xw.dtype)
-
-        def step(carry: tuple, x: tf.Tensor) -> tuple:
-            h, c = carry[0], carry[1]
-            z = x + tf.matmul(h, recurrent)
-            i, f, g, o = tf.split(z, 4, axis=-1)
-            i, f, g, o = tf.sigmoid(i), tf.sigmoid(f), tf.tanh(g), tf.sigmoid(o)
-            c_new = f * c + i * g
-            inside = tf.ones_like(c_new)
-            if cell_clip:
-                inside = tf.cast(tf.abs(c_new) <= cell_clip, c_new.dtype)
-                c_new = tf.clip_by_value(c_new, -cell_clip, cell_clip)
-            tc = tf.tanh(c_new)
-            return o * tc, c_new, i, f, g, o, tc, inside
-
-        hs, cs, i, f, g, o, tc, inside = tf.scan(step, xw, initializer=(zeros,) * 8)
-        h_prev = tf.concat([zeros[None], hs[:-1]], 0)
-        c_prev = tf.concat([zeros[None], cs[:-1]], 0)
+        hs, cs = tf.scan(lambda carry, x: lstm_step(x, carry[0], carry[1], lambda h: tf.matmul(h, recurrent), cell_clip),
+                         xw, initializer=(zeros, zeros))
 
         def grad(dhs: tf.Tensor):  # noqa: ANN202
+            h_prev = tf.concat([zeros[None], hs[:-1]], 0)
+            c_prev = tf.concat([zeros[None], cs[:-1]], 0)
+            i, f, g, o = tf.split(xw + tf.matmul(h_prev, recurrent), 4, axis=-1)
+            i, f, g, o = tf.sigmoid(i), tf.sigmoid(f), tf.tanh(g), tf.sigmoid(o)
+            inside = tf.cast(tf.abs(f * c_prev + i * g) <= cell_clip, xw.dtype) if cell_clip else tf.ones_like(cs)
+            tc = tf.tanh(cs)
             rt = tf.linalg.matrix_transpose(recurrent)
 
             def back(carry: tuple, t: tuple) -> tuple:
                 dh_next, dc_next = carry[0], carry[1]
                 dy, i_, f_, g_, o_, tc_, inside_, c_prev_ = t
                 dh = dy + dh_next
-                do = dh * tc_ * o_ * (1 - o_)
                 dc = (dh * o_ * (1 - tc_ * tc_) + dc_next) * inside_
-                dz = tf.concat([dc * g_ * i_ * (1 - i_), dc * c_prev_ * f_ * (1 - f_), dc * i_ * (1 - g_ * g_), do], -1)
+                dz = tf.concat([dc * g_ * i_ * (1 - i_), dc * c_prev_ * f_ * (1 - f_), dc * i_ * (1 - g_ * g_), dh * tc_ * o_ * (1 - o_)], -1)
                 return tf.matmul(dz, rt), dc * f_, dz
 
-            _, _, dz = tf.scan(back, (dhs, i, f, g, o, tc, inside, c_prev), initializer=(zeros, zeros, tf.zeros_like(xw[0])), reverse=True)
+            _, _, dz = tf.scan(back, (dhs, i, f, g, o, tc, inside, c_prev), initializer=(zeros, zeros, tf.zeros_like(xw[0])),
+                               reverse=True)
             d_rec = tf.einsum("t...bh,t...bk->...hk", h_prev, dz)  # sum over time and batch of h_{t-1}^T dz_t
             while d_rec.shape.rank > recurrent.shape.rank:  # leading axes of h that R was broadcast over
                 d_rec = tf.reduce_sum(d_rec, 0)
