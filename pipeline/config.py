@@ -100,8 +100,13 @@ class TrainConfig:
     # weight of an auxiliary CTC loss on the encoder output (a linear head used in training only, never exported):
     # loss = RNN-T + ctc_weight * CTC; it teaches the encoder alignments early, off the all-blank plateau
     ctc_weight: float = 0.0
+    # > 0: the RNN-T loss leaves out alignments that emit the first label before the speech onset, the first frame
+    # this fraction of the way from the utterance's quietest to its loudest frame (rnnt_loss.onset_frames); 0: off.
+    # Against the plateau where the model spells the first word from the prior during the leading pause.
+    first_label_onset: float = 0.0
 
     def __post_init__(self) -> None:
+        check(0 <= self.first_label_onset < 1, f"field `first_label_onset` must be in [0, 1), got {self.first_label_onset}.")
         check(self.steps >= 1, f"field `steps` must be >= 1, got {self.steps}.")
         check(1 <= self.batch_size <= 512, f"field `batch_size` must be in 1..512, got {self.batch_size}.")
         check(0 < self.learning_rate < 1, f"field `learning_rate` must be in (0, 1), got {self.learning_rate}.")

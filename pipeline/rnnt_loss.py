@@ -16,12 +16,20 @@ from __future__ import annotations
 from ._tf import tf
 
 
-def rnnt_log_likelihood(logits: tf.Tensor, labels: tf.Tensor, frames: tf.Tensor, label_lengths: tf.Tensor, blank: int = 0) -> tf.Tensor:
+# log-probability given to a forbidden emission: exp(-1000) is 0 in float32, and values of this size keep the
+# prefix-sum recursion exact to ~1e-4 (a larger penalty would lose precision there)
+FORBIDDEN = -1000.0
+
+
+def rnnt_log_likelihood(logits: tf.Tensor, labels: tf.Tensor, frames: tf.Tensor, label_lengths: tf.Tensor, blank: int = 0,
+                        first_emit: tf.Tensor | None = None) -> tf.Tensor:
     """log p(y | x) per utterance.
 
     logits: (B, T, U+1, V) float32 joiner outputs (unnormalized).
     labels: (B, U) int32, padded with anything past `label_lengths`.
     frames: (B,) int32 valid encoder frames (>= 1). label_lengths: (B,) int32.
+    first_emit: optional (B,) int32, the first frame at which the first label may be emitted: alignments emitting it
+    earlier are left out (an alignment restriction; `onset_frames` gives the speech onset).
     Returns (B,) float32.
     """
     logp = tf.nn.log_softmax(logits, axis=-1)
@@ -29,6 +37,10 @@ def rnnt_log_likelihood(logits: tf.Tensor, labels: tf.Tensor, frames: tf.Tensor,
     u_max = tf.shape(labels)[1]
     vocab = tf.shape(logits)[-1]
     emit_lp = tf.reduce_sum(logp[:, :, :u_max, :] * tf.one_hot(labels, vocab)[:, None], axis=-1)
+    if first_emit is not None:
+        early = tf.range(tf.shape(logits)[1])[None, :] < tf.minimum(first_emit, frames - 1)[:, None]  # (B, T)
+        first_col = tf.one_hot(0, u_max, on_value=True, off_value=False)  # u = 0 only
+        emit_lp = tf.where(early[:, :, None] & first_col[None, None, :], FORBIDDEN, emit_lp)
     # emit_lp: (B, T, U); prefix sums along u with a leading zero → (B, T, U+1)
     zeros = tf.zeros_like(emit_lp[:, :, :1])
     prefix = tf.concat([zeros, tf.cumsum(emit_lp, axis=2)], axis=2)
@@ -50,9 +62,27 @@ def rnnt_log_likelihood(logits: tf.Tensor, labels: tf.Tensor, frames: tf.Tensor,
     return final_alpha + final_blank
 
 
-def rnnt_loss(logits: tf.Tensor, labels: tf.Tensor, frames: tf.Tensor, label_lengths: tf.Tensor, blank: int = 0) -> tf.Tensor:
+def rnnt_loss(logits: tf.Tensor, labels: tf.Tensor, frames: tf.Tensor, label_lengths: tf.Tensor, blank: int = 0,
+              first_emit: tf.Tensor | None = None) -> tf.Tensor:
     """Mean negative log-likelihood per utterance, (B,) → scalar."""
-    return -tf.reduce_mean(rnnt_log_likelihood(logits, labels, frames, label_lengths, blank))
+    return -tf.reduce_mean(rnnt_log_likelihood(logits, labels, frames, label_lengths, blank, first_emit))
+
+
+def onset_frames(feats: tf.Tensor, frames: tf.Tensor, stack: int, rel: float) -> tf.Tensor:
+    """The speech onset of each utterance in encoder frames, from its features alone.
+
+    feats (B, T, n_mels) log-mel (normalized or not; padded past `frames` * `stack`), frames (B,) valid encoder
+    frames. A frame's loudness is its mean log-mel; the onset is the first frame whose loudness rises `rel` of the
+    way from the utterance's quietest to its loudest frame, as the encoder frame that contains it. Weak fricative
+    onsets are found late, at their vowel: that is harmless for the alignment restriction it feeds, which only
+    forbids emitting the first label before it.
+    """
+    loud = tf.reduce_mean(feats, axis=-1)  # (B, T)
+    valid = tf.range(tf.shape(feats)[1])[None, :] < (frames * stack)[:, None]
+    lo = tf.reduce_min(tf.where(valid, loud, loud.dtype.max), axis=1, keepdims=True)
+    hi = tf.reduce_max(tf.where(valid, loud, loud.dtype.min), axis=1, keepdims=True)
+    above = valid & (loud >= lo + rel * (hi - lo))
+    return tf.cast(tf.argmax(tf.cast(above, tf.int32), axis=1), tf.int32) // stack
 
 
 def ctc_loss(logits: tf.Tensor, labels: tf.Tensor, frames: tf.Tensor, label_lengths: tf.Tensor, blank: int = 0) -> tf.Tensor:

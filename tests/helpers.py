@@ -6,8 +6,9 @@ import itertools
 import numpy as np
 
 
-def brute_force_rnnt_loglik(logits: np.ndarray, labels: list[int], blank: int = 0) -> float:
-    """log p(y|x) by enumerating every alignment; logits (T, U+1, V)."""
+def brute_force_rnnt_loglik(logits: np.ndarray, labels: list[int], blank: int = 0, first_emit: int = 0) -> float:
+    """log p(y|x) by enumerating every alignment; logits (T, U+1, V). Alignments emitting the first label at a frame
+    before `first_emit` are left out."""
     t_len, u1, _ = logits.shape
     u_len = len(labels)
     assert u1 >= u_len + 1
@@ -19,6 +20,8 @@ def brute_force_rnnt_loglik(logits: np.ndarray, labels: list[int], blank: int = 
         lp = 0.0
         for step in range(t_len + u_len - 1):
             if step in emits:
+                if u == 0 and t < first_emit:
+                    lp = -np.inf
                 lp += logp[t, u, labels[u]]
                 u += 1
             else:

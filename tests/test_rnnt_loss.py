@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from pipeline._tf import tf
-from pipeline.rnnt_loss import rnnt_log_likelihood
+from pipeline.rnnt_loss import onset_frames, rnnt_log_likelihood
 from tests.helpers import brute_force_rnnt_loglik
 
 
@@ -18,6 +18,41 @@ def test_loglik_matches_brute_force_with_padding(seed):
     for b in range(batch):
         want = brute_force_rnnt_loglik(logits[b, : frames[b], : label_lengths[b] + 1], list(labels[b, : label_lengths[b]]))
         np.testing.assert_allclose(got[b], want, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_first_label_restriction_matches_brute_force(seed):
+    """Alignments emitting the first label before first_emit are left out; first_emit past the last frame means the
+    last frame; an utterance without labels is unaffected."""
+    rng = np.random.default_rng(10 + seed)
+    batch, t_max, u_max, vocab = 4, 5, 3, 4
+    logits = rng.normal(size=(batch, t_max, u_max + 1, vocab)).astype(np.float32) * 2
+    frames = np.array([5, 4, 3, 5], np.int32)
+    label_lengths = np.array([3, 2, 1, 0], np.int32)
+    labels = rng.integers(1, vocab, size=(batch, u_max)).astype(np.int32)
+    first_emit = np.array([2, 0, 9, 3], np.int32)
+    got = rnnt_log_likelihood(tf.constant(logits), tf.constant(labels), tf.constant(frames), tf.constant(label_lengths),
+                              first_emit=tf.constant(first_emit)).numpy()
+    free = rnnt_log_likelihood(tf.constant(logits), tf.constant(labels), tf.constant(frames), tf.constant(label_lengths)).numpy()
+    for b in range(batch):
+        fe = min(first_emit[b], frames[b] - 1)
+        want = brute_force_rnnt_loglik(logits[b, : frames[b], : label_lengths[b] + 1], list(labels[b, : label_lengths[b]]), first_emit=fe)
+        np.testing.assert_allclose(got[b], want, rtol=1e-5, atol=1e-4)
+    assert got[0] < free[0] - 1e-3 and got[1] == pytest.approx(free[1]) and got[3] == pytest.approx(free[3])
+
+
+def test_onset_frames_finds_the_first_loud_frame():
+    """Quiet lead-in then speech: the onset is the encoder frame holding the first frame past `rel` of the range;
+    padding past `frames` (here louder than anything) is ignored."""
+    quiet, loud = -4.0, 2.0
+    x = np.full((3, 24, 5), quiet, np.float32)
+    x[0, 7:15] = loud  # raw frame 7 → encoder frame 7 // 3 = 2
+    x[1, 0:6] = loud  # speech from the start → 0
+    x[2, 13:] = loud
+    x[2, 10] = quiet + 0.5 * (loud - quiet)  # a frame halfway up: above rel 0.3 → 10 // 3 = 3
+    x[0, 18:] = 50.0  # padding of utterance 0 (5 valid encoder frames = 15 raw frames)
+    got = onset_frames(tf.constant(x), tf.constant([5, 8, 8], tf.int32), 3, 0.3).numpy()
+    assert got.tolist() == [2, 0, 3]
 
 
 def test_padding_does_not_change_loss_or_gradient_of_real_entries():

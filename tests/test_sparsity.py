@@ -222,3 +222,20 @@ def test_auxiliary_ctc_head_trains_resumes_and_stays_out_of_the_checkpoint(data,
     resumed = Trainer(aux, data, tmp_path / "r", method, tier).run(resume=True)
     for k, v in straight.params.items():
         np.testing.assert_allclose(resumed.params[k], v, atol=1e-5, err_msg=k)
+
+
+@pytest.mark.parametrize("method,tier", [("dense", None), ("omni", None), ("csp", 80)])
+def test_first_label_onset_restriction_reaches_every_loss_path(data, tmp_path, method, tier):
+    """train.first_label_onset leaves alignments out of the RNN-T loss, so the first step's loss grows (same weights,
+    same batch) and stays finite, in each method's loss path (Method.loss, the tier-batched one, CSP's)."""
+    from tests.test_train import _args
+
+    cfg = _cfg()
+    restricted = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, first_label_onset=0.9))
+    plain, onset = Trainer(cfg, data, tmp_path / "p", method, tier), Trainer(restricted, data, tmp_path / "o", method, tier)
+    b = onset.batcher.batch(0)
+    free = float(plain._train_step(*_args(b, 0), *plain.method.before_step(0, len(b.frames))))
+    got = float(onset._train_step(*_args(b, 0), *onset.method.before_step(0, len(b.frames))))
+    assert np.isfinite(got) and got > free + 1e-3
+    with pytest.raises(ConfigError, match="first_label_onset"):
+        dataclasses.replace(cfg.train, first_label_onset=1.0)
