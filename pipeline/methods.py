@@ -67,11 +67,16 @@ class Method:
     def _aux_trainable(self) -> list[tf.Variable]:
         return list(self.ctc_head.trainable_variables) if self.ctc_head is not None else []
 
-    def _loss(self, logits: tf.Tensor, enc: tf.Tensor, labels: tf.Tensor, frames: tf.Tensor, label_lengths: tf.Tensor, feats: tf.Tensor) -> tf.Tensor:
-        """RNN-T loss of the logits, plus the weighted auxiliary CTC loss of the encoder output enc (B, T, D) if configured.
-        With `train.first_label_onset`, the RNN-T loss keeps only alignments emitting the first label after the onset in feats."""
+    def _first_emit(self, feats: tf.Tensor, frames: tf.Tensor) -> tf.Tensor | None:
+        """(B,) the first encoder frame at which each utterance's first label may be emitted (its speech onset), or
+        None when `train.first_label_onset` is off."""
         rel = self.cfg.train.first_label_onset
-        first_emit = onset_frames(feats, frames, self.cfg.encoder.stack, rel) if rel > 0 else None
+        return onset_frames(feats, frames, self.cfg.encoder.stack, rel) if rel > 0 else None
+
+    def _loss(self, logits: tf.Tensor, enc: tf.Tensor, labels: tf.Tensor, frames: tf.Tensor, label_lengths: tf.Tensor,
+              first_emit: tf.Tensor | None) -> tf.Tensor:
+        """RNN-T loss of the logits (alignments emitting the first label before `first_emit` left out, if given),
+        plus the weighted auxiliary CTC loss of the encoder output enc (B, T, D) if configured."""
         loss = rnnt_loss(logits, labels, frames, label_lengths, first_emit=first_emit)
         if self.ctc_head is None:
             return loss
@@ -99,7 +104,7 @@ class Method:
 
     def loss(self, feats: tf.Tensor, pred_in: tf.Tensor, labels: tf.Tensor, frames: tf.Tensor, label_lengths: tf.Tensor, *extra: tf.Tensor) -> tf.Tensor:
         logits, enc = self.model([feats, pred_in], training=True)
-        return self._loss(logits, enc, labels, frames, label_lengths, feats)
+        return self._loss(logits, enc, labels, frames, label_lengths, self._first_emit(feats, frames))
 
     def after_update(self, *extra: tf.Tensor) -> None:
         """Graph-side work after the optimizer update."""
@@ -254,16 +259,17 @@ class OmniMethod(_Functional):
         return [np.array(sel, np.int32), idx]
 
     def _tiers_loss(self, logits: tf.Tensor, enc: tf.Tensor, idx: tf.Tensor, labels: tf.Tensor, frames: tf.Tensor, label_lengths: tf.Tensor,
-                    feats: tf.Tensor) -> tf.Tensor:
-        """`_loss` of (K, B', ...) logits and encoder outputs, tier k's rows of the batch being idx[k]."""
+                    first_emit: tf.Tensor | None) -> tf.Tensor:
+        """`_loss` of (K, B', ...) logits and encoder outputs, tier k's rows of the batch being idx[k] (labels, frames
+        and first_emit are the whole batch's, gathered here)."""
         merge = lambda t: tf.reshape(t, tf.concat([[-1], tf.shape(t)[2:]], 0))  # noqa: E731
         flat = lambda t: tf.reshape(tf.gather(t, idx), tf.concat([[-1], tf.shape(t)[1:]], 0))  # noqa: E731
-        return self._loss(merge(logits), merge(enc), flat(labels), flat(frames), flat(label_lengths), flat(feats))
+        return self._loss(merge(logits), merge(enc), flat(labels), flat(frames), flat(label_lengths), None if first_emit is None else flat(first_emit))
 
     def loss(self, feats, pred_in, labels, frames, label_lengths, *extra):  # noqa: ANN001, ANN201
         sel, idx = extra
         enc, _, logits = forward(self.cfg, self._tier_params(sel), tf.gather(feats, idx), tf.gather(pred_in, idx), parts=True)
-        return self._tiers_loss(logits, enc, idx, labels, frames, label_lengths, feats)
+        return self._tiers_loss(logits, enc, idx, labels, frames, label_lengths, self._first_emit(feats, frames))
 
     def result(self) -> tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]]]:
         params = {n: self.var(n).numpy() for n in self.names}
@@ -349,7 +355,7 @@ class CspMethod(_Functional):
         # straight-through: the forward pass sees x = S(w), the gradient reaches w as if x = w
         params = {n: self.var(n) + tf.stop_gradient(p - self.var(n)) if n in self.pruned else p for n, p in params.items()}
         enc, _, logits = forward(self.cfg, {n: p[None] for n, p in params.items()}, feats, pred_in, parts=True)
-        return self._loss(logits[0], enc[0], labels, frames, label_lengths, feats)
+        return self._loss(logits[0], enc[0], labels, frames, label_lengths, self._first_emit(feats, frames))
 
     def after_update(self, *extra: tf.Tensor) -> None:
         (frac,) = extra
@@ -459,7 +465,7 @@ class AatMethod(OmniMethod):
         enc, _, logits = forward(self.cfg, self._tier_params(sel), tf.gather(feats, idx), tf.gather(pred_in, idx), q, parts=True)
         if self.emulate:
             self._track_ranges(sel, q.seen)
-        return self._tiers_loss(logits, enc, idx, labels, frames, label_lengths, feats)
+        return self._tiers_loss(logits, enc, idx, labels, frames, label_lengths, self._first_emit(feats, frames))
 
     def _track_ranges(self, sel: tf.Tensor, seen: dict[str, tuple[tf.Tensor, tf.Tensor]]) -> None:
         """Fold what each selected tier's activations spanned in this batch into its ranges."""

@@ -52,7 +52,8 @@ def main() -> None:
     sub = type(corpus)(corpus.utterances[:a.limit], corpus.root)
     refs = [u.text for u in sub.utterances]
     t, fe, norm, tok = transducer_from_manifest(a.dist, load_manifest(a.dist), "litert")
-    s = score(t, tok, [norm(f) for f in utterance_features(sub, fe)], refs, 1.0)
+    feats = [norm(f) for f in utterance_features(sub, fe)]  # the manifest's frontend and statistics: the checkpoint's
+    s = score(t, tok, feats, refs, 1.0)
     wrong, total = collections.Counter(), collections.Counter()
     for r, h in zip(refs, s.hypotheses, strict=True):
         if len(r.split()) == len(h.split()):
@@ -67,8 +68,7 @@ def main() -> None:
     params = {k: tf.constant(v[None]) for k, v in ck.params.items()}
     stack = ck.config.encoder.stack
     rows = []
-    for u in sub.utterances[:8]:
-        f = ck.normalizer(utterance_features(type(corpus)([u], corpus.root), ck.config.frontend)[0])
+    for u, f in zip(sub.utterances[:8], feats):
         f = f[: len(f) // stack * stack]
         pred_in = np.array([[tok.blank_id, *tok.encode(u.text)]], np.int32)
         logits = forward(ck.config, params, tf.constant(f[None]), tf.constant(pred_in)).numpy()[0, 0]  # (T, U+1, V)
