@@ -107,7 +107,7 @@ def stage_train(cache: StageCache, cfg: ModelConfig, features: tuple[Path, dict[
         result = Trainer(cfg, fs, work, method, tier, steps=steps, dist=dist).run(resume=resume)
         meta = {**result.method_meta, "steps": result.steps, "final_loss": result.final_loss, "wall_seconds": result.wall_seconds,
                 "data_sha256": digest(features[1]["key"]["data"])}
-        ModelCheckpoint(cfg, result.params, fs.tokenizer, fs.normalizer, result.masks, meta=meta).save(tmp / "checkpoint")
+        ModelCheckpoint(cfg, result.params, fs.tokenizer, fs.normalizer, result.masks, meta=meta, affine=result.affine).save(tmp / "checkpoint")
         return meta
 
     folder, summary = cache.run("train", key, run)
@@ -151,7 +151,7 @@ def stage_aat(cache: StageCache, cfg: ModelConfig, features: tuple[Path, dict[st
                                          for t in init.tiers for p in [init.tier_params(t)]})
         result = Trainer(cfg, fs, work, "aat" if emulate else "finetune", steps=steps, init=init).run(resume=resume)
         meta = {**result.method_meta, phase: {**result.method_meta[phase], "final_loss": result.final_loss, "wall_seconds": result.wall_seconds}}
-        ModelCheckpoint(cfg, result.params, fs.tokenizer, fs.normalizer, result.masks, meta, result.ranges).save(tmp / "checkpoint")
+        ModelCheckpoint(cfg, result.params, fs.tokenizer, fs.normalizer, result.masks, meta, result.ranges, result.affine).save(tmp / "checkpoint")
         return meta
 
     folder, summary = cache.run(phase, key, run)

@@ -1,4 +1,4 @@
-"""The trained model as a folder: `params.npz` (weights, masks) and `model.json` (everything else).
+"""The trained model as a folder: `params.npz` (weights, masks, AAT ranges, tiers' private affine) and `model.json` (everything else).
 
 No pickle anywhere: arrays load with `allow_pickle=False`, metadata is JSON. Loading
 checks the weights against the config they claim, so a checkpoint from another
@@ -21,7 +21,7 @@ from .frontend import Normalizer
 from .fsutil import atomic_write_bytes, atomic_write_json
 from .model import check_params
 from .quant import range_points
-from .sparsity import apply_masks, tier_name
+from .sparsity import affine_params, apply_affine, apply_masks, tier_name
 from .tokenizer import CharTokenizer
 
 FORMAT = "rnnt-checkpoint/1"
@@ -36,6 +36,8 @@ class ModelCheckpoint:
     masks: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # tier name → param name → bool mask
     meta: dict[str, Any] = field(default_factory=dict)  # method, steps, wall time, data hash...
     ranges: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # tier name → point → int8 (min, max) learned by AAT
+    # tier name → param → the tier's private gain per output column (a kernel) or offset (a bias); omni `sparsity.tier_affine`
+    affine: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
     def save(self, folder: Path) -> None:
         folder = Path(folder)
@@ -44,6 +46,8 @@ class ModelCheckpoint:
             arrays.update({f"mask/{tier}/{k}": v.astype(bool) for k, v in masks.items()})
         for tier, ranges in self.ranges.items():
             arrays.update({f"range/{tier}/{k}": np.asarray(v, np.float32) for k, v in ranges.items()})
+        for tier, affine in self.affine.items():
+            arrays.update({f"affine/{tier}/{k}": np.asarray(v, np.float32) for k, v in affine.items()})
         buf = io.BytesIO()
         np.savez(buf, **arrays)
         atomic_write_bytes(folder / "params.npz", buf.getvalue())
@@ -62,10 +66,10 @@ class ModelCheckpoint:
         return sorted(int(t.removeprefix("tier")) for t in self.masks) or [0]
 
     def tier_params(self, tier: int) -> dict[str, np.ndarray]:
-        """The parameters of one tier: shared weights times that tier's masks."""
+        """The parameters of one tier: shared weights times that tier's masks (and its private affine, if any)."""
         name = tier_name(tier)
         if name in self.masks:
-            return apply_masks(self.params, self.masks[name])
+            return apply_affine(apply_masks(self.params, self.masks[name]), self.affine.get(name, {}))
         if tier == 0 and not self.masks:
             return self.params
         method = self.meta.get("method", "dense")
@@ -100,6 +104,7 @@ class ModelCheckpoint:
         params: dict[str, np.ndarray] = {}
         masks: dict[str, dict[str, np.ndarray]] = {}
         ranges: dict[str, dict[str, np.ndarray]] = {}
+        affine: dict[str, dict[str, np.ndarray]] = {}
         try:
             with np.load(folder / "params.npz", allow_pickle=False) as z:
                 for key in z.files:
@@ -112,6 +117,9 @@ class ModelCheckpoint:
                     elif kind == "range":
                         tier, _, name = rest.partition("/")
                         ranges.setdefault(tier, {})[name] = z[key].astype(np.float32)
+                    elif kind == "affine":
+                        tier, _, name = rest.partition("/")
+                        affine.setdefault(tier, {})[name] = z[key].astype(np.float32)
         except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
             raise ArtifactError(f"checkpoint {folder}/params.npz is corrupt ({exc}).") from None
         check_params(cfg, tok.size, params, str(folder))
@@ -126,7 +134,16 @@ class ModelCheckpoint:
             for name, v in r.items():
                 if v.shape != (2,) or not np.all(np.isfinite(v)) or v[0] > v[1]:
                     raise ArtifactError(f"checkpoint {folder}: int8 range {tier}/{name} is not a finite (min, max) pair.")
-        return cls(cfg, params, tok, norm, masks, dict(info.get("meta", {})), ranges)
+        want = affine_params(list(params), cfg.sparsity)
+        for tier, a in affine.items():
+            if tier not in masks or set(a) != set(want):
+                raise ArtifactError(f"checkpoint {folder}: the private affine of {tier} does not match the model's tiers and pruned layers.")
+            for name, v in a.items():
+                if v.shape != (params[name].shape[-1],) or not np.all(np.isfinite(v)):
+                    raise ArtifactError(f"checkpoint {folder}: private affine {tier}/{name} is not a finite vector of the layer's width.")
+        if affine and set(affine) != set(masks):
+            raise ArtifactError(f"checkpoint {folder}: the private affine covers tiers {sorted(affine)}, the masks {sorted(masks)}.")
+        return cls(cfg, params, tok, norm, masks, dict(info.get("meta", {})), ranges, affine)
 
 
 

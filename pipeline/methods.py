@@ -36,7 +36,7 @@ from .errors import ConfigError, InternalError
 from .model import build_training_model, forward, get_params, layer_names, param_shapes
 from .quant import FLOAT, Emulated, range_points
 from .rnnt_loss import ctc_loss, onset_frames, rnnt_loss
-from .sparsity import METHODS, nested_masks, tier_name
+from .sparsity import METHODS, affine_params, nested_masks, tier_name
 
 
 class Method:
@@ -96,6 +96,10 @@ class Method:
 
     def ranges(self) -> dict[str, dict[str, np.ndarray]]:
         """Learned int8 activation ranges per tier (AAT only)."""
+        return {}
+
+    def affine(self) -> dict[str, dict[str, np.ndarray]]:
+        """Each tier's private gains and bias offsets (omni with `sparsity.tier_affine`), else empty."""
         return {}
 
     def before_step(self, step: int, batch_size: int) -> list[np.ndarray]:
@@ -198,6 +202,24 @@ class OmniMethod(_Functional):
         self.select_tiers(0)  # a weighting that cannot fill a step fails here, before any training
         self.module.masks = {n.replace("/", "."): tf.Variable(tf.ones((len(self.tiers), *self.var(n).shape)), trainable=False, name=f"mask_{n.replace('/', '_')}")
                              for n in self.pruned}
+        self._make_affine({} if cfg.sparsity.tier_affine else None)
+
+    def _make_affine(self, start: dict[str, dict[str, np.ndarray]] | None) -> None:
+        """Per-tier gains (kernels) and offsets (biases), starting at 1 and 0 or at `start` (tier name → param → values);
+        None: no private affine."""
+        self.affine_names = affine_params(self.names, self.cfg.sparsity) if start is not None else []
+        self.module.affine = {}
+        for n in self.affine_names:
+            cols = self.var(n).shape[-1]
+            ident = np.zeros(cols, np.float32) if n.endswith("/bias") else np.ones(cols, np.float32)
+            v = np.stack([start.get(tier_name(t), {}).get(n, ident) for t in self.tiers]).astype(np.float32)
+            self.module.affine[n.replace("/", ".")] = tf.Variable(v, name=f"affine_{n.replace('/', '_')}")
+
+    def _aux_trainable(self) -> list[tf.Variable]:
+        return super()._aux_trainable() + [self.module.affine[n.replace("/", ".")] for n in self.affine_names]
+
+    def affine(self) -> dict[str, dict[str, np.ndarray]]:
+        return {tier_name(t): {n: self.module.affine[n.replace("/", ".")][i].numpy() for n in self.affine_names} for i, t in enumerate(self.tiers)}
 
     def mask(self, name: str) -> tf.Variable:
         return self.module.masks[name.replace("/", ".")]
@@ -248,8 +270,12 @@ class OmniMethod(_Functional):
     def _tier_params(self, sel: tf.Tensor) -> dict[str, tf.Tensor]:
         """The shared weights under each selected tier's masks, with a leading tier axis."""
         k = tf.shape(sel)[0]
-        return {n: self.var(n)[None] * tf.gather(self.mask(n), sel) if n in self.pruned else tf.broadcast_to(self.var(n)[None], tf.concat([[k], tf.shape(self.var(n))], 0))
-                for n in self.names}
+        out = {n: self.var(n)[None] * tf.gather(self.mask(n), sel) if n in self.pruned else tf.broadcast_to(self.var(n)[None], tf.concat([[k], tf.shape(self.var(n))], 0))
+               for n in self.names}
+        for n in self.affine_names:  # the tiers' private gains per output column (kernels) and bias offsets
+            a = tf.gather(self.module.affine[n.replace("/", ".")], sel)
+            out[n] = out[n] + a if n.endswith("/bias") else out[n] * a[:, None, :]
+        return out
 
     def _sub_batches(self, step: int, batch_size: int, sel: list[int], share: float, salt: int) -> list[np.ndarray]:
         """Each selected tier's rows of the batch: a seeded random `share` of it."""
@@ -279,7 +305,7 @@ class OmniMethod(_Functional):
     def meta(self) -> dict[str, Any]:
         sp = self.cfg.sparsity
         return {"method": self.name, "tiers": list(self.tiers), "tiers_per_step": min(sp.tiers_per_step, len(self.tiers)), "tier_batch": sp.tier_batch,
-                **({"tier_weights": list(self.tier_weights)} if self.tier_weights else {})}
+                **({"tier_weights": list(self.tier_weights)} if self.tier_weights else {}), **({"tier_affine": True} if self.affine_names else {})}
 
 
 def _block_norms(w: tf.Tensor, block: tuple[int, int]) -> tf.Tensor:
@@ -409,6 +435,7 @@ class AatMethod(OmniMethod):
         masks = [init.masks[tier_name(t)] if init.masks else {} for t in self.tiers]
         self.module.masks = {n.replace("/", "."): tf.Variable(np.stack([m.get(n, np.ones(self.var(n).shape, bool)) for m in masks]).astype(np.float32),
                                                               trainable=False, name=f"mask_{n.replace('/', '_')}") for n in self.pruned}
+        self._make_affine(init.affine if init.affine else None)  # the tiers' private affine fine-tunes with the weights
         self.points = range_points(cfg.encoder.layers)
         self.module.ranges = {p.replace("/", "."): tf.Variable(tf.zeros((len(self.tiers), 2)), trainable=False, name=f"range_{p.replace('/', '_')}")
                               for p in self.points}

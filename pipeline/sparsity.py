@@ -45,6 +45,11 @@ class SparsityConfig:
     # omni: relative odds of each tier (one weight per tier, in `tiers` order) wherever a tier is sampled; the
     # tiers trained every step (the sparsest with 2+ per step, the densest with 3+) ignore theirs. Empty: uniform.
     tier_weights: tuple[float, ...] = ()
+    # omni: each tier also gets its own gain per output column of every pruned kernel and its own offset of that
+    # layer's bias (a few hundred numbers per tier, like the private batch-norm statistics of slimmable networks):
+    # a sparser tier's pre-activations are smaller, which one shared set of weights cannot match for every tier.
+    # Folded into the tier's kernel and bias at export (same graph, same sparsity).
+    tier_affine: bool = False
     # csp: the compression error (what soft-thresholding removed) is fed back into the
     # dense weights, decayed by this factor per step (1: keep all, 0: plain proximal step)
     csp_feedback: float = 0.99
@@ -150,6 +155,21 @@ def tier_masks(params: dict[str, np.ndarray], fractions: dict[int, float], sp: S
 
 def apply_masks(params: dict[str, np.ndarray], masks: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {k: (v * masks[k]).astype(np.float32) if k in masks else v for k, v in params.items()}
+
+
+def affine_params(names: list[str], sp: SparsityConfig) -> list[str]:
+    """The parameters a tier's private affine touches (`tier_affine`): the pruned kernels (gain per output column)
+    and the biases of their layers (offset)."""
+    layers = {n.split("/")[0] for n in names if sp.prunes(n)}
+    return [n for n in names if sp.prunes(n) or (n.endswith("/bias") and n.split("/")[0] in layers)]
+
+
+def apply_affine(params: dict[str, np.ndarray], affine: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Fold one tier's private affine into its parameters: a kernel's entry is a gain per output column, a bias's an offset."""
+    out = dict(params)
+    for k, a in affine.items():
+        out[k] = (params[k] + a if k.endswith("/bias") else params[k] * a[None, :]).astype(np.float32)
+    return out
 
 
 def sparsity_of(params: dict[str, np.ndarray], sp: SparsityConfig) -> dict[str, int | float]:

@@ -121,6 +121,7 @@ class TrainResult:
     masks: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # tier name → param → keep mask
     method_meta: dict = field(default_factory=dict)
     ranges: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # tier name → point → learned int8 (min, max) (AAT)
+    affine: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # tier name → param → private gain/offset (omni tier_affine)
 
 
 class Trainer:
@@ -222,4 +223,4 @@ class Trainer:
         wall = time.monotonic() - t0
         log.info("trained %s (%s) to step %d in %.0f s, loss %.3f", self.cfg.name, self.method.name, self.total_steps, wall, loss_ema)
         params, masks = self.method.result()
-        return TrainResult(params, self.total_steps, loss_ema, wall, masks, self.method.meta(), self.method.ranges())
+        return TrainResult(params, self.total_steps, loss_ema, wall, masks, self.method.meta(), self.method.ranges(), self.method.affine())

@@ -6,7 +6,7 @@ import pytest
 
 from pipeline.checkpoint import ModelCheckpoint
 from pipeline.config import load_model_config
-from pipeline.errors import ConfigError
+from pipeline.errors import ArtifactError, ConfigError
 from pipeline.methods import make_method
 from pipeline.sparsity import SparsityConfig, block_sparsity, nested_masks, tier_masks, tier_name
 from pipeline.train import Trainer
@@ -239,3 +239,37 @@ def test_first_label_onset_restriction_reaches_every_loss_path(data, tmp_path, m
     assert np.isfinite(got) and got > free + 1e-3
     with pytest.raises(ConfigError, match="first_label_onset"):
         dataclasses.replace(cfg.train, first_label_onset=1.0)
+
+
+def test_omni_tier_affine_trains_round_trips_and_exports_the_function_it_trained(data, tmp_path):
+    """`sparsity.tier_affine`: each tier's private gains/offsets train, survive the checkpoint, and the exported
+    parameters of a tier (`tier_params`: masked, affine folded in) compute what training computed for that tier."""
+    import tensorflow as tf
+
+    from pipeline.model import forward
+
+    cfg = _cfg(tier_affine=True)
+    trainer = Trainer(cfg, data, tmp_path / "w", "omni")
+    result = trainer.run()
+    assert set(result.affine) == {tier_name(t) for t in TIERS}
+    assert set(result.affine[tier_name(90)]) == {k for k in result.params if cfg.sparsity.prunes(k)} | {
+        f"{k.split('/')[0]}/bias" for k in result.params if cfg.sparsity.prunes(k) and f"{k.split('/')[0]}/bias" in result.params}
+    gains = result.affine[tier_name(90)]["enc0/kernel"]
+    assert not np.allclose(gains, 1.0), "the tier's gains did not train"
+    ck = ModelCheckpoint(cfg, result.params, data.tokenizer, data.normalizer, result.masks, {"method": "omni"}, affine=result.affine)
+    ck.save(tmp_path / "ck")
+    back = ModelCheckpoint.load(tmp_path / "ck", expect=cfg)
+    np.testing.assert_array_equal(back.affine[tier_name(90)]["enc0/kernel"], gains)
+    rng = np.random.default_rng(0)
+    feats = tf.constant(rng.normal(size=(2, 24, cfg.frontend.n_mels)).astype(np.float32))
+    pred_in = tf.constant(rng.integers(0, data.tokenizer.size, size=(2, 3)).astype(np.int32))
+    for i, t in enumerate(TIERS):
+        trained = forward(cfg, trainer.method._tier_params(tf.constant([i])), feats, pred_in)
+        exported = forward(cfg, {k: tf.constant(v)[None] for k, v in back.tier_params(t).items()}, feats, pred_in)
+        np.testing.assert_allclose(exported.numpy(), trained.numpy(), rtol=1e-5, atol=1e-5)
+        for k, m in back.masks[tier_name(t)].items():  # folding keeps the tier's sparsity exactly
+            assert np.all(back.tier_params(t)[k][~m] == 0)
+    broken = {**result.affine, tier_name(90): {k: v for k, v in result.affine[tier_name(90)].items() if k != "enc0/kernel"}}
+    ModelCheckpoint(cfg, result.params, data.tokenizer, data.normalizer, result.masks, {"method": "omni"}, affine=broken).save(tmp_path / "bad")
+    with pytest.raises(ArtifactError, match="private affine of tier90"):
+        ModelCheckpoint.load(tmp_path / "bad")
