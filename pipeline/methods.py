@@ -208,17 +208,20 @@ class OmniMethod(_Functional):
         """Per-tier gains (kernels) and offsets (biases), starting at 1 and 0 or at `start` (tier name → param → values);
         None: no private affine."""
         self.affine_names = affine_params(self.names, self.cfg.sparsity) if start is not None else []
-        self.module.affine = {}
+        affine = {}
         for n in self.affine_names:
             cols = self.var(n).shape[-1]
             ident = np.zeros(cols, np.float32) if n.endswith("/bias") else np.ones(cols, np.float32)
             v = np.stack([start.get(tier_name(t), {}).get(n, ident) for t in self.tiers]).astype(np.float32)
-            self.module.affine[n.replace("/", ".")] = tf.Variable(v, name=f"affine_{n.replace('/', '_')}")
+            affine[n.replace("/", ".")] = tf.Variable(v, name=f"affine_{n.replace('/', '_')}")
+        self.module.affine = affine  # tracked by the training checkpoint (resume)
 
     def _aux_trainable(self) -> list[tf.Variable]:
         return super()._aux_trainable() + [self.module.affine[n.replace("/", ".")] for n in self.affine_names]
 
     def affine(self) -> dict[str, dict[str, np.ndarray]]:
+        if not self.affine_names:
+            return {}
         return {tier_name(t): {n: self.module.affine[n.replace("/", ".")][i].numpy() for n in self.affine_names} for i, t in enumerate(self.tiers)}
 
     def mask(self, name: str) -> tf.Variable:

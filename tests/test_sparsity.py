@@ -100,14 +100,18 @@ def test_per_tier_methods_reach_the_tier_and_keep_pruned_weights_zero(data, tmp_
         _check_tier(result.params, masks, 80)
 
 
-def test_omni_resume_restores_masks(data, tmp_path):
-    cfg = _cfg()
+@pytest.mark.parametrize("affine", [False, True])
+def test_omni_resume_restores_masks(data, tmp_path, affine):
+    cfg = _cfg(tier_affine=affine)
     straight = Trainer(cfg, data, tmp_path / "a", "omni").run()
     Trainer(cfg, data, tmp_path / "b", "omni").run(until=10)  # interrupted after the step-10 checkpoint
     resumed = Trainer(cfg, data, tmp_path / "b", "omni").run(resume=True)
     for t in TIERS:
         for k, m in straight.masks[tier_name(t)].items():
             np.testing.assert_array_equal(resumed.masks[tier_name(t)][k], m)
+        for k, v in straight.affine.get(tier_name(t), {}).items():
+            np.testing.assert_allclose(resumed.affine[tier_name(t)][k], v, atol=1e-5)
+    assert bool(straight.affine) == affine
     for k, v in straight.params.items():
         np.testing.assert_allclose(resumed.params[k], v, atol=1e-5)
 
@@ -269,6 +273,11 @@ def test_omni_tier_affine_trains_round_trips_and_exports_the_function_it_trained
         np.testing.assert_allclose(exported.numpy(), trained.numpy(), rtol=1e-5, atol=1e-5)
         for k, m in back.masks[tier_name(t)].items():  # folding keeps the tier's sparsity exactly
             assert np.all(back.tier_params(t)[k][~m] == 0)
+    tuned = make_method("finetune", cfg, data.tokenizer.size, 5, init=back)  # AAT and its float control start from the tiers' affine
+    for i, t in enumerate(TIERS):
+        start = tuned._tier_params(tf.constant([i]))
+        for k, v in back.tier_params(t).items():
+            np.testing.assert_allclose(start[k][0].numpy(), v, rtol=1e-6, atol=1e-7)
     broken = {**result.affine, tier_name(90): {k: v for k, v in result.affine[tier_name(90)].items() if k != "enc0/kernel"}}
     ModelCheckpoint(cfg, result.params, data.tokenizer, data.normalizer, result.masks, {"method": "omni"}, affine=broken).save(tmp_path / "bad")
     with pytest.raises(ArtifactError, match="private affine of tier90"):
