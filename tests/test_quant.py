@@ -244,7 +244,7 @@ def test_minmax_ranges_only_widen_ema_ranges_follow_the_batches_and_frozen_range
 
 def test_aat_fine_tunes_the_densest_and_sparsest_and_sampled_tiers_or_the_configured_number(omni_ck, random_features, tmp_path):
     cfg = omni_ck.config
-    assert cfg.aat.tiers_per_step == 3 and cfg.sparsity.tiers_per_step == 1  # AAT picks its tiers apart from omni training
+    assert cfg.aat.tiers_per_step == 3 and cfg.sparsity.tiers_per_step == 2  # AAT picks its tiers apart from omni training
     default = Trainer(cfg, random_features, tmp_path / "a", "aat", init=omni_ck)
     for step in range(5):  # three tiers held, three per step: all of them
         sel, idx = default.method.before_step(step, cfg.train.batch_size)
