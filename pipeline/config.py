@@ -122,12 +122,15 @@ class AatConfig:
     """Accelerator-aware training: a fine-tuning phase with the int8 kernels emulated (quant.py)."""
 
     steps: int = 400
-    learning_rate: float = 2e-4  # peak; linear warm-up, cosine decay to 10% at `steps`
+    # peak; linear warm-up, cosine decay to 10% at `steps`. 1e-4 with frozen calibrated ranges and the sparsest tier every
+    # step closed 56% and 77% of the sparsest tier's int8 gap on two omni checkpoints (seeds 1234, 2); 2e-4 closed 25%
+    # (reports/quant/README.md, session 14). The defaults until then: reports/quant/aat_default_until_s14.toml
+    learning_rate: float = 1e-4
     warmup_steps: int = 20
     # how activation ranges follow the training batches: "minmax" keeps the min/max of everything seen (what the
     # converter's calibration computes, over far more data), "ema" a moving average of batch min/max (narrower, clips more),
     # "frozen" keeps the ranges it starts from (`range_init`; only the weights adapt to a fixed int8 grid)
-    range_tracking: str = "minmax"
+    range_tracking: str = "frozen"
     ema_decay: float = 0.99  # for range_tracking = "ema"
     # where the ranges start: "calibration" = what the converter's post-training calibration gives each tensor (the
     # target's calibration recipe streamed through the float graphs of each tier), one range covering all the tensors a
@@ -136,10 +139,10 @@ class AatConfig:
     # first `calibration_batches` training batches
     range_init: str = "calibration"
     calibration_batches: int = 8  # for range_init = "batches"
-    # tiers of a shared-weight (omni) checkpoint fine-tuned per step (the densest + the sparsest + sampled ones), each
-    # on a random `tier_batch` share of the batch; every tier every step (5) measured no better on omni tiny and 1.5x
-    # the time (reports/quant/quant_all_tiers.md)
-    tiers_per_step: int = 3
+    # tiers of a shared-weight (omni) checkpoint fine-tuned per step, each on a random `tier_batch` share of the batch:
+    # 2 = the sparsest + one sampled tier (as omni trains), 3+ = the densest + the sparsest + sampled ones, 1 = one
+    # sampled tier; every tier every step (5) measured no better on omni tiny and 1.5x the time (quant_all_tiers.md)
+    tiers_per_step: int = 2
     tier_batch: float = 0.5
 
     @property
