@@ -144,6 +144,11 @@ class AatConfig:
     # sampled tier; every tier every step (5) measured no better on omni tiny and 1.5x the time (quant_all_tiers.md)
     tiers_per_step: int = 2
     tier_batch: float = 0.5
+    # weight of self-distillation: loss = (1 - distill) * RNN-T + distill * KL(float teacher || fine-tuned model) summed over
+    # each utterance's lattice, the teacher being the same tier of the checkpoint before fine-tuning, in float and frozen.
+    # It pulls the int8-emulated model toward the float model it is quantizing instead of toward the training labels
+    # alone; 1 = distillation only (then the float control does not move); 0 = off
+    distill: float = 0.0
 
     @property
     def calibrated_start(self) -> str | None:
@@ -159,6 +164,7 @@ class AatConfig:
         check(self.range_init in RANGE_INITS, f"field `range_init` must be one of {', '.join(RANGE_INITS)}, got {self.range_init!r}.")
         check(self.tiers_per_step >= 1, f"field `tiers_per_step` must be >= 1, got {self.tiers_per_step}.")
         check(0 < self.tier_batch <= 1, f"field `tier_batch` must be in (0, 1], got {self.tier_batch}.")
+        check(0 <= self.distill <= 1, f"field `distill` must be in [0, 1], got {self.distill}.")
         check(1 <= self.calibration_batches <= 1000, f"field `calibration_batches` must be in 1..1000, got {self.calibration_batches}.")
 
 

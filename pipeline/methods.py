@@ -35,7 +35,7 @@ from .config import ModelConfig
 from .errors import ConfigError, InternalError
 from .model import build_training_model, forward, get_params, layer_names, param_shapes
 from .quant import FLOAT, Emulated, range_points
-from .rnnt_loss import ctc_loss, onset_frames, rnnt_loss
+from .rnnt_loss import ctc_loss, lattice_kl, onset_frames, rnnt_loss
 from .sparsity import METHODS, affine_params, nested_masks, tier_name
 
 
@@ -270,13 +270,16 @@ class OmniMethod(_Functional):
             return sorted({n - 1, *pick(list(range(n - 1)), 1)})
         return pick(list(range(n)), 1)
 
-    def _tier_params(self, sel: tf.Tensor) -> dict[str, tf.Tensor]:
-        """The shared weights under each selected tier's masks, with a leading tier axis."""
+    def _tier_params(self, sel: tf.Tensor, weights: dict[str, Any] | None = None, affine: dict[str, Any] | None = None) -> dict[str, tf.Tensor]:
+        """The shared weights (or `weights`, with `affine` for the tiers' private affine) under each selected tier's
+        masks, with a leading tier axis."""
         k = tf.shape(sel)[0]
-        out = {n: self.var(n)[None] * tf.gather(self.mask(n), sel) if n in self.pruned else tf.broadcast_to(self.var(n)[None], tf.concat([[k], tf.shape(self.var(n))], 0))
+        w = weights if weights is not None else {n: self.var(n) for n in self.names}
+        aff = affine if affine is not None else {n: self.module.affine[n.replace("/", ".")] for n in self.affine_names}
+        out = {n: w[n][None] * tf.gather(self.mask(n), sel) if n in self.pruned else tf.broadcast_to(w[n][None], tf.concat([[k], tf.shape(w[n])], 0))
                for n in self.names}
         for n in self.affine_names:  # the tiers' private gains per output column (kernels) and bias offsets
-            a = tf.gather(self.module.affine[n.replace("/", ".")], sel)
+            a = tf.gather(aff[n], sel)
             out[n] = out[n] + a if n.endswith("/bias") else out[n] * a[:, None, :]
         return out
 
@@ -439,6 +442,9 @@ class AatMethod(OmniMethod):
         self.module.masks = {n.replace("/", "."): tf.Variable(np.stack([m.get(n, np.ones(self.var(n).shape, bool)) for m in masks]).astype(np.float32),
                                                               trainable=False, name=f"mask_{n.replace('/', '_')}") for n in self.pruned}
         self._make_affine(init.affine if init.affine else None)  # the tiers' private affine fine-tunes with the weights
+        # the checkpoint as it was, frozen: the float teacher of `aat.distill`
+        self.teacher = {n: tf.constant(init.params[n]) for n in self.names} if cfg.aat.distill > 0 else None
+        self.teacher_affine = {n: tf.constant(self.module.affine[n.replace("/", ".")].numpy()) for n in self.affine_names}
         self.points = range_points(cfg.encoder.layers)
         self.module.ranges = {p.replace("/", "."): tf.Variable(tf.zeros((len(self.tiers), 2)), trainable=False, name=f"range_{p.replace('/', '_')}")
                               for p in self.points}
@@ -492,10 +498,19 @@ class AatMethod(OmniMethod):
     def loss(self, feats, pred_in, labels, frames, label_lengths, *extra):  # noqa: ANN001, ANN201
         sel, idx = extra
         q = Emulated({p: tf.gather(self.range_var(p), sel) for p in self.points}) if self.emulate else FLOAT
-        enc, _, logits = forward(self.cfg, self._tier_params(sel), tf.gather(feats, idx), tf.gather(pred_in, idx), q, parts=True)
+        feats_k, pred_k = tf.gather(feats, idx), tf.gather(pred_in, idx)
+        enc, _, logits = forward(self.cfg, self._tier_params(sel), feats_k, pred_k, q, parts=True)
         if self.emulate:
             self._track_ranges(sel, q.seen)
-        return self._tiers_loss(logits, enc, idx, labels, frames, label_lengths, self._first_emit(feats, frames))
+        loss = self._tiers_loss(logits, enc, idx, labels, frames, label_lengths, self._first_emit(feats, frames))
+        if self.teacher is None:
+            return loss
+        # distillation: the same tier of the checkpoint as it was, in float, is the target at every lattice node
+        _, _, teacher = forward(self.cfg, self._tier_params(sel, self.teacher, self.teacher_affine), feats_k, pred_k, FLOAT, parts=True)
+        merge = lambda t: tf.reshape(t, tf.concat([[-1], tf.shape(t)[2:]], 0))  # noqa: E731
+        kl = lattice_kl(merge(teacher), merge(logits), tf.reshape(tf.gather(frames, idx), [-1]), tf.reshape(tf.gather(label_lengths, idx), [-1]))
+        a = self.cfg.aat.distill
+        return (1.0 - a) * loss + a * kl
 
     def _track_ranges(self, sel: tf.Tensor, seen: dict[str, tuple[tf.Tensor, tf.Tensor]]) -> None:
         """Fold what each selected tier's activations spanned in this batch into its ranges."""
@@ -522,7 +537,7 @@ class AatMethod(OmniMethod):
 
     def meta(self) -> dict[str, Any]:
         a = self.cfg.aat
-        info = {"steps": self.total_steps, "learning_rate": a.learning_rate, "tiers": list(self.tiers)}
+        info = {"steps": self.total_steps, "learning_rate": a.learning_rate, "tiers": list(self.tiers), "distill": a.distill}
         if not self.emulate:
             return {**self.init_meta, "float_finetune": info}
         return {**self.init_meta, "aat": {**info, "tiers_per_step": min(a.tiers_per_step, len(self.tiers)), "tier_batch": self.sub_batch, "range_tracking": a.range_tracking,

@@ -109,3 +109,14 @@ def ctc_loss(logits: tf.Tensor, labels: tf.Tensor, frames: tf.Tensor, label_leng
     nll = tf.where(some, native, all_blank)
     count = tf.maximum(tf.reduce_sum(tf.cast(fits, tf.float32)), 1.0)
     return tf.reduce_sum(tf.where(fits, nll, 0.0)) / count
+
+
+def lattice_kl(teacher_logits: tf.Tensor, student_logits: tf.Tensor, frames: tf.Tensor, label_lengths: tf.Tensor) -> tf.Tensor:
+    """Mean over utterances of KL(teacher || student) of the output distributions, summed over the utterance's valid
+    lattice nodes (t < frames, u <= label_lengths): a distillation loss on the scale of the RNN-T loss (which also
+    sums over one utterance's lattice). Logits (B, T, U+1, V); frames, label_lengths (B,). Gradients reach the
+    student only."""
+    t_logp = tf.nn.log_softmax(tf.stop_gradient(teacher_logits), axis=-1)
+    kl = tf.reduce_sum(tf.exp(t_logp) * (t_logp - tf.nn.log_softmax(student_logits, axis=-1)), axis=-1)  # (B, T, U+1)
+    valid = (tf.sequence_mask(frames, tf.shape(kl)[1])[:, :, None] & tf.sequence_mask(label_lengths + 1, tf.shape(kl)[2])[:, None, :])
+    return tf.reduce_mean(tf.reduce_sum(tf.where(valid, kl, 0.0), axis=[1, 2]))

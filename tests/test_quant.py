@@ -263,7 +263,7 @@ def test_an_aat_recipe_file_replaces_the_configs_aat_section(omni_ck, tmp_path):
     good.write_text("[aat]\nlearning_rate = 2e-5\ntiers_per_step = 1\ntier_batch = 1.0\n")
     recipe = load_aat_config(good)
     assert (recipe.learning_rate, recipe.tiers_per_step, recipe.tier_batch, recipe.steps) == (2e-5, 1, 1.0, 400)  # unset: defaults
-    for text, message in [("[aat]\nlearning_rate = 2.0\n", "learning_rate"), ("[aat]\nlr = 1e-4\n", "lr"),
+    for text, message in [("[aat]\nlearning_rate = 2.0\n", "learning_rate"), ("[aat]\nlr = 1e-4\n", "lr"), ("[aat]\ndistill = 1.5\n", "distill"),
                           ("[train]\nsteps = 3\n", "exactly one \\[aat\\] table, not train"), ("[aat\n", "not valid TOML")]:
         (tmp_path / "bad.toml").write_text(text)
         with pytest.raises(ConfigError, match=message):
@@ -278,3 +278,35 @@ def test_an_aat_recipe_file_replaces_the_configs_aat_section(omni_ck, tmp_path):
     other = dataclasses.replace(tuned, train=dataclasses.replace(cfg.train, seed=cfg.train.seed + 1))
     with pytest.raises(ArtifactError, match="different config"):
         ModelCheckpoint.load(tmp_path / "ck", expect=other, ignore=("aat",))
+
+
+def test_lattice_kl_sums_valid_nodes_of_the_teachers_kl_and_only_the_student_gets_gradients():
+    from pipeline.rnnt_loss import lattice_kl
+
+    rng = np.random.default_rng(3)
+    teacher, student = (rng.normal(size=(3, 6, 4, 5)).astype(np.float32) for _ in range(2))
+    frames, lengths = np.array([6, 2, 4], np.int32), np.array([3, 0, 2], np.int32)
+    logp = lambda x: x - np.log(np.exp(x).sum(-1, keepdims=True))  # noqa: E731
+    kl = (np.exp(logp(teacher)) * (logp(teacher) - logp(student))).sum(-1)
+    want = np.mean([kl[b, : frames[b], : lengths[b] + 1].sum() for b in range(3)])
+    t, s = tf.constant(teacher), tf.Variable(student)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(t)
+        got = lattice_kl(t, s, tf.constant(frames), tf.constant(lengths))
+    assert float(got) == pytest.approx(want, rel=1e-5)
+    assert tape.gradient(got, t) is None and np.abs(tape.gradient(got, s).numpy()).sum() > 0
+    assert float(lattice_kl(t, tf.constant(teacher), tf.constant(frames), tf.constant(lengths))) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_distillation_pulls_toward_the_checkpoint_itself(omni_ck, random_features, tmp_path):
+    """With distill = 1 the only target is the checkpoint's own float output: the float control starts at its target
+    (loss 0 up to rounding; Adam still turns rounding-sized gradients into lr-sized steps, so the weights drift by
+    ~lr), while the int8-emulated model starts away from it and is trained toward it."""
+    cfg = omni_ck.config
+    only = dataclasses.replace(cfg, aat=dataclasses.replace(cfg.aat, steps=3, distill=1.0))
+    control = Trainer(only, random_features, tmp_path / "f", "finetune", init=omni_ck).run()
+    aat = Trainer(only, random_features, tmp_path / "a", "aat", init=omni_ck).run()
+    print("final loss: float control", control.final_loss, "AAT", aat.final_loss)
+    assert abs(control.final_loss) < 1e-3 and aat.final_loss > 100 * max(abs(control.final_loss), 1e-6)
+    assert aat.method_meta["aat"]["distill"] == 1.0 and control.method_meta["float_finetune"]["distill"] == 1.0
+    assert any(not np.allclose(aat.params[k], omni_ck.params[k]) for k in omni_ck.params if cfg.sparsity.prunes(k))
