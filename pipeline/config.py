@@ -124,7 +124,8 @@ class AatConfig:
     steps: int = 400
     # peak; linear warm-up, cosine decay to 10% at `steps`. 1e-4 with frozen calibrated ranges and the sparsest tier every
     # step closed 56% and 77% of the sparsest tier's int8 gap on two omni checkpoints (seeds 1234, 2); 2e-4 closed 25%
-    # (reports/quant/README.md, session 14). The defaults until then: reports/quant/aat_default_until_s14.toml
+    # (reports/quant/README.md, session 14). The defaults until then: reports/quant/aat_default_until_s14.toml; until
+    # session 15 (no distillation): aat_default_until_s15.toml
     learning_rate: float = 1e-4
     warmup_steps: int = 20
     # how activation ranges follow the training batches: "minmax" keeps the min/max of everything seen (what the
@@ -147,8 +148,11 @@ class AatConfig:
     # weight of self-distillation: loss = (1 - distill) * RNN-T + distill * KL(float teacher || fine-tuned model) summed over
     # each utterance's lattice, the teacher being the same tier of the checkpoint before fine-tuning, in float and frozen.
     # It pulls the int8-emulated model toward the float model it is quantizing instead of toward the training labels
-    # alone; 1 = distillation only (then the float control does not move); 0 = off
-    distill: float = 0.0
+    # alone; 1 = distillation only (then the float control does not move); 0 = off. 0.5 closed 96% and 64% of the
+    # sparsest tier's int8 gap on two omni checkpoints, no other tier beyond 3 words of PTQ; 1 closed 73% / 94% but was
+    # 13 words worse than PTQ at one tier; 0 (the default until session 15, aat_default_until_s15.toml) 56% / 77%
+    # (reports/quant/README.md, session 15)
+    distill: float = 0.5
 
     @property
     def calibrated_start(self) -> str | None:
