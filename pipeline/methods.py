@@ -294,9 +294,8 @@ class OmniMethod(_Functional):
                     first_emit: tf.Tensor | None) -> tf.Tensor:
         """`_loss` of (K, B', ...) logits and encoder outputs, tier k's rows of the batch being idx[k] (labels, frames
         and first_emit are the whole batch's, gathered here)."""
-        merge = lambda t: tf.reshape(t, tf.concat([[-1], tf.shape(t)[2:]], 0))  # noqa: E731
-        flat = lambda t: tf.reshape(tf.gather(t, idx), tf.concat([[-1], tf.shape(t)[1:]], 0))  # noqa: E731
-        return self._loss(merge(logits), merge(enc), flat(labels), flat(frames), flat(label_lengths), None if first_emit is None else flat(first_emit))
+        rows = lambda t: _merge_tiers(tf.gather(t, idx))  # noqa: E731
+        return self._loss(_merge_tiers(logits), _merge_tiers(enc), rows(labels), rows(frames), rows(label_lengths), None if first_emit is None else rows(first_emit))
 
     def loss(self, feats, pred_in, labels, frames, label_lengths, *extra):  # noqa: ANN001, ANN201
         sel, idx = extra
@@ -312,6 +311,11 @@ class OmniMethod(_Functional):
         sp = self.cfg.sparsity
         return {"method": self.name, "tiers": list(self.tiers), "tiers_per_step": min(sp.tiers_per_step, len(self.tiers)), "tier_batch": sp.tier_batch,
                 **({"tier_weights": list(self.tier_weights)} if self.tier_weights else {}), **({"tier_affine": True} if self.affine_names else {})}
+
+
+def _merge_tiers(t: tf.Tensor) -> tf.Tensor:
+    """(K, B', ...) per-tier rows → (K * B', ...)."""
+    return tf.reshape(t, tf.concat([[-1], tf.shape(t)[2:]], 0))
 
 
 def _block_norms(w: tf.Tensor, block: tuple[int, int]) -> tf.Tensor:
@@ -442,9 +446,9 @@ class AatMethod(OmniMethod):
         self.module.masks = {n.replace("/", "."): tf.Variable(np.stack([m.get(n, np.ones(self.var(n).shape, bool)) for m in masks]).astype(np.float32),
                                                               trainable=False, name=f"mask_{n.replace('/', '_')}") for n in self.pruned}
         self._make_affine(init.affine if init.affine else None)  # the tiers' private affine fine-tunes with the weights
-        # the checkpoint as it was, frozen: the float teacher of `aat.distill`
-        self.teacher = {n: tf.constant(init.params[n]) for n in self.names} if cfg.aat.distill > 0 else None
-        self.teacher_affine = {n: tf.constant(self.module.affine[n.replace("/", ".")].numpy()) for n in self.affine_names}
+        # the checkpoint as it was, frozen (weights, private affine): the float teacher of `aat.distill`
+        self.teacher = None if cfg.aat.distill == 0 else ({n: tf.constant(init.params[n]) for n in self.names},
+                                                          {n: tf.constant(self.module.affine[n.replace("/", ".")].numpy()) for n in self.affine_names})
         self.points = range_points(cfg.encoder.layers)
         self.module.ranges = {p.replace("/", "."): tf.Variable(tf.zeros((len(self.tiers), 2)), trainable=False, name=f"range_{p.replace('/', '_')}")
                               for p in self.points}
@@ -506,9 +510,8 @@ class AatMethod(OmniMethod):
         if self.teacher is None:
             return loss
         # distillation: the same tier of the checkpoint as it was, in float, is the target at every lattice node
-        _, _, teacher = forward(self.cfg, self._tier_params(sel, self.teacher, self.teacher_affine), feats_k, pred_k, FLOAT, parts=True)
-        merge = lambda t: tf.reshape(t, tf.concat([[-1], tf.shape(t)[2:]], 0))  # noqa: E731
-        kl = lattice_kl(merge(teacher), merge(logits), tf.reshape(tf.gather(frames, idx), [-1]), tf.reshape(tf.gather(label_lengths, idx), [-1]))
+        _, _, teacher = forward(self.cfg, self._tier_params(sel, *self.teacher), feats_k, pred_k, FLOAT, parts=True)
+        kl = lattice_kl(_merge_tiers(teacher), _merge_tiers(logits), _merge_tiers(tf.gather(frames, idx)), _merge_tiers(tf.gather(label_lengths, idx)))
         a = self.cfg.aat.distill
         return (1.0 - a) * loss + a * kl
 

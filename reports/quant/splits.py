@@ -16,11 +16,10 @@ import json
 import sys
 from pathlib import Path
 
-from pipeline.build import _transducer
+from pipeline.build import PreparedData, _eval_sets, _transducer
 from pipeline.cache import StageCache, digest
 from pipeline.checkpoint import ModelCheckpoint
-from pipeline.corpus import read_manifest
-from pipeline.features import utterance_features
+from pipeline.data import DataOptions, resolve_source
 from pipeline.runtimes import LiteRTGraph
 from pipeline.verify import score
 
@@ -30,7 +29,8 @@ SPLITS = ("test_seen", "test_unseen")
 def main(work_dir: Path, init: Path | None) -> None:
     cache = work_dir / "cache"
     data = next((cache / "data").iterdir())
-    tests: dict[str, tuple[list, list[str]]] = {}
+    corpus = PreparedData(resolve_source(DataOptions()), data, {}, {s: data / f"{s}.jsonl" for s in SPLITS})
+    tests = None  # the test sets' features, normalized as the checkpoints (one model, one normalizer) normalize them
     print("phase tier seen_float seen_int8 unseen_float unseen_int8")
     for export in sorted((cache / "export").iterdir()):
         stage = json.loads((export / "stage.json").read_text())
@@ -43,13 +43,11 @@ def main(work_dir: Path, init: Path | None) -> None:
         else:
             ck = ModelCheckpoint.load(StageCache(cache).folder(phase, digest(trained)) / "checkpoint")
         row = [phase, stage["summary"]["tier"]]
+        tests = tests or _eval_sets(corpus, ck)
         for split in SPLITS:
-            if split not in tests:
-                corpus = read_manifest(data / f"{split}.jsonl")
-                tests[split] = ([ck.normalizer(f) for f in utterance_features(corpus, ck.config.frontend)], [u.text for u in corpus.utterances])
             for variant in ("float32", "int8"):
                 t = _transducer(ck.config, ck.tokenizer, {f.stem: LiteRTGraph(f.read_bytes(), 1) for f in (export / variant).glob("*.tflite")})
-                row.append(round(100 * score(t, ck.tokenizer, *tests[split], 0.0).wer, 1))
+                row.append(round(100 * score(t, ck.tokenizer, *tests[split]).wer, 1))
         print(*row, flush=True)
 
 
