@@ -338,6 +338,17 @@ class QuantRow:
     aat_minus_ptq: float | None = None
     aat_minus_ptq_low: float | None = None
     aat_minus_ptq_high: float | None = None
+    # what `build --aat` ships for this tier ([aat] gate, build.stage_aat_gate): "aat" or "ptq" (the trained model's PTQ),
+    # the gate split's int8 WER of both, and the shipped graphs' WER here, minus the trained PTQ's and the control PTQ's
+    gate_rule: str | None = None
+    gate_split: str | None = None
+    gate_wer_ptq: float | None = None
+    gate_wer_aat: float | None = None
+    shipped: str | None = None
+    wer_shipped: float | None = None
+    shipped_minus_trained_ptq: float | None = None
+    shipped_minus_ptq: float | None = None
+    shipped_gap_closed: float | None = None
 
 
 def _operators(path: Path) -> list[str]:
@@ -370,7 +381,7 @@ def bench_quant(model: str, method: str, tiers: list[int] | None, data: DataOpti
     The base checkpoint is trained (`method`, `steps`) through the stage cache, or given (`init`);
     AAT and the control fine-tune it once for every tier it holds, with `aat` as the recipe if given (else the config's).
     """
-    from .build import checkpoint_stage_input, stage_aat
+    from .build import check_gate_split, checkpoint_stage_input, stage_aat, stage_aat_gate, stage_export
     from .errors import ConfigError
 
     cfg = load_model_config(model)
@@ -389,6 +400,8 @@ def bench_quant(model: str, method: str, tiers: list[int] | None, data: DataOpti
     chosen = _chosen_tiers(ModelCheckpoint.load(base[0]).tiers, tiers, method)
     tuned = cfg if aat is None else replace(cfg, aat=aat)
     recipe = load_calibration_recipe(load_target(target).build.calibration)  # the calibration _measure's exports use
+    if tuned.aat.gate != "none":
+        check_gate_split(tuned, corpus)
     aat_stage = stage_aat(cache, tuned, feats, base, corpus, recipe, aat_steps)
     control = stage_aat(cache, tuned, feats, base, corpus, recipe, aat_steps, emulate=False)
 
@@ -402,9 +415,18 @@ def bench_quant(model: str, method: str, tiers: list[int] | None, data: DataOpti
         same = all(_operators(ptq_dir / "int8" / f"{g}.tflite") == _operators(aat_dir / "int8" / f"{g}.tflite") for g in GRAPHS)
         gap_ptq, gap_aat = ft.wer_int8 - ft.wer_float, after.wer_int8 - ft.wer_float
         diff, lo, hi = paired_bootstrap(ft_err["int8"], aat_err["int8"], ft_err["words"])
+        if tuned.aat.gate == "none":
+            gate = {"rule": "none", "shipped": "aat"}
+        else:
+            exports = [stage_export(cache, st[0], st[1]["key"], corpus, recipe, tier) for st in (base, aat_stage)]
+            gate = stage_aat_gate(cache, exports[0], exports[1], aat_stage[0], corpus, tuned.aat)
+        shipped = after.wer_int8 if gate["shipped"] == "aat" else before.wer_int8
         rows.append(QuantRow(method, tier, before.wer_float, before.wer_int8, ft.wer_float, ft.wer_int8, after.wer_int8, round(gap_ptq, 5), round(gap_aat, 5),
                              round(1 - gap_aat / gap_ptq, 3) if gap_ptq > 0 else None, ft.npu_encoder_cycles, after.npu_encoder_cycles, same,
-                             aat_stage[1]["aat"]["steps"], round(aat_stage[1]["aat"]["wall_seconds"], 1), round(diff, 5), round(lo, 5), round(hi, 5)))
+                             aat_stage[1]["aat"]["steps"], round(aat_stage[1]["aat"]["wall_seconds"], 1), round(diff, 5), round(lo, 5), round(hi, 5),
+                             gate["rule"], gate.get("split"), gate.get("wer_int8_ptq"), gate.get("wer_int8_aat"), gate["shipped"], shipped,
+                             round(shipped - before.wer_int8, 5), round(shipped - ft.wer_int8, 5),
+                             round(1 - (shipped - ft.wer_float) / gap_ptq, 3) if gap_ptq > 0 else None))
         log.info("%s", rows[-1])
     write_quant_report(rows, out, cfg.name, tuned.aat)
     return rows
@@ -441,7 +463,31 @@ def write_quant_report(rows: list[QuantRow], out: Path, model: str, recipe: AatC
             closed = "-" if sparsest.gap_closed is None else f"{100 * sparsest.gap_closed:.0f}%"
             lines.append(f"Sparsest tier {sparsest.tier}: PTQ gap {100 * sparsest.gap_ptq:+.1f}, AAT gap {100 * sparsest.gap_aat:+.1f}, "
                          f"closed {closed} (target: >= 50%, or AAT gap <= 0.3).")
+            lines += _shipped_lines(rows)
         (tmp / "quant.md").write_text("\n".join(lines) + "\n")
+
+
+def _shipped_lines(rows: list[QuantRow]) -> list[str]:
+    """The table and verdicts of what `build --aat` ships per tier, as its [aat] gate chose."""
+    gated = [r for r in rows if r.shipped is not None]
+    if not gated:
+        return []
+    pct = lambda x: "-" if x is None else f"{100 * x:.1f}%"  # noqa: E731
+    split = next((r.gate_split for r in gated if r.gate_split), None)
+    lines = ["", f"## What `build --aat` ships (gate: {gated[0].gate_rule}" + (f", chosen on {split})" if split else ")"), "",
+             f"The trained model's PTQ graphs or AAT's, per tier, chosen on {split or 'no split'} (not on {SPLIT}); shipped WER on {SPLIT}.", "",
+             f"| tier | {split or 'gate'} PTQ int8 | {split or 'gate'} AAT int8 | ships | shipped int8 | - trained PTQ | - control PTQ | gap closed |",
+             "| ---: | ---: | ---: | :---: | ---: | ---: | ---: | ---: |"]
+    for r in gated:
+        closed = "-" if r.shipped_gap_closed is None else f"{100 * r.shipped_gap_closed:.0f}%"
+        lines.append(f"| {r.tier} | {pct(r.gate_wer_ptq)} | {pct(r.gate_wer_aat)} | {r.shipped.upper()} | {pct(r.wer_shipped)} | "
+                     f"{100 * r.shipped_minus_trained_ptq:+.1f} | {100 * r.shipped_minus_ptq:+.1f} | {closed} |")
+    worse_trained = [str(r.tier) for r in gated if r.shipped_minus_trained_ptq > 0]
+    worse_control = [str(r.tier) for r in gated if r.shipped_minus_ptq > 0]
+    lines += ["", f"Shipped int8 never worse than the trained model's PTQ int8 (what `build` ships without --aat): "
+              f"{'yes' if not worse_trained else 'NO, at tier(s) ' + ', '.join(worse_trained)}.",
+              f"Shipped int8 never worse than the control's PTQ int8: {'yes' if not worse_control else 'NO, at tier(s) ' + ', '.join(worse_control)}."]
+    return lines
 
 
 @dataclass(frozen=True)

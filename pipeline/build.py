@@ -17,12 +17,12 @@ import numpy as np
 from .cache import StageCache, digest
 from .calibrate import CalibrationRecipe, load_calibration_recipe, representative_inputs
 from .checkpoint import ModelCheckpoint
-from .config import ModelConfig, load_model_config
+from .config import AatConfig, ModelConfig, load_model_config
 from .corpus import read_manifest
 from .data import DataOptions, DataSource, describe_split, prepare, recipe_key, resolve_source
 from .decode import Transducer
 from .distribute import Distribution
-from .errors import BudgetError, InternalError
+from .errors import BudgetError, ConfigError, InternalError
 from .export import GRAPHS, calibrated_ranges, convert_all, sparse_weight_bytes
 from .features import FeatureSet, compute_training_features, utterance_features
 from .fsutil import atomic_directory, atomic_write_json, sha256_file
@@ -36,7 +36,7 @@ from .targets import TargetProfile, load_target, target_names
 from .tokenizer import CharTokenizer
 from .tomlconf import to_dict
 from .train import Trainer
-from .verify import Score, score
+from .verify import Score, paired_bootstrap, score
 
 log = logging.getLogger(__name__)
 EVAL_SPLITS = ("test_unseen", "test_seen")
@@ -96,7 +96,9 @@ def stage_train(cache: StageCache, cfg: ModelConfig, features: tuple[Path, dict[
     `tier` names the one tier a per-tier method (tfmot, csp) trains; omni trains all of them.
     """
     tier = tier if method in ("tfmot", "csp") else None
-    key = {"features": features[1]["key"], "model": cfg.to_dict(), "steps": steps or cfg.train.steps, "method": method, "tier": tier,
+    # [aat] configures the fine-tuning after this stage (stage_aat, stage_aat_gate), so it does not key this one
+    model = {k: v for k, v in cfg.to_dict().items() if k != "aat"}
+    key = {"features": features[1]["key"], "model": model, "steps": steps or cfg.train.steps, "method": method, "tier": tier,
            "code": code_sha256(), **({"strategy": dist.name, "worker": dist.worker, "workers": dist.workers} if dist and dist.name != "default" else {})}
     work = cache.work_folder("train", digest(key))
     if not resume:
@@ -122,6 +124,7 @@ def checkpoint_stage_input(folder: Path) -> tuple[Path, dict[str, Any]]:
 
 
 RANGE_FIELDS = ("range_tracking", "range_init", "ema_decay", "calibration_batches")  # [aat] fields a float fine-tuning ignores
+GATE_FIELDS = ("gate", "gate_split")  # [aat] fields that choose between artifacts after fine-tuning, not how it trains
 
 
 def stage_aat(cache: StageCache, cfg: ModelConfig, features: tuple[Path, dict[str, Any]], base: tuple[Path, dict[str, Any]],
@@ -135,7 +138,8 @@ def stage_aat(cache: StageCache, cfg: ModelConfig, features: tuple[Path, dict[st
     """
     phase = "aat" if emulate else "float_finetune"
     calibrated = emulate and cfg.aat.calibrated_start is not None
-    recipe_key = to_dict(cfg.aat) if emulate else {k: v for k, v in to_dict(cfg.aat).items() if k not in RANGE_FIELDS}
+    ignored = GATE_FIELDS if emulate else GATE_FIELDS + RANGE_FIELDS
+    recipe_key = {k: v for k, v in to_dict(cfg.aat).items() if k not in ignored}
     key = {"base": base[1]["key"], "aat": recipe_key, "steps": steps or cfg.aat.steps, "phase": phase, "code": code_sha256(),
            **({"calibration": recipe.to_dict(), "data": corpus.key} if calibrated else {})}
     work = cache.work_folder(phase, digest(key))
@@ -208,10 +212,11 @@ def stage_export(cache: StageCache, ckpt_dir: Path, train_key: dict[str, Any], c
     return folder, {"key": key, **summary}
 
 
-def _eval_sets(corpus: PreparedData, ck: ModelCheckpoint) -> dict[str, tuple[list[np.ndarray], list[str], float]]:
+def _eval_sets(corpus: PreparedData, ck: ModelCheckpoint, only: str | None = None) -> dict[str, tuple[list[np.ndarray], list[str], float]]:
+    """Each held-out split's normalized features, transcripts and audio seconds (`only`: that split alone)."""
     out = {}
     for split, path in corpus.splits.items():
-        if split == "train":
+        if split == "train" or (only is not None and split != only):
             continue
         c = read_manifest(path)
         for u in c.utterances:
@@ -219,6 +224,37 @@ def _eval_sets(corpus: PreparedData, ck: ModelCheckpoint) -> dict[str, tuple[lis
         feats = [ck.normalizer(f) for f in utterance_features(c, ck.config.frontend)]
         out[split] = (feats, [u.text for u in c.utterances], float(sum(len(f) for f in feats) * ck.config.frontend.hop_ms / 1000))
     return out
+
+
+def check_gate_split(cfg: ModelConfig, corpus: PreparedData) -> None:
+    """`ConfigError` unless the corpus holds the held-out split the [aat] gate decodes (checked before any training)."""
+    if cfg.aat.gate != "none" and cfg.aat.gate_split not in corpus.splits:
+        held = ", ".join(sorted(s for s in corpus.splits if s != "train")) or "none"
+        raise ConfigError(f"[aat] gate_split {cfg.aat.gate_split!r} is not a split of the {corpus.source.kind} corpus (held-out splits: {held}); "
+                          f"set gate_split to one of them, or gate = \"none\".")
+
+
+def stage_aat_gate(cache: StageCache, ptq: tuple[Path, dict[str, Any]], aat: tuple[Path, dict[str, Any]], ckpt_dir: Path,
+                   corpus: PreparedData, cfg: AatConfig) -> dict[str, Any]:
+    """Choose AAT's int8 graphs or the checkpoint's post-training-quantized ones for one tier, per `cfg.gate`, by
+    decoding `cfg.gate_split` with both in LiteRT: `{"shipped": "aat" | "ptq", ...the figures it was chosen on}`."""
+    key = {"ptq": ptq[1]["key"], "aat": aat[1]["key"], "gate": cfg.gate, "split": cfg.gate_split, "code": code_sha256()}
+
+    def run(tmp: Path) -> dict[str, Any]:
+        ck = ModelCheckpoint.load(ckpt_dir)
+        feats, refs, seconds = _eval_sets(corpus, ck, only=cfg.gate_split)[cfg.gate_split]
+        scores = {}
+        for name, export in (("ptq", ptq), ("aat", aat)):
+            t = _transducer(ck.config, ck.tokenizer, {g: LiteRTGraph((export[0] / "int8" / f"{g}.tflite").read_bytes()) for g in GRAPHS})
+            scores[name] = score(t, ck.tokenizer, feats, refs, seconds, desc=f"gate {cfg.gate_split} int8 {name}")
+        words = [len(r.split()) for r in refs]
+        diff, lo, hi = paired_bootstrap(scores["ptq"].word_errors, scores["aat"].word_errors, words)
+        ship = {"none": True, "better": diff < 0, "significant": hi < 0}[cfg.gate]
+        return {"rule": cfg.gate, "split": cfg.gate_split, "words": sum(words), "wer_int8_ptq": round(scores["ptq"].wer, 5),
+                "wer_int8_aat": round(scores["aat"].wer, 5), "aat_minus_ptq": round(diff, 5), "interval95": [round(lo, 5), round(hi, 5)],
+                "shipped": "aat" if ship else "ptq"}
+
+    return cache.run("aat_gate", key, run)[1]
 
 
 def _percentiles(values: list[float]) -> dict[str, float]:
@@ -311,7 +347,8 @@ def _graph_entry(path: Path) -> dict[str, Any]:
 
 
 def make_manifest(target: TargetProfile, ck: ModelCheckpoint, graphs: dict[str, dict[str, Any]], verify: dict[str, Any],
-                  corpus: PreparedData, export_summary: dict[str, Any], train_summary: dict[str, Any]) -> dict[str, Any]:
+                  corpus: PreparedData, export_summary: dict[str, Any], train_summary: dict[str, Any],
+                  aat_gate: dict[str, Any] | None = None) -> dict[str, Any]:
     cfg = ck.config
     sp = export_summary["sparsity"]
     sizes = {v: sum(b.values()) for v, b in export_summary["bytes"].items()}
@@ -345,7 +382,7 @@ def make_manifest(target: TargetProfile, ck: ModelCheckpoint, graphs: dict[str, 
                                "litert_op_resolver": "BUILTIN_WITHOUT_DEFAULT_DELEGATES" if verify["encoding"] == "sparse" else "BUILTIN"},
                   "quantization": {"scheme": "full-integer int8: weights per output channel symmetric, activations per tensor asymmetric, int8 inputs and outputs",
                                    "activation_ranges": export_summary.get("activation_ranges", "calibrated"),
-                                   "accelerator_aware_training": ck.meta.get("aat")}},
+                                   "accelerator_aware_training": ck.meta.get("aat"), "aat_selection": aat_gate}},
         "frontend": frontend_section(cfg, ck.normalizer),
         "tokenizer": tokenizer_section(ck.tokenizer),
         "streaming": {
@@ -436,15 +473,28 @@ def candidate_tiers(cfg: ModelConfig, target: TargetProfile, method: str, tier: 
 def build_target(cache: StageCache, target: TargetProfile, cfg: ModelConfig, method: str, tiers: list[int], corpus: PreparedData,
                  feats: tuple[Path, dict[str, Any]], steps: int | None, out_dir: Path, aat: bool = False) -> Path:
     """The densest of `tiers` whose artifacts meet every budget of `target` → `out_dir/<target>/`;
-    with `aat`, from the checkpoint fine-tuned by accelerator-aware training."""
+    with `aat`, also fine-tuned by accelerator-aware training, each tier shipping AAT's int8 graphs or the checkpoint's
+    post-training-quantized ones as `[aat] gate` chooses on a held-out split (`stage_aat_gate`)."""
     recipe = load_calibration_recipe(target.build.calibration)
+    if aat:
+        check_gate_split(cfg, corpus)
     budgets = to_dict(target.budgets)
     tried: list[tuple[int, dict[str, dict[str, Any]]]] = []
     for tier in tiers:
         ckpt_dir, train_summary = stage_train(cache, cfg, feats, steps, method=method, tier=tier)
-        if aat:
-            ckpt_dir, train_summary = stage_aat(cache, cfg, feats, (ckpt_dir, train_summary), corpus, recipe)
         export = stage_export(cache, ckpt_dir, train_summary["key"], corpus, recipe, tier)
+        gate = None
+        if aat:
+            tuned = stage_aat(cache, cfg, feats, (ckpt_dir, train_summary), corpus, recipe)
+            tuned_export = stage_export(cache, tuned[0], tuned[1]["key"], corpus, recipe, tier)
+            if cfg.aat.gate == "none":
+                gate = {"rule": "none", "shipped": "aat"}
+            else:
+                gate = stage_aat_gate(cache, export, tuned_export, tuned[0], corpus, cfg.aat)
+                log.info("%s: tier %d ships %s int8 (%s int8 WER: PTQ %.1f%%, AAT %.1f%%)", target.name, tier, gate["shipped"].upper(),
+                         gate["split"], 100 * gate["wer_int8_ptq"], 100 * gate["wer_int8_aat"])
+            if gate["shipped"] == "aat":
+                (ckpt_dir, train_summary), export = tuned, tuned_export
         encoding = shipped_encoding(target, export)
         size = sum(export[1]["bytes"]["int8_sparse" if encoding == "sparse" else "int8"].values())
         if target.device.runtime == "litert" and budgets["model_bytes"] is not None and size > budgets["model_bytes"]:
@@ -461,11 +511,12 @@ def build_target(cache: StageCache, target: TargetProfile, cfg: ModelConfig, met
             tried.append((tier, figures))
             continue
         log.info("%s: tier %d (%s) meets every budget", target.name, tier, method)
-        ck = ModelCheckpoint.load(ckpt_dir, expect=cfg)
+        # a cached checkpoint may hold another [aat] than cfg (it keys neither training nor, for the gate, fine-tuning)
+        ck = replace(ModelCheckpoint.load(ckpt_dir, expect=cfg, ignore=("aat",)), config=cfg)
         summary = {k: v for k, v in train_summary.items() if k != "key"}
         npu_dir = Path(verify["folder"]) / "npu" if verify.get("npu") else None
         shipped = export[0] / ("int8_sparse" if encoding == "sparse" else "int8")
-        return write_dist(out_dir / target.name, shipped, lambda graphs: make_manifest(target, ck, graphs, verify, corpus, export[1], summary), npu_dir)
+        return write_dist(out_dir / target.name, shipped, lambda graphs: make_manifest(target, ck, graphs, verify, corpus, export[1], summary, gate), npu_dir)
     last_tier, last = tried[-1]
     misses = "; ".join(f"{k}: limit {budgets[k]:g}, tier {last_tier} needs {f['value']:g} ({f['basis']})"
                        for k, f in last.items() if budgets[k] is not None and f["value"] > budgets[k])

@@ -115,6 +115,7 @@ class TrainConfig:
 
 
 RANGE_INITS = ("calibration", "calibration-mean", "batches")
+AAT_GATES = ("significant", "better", "none")
 
 
 @dataclass(frozen=True)
@@ -153,6 +154,14 @@ class AatConfig:
     # 13 words worse than PTQ at one tier; 0 (the default until session 15, aat_default_until_s15.toml) 56% / 77%
     # (reports/quant/README.md, session 15)
     distill: float = 0.5
+    # which int8 artifact `build --aat` ships per tier: AAT's (learned ranges) or the checkpoint's own post-training
+    # quantization, chosen on `gate_split` (held-out speech, never the unseen-speaker test) by decoding both in LiteRT.
+    # "significant": AAT only where its WER there is lower with the 95% paired-bootstrap interval of AAT - PTQ below 0;
+    # "better": AAT where its WER there is lower at all; "none": always AAT. AAT's gains and losses at tiers whose int8
+    # gap is small are within a few words of noise (reports/quant/README.md, session 15), so without a gate `--aat`
+    # could ship a tier worse than what the plain build ships
+    gate: str = "significant"
+    gate_split: str = "test_seen"
 
     @property
     def calibrated_start(self) -> str | None:
@@ -169,6 +178,8 @@ class AatConfig:
         check(self.tiers_per_step >= 1, f"field `tiers_per_step` must be >= 1, got {self.tiers_per_step}.")
         check(0 < self.tier_batch <= 1, f"field `tier_batch` must be in (0, 1], got {self.tier_batch}.")
         check(0 <= self.distill <= 1, f"field `distill` must be in [0, 1], got {self.distill}.")
+        check(self.gate in AAT_GATES, f"field `gate` must be one of {', '.join(AAT_GATES)}, got {self.gate!r}.")
+        check(self.gate_split != "train", "field `gate_split` must name a held-out split, not the training split.")
         check(1 <= self.calibration_batches <= 1000, f"field `calibration_batches` must be in 1..1000, got {self.calibration_batches}.")
 
 

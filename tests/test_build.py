@@ -225,11 +225,56 @@ def test_pruned_weights_are_zero_in_the_exported_int8_graphs(built_omni):
         assert any(np.all(t[~mask.T] == 0) for t in candidates), f"{name}: pruned weights are not zero in the artifact"
 
 
+def _micro_with(folder, aat_lines: str):
+    """micro.toml with lines added to its [aat] table (its last), under the same model name: training is cached
+    apart from [aat], so builds of it share the micro model's trained checkpoint."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "micro.toml").write_text((FIXTURES / "micro.toml").read_text() + aat_lines)
+    return str(folder / "micro.toml")
+
+
 @pytest.fixture(scope="module")
 def built_aat(built, tmp_path_factory):
-    """The watch build of the same micro model with the AAT phase; shares the data and training caches."""
-    paths = BuildPaths(tmp_path_factory.mktemp("aat") / "dist", built[0].work_dir)
+    """The watch build of the same micro model with the AAT phase, shipping AAT's graphs whatever they decode
+    (gate = "none"); shares the data and training caches."""
+    root = tmp_path_factory.mktemp("aat")
+    paths = BuildPaths(root / "dist", built[0].work_dir)
+    return paths, build("watch", DataOptions("synth"), paths, model=_micro_with(root / "model", 'gate = "none"\n'), aat=True)
+
+
+@pytest.fixture(scope="module")
+def built_gated(built_aat, tmp_path_factory):
+    """The same AAT build with the default gate: AAT's graphs or the checkpoint's PTQ ones, chosen on test_seen."""
+    paths = BuildPaths(tmp_path_factory.mktemp("gated") / "dist", built_aat[0].work_dir)
     return paths, build("watch", DataOptions("synth"), paths, model=str(FIXTURES / "micro.toml"), aat=True)
+
+
+def test_the_aat_gate_ships_the_graphs_it_chose_with_the_figures_it_chose_on(built_gated):
+    paths, manifest_path = built_gated
+    m = json.loads(manifest_path.read_text())
+    validate_manifest(m)
+    q, sel = m["model"]["quantization"], m["model"]["quantization"]["aat_selection"]
+    assert sel["rule"] == "significant" and sel["split"] == "test_seen" and sel["words"] == m["evaluation"]["sets"]["test_seen"]["words"]
+    assert sel["aat_minus_ptq"] == pytest.approx(sel["wer_int8_aat"] - sel["wer_int8_ptq"], abs=1e-4)
+    assert (sel["shipped"] == "aat") == (sel["interval95"][1] < 0)
+    # the shipped files are the chosen export's int8 graphs, byte for byte, and the manifest describes that export
+    exports = {}
+    for stage in paths.work_dir.glob("cache/export/*/stage.json"):
+        inputs = json.loads(stage.read_text())["inputs"]
+        exports.setdefault(inputs["train"].get("phase", "train"), set()).add(sha256_file(stage.parent / "int8" / "encoder.tflite"))
+    assert m["graphs"]["encoder"]["sha256"] in exports["aat" if sel["shipped"] == "aat" else "train"]
+    learned = q["activation_ranges"] == "learned (accelerator-aware training)"
+    assert learned == (sel["shipped"] == "aat") and (q["accelerator_aware_training"] is not None) == learned
+    assert verify_dist(manifest_path.parent) == {"litert": None, "tflm": None}
+
+
+def test_an_aat_gate_on_a_split_the_corpus_lacks_is_refused_before_training(built, tmp_path):
+    from pipeline.errors import ConfigError
+
+    paths = BuildPaths(tmp_path / "dist", built[0].work_dir)
+    with pytest.raises(ConfigError, match="gate_split 'dev' is not a split of the synth corpus .*test_seen, test_unseen"):
+        build("watch", DataOptions("synth"), paths, model=_micro_with(tmp_path / "model", 'gate_split = "dev"\n'), aat=True)
+    assert not (tmp_path / "dist").exists()
 
 
 def test_aat_artifacts_carry_the_learned_ranges_and_pass_every_verification(built_aat):
@@ -241,6 +286,7 @@ def test_aat_artifacts_carry_the_learned_ranges_and_pass_every_verification(buil
     validate_manifest(m)
     q = m["model"]["quantization"]
     assert q["activation_ranges"] == "learned (accelerator-aware training)" and q["accelerator_aware_training"]["steps"] == 20
+    assert q["aat_selection"] == {"rule": "none", "shipped": "aat"}
     assert verify_dist(manifest_path.parent) == {"litert": None, "tflm": None}  # schema, hashes, loads in LiteRT and TFLM
     for g in m["graphs"].values():
         assert g["npu"]["npu_operator_fraction"] == 1.0 and g["npu"]["cpu_operators"] == 0
@@ -268,10 +314,14 @@ def test_bench_quant_reports_float_ptq_and_aat_per_tier(built_aat, tmp_path):
     paths, _ = built_aat
     rows = bench_quant(str(FIXTURES / "micro.toml"), "dense", None, DataOptions("synth"), paths, tmp_path / "rep")
     assert [r.tier for r in rows] == [0] and rows[0].same_operators and rows[0].aat_steps == 20
+    r = rows[0]  # the default gate: the shipped WER is AAT's or the trained model's PTQ's, as chosen on test_seen
+    assert r.gate_rule == "significant" and r.gate_split == "test_seen" and r.shipped in ("aat", "ptq")
+    assert r.wer_shipped == (r.wer_aat if r.shipped == "aat" else r.wer_ptq)
+    assert r.shipped_minus_trained_ptq == pytest.approx(r.wer_shipped - r.wer_ptq, abs=1e-4)
     assert rows[0].npu_encoder_cycles_ptq > 0 and rows[0].npu_encoder_cycles_aat > 0
     assert rows[0].gap_ptq == pytest.approx(rows[0].wer_ft_ptq - rows[0].wer_ft_float, abs=1e-4)
     md = (tmp_path / "rep" / "quant.md").read_text()
-    assert "| dense | 0 |" in md and "AAT int8 never worse than the control" in md
+    assert "| dense | 0 |" in md and "AAT int8 never worse than the control" in md and "What `build --aat` ships (gate: significant" in md
     assert (tmp_path / "rep" / "quant.csv").read_text().startswith("method,tier,wer_float,wer_ptq")
 
 

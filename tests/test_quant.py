@@ -264,6 +264,7 @@ def test_an_aat_recipe_file_replaces_the_configs_aat_section(omni_ck, tmp_path):
     recipe = load_aat_config(good)
     assert (recipe.learning_rate, recipe.tiers_per_step, recipe.tier_batch, recipe.steps) == (2e-5, 1, 1.0, 400)  # unset: defaults
     for text, message in [("[aat]\nlearning_rate = 2.0\n", "learning_rate"), ("[aat]\nlr = 1e-4\n", "lr"), ("[aat]\ndistill = 1.5\n", "distill"),
+                          ("[aat]\ngate = \"maybe\"\n", "gate"), ("[aat]\ngate_split = \"train\"\n", "gate_split"),
                           ("[train]\nsteps = 3\n", "exactly one \\[aat\\] table, not train"), ("[aat\n", "not valid TOML")]:
         (tmp_path / "bad.toml").write_text(text)
         with pytest.raises(ConfigError, match=message):
