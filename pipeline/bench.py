@@ -415,11 +415,8 @@ def bench_quant(model: str, method: str, tiers: list[int] | None, data: DataOpti
         same = all(_operators(ptq_dir / "int8" / f"{g}.tflite") == _operators(aat_dir / "int8" / f"{g}.tflite") for g in GRAPHS)
         gap_ptq, gap_aat = ft.wer_int8 - ft.wer_float, after.wer_int8 - ft.wer_float
         diff, lo, hi = paired_bootstrap(ft_err["int8"], aat_err["int8"], ft_err["words"])
-        if tuned.aat.gate == "none":
-            gate = {"rule": "none", "shipped": "aat"}
-        else:
-            exports = [stage_export(cache, st[0], st[1]["key"], corpus, recipe, tier) for st in (base, aat_stage)]
-            gate = stage_aat_gate(cache, exports[0], exports[1], aat_stage[0], corpus, tuned.aat)
+        exports = [stage_export(cache, st[0], st[1]["key"], corpus, recipe, tier) for st in (base, aat_stage)]  # cached by measure()
+        gate = stage_aat_gate(cache, exports[0], exports[1], aat_stage[0], corpus, tuned.aat)
         shipped = after.wer_int8 if gate["shipped"] == "aat" else before.wer_int8
         rows.append(QuantRow(method, tier, before.wer_float, before.wer_int8, ft.wer_float, ft.wer_int8, after.wer_int8, round(gap_ptq, 5), round(gap_aat, 5),
                              round(1 - gap_aat / gap_ptq, 3) if gap_ptq > 0 else None, ft.npu_encoder_cycles, after.npu_encoder_cycles, same,

@@ -238,6 +238,8 @@ def stage_aat_gate(cache: StageCache, ptq: tuple[Path, dict[str, Any]], aat: tup
                    corpus: PreparedData, cfg: AatConfig) -> dict[str, Any]:
     """Choose AAT's int8 graphs or the checkpoint's post-training-quantized ones for one tier, per `cfg.gate`, by
     decoding `cfg.gate_split` with both in LiteRT: `{"shipped": "aat" | "ptq", ...the figures it was chosen on}`."""
+    if cfg.gate == "none":
+        return {"rule": "none", "shipped": "aat"}
     key = {"ptq": ptq[1]["key"], "aat": aat[1]["key"], "gate": cfg.gate, "split": cfg.gate_split, "code": code_sha256()}
 
     def run(tmp: Path) -> dict[str, Any]:
@@ -249,7 +251,7 @@ def stage_aat_gate(cache: StageCache, ptq: tuple[Path, dict[str, Any]], aat: tup
             scores[name] = score(t, ck.tokenizer, feats, refs, seconds, desc=f"gate {cfg.gate_split} int8 {name}")
         words = [len(r.split()) for r in refs]
         diff, lo, hi = paired_bootstrap(scores["ptq"].word_errors, scores["aat"].word_errors, words)
-        ship = {"none": True, "better": diff < 0, "significant": hi < 0}[cfg.gate]
+        ship = {"better": diff < 0, "significant": hi < 0}[cfg.gate]
         return {"rule": cfg.gate, "split": cfg.gate_split, "words": sum(words), "wer_int8_ptq": round(scores["ptq"].wer, 5),
                 "wer_int8_aat": round(scores["aat"].wer, 5), "aat_minus_ptq": round(diff, 5), "interval95": [round(lo, 5), round(hi, 5)],
                 "shipped": "aat" if ship else "ptq"}
@@ -487,10 +489,8 @@ def build_target(cache: StageCache, target: TargetProfile, cfg: ModelConfig, met
         if aat:
             tuned = stage_aat(cache, cfg, feats, (ckpt_dir, train_summary), corpus, recipe)
             tuned_export = stage_export(cache, tuned[0], tuned[1]["key"], corpus, recipe, tier)
-            if cfg.aat.gate == "none":
-                gate = {"rule": "none", "shipped": "aat"}
-            else:
-                gate = stage_aat_gate(cache, export, tuned_export, tuned[0], corpus, cfg.aat)
+            gate = stage_aat_gate(cache, export, tuned_export, tuned[0], corpus, cfg.aat)
+            if gate["rule"] != "none":
                 log.info("%s: tier %d ships %s int8 (%s int8 WER: PTQ %.1f%%, AAT %.1f%%)", target.name, tier, gate["shipped"].upper(),
                          gate["split"], 100 * gate["wer_int8_ptq"], 100 * gate["wer_int8_aat"])
             if gate["shipped"] == "aat":

@@ -74,7 +74,8 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="training steps (default: the model config's).")
 @method_options
 @click.option("--aat/--no-aat", default=None, help="fine-tune with the int8 kernels emulated (accelerator-aware training) before export "
-              "(default: the target's build.aat).")
+              "(default: the target's build.aat); each tier ships AAT's int8 graphs or the checkpoint's post-training-quantized "
+              "ones, as the model's [aat] gate chooses on a held-out split (manifest: model.quantization.aat_selection).")
 @data_options
 @path_options
 def build(target: str | None, all_targets: bool, model: str | None, steps: int | None, method: str | None, tier: int | None, aat: bool | None,
