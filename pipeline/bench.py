@@ -53,9 +53,9 @@ class Row:
 
 
 def _measure(cache: StageCache, method: str, tier: int, ckpt_dir: Path, train: dict[str, Any], corpus: Any,
-             target_name: str, recipe: CalibrationRecipe | None = None) -> tuple[Row, Path, dict[str, list[int]]]:
+             target_name: str, recipe: CalibrationRecipe | None = None) -> tuple[Row, tuple[Path, dict[str, Any]], dict[str, list[int]]]:
     """One tier of one checkpoint: its export (through the stage cache, calibrated with `recipe`, default the target's)
-    measured; returns the row, the export folder and the word errors of every test utterance
+    measured; returns the row, the export (folder, summary with its key) and the word errors of every test utterance
     ({"float32": [...], "int8": [...], "words": reference words})."""
     target = load_target(target_name)
     recipe = recipe or load_calibration_recipe(target.build.calibration)
@@ -86,7 +86,7 @@ def _measure(cache: StageCache, method: str, tier: int, ckpt_dir: Path, train: d
               sum(export["bytes"]["int8"].values()), sum(export["bytes"]["int8_sparse"].values()) if "int8_sparse" in export["bytes"] else None,
               m["flash"], m["encoder_cycles"], round(m["cycles_per_second"]), round(train["wall_seconds"], 1), train["steps"],
               enc["values"] + enc["index"] if enc else None, enc["nonzero"] if enc else None)
-    return row, export_dir, m["errors"]
+    return row, (export_dir, export), m["errors"]
 
 
 def read_rows(path: Path) -> list[Row]:
@@ -381,7 +381,7 @@ def bench_quant(model: str, method: str, tiers: list[int] | None, data: DataOpti
     The base checkpoint is trained (`method`, `steps`) through the stage cache, or given (`init`);
     AAT and the control fine-tune it once for every tier it holds, with `aat` as the recipe if given (else the config's).
     """
-    from .build import check_gate_split, checkpoint_stage_input, stage_aat, stage_aat_gate, stage_export
+    from .build import check_gate_split, checkpoint_stage_input, stage_aat, stage_aat_gate
     from .errors import ConfigError
 
     cfg = load_model_config(model)
@@ -400,30 +400,28 @@ def bench_quant(model: str, method: str, tiers: list[int] | None, data: DataOpti
     chosen = _chosen_tiers(ModelCheckpoint.load(base[0]).tiers, tiers, method)
     tuned = cfg if aat is None else replace(cfg, aat=aat)
     recipe = load_calibration_recipe(load_target(target).build.calibration)  # the calibration _measure's exports use
-    if tuned.aat.gate != "none":
-        check_gate_split(tuned, corpus)
+    check_gate_split(tuned, corpus)
     aat_stage = stage_aat(cache, tuned, feats, base, corpus, recipe, aat_steps)
     control = stage_aat(cache, tuned, feats, base, corpus, recipe, aat_steps, emulate=False)
 
-    def measure(stage: tuple[Path, dict[str, Any]], tier: int) -> tuple[Row, Path, dict[str, list[int]]]:
+    def measure(stage: tuple[Path, dict[str, Any]], tier: int) -> tuple[Row, tuple[Path, dict[str, Any]], dict[str, list[int]]]:
         # training time is reported once below, not per row
         return _measure(cache, method, tier, stage[0], _untimed(stage), corpus, target)
 
     rows = []
     for tier in chosen:
-        (before, _, _), (ft, ptq_dir, ft_err), (after, aat_dir, aat_err) = measure(base, tier), measure(control, tier), measure(aat_stage, tier)
-        same = all(_operators(ptq_dir / "int8" / f"{g}.tflite") == _operators(aat_dir / "int8" / f"{g}.tflite") for g in GRAPHS)
-        gap_ptq, gap_aat = ft.wer_int8 - ft.wer_float, after.wer_int8 - ft.wer_float
+        (before, base_export, _), (ft, ptq_export, ft_err), (after, aat_export, aat_err) = measure(base, tier), measure(control, tier), measure(aat_stage, tier)
+        same = all(_operators(ptq_export[0] / "int8" / f"{g}.tflite") == _operators(aat_export[0] / "int8" / f"{g}.tflite") for g in GRAPHS)
+        gap_ptq = ft.wer_int8 - ft.wer_float
+        closed = lambda wer: round(1 - (wer - ft.wer_float) / gap_ptq, 3) if gap_ptq > 0 else None  # noqa: E731 (share of the PTQ gap `wer` closes)
         diff, lo, hi = paired_bootstrap(ft_err["int8"], aat_err["int8"], ft_err["words"])
-        exports = [stage_export(cache, st[0], st[1]["key"], corpus, recipe, tier) for st in (base, aat_stage)]  # cached by measure()
-        gate = stage_aat_gate(cache, exports[0], exports[1], aat_stage[0], corpus, tuned.aat)
+        gate = stage_aat_gate(cache, base_export, aat_export, aat_stage[0], corpus, tuned.aat)
         shipped = after.wer_int8 if gate["shipped"] == "aat" else before.wer_int8
-        rows.append(QuantRow(method, tier, before.wer_float, before.wer_int8, ft.wer_float, ft.wer_int8, after.wer_int8, round(gap_ptq, 5), round(gap_aat, 5),
-                             round(1 - gap_aat / gap_ptq, 3) if gap_ptq > 0 else None, ft.npu_encoder_cycles, after.npu_encoder_cycles, same,
+        rows.append(QuantRow(method, tier, before.wer_float, before.wer_int8, ft.wer_float, ft.wer_int8, after.wer_int8, round(gap_ptq, 5),
+                             round(after.wer_int8 - ft.wer_float, 5), closed(after.wer_int8), ft.npu_encoder_cycles, after.npu_encoder_cycles, same,
                              aat_stage[1]["aat"]["steps"], round(aat_stage[1]["aat"]["wall_seconds"], 1), round(diff, 5), round(lo, 5), round(hi, 5),
                              gate["rule"], gate.get("split"), gate.get("wer_int8_ptq"), gate.get("wer_int8_aat"), gate["shipped"], shipped,
-                             round(shipped - before.wer_int8, 5), round(shipped - ft.wer_int8, 5),
-                             round(1 - (shipped - ft.wer_float) / gap_ptq, 3) if gap_ptq > 0 else None))
+                             round(shipped - before.wer_int8, 5), round(shipped - ft.wer_int8, 5), closed(shipped)))
         log.info("%s", rows[-1])
     write_quant_report(rows, out, cfg.name, tuned.aat)
     return rows
@@ -432,7 +430,6 @@ def bench_quant(model: str, method: str, tiers: list[int] | None, data: DataOpti
 def write_quant_report(rows: list[QuantRow], out: Path, model: str, recipe: AatConfig | None = None) -> None:
     with atomic_directory(out) as tmp:
         _write_csv(tmp / "quant.csv", rows)
-        pct = lambda x: f"{100 * x:.1f}%"  # noqa: E731
         lines = [f"# Quantization bench: model `{model}`, WER on {SPLIT}; int8 decoded from the .tflite in LiteRT", "",
                  "Trained = the checkpoint; control = the same fine-tuning steps as AAT, in float; PTQ = post-training "
                  "quantization (calibrated ranges); AAT = fine-tuned with the int8 kernels emulated, exported with the learned ranges. "
@@ -444,7 +441,7 @@ def write_quant_report(rows: list[QuantRow], out: Path, model: str, recipe: AatC
                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | :---: |"]
         for r in rows:
             ci = "-" if r.aat_minus_ptq is None else f"{100 * r.aat_minus_ptq:+.1f} ({100 * r.aat_minus_ptq_low:+.1f}..{100 * r.aat_minus_ptq_high:+.1f})"
-            lines.append(f"| {r.method} | {r.tier} | {pct(r.wer_float)} | {pct(r.wer_ptq)} | {pct(r.wer_ft_float)} | {pct(r.wer_ft_ptq)} | {pct(r.wer_aat)} | {ci} | "
+            lines.append(f"| {r.method} | {r.tier} | {_pct(r.wer_float)} | {_pct(r.wer_ptq)} | {_pct(r.wer_ft_float)} | {_pct(r.wer_ft_ptq)} | {_pct(r.wer_aat)} | {ci} | "
                          f"{100 * r.gap_ptq:+.1f} | {100 * r.gap_aat:+.1f} | {'-' if r.gap_closed is None else f'{100 * r.gap_closed:.0f}%'} | "
                          f"{r.npu_encoder_cycles_ptq:,} | {r.npu_encoder_cycles_aat:,} | {'yes' if r.same_operators else 'no'} |")
         if rows:
@@ -464,12 +461,15 @@ def write_quant_report(rows: list[QuantRow], out: Path, model: str, recipe: AatC
         (tmp / "quant.md").write_text("\n".join(lines) + "\n")
 
 
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
 def _shipped_lines(rows: list[QuantRow]) -> list[str]:
     """The table and verdicts of what `build --aat` ships per tier, as its [aat] gate chose."""
     gated = [r for r in rows if r.shipped is not None]
     if not gated:
         return []
-    pct = lambda x: "-" if x is None else f"{100 * x:.1f}%"  # noqa: E731
     split = next((r.gate_split for r in gated if r.gate_split), None)
     lines = ["", f"## What `build --aat` ships (gate: {gated[0].gate_rule}" + (f", chosen on {split})" if split else ")"), "",
              f"The trained model's PTQ graphs or AAT's, per tier, chosen on {split or 'no split'} (not on {SPLIT}); shipped WER on {SPLIT}.", "",
@@ -477,7 +477,7 @@ def _shipped_lines(rows: list[QuantRow]) -> list[str]:
              "| ---: | ---: | ---: | :---: | ---: | ---: | ---: | ---: |"]
     for r in gated:
         closed = "-" if r.shipped_gap_closed is None else f"{100 * r.shipped_gap_closed:.0f}%"
-        lines.append(f"| {r.tier} | {pct(r.gate_wer_ptq)} | {pct(r.gate_wer_aat)} | {r.shipped.upper()} | {pct(r.wer_shipped)} | "
+        lines.append(f"| {r.tier} | {_pct(r.gate_wer_ptq)} | {_pct(r.gate_wer_aat)} | {r.shipped.upper()} | {_pct(r.wer_shipped)} | "
                      f"{100 * r.shipped_minus_trained_ptq:+.1f} | {100 * r.shipped_minus_ptq:+.1f} | {closed} |")
     worse_trained = [str(r.tier) for r in gated if r.shipped_minus_trained_ptq > 0]
     worse_control = [str(r.tier) for r in gated if r.shipped_minus_ptq > 0]
@@ -533,7 +533,6 @@ def write_calibration_report(rows: list[CalibrationRow], out: Path, model: str, 
     """calibration.csv and calibration.md: one line per tier, int8 WER per seed, the spread and the largest difference."""
     seeds = list(dict.fromkeys(r.seed for r in rows))
     tiers = list(dict.fromkeys(r.tier for r in rows))
-    pct = lambda x: f"{100 * x:.1f}%"  # noqa: E731
     with atomic_directory(out) as tmp:
         _write_csv(tmp / "calibration.csv", rows)
         lines = [f"# Calibration bench: model `{model}`, WER on {SPLIT}; post-training int8 decoded from the .tflite in LiteRT", "",
@@ -549,7 +548,7 @@ def write_calibration_report(rows: list[CalibrationRow], out: Path, model: str, 
             int8 = [r.wer_int8 for r in rs]
             spreads[t] = max(int8) - min(int8)
             far = max(rs, key=lambda r: abs(r.minus_first))
-            lines.append(f"| {t} | {pct(rs[0].wer_float)} | " + " | ".join(pct(x) for x in int8) + f" | {100 * spreads[t]:.1f} | "
+            lines.append(f"| {t} | {_pct(rs[0].wer_float)} | " + " | ".join(_pct(x) for x in int8) + f" | {100 * spreads[t]:.1f} | "
                          f"{100 * far.minus_first:+.1f} ({100 * far.minus_first_low:+.1f}..{100 * far.minus_first_high:+.1f}) |")
         if spreads:
             worst = max(spreads, key=spreads.get)

@@ -294,7 +294,7 @@ class OmniMethod(_Functional):
                     first_emit: tf.Tensor | None) -> tf.Tensor:
         """`_loss` of (K, B', ...) logits and encoder outputs, tier k's rows of the batch being idx[k] (labels, frames
         and first_emit are the whole batch's, gathered here)."""
-        rows = lambda t: _merge_tiers(tf.gather(t, idx))  # noqa: E731
+        rows = lambda t: _tier_rows(t, idx)  # noqa: E731
         return self._loss(_merge_tiers(logits), _merge_tiers(enc), rows(labels), rows(frames), rows(label_lengths), None if first_emit is None else rows(first_emit))
 
     def loss(self, feats, pred_in, labels, frames, label_lengths, *extra):  # noqa: ANN001, ANN201
@@ -316,6 +316,11 @@ class OmniMethod(_Functional):
 def _merge_tiers(t: tf.Tensor) -> tf.Tensor:
     """(K, B', ...) per-tier rows → (K * B', ...)."""
     return tf.reshape(t, tf.concat([[-1], tf.shape(t)[2:]], 0))
+
+
+def _tier_rows(t: tf.Tensor, idx: tf.Tensor) -> tf.Tensor:
+    """A whole-batch tensor's rows for each tier (idx: (K, B') row indices), merged as `_merge_tiers` merges outputs."""
+    return _merge_tiers(tf.gather(t, idx))
 
 
 def _block_norms(w: tf.Tensor, block: tuple[int, int]) -> tf.Tensor:
@@ -511,7 +516,7 @@ class AatMethod(OmniMethod):
             return loss
         # distillation: the same tier of the checkpoint as it was, in float, is the target at every lattice node
         _, _, teacher = forward(self.cfg, self._tier_params(sel, *self.teacher), feats_k, pred_k, FLOAT, parts=True)
-        kl = lattice_kl(_merge_tiers(teacher), _merge_tiers(logits), _merge_tiers(tf.gather(frames, idx)), _merge_tiers(tf.gather(label_lengths, idx)))
+        kl = lattice_kl(_merge_tiers(teacher), _merge_tiers(logits), _tier_rows(frames, idx), _tier_rows(label_lengths, idx))
         a = self.cfg.aat.distill
         return (1.0 - a) * loss + a * kl
 

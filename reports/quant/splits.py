@@ -36,7 +36,7 @@ def main(work_dir: Path, init: Path | None) -> None:
         stage = json.loads((export / "stage.json").read_text())
         trained = stage["inputs"]["train"]  # the key of the stage that wrote the exported checkpoint
         phase = trained.get("phase", "train")
-        distill = trained.get("aat", {}).get("distill", "-") if phase != "train" else "-"
+        distill = trained.get("aat", {}).get("distill", "-")  # a fine-tuning's recipe; "-" for the base checkpoint
         if "checkpoint" in trained:  # the bench's --init
             if init is None:
                 sys.exit(f"{export.name} exports an --init checkpoint: give its folder as INIT.")
