@@ -339,9 +339,12 @@ class QuantRow:
     aat_minus_ptq_low: float | None = None
     aat_minus_ptq_high: float | None = None
     # what `build --aat` ships for this tier ([aat] gate, build.stage_aat_gate): "aat" or "ptq" (the trained model's PTQ),
-    # the gate split's int8 WER of both, and the shipped graphs' WER here, minus the trained PTQ's and the control PTQ's
+    # the gate split's float WER, the low end of the 95% interval of PTQ - float there, the int8 WER of both, and the
+    # shipped graphs' WER here, minus the trained PTQ's and the control PTQ's
     gate_rule: str | None = None
     gate_split: str | None = None
+    gate_wer_float: float | None = None
+    gate_gap_low: float | None = None
     gate_wer_ptq: float | None = None
     gate_wer_aat: float | None = None
     shipped: str | None = None
@@ -420,7 +423,8 @@ def bench_quant(model: str, method: str, tiers: list[int] | None, data: DataOpti
         rows.append(QuantRow(method, tier, before.wer_float, before.wer_int8, ft.wer_float, ft.wer_int8, after.wer_int8, round(gap_ptq, 5),
                              round(after.wer_int8 - ft.wer_float, 5), closed(after.wer_int8), ft.npu_encoder_cycles, after.npu_encoder_cycles, same,
                              aat_stage[1]["aat"]["steps"], round(aat_stage[1]["aat"]["wall_seconds"], 1), round(diff, 5), round(lo, 5), round(hi, 5),
-                             gate["rule"], gate.get("split"), gate.get("wer_int8_ptq"), gate.get("wer_int8_aat"), gate["shipped"], shipped,
+                             gate["rule"], gate.get("split"), gate.get("wer_float"), gate.get("gap_interval95", [None])[0],
+                             gate.get("wer_int8_ptq"), gate.get("wer_int8_aat"), gate["shipped"], shipped,
                              round(shipped - before.wer_int8, 5), round(shipped - ft.wer_int8, 5), closed(shipped)))
         log.info("%s", rows[-1])
     write_quant_report(rows, out, cfg.name, tuned.aat)
@@ -473,11 +477,13 @@ def _shipped_lines(rows: list[QuantRow]) -> list[str]:
     split = next((r.gate_split for r in gated if r.gate_split), None)
     lines = ["", f"## What `build --aat` ships (gate: {gated[0].gate_rule}" + (f", chosen on {split})" if split else ")"), "",
              f"The trained model's PTQ graphs or AAT's, per tier, chosen on {split or 'no split'} (not on {SPLIT}); shipped WER on {SPLIT}.", "",
-             f"| tier | {split or 'gate'} PTQ int8 | {split or 'gate'} AAT int8 | ships | shipped int8 | - trained PTQ | - control PTQ | gap closed |",
-             "| ---: | ---: | ---: | :---: | ---: | ---: | ---: | ---: |"]
+             f"| tier | {split or 'gate'} float | PTQ int8 | PTQ - float, 95% low end | AAT int8 | ships | shipped int8 | - trained PTQ | "
+             "- control PTQ | gap closed |",
+             "| ---: | ---: | ---: | ---: | ---: | :---: | ---: | ---: | ---: | ---: |"]
     for r in gated:
         closed = "-" if r.shipped_gap_closed is None else f"{100 * r.shipped_gap_closed:.0f}%"
-        lines.append(f"| {r.tier} | {_pct(r.gate_wer_ptq)} | {_pct(r.gate_wer_aat)} | {r.shipped.upper()} | {_pct(r.wer_shipped)} | "
+        low = "-" if r.gate_gap_low is None else f"{100 * r.gate_gap_low:+.1f}"
+        lines.append(f"| {r.tier} | {_pct(r.gate_wer_float)} | {_pct(r.gate_wer_ptq)} | {low} | {_pct(r.gate_wer_aat)} | {r.shipped.upper()} | {_pct(r.wer_shipped)} | "
                      f"{100 * r.shipped_minus_trained_ptq:+.1f} | {100 * r.shipped_minus_ptq:+.1f} | {closed} |")
     worse_trained = [str(r.tier) for r in gated if r.shipped_minus_trained_ptq > 0]
     worse_control = [str(r.tier) for r in gated if r.shipped_minus_ptq > 0]

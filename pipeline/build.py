@@ -237,7 +237,8 @@ def check_gate_split(cfg: ModelConfig, corpus: PreparedData) -> None:
 def stage_aat_gate(cache: StageCache, ptq: tuple[Path, dict[str, Any]], aat: tuple[Path, dict[str, Any]], ckpt_dir: Path,
                    corpus: PreparedData, cfg: AatConfig) -> dict[str, Any]:
     """Choose AAT's int8 graphs or the checkpoint's post-training-quantized ones for one tier, per `cfg.gate`, by
-    decoding `cfg.gate_split` with both in LiteRT: `{"shipped": "aat" | "ptq", ...the figures it was chosen on}`."""
+    decoding `cfg.gate_split` in LiteRT with both and with the checkpoint's float graphs:
+    `{"shipped": "aat" | "ptq", ...the figures it was chosen on}`."""
     if cfg.gate == "none":
         return {"rule": "none", "shipped": "aat"}
     key = {"ptq": ptq[1]["key"], "aat": aat[1]["key"], "gate": cfg.gate, "split": cfg.gate_split, "code": code_sha256()}
@@ -246,15 +247,17 @@ def stage_aat_gate(cache: StageCache, ptq: tuple[Path, dict[str, Any]], aat: tup
         ck = ModelCheckpoint.load(ckpt_dir)
         feats, refs, seconds = _eval_sets(corpus, ck, only=cfg.gate_split)[cfg.gate_split]
         scores = {}
-        for name, export in (("ptq", ptq), ("aat", aat)):
-            t = _transducer(ck.config, ck.tokenizer, {g: LiteRTGraph((export[0] / "int8" / f"{g}.tflite").read_bytes()) for g in GRAPHS})
-            scores[name] = score(t, ck.tokenizer, feats, refs, seconds, desc=f"gate {cfg.gate_split} int8 {name}")
+        for name, graphs in (("float", ptq[0] / "float32"), ("ptq", ptq[0] / "int8"), ("aat", aat[0] / "int8")):
+            t = _transducer(ck.config, ck.tokenizer, {g: LiteRTGraph((graphs / f"{g}.tflite").read_bytes()) for g in GRAPHS})
+            scores[name] = score(t, ck.tokenizer, feats, refs, seconds, desc=f"gate {cfg.gate_split} {name}")
         words = [len(r.split()) for r in refs]
         diff, lo, hi = paired_bootstrap(scores["ptq"].word_errors, scores["aat"].word_errors, words)
+        gap, gap_lo, gap_hi = paired_bootstrap(scores["float"].word_errors, scores["ptq"].word_errors, words)
         ship = {"better": diff < 0, "significant": hi < 0}[cfg.gate]
-        return {"rule": cfg.gate, "split": cfg.gate_split, "words": sum(words), "wer_int8_ptq": round(scores["ptq"].wer, 5),
-                "wer_int8_aat": round(scores["aat"].wer, 5), "aat_minus_ptq": round(diff, 5), "interval95": [round(lo, 5), round(hi, 5)],
-                "shipped": "aat" if ship else "ptq"}
+        return {"rule": cfg.gate, "split": cfg.gate_split, "words": sum(words), "wer_float": round(scores["float"].wer, 5),
+                "wer_int8_ptq": round(scores["ptq"].wer, 5), "wer_int8_aat": round(scores["aat"].wer, 5),
+                "ptq_minus_float": round(gap, 5), "gap_interval95": [round(gap_lo, 5), round(gap_hi, 5)],
+                "aat_minus_ptq": round(diff, 5), "interval95": [round(lo, 5), round(hi, 5)], "shipped": "aat" if ship else "ptq"}
 
     return cache.run("aat_gate", key, run)[1]
 
