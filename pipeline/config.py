@@ -160,9 +160,7 @@ class AatConfig:
     # "better": AAT where its WER there is lower at all; "none": always AAT. AAT's gains and losses at tiers whose int8
     # gap is small are within a few words of noise (reports/quant/README.md, session 15), so without a gate `--aat`
     # could ship a tier worse than what the plain build ships. The gate also decodes the split with the checkpoint's
-    # float graphs and records PTQ's int8 gap there; a rule shipping AAT wherever that gap is significant chose as
-    # "significant" did on both session-16 checkpoints, and test_seen, FSDD's or espeak-ng's, does not show the int8
-    # gap the unseen speaker shows at seed 1234's tier 90 (reports/quant/README.md, session 17)
+    # float graphs and records PTQ's int8 gap there (reports/quant/README.md, session 17)
     gate: str = "significant"
     gate_split: str = "test_seen"
 

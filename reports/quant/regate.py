@@ -1,10 +1,12 @@
-"""Re-choose, with another [aat] gate rule, what `build --aat` ships from a `bench quant` work dir's cached exports.
+"""Run the [aat] gate again on a `bench quant` work dir's cached exports, with another rule or on another held-out split.
 
-    python reports/quant/regate.py WORK_DIR [RULE]     (RULE: gap, significant or better; default: the [aat] default)
+    python reports/quant/regate.py WORK_DIR [RULE [SPLIT]]
 
-For every tier the bench's gate decided on (its cache/aat_gate stages), runs build.stage_aat_gate with RULE on the same
-PTQ and AAT exports (a cache under WORK_DIR/regate, so a second run reuses it) and prints the gate's figures as JSON
-lines. This is how session 17 applied the `gap` rule to the session-16 benches of two checkpoints that no longer exist.
+RULE: significant or better (default: the [aat] default). SPLIT: test_seen, test_unseen, or the espeak-ng splits an
+FSDD corpus synthesizes beside its training voices, synth/test_seen and synth/test_unseen (default: the split the
+bench's gate used). For every tier the bench's gate decided on (its cache/aat_gate stages), runs
+build.stage_aat_gate on the same PTQ and AAT exports (cached under WORK_DIR/regate) and prints its figures as JSON
+lines. Session 17 used it on the session-16 benches, whose checkpoints no longer exist.
 """
 import json
 import sys
@@ -17,24 +19,28 @@ from pipeline.checkpoint import ModelCheckpoint
 from pipeline.config import AatConfig
 from pipeline.data import DataSource
 
+SPLITS = ("test_seen", "test_unseen", "synth/test_seen", "synth/test_unseen")
+
 
 def main() -> None:
-    cache = Path(sys.argv[1]) / "cache"
+    work = Path(sys.argv[1])
     rule = sys.argv[2] if len(sys.argv) > 2 else AatConfig().gate
-    exports = {json.dumps(s["inputs"], sort_keys=True): p.parent for p in (cache / "export").glob("*/stage.json") for s in [json.loads(p.read_text())]}
+    split = sys.argv[3] if len(sys.argv) > 3 else None
+    cache = work / "cache"
+    stages = [json.loads(p.read_text()) for p in (cache / "export").glob("*/stage.json")]
+    exports = {json.dumps(s["inputs"], sort_keys=True): StageCache(cache).folder("export", s["key"]) for s in stages}
     data = max((cache / "data").iterdir(), key=lambda d: d.stat().st_mtime)
-    split = sys.argv[3] if len(sys.argv) > 3 else None  # another held-out split of the bench's corpus (synth/test_seen: its espeak-ng split)
-    corpus = PreparedData(DataSource("fsdd", ""), data, {}, {s: data / f"{s}.jsonl" for s in ("test_seen", "test_unseen", "synth/test_seen", "synth/test_unseen")})
-    ck_dir = next((cache / "aat").glob("*/checkpoint"))
+    corpus = PreparedData(DataSource("fsdd", ""), data, {}, {s: data / f"{s}.jsonl" for s in SPLITS})
+    ck_dir = next((cache / "aat").glob("*/checkpoint"))  # decoding needs only the config, tokenizer and normalizer
     cfg = replace(ModelCheckpoint.load(ck_dir).config.aat, gate=rule)
     rows = []
     for p in (cache / "aat_gate").glob("*/stage.json"):
         inputs = json.loads(p.read_text())["inputs"]
         ptq, aat = ((exports[json.dumps(inputs[k], sort_keys=True)], {"key": inputs[k]}) for k in ("ptq", "aat"))
-        rows.append((inputs["ptq"]["tier"], stage_aat_gate(StageCache(Path(sys.argv[1]) / "regate"), ptq, aat, ck_dir, corpus,
-                                                           replace(cfg, gate_split=split or inputs["split"]))))
-    for tier, gate in sorted(rows, key=lambda r: r[0]):
-        print(json.dumps({"tier": tier, **gate}), flush=True)
+        gate = stage_aat_gate(StageCache(work / "regate"), ptq, aat, ck_dir, corpus, replace(cfg, gate_split=split or inputs["split"]))
+        rows.append({"tier": inputs["ptq"]["tier"], **gate})
+    for row in sorted(rows, key=lambda r: r["tier"]):
+        print(json.dumps(row), flush=True)
 
 
 if __name__ == "__main__":
