@@ -27,8 +27,8 @@ def main() -> None:
     rule = sys.argv[2] if len(sys.argv) > 2 else AatConfig().gate
     split = sys.argv[3] if len(sys.argv) > 3 else None
     cache = work / "cache"
-    stages = [json.loads(p.read_text()) for p in (cache / "export").glob("*/stage.json")]
-    exports = {json.dumps(s["inputs"], sort_keys=True): StageCache(cache).folder("export", s["key"]) for s in stages}
+    stages, store = [json.loads(p.read_text()) for p in (cache / "export").glob("*/stage.json")], StageCache(cache)
+    exports = {json.dumps(s["inputs"], sort_keys=True): store.folder("export", s["key"]) for s in stages}
     data = max((cache / "data").iterdir(), key=lambda d: d.stat().st_mtime)
     corpus = PreparedData(DataSource("fsdd", ""), data, {}, {s: data / f"{s}.jsonl" for s in SPLITS})
     ck_dir = next((cache / "aat").glob("*/checkpoint"))  # decoding needs only the config, tokenizer and normalizer
