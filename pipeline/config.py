@@ -104,8 +104,15 @@ class TrainConfig:
     # this fraction of the way from the utterance's quietest to its loudest frame (rnnt_loss.onset_frames); 0: off.
     # Against the plateau where the model spells the first word from the prior during the leading pause.
     first_label_onset: float = 0.0
+    # regularization, first training phase only (not AAT / finetune): dropout at this rate on the output of every
+    # encoder LSTM layer of the Keras training model (methods dense and tfmot; never in the exported graphs), and
+    # decoupled weight decay (AdamW: each step w -= weight_decay x learning rate x w, biases left out); 0 = off
+    dropout: float = 0.0
+    weight_decay: float = 0.0
 
     def __post_init__(self) -> None:
+        check(0 <= self.dropout < 1, f"field `dropout` must be in [0, 1), got {self.dropout}.")
+        check(0 <= self.weight_decay <= 1, f"field `weight_decay` must be in 0..1, got {self.weight_decay}.")
         check(0 <= self.first_label_onset < 1, f"field `first_label_onset` must be in [0, 1), got {self.first_label_onset}.")
         check(self.steps >= 1, f"field `steps` must be >= 1, got {self.steps}.")
         check(1 <= self.batch_size <= 512, f"field `batch_size` must be in 1..512, got {self.batch_size}.")

@@ -565,6 +565,8 @@ def check_method(name: str, cfg: ModelConfig, tier: int | None) -> None:
             raise ConfigError(f"tier 0 is the dense model; train it with --method dense, not {name}.")
     elif name == "dense" and tier not in (None, 0):
         raise ConfigError(f"method dense trains tier 0 only, got --tier {tier}; use tfmot, omni or csp for sparse tiers.")
+    if name in ("omni", "csp") and cfg.train.dropout > 0:
+        raise ConfigError(f"train.dropout is implemented for methods dense and tfmot (the Keras training model), not {name}; set it to 0.")
 
 
 def make_method(name: str, cfg: ModelConfig, vocab: int, total_steps: int, tier: int | None = None, init: Any = None) -> Method:

@@ -82,6 +82,8 @@ def build_training_model(cfg: ModelConfig, vocab_size: int, encoder_out: bool = 
     x = stack_frames(feats, e.stack)
     for i in range(e.layers):
         x = ClippedLSTM(e.units, e.cell_clip, name=f"enc{i}")(x)
+        if cfg.train.dropout > 0:  # active only when called with training=True; holds no weights
+            x = keras.layers.Dropout(cfg.train.dropout, name=f"enc{i}_dropout")(x)
     enc = keras.layers.Dense(cfg.joiner.dim, name="enc_proj")(x)
     y = keras.layers.Embedding(vocab_size, p.embed, name="pred_embed")(pred_in)
     y = ClippedLSTM(p.units, p.cell_clip, name="pred_lstm")(y)

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from ._tf import keras, tf
 from .checkpoint import ModelCheckpoint
-from .config import AugmentConfig, ModelConfig
+from .config import AugmentConfig, ModelConfig, TrainConfig
 from .distribute import Distribution
 from .errors import ArtifactError, ConfigError, InternalError
 from .features import FeatureSet
@@ -124,6 +124,15 @@ class TrainResult:
     affine: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # tier name → param → private gain/offset (omni tier_affine)
 
 
+def _optimizer(train: TrainConfig, weight_decay: float) -> keras.optimizers.Optimizer:
+    """Adam, or AdamW with decoupled `weight_decay` on every weight but the biases."""
+    if weight_decay == 0:
+        return keras.optimizers.Adam(learning_rate=train.learning_rate, global_clipnorm=train.clip_norm)
+    opt = keras.optimizers.AdamW(learning_rate=train.learning_rate, weight_decay=weight_decay, global_clipnorm=train.clip_norm)
+    opt.exclude_from_weight_decay(var_names=["bias"])
+    return opt
+
+
 class Trainer:
     """Owns the model, optimizer and checkpoint manager of one training run in `work_dir`."""
 
@@ -144,7 +153,7 @@ class Trainer:
         keras.utils.set_random_seed(cfg.train.seed)
         with self.dist.strategy.scope():
             self.method = make_method(method, cfg, data.tokenizer.size, self.total_steps, tier, init)
-            self.optimizer = keras.optimizers.Adam(learning_rate=cfg.train.learning_rate, global_clipnorm=cfg.train.clip_norm)
+            self.optimizer = _optimizer(cfg.train, 0.0 if tuning else cfg.train.weight_decay)
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self.ckpt = tf.train.Checkpoint(optimizer=self.optimizer, step=self.step, **self.method.trackables())
         # every worker saves (saving may run collectives); only the chief's folder is the run's

@@ -63,3 +63,45 @@ def test_channel_and_warp_augmentation_are_per_utterance_constant_over_time_and_
     np.testing.assert_allclose(y, y[:, :1, :].repeat(7, axis=1), atol=1e-6)  # one response per utterance, all frames
     assert not np.allclose(y[0], y[1]) and not np.allclose(y, x.numpy())
     np.testing.assert_array_equal(y, spec_augment(x, on, tf.constant(5, tf.int64)).numpy())
+
+
+def _with_train(cfg, **kw):
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **kw))
+
+
+def test_dropout_acts_in_training_only_and_adds_no_weights(data):
+    from pipeline.model import build_training_model, get_params, set_params
+
+    cfg = _cfg()
+    plain, dropped = build_training_model(cfg, data.tokenizer.size), build_training_model(_with_train(cfg, dropout=0.5), data.tokenizer.size)
+    params = get_params(plain, cfg)
+    set_params(dropped, cfg, params)  # same parameters: the dropout model's weights are exactly the plain model's
+    assert set(get_params(dropped, cfg)) == set(params)
+    b = Batcher(data, 4, cfg.encoder.stack, seed=1).batch(0)
+    ref = plain([b.feats, b.pred_in], training=False).numpy()
+    np.testing.assert_allclose(dropped([b.feats, b.pred_in], training=False).numpy(), ref, atol=1e-6)  # what export computes
+    assert not np.allclose(dropped([b.feats, b.pred_in], training=True).numpy(), ref, atol=1e-3)
+
+
+def test_dropout_is_refused_where_the_training_model_is_not_keras(data, tmp_path):
+    from pipeline.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="train.dropout"):
+        Trainer(_with_train(_cfg(), dropout=0.1), data, tmp_path, method="omni")
+
+
+def test_weight_decay_shrinks_kernels_and_leaves_biases_alone(data, tmp_path):
+    # one step from the same start on the same batch: AdamW's step is Adam's plus the decoupled decay
+    # -weight_decay x learning rate x w, applied to every weight but the biases
+    from pipeline.train import learning_rate
+
+    cfg = _with_train(_cfg(steps=1, every=1), learning_rate=1e-2, warmup_steps=0)
+    before = Trainer(cfg, data, tmp_path / "a").method.result()[0]
+    plain = Trainer(cfg, data, tmp_path / "b").run().params
+    decayed = Trainer(_with_train(cfg, weight_decay=0.5), data, tmp_path / "c").run().params
+    lr = float(learning_rate(0, *Trainer(cfg, data, tmp_path / "d").method.schedule))
+    assert lr > 1e-3
+    for name, w in before.items():
+        shift = 0.0 if name.endswith("/bias") else -0.5 * lr * w
+        np.testing.assert_allclose(decayed[name] - plain[name], shift, atol=2e-6, err_msg=name)
+    assert any(np.abs(decayed[n] - plain[n]).max() > 1e-4 for n in before if not n.endswith("/bias"))
