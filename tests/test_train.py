@@ -13,9 +13,12 @@ def data(random_features):
     return random_features
 
 
+def _with_train(cfg, **kw):
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **kw))
+
+
 def _cfg(steps=12, every=6):
-    cfg = load_model_config(str(FIXTURES / "micro.toml"))
-    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=steps, checkpoint_every=every, batch_size=4))
+    return _with_train(load_model_config(str(FIXTURES / "micro.toml")), steps=steps, checkpoint_every=every, batch_size=4)
 
 
 def test_batches_are_a_function_of_seed_and_step(data):
@@ -65,10 +68,6 @@ def test_channel_and_warp_augmentation_are_per_utterance_constant_over_time_and_
     np.testing.assert_array_equal(y, spec_augment(x, on, tf.constant(5, tf.int64)).numpy())
 
 
-def _with_train(cfg, **kw):
-    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **kw))
-
-
 def test_dropout_acts_in_training_only_and_adds_no_weights(data):
     from pipeline.model import build_training_model, get_params, set_params
 
@@ -96,10 +95,10 @@ def test_weight_decay_shrinks_kernels_and_leaves_biases_alone(data, tmp_path):
     from pipeline.train import learning_rate
 
     cfg = _with_train(_cfg(steps=1, every=1), learning_rate=1e-2, warmup_steps=0)
-    before = Trainer(cfg, data, tmp_path / "a").method.result()[0]
-    plain = Trainer(cfg, data, tmp_path / "b").run().params
-    decayed = Trainer(_with_train(cfg, weight_decay=0.5), data, tmp_path / "c").run().params
-    lr = float(learning_rate(0, *Trainer(cfg, data, tmp_path / "d").method.schedule))
+    plain_trainer = Trainer(cfg, data, tmp_path / "a")
+    before, lr = plain_trainer.method.result()[0], float(learning_rate(0, *plain_trainer.method.schedule))
+    plain = plain_trainer.run().params
+    decayed = Trainer(_with_train(cfg, weight_decay=0.5), data, tmp_path / "b").run().params
     assert lr > 1e-3
     for name, w in before.items():
         shift = 0.0 if name.endswith("/bias") else -0.5 * lr * w
