@@ -6,7 +6,15 @@ as the TFLM arena probe run in a child process, do not import TensorFlow.
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
+
+# TensorFlow reads these when it is first imported, so they are set here, before any submodule (or TFMOT) imports it.
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # tf-keras (Keras 2): TFMOT needs it
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Off, not defaulted: TF 2.21's oneDNN kernels corrupt the heap on AVX-512 CPUs (tensorflow/tensorflow#117700: a
+# broadcast matmul of a rank-4 tensor); here AAT's tier-batched steps died in free(). Eigen's kernels trained tiny as fast.
+os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"
 
 _EXPORTS = {
     "build": "pipeline.build",

@@ -1,13 +1,9 @@
-"""Import TensorFlow with Keras 2 (tf-keras): TFMOT needs it. Import tf/keras from here only."""
+"""Import TensorFlow with Keras 2 (tf-keras): TFMOT needs it. Import tf/keras from here only (the environment
+TensorFlow reads at import is set in pipeline/__init__.py, which runs first)."""
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import tensorflow as tf  # noqa: E402
-import tf_keras as keras  # noqa: E402
+import tensorflow as tf
+import tf_keras as keras
 
 tf.get_logger().setLevel("ERROR")
 

@@ -4,8 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import pipeline  # noqa: F401  (sets the environment TensorFlow reads when it is imported)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SHARED_FSDD = Path(__file__).resolve().parents[2] / "shared" / "data" / "fsdd"
