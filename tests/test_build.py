@@ -4,7 +4,8 @@ import time
 
 import pytest
 
-from pipeline.build import BuildPaths, build
+from pipeline.build import BuildPaths, build, ships_aat
+from pipeline.config import AAT_GATES
 from pipeline.data import DataOptions
 from pipeline.fsutil import sha256_file
 from pipeline.manifest import validate_manifest
@@ -269,6 +270,18 @@ def test_the_aat_gate_ships_the_graphs_it_chose_with_the_figures_it_chose_on(bui
     learned = q["activation_ranges"] == "learned (accelerator-aware training)"
     assert learned == (sel["shipped"] == "aat") and (q["accelerator_aware_training"] is not None) == learned
     assert verify_dist(manifest_path.parent) == {"litert": None, "tflm": None}
+
+
+@pytest.mark.parametrize("rule", [r for r in AAT_GATES if r != "none"])
+def test_each_aat_gate_rule_ships_aat_exactly_where_its_rule_says(rule):
+    # (AAT - PTQ, its interval's high end, the low end of PTQ's int8 - float gap interval) on the gate split
+    cases = {"clear win, gap measured": (-0.06, -0.01, 0.02), "win within noise, gap measured": (-0.05, 0.01, 0.005),
+             "tie, gap measured": (0.0, 0.01, 0.02), "worse, gap measured": (0.01, 0.03, 0.02),
+             "win within noise, no gap": (-0.005, 0.0, 0.0), "clear win, no gap": (-0.03, -0.005, -0.01)}
+    expected = {"significant": {"clear win, gap measured", "clear win, no gap"},
+                "better": {"clear win, gap measured", "win within noise, gap measured", "win within noise, no gap", "clear win, no gap"},
+                "gap": {"clear win, gap measured", "win within noise, gap measured", "tie, gap measured"}}
+    assert {name for name, figures in cases.items() if ships_aat(rule, *figures)} == expected[rule]
 
 
 def test_an_aat_gate_on_a_split_the_corpus_lacks_is_refused_before_training(built, tmp_path):
