@@ -255,12 +255,13 @@ def test_the_aat_gate_ships_the_graphs_it_chose_with_the_figures_it_chose_on(bui
     m = json.loads(manifest_path.read_text())
     validate_manifest(m)
     q, sel = m["model"]["quantization"], m["model"]["quantization"]["aat_selection"]
-    assert sel["rule"] == "significant" and sel["split"] == "test_seen" and sel["words"] == m["evaluation"]["sets"]["test_seen"]["words"]
+    assert sel["rule"] == "gap" and sel["split"] == "test_seen" and sel["words"] == m["evaluation"]["sets"]["test_seen"]["words"]
     assert sel["aat_minus_ptq"] == pytest.approx(sel["wer_int8_aat"] - sel["wer_int8_ptq"], abs=1e-4)
     assert sel["ptq_minus_float"] == pytest.approx(sel["wer_int8_ptq"] - sel["wer_float"], abs=1e-4)
     if sel["shipped"] == "ptq":  # then the manifest's float figures are the same checkpoint's
         assert sel["wer_float"] == pytest.approx(m["evaluation"]["sets"]["test_seen"]["wer"]["float32_litert"], abs=1e-4)
-    assert (sel["shipped"] == "aat") == (sel["interval95"][1] < 0) and sel["gap_interval95"][0] <= sel["ptq_minus_float"] <= sel["gap_interval95"][1]
+    assert (sel["shipped"] == "aat") == (sel["gap_interval95"][0] > 0 and sel["aat_minus_ptq"] <= 0)
+    assert sel["gap_interval95"][0] <= sel["ptq_minus_float"] <= sel["gap_interval95"][1]
     # the shipped files are the chosen export's int8 graphs, byte for byte, and the manifest describes that export
     exports = {}
     for stage in paths.work_dir.glob("cache/export/*/stage.json"):
@@ -331,13 +332,13 @@ def test_bench_quant_reports_float_ptq_and_aat_per_tier(built_aat, tmp_path):
     rows = bench_quant(str(FIXTURES / "micro.toml"), "dense", None, DataOptions("synth"), paths, tmp_path / "rep")
     assert [r.tier for r in rows] == [0] and rows[0].same_operators and rows[0].aat_steps == 20
     r = rows[0]  # the default gate: the shipped WER is AAT's or the trained model's PTQ's, as chosen on test_seen
-    assert r.gate_rule == "significant" and r.gate_split == "test_seen" and r.shipped in ("aat", "ptq") and r.gate_wer_float is not None
+    assert r.gate_rule == "gap" and r.gate_split == "test_seen" and r.shipped in ("aat", "ptq") and r.gate_wer_float is not None
     assert r.wer_shipped == (r.wer_aat if r.shipped == "aat" else r.wer_ptq)
     assert r.shipped_minus_trained_ptq == pytest.approx(r.wer_shipped - r.wer_ptq, abs=1e-4)
     assert rows[0].npu_encoder_cycles_ptq > 0 and rows[0].npu_encoder_cycles_aat > 0
     assert rows[0].gap_ptq == pytest.approx(rows[0].wer_ft_ptq - rows[0].wer_ft_float, abs=1e-4)
     md = (tmp_path / "rep" / "quant.md").read_text()
-    assert "| dense | 0 |" in md and "AAT int8 never worse than the control" in md and "What `build --aat` ships (gate: significant" in md
+    assert "| dense | 0 |" in md and "AAT int8 never worse than the control" in md and "What `build --aat` ships (gate: gap" in md
     assert (tmp_path / "rep" / "quant.csv").read_text().startswith("method,tier,wer_float,wer_ptq")
 
 
