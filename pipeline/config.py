@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .frontend import FrontendConfig
 from .sparsity import SparsityConfig
+from .synth import VARIANTS, VOICES, SynthRecipe
 from .errors import ConfigError
 from .tomlconf import check, load_dataclass, load_named, read_toml_with_extends, to_dict
 
@@ -206,9 +207,13 @@ class DataConfig:
     # extra training utterances spoken by synthesized espeak-ng voices, mixed into a real
     # corpus (FSDD) for speaker variety; never used for testing
     synth_train_utterances: int = 0
+    # how many espeak-ng voice+variant speakers say the synthesized training speech (besides the test voices)
+    synth_speakers: int = SynthRecipe.train_speakers
 
     def __post_init__(self) -> None:
         check(self.synth_train_utterances >= 0, f"field `synth_train_utterances` must be >= 0, got {self.synth_train_utterances}.")
+        most = len(VOICES) * len(VARIANTS) - SynthRecipe.test_speakers
+        check(1 <= self.synth_speakers <= most, f"field `synth_speakers` must be in 1..{most} (espeak-ng voices and variants), got {self.synth_speakers}.")
         check(self.train_utterances >= 1, f"field `train_utterances` must be >= 1, got {self.train_utterances}.")
         check(1 <= self.min_digits <= self.max_digits <= 12, f"need 1 <= min_digits <= max_digits <= 12, got {self.min_digits}, {self.max_digits}.")
 

@@ -107,13 +107,13 @@ def prepare(src: DataSource, cfg: ModelConfig, out_dir: Path) -> dict[str, Path]
     if src.kind == "fsdd":
         splits = prepare_fsdd(src.fsdd_dir, out_dir, cfg.frontend.sample_rate, FsddRecipe(train_utterances=cfg.data.train_utterances), connect, cfg.data.seed)  # type: ignore[arg-type]
         if cfg.data.synth_train_utterances:
-            extra = prepare_synth(out_dir / "synth", cfg.frontend.sample_rate, SynthRecipe(train_utterances=cfg.data.synth_train_utterances), connect, cfg.data.seed)
+            extra = prepare_synth(out_dir / "synth", cfg.frontend.sample_rate, SynthRecipe(train_speakers=cfg.data.synth_speakers, train_utterances=cfg.data.synth_train_utterances), connect, cfg.data.seed)
             mixed = list(read_manifest(splits["train"]).utterances)
             mixed += [replace(u, audio_filepath=f"synth/{u.audio_filepath}") for u in read_manifest(extra["train"]).utterances]
             write_manifest(splits["train"], mixed)
         return splits
     if src.kind == "synth":
-        return prepare_synth(out_dir, cfg.frontend.sample_rate, SynthRecipe(train_utterances=cfg.data.train_utterances), connect, cfg.data.seed)
+        return prepare_synth(out_dir, cfg.frontend.sample_rate, SynthRecipe(train_speakers=cfg.data.synth_speakers, train_utterances=cfg.data.train_utterances), connect, cfg.data.seed)
     return dict(src.manifests or {})
 
 

@@ -37,3 +37,18 @@ def test_unknown_source_and_fsdd_dir_missing(tmp_path):
         DataOptions("web")
     with pytest.raises(DataError, match="does not exist"):
         resolve_source(DataOptions("fsdd", fsdd_dir=tmp_path / "none"))
+
+
+def test_synthesized_training_speech_is_spoken_by_the_configured_number_of_voices(tmp_path):
+    from dataclasses import replace
+
+    from pipeline.config import load_model_config
+    from pipeline.corpus import read_manifest
+    from pipeline.data import prepare
+
+    cfg = load_model_config("tiny")
+    cfg = replace(cfg, data=replace(cfg.data, train_utterances=60, synth_speakers=3))
+    splits = prepare(resolve_source(DataOptions("synth")), cfg, tmp_path)
+    train = {u.speaker for u in read_manifest(splits["train"]).utterances}
+    unseen = {u.speaker for u in read_manifest(splits["test_unseen"]).utterances}
+    assert len(train) == 3 and not train & unseen

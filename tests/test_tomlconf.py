@@ -73,3 +73,10 @@ def test_unknown_target_and_model_list_the_known_ones():
 def test_large_model_extends_tiny():
     large, tiny = load_model_config("large"), load_model_config("tiny")
     assert large.encoder.units > tiny.encoder.units and large.frontend == tiny.frontend and large.name == "large"
+
+
+def test_more_synthesized_speakers_than_espeak_voices_is_refused(tmp_path):
+    p = tmp_path / "m.toml"
+    p.write_text("[data]\nsynth_speakers = 500\n")
+    with pytest.raises(ConfigError, match=r"m\.toml.*field `synth_speakers` must be in 1\.\.106 .*got 500"):
+        load_model_config(str(p))
