@@ -41,7 +41,7 @@ class FeatureSet:
             buf,
             feats=np.concatenate(self.feats), feat_len=np.array([len(f) for f in self.feats]),
             labels=np.concatenate(self.labels), label_len=np.array([len(x) for x in self.labels]),
-            mean=np.array(self.normalizer.mean), std=np.array(self.normalizer.std),
+            mean=np.array(self.normalizer.mean), std=np.array(self.normalizer.std), prior_frames=np.array(self.normalizer.prior_frames),
             vocab=np.array(self.tokenizer.chars),
         )
         atomic_write_bytes(path, buf.getvalue())
@@ -54,7 +54,7 @@ class FeatureSet:
                 lo = np.cumsum(z["label_len"])[:-1]
                 return cls(
                     list(np.split(z["feats"], fo)), list(np.split(z["labels"].astype(np.int32), lo)),
-                    Normalizer(tuple(z["mean"].tolist()), tuple(z["std"].tolist())), CharTokenizer(tuple(z["vocab"].tolist())),
+                    Normalizer(tuple(z["mean"].tolist()), tuple(z["std"].tolist()), int(z["prior_frames"])), CharTokenizer(tuple(z["vocab"].tolist())),
                 )
         except (OSError, KeyError, ValueError) as exc:
             raise ArtifactError(f"feature cache {path} is unreadable ({exc}); delete it to rebuild.") from None
@@ -104,6 +104,6 @@ def compute_training_features(corpus: Corpus, cfg: ModelConfig, tokenizer: CharT
         labels.append(ids)
         for _ in range(aug.copies):
             augmented.append((log_mel(augment_waveform(x, aug, rng), fe), ids))
-    norm = Normalizer.fit(clean)
+    norm = Normalizer.fit(clean, fe.cmn_prior_frames)
     feats = [norm(f) for f in clean] + [norm(f) for f, _ in augmented]
     return FeatureSet(feats, labels + [ids for _, ids in augmented], norm, tokenizer)

@@ -10,13 +10,20 @@ filterbank matrix itself), so an app team can reimplement it exactly:
     logmel = log(max(mel, log_floor))
     feat   = (logmel - mean) / std                    (per mel bin, from the training set)
 
-Frames are computed independently, so streaming (chunk by chunk) and whole-utterance
-features are identical.
+With `cmn_prior_frames` = P > 0 the mean is also the utterance's own, as it streams in (cepstral
+mean normalization with the training mean as a prior worth P frames; frames t = 0, 1, ... of the utterance):
+
+    m_t    = (P * mean + logmel_0 + ... + logmel_t) / (P + t + 1)
+    feat_t = (logmel_t - m_t) / std                   (std: of logmel_t - m_t over the training set)
+
+Frames are computed independently and the running mean looks only backwards, so streaming (chunk
+by chunk) and whole-utterance features are identical.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -33,6 +40,9 @@ class FrontendConfig:
     fmin: float = 20.0
     fmax: float = 4000.0
     log_floor: float = 1e-6
+    # per-utterance streaming mean normalization: 0 = off (the training set's mean only); P > 0 = subtract the running
+    # mean of the utterance so far, with the training mean counted as P frames (see the module docstring)
+    cmn_prior_frames: int = 0
 
     def __post_init__(self) -> None:
         check(self.sample_rate >= 4000, f"field `sample_rate` must be >= 4000 Hz, got {self.sample_rate}.")
@@ -42,6 +52,7 @@ class FrontendConfig:
               f"need 0 <= fmin < fmax <= sample_rate/2, got fmin={self.fmin}, fmax={self.fmax}.")
         check(1 <= self.n_mels <= self.n_fft // 2, f"field `n_mels` must be in 1..{self.n_fft // 2}, got {self.n_mels}.")
         check(self.log_floor > 0, f"field `log_floor` must be > 0, got {self.log_floor}.")
+        check(0 <= self.cmn_prior_frames <= 100_000, f"field `cmn_prior_frames` must be in 0..100000, got {self.cmn_prior_frames}.")
 
     @property
     def win_samples(self) -> int:
@@ -102,22 +113,41 @@ def log_mel(samples: np.ndarray, cfg: FrontendConfig) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Normalizer:
-    """Per-mel-bin mean and standard deviation from the training features."""
+    """Per-mel-bin mean and standard deviation from the training features, and the streaming mean's prior weight in
+    frames (0: no per-utterance mean; see the module docstring)."""
 
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    prior_frames: int = 0
 
     @classmethod
-    def fit(cls, feats: list[np.ndarray]) -> "Normalizer":
-        allf = np.concatenate([f for f in feats if len(f)], axis=0).astype(np.float64)
-        return cls(tuple(map(float, allf.mean(0))), tuple(map(float, np.maximum(allf.std(0), 1e-3))))
+    def fit(cls, feats: list[np.ndarray], prior_frames: int = 0) -> "Normalizer":
+        """Statistics of un-normalized log-mel utterances `feats` ((frames, n_mels) each): the mean, then the standard
+        deviation of what is left after subtracting it (the streaming mean, with `prior_frames`), so features come out
+        with unit variance per bin."""
+        nonempty = [f.astype(np.float64) for f in feats if len(f)]
+        allf = np.concatenate(nonempty, axis=0)
+        mean = allf.mean(0)
+        if prior_frames:
+            allf = np.concatenate([_minus_running_mean(f, mean, prior_frames) for f in nonempty], axis=0)
+        return cls(tuple(map(float, mean)), tuple(map(float, np.maximum(allf.std(0), 1e-3))), prior_frames)
 
     def __call__(self, feats: np.ndarray) -> np.ndarray:
-        return ((feats - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)).astype(np.float32)
+        """(frames, n_mels) un-normalized log-mel of one utterance from its first frame → normalized float32."""
+        if not self.prior_frames:  # in float32, as before the running mean existed (the same features to the bit)
+            return ((feats - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)).astype(np.float32)
+        centred = _minus_running_mean(np.asarray(feats, np.float64), np.asarray(self.mean, np.float64), self.prior_frames)
+        return (centred / np.asarray(self.std, np.float64)).astype(np.float32)
 
-    def to_dict(self) -> dict[str, list[float]]:
-        return {"mean": list(self.mean), "std": list(self.std)}
+    def to_dict(self) -> dict[str, Any]:
+        return {"mean": list(self.mean), "std": list(self.std), "prior_frames": self.prior_frames}
 
     @classmethod
-    def from_dict(cls, d: dict[str, list[float]]) -> "Normalizer":
-        return cls(tuple(map(float, d["mean"])), tuple(map(float, d["std"])))
+    def from_dict(cls, d: dict[str, Any]) -> "Normalizer":
+        return cls(tuple(map(float, d["mean"])), tuple(map(float, d["std"])), int(d.get("prior_frames", 0)))
+
+
+def _minus_running_mean(x: np.ndarray, mean: np.ndarray, prior_frames: int) -> np.ndarray:
+    """x - m_t per frame t of one utterance (module docstring), `prior_frames` > 0. float64 in and out."""
+    t = np.arange(1, len(x) + 1, dtype=np.float64)[:, None]
+    return x - (prior_frames * mean + np.cumsum(x, axis=0)) / (prior_frames + t)

@@ -54,7 +54,7 @@ def frontend_section(cfg: ModelConfig, norm: Normalizer) -> dict[str, Any]:
         "hop_samples": fe.hop_samples, "n_fft": fe.n_fft, "window": "hann_periodic", "mel_scale": "htk",
         "n_mels": fe.n_mels, "fmin": fe.fmin, "fmax": fe.fmax, "log": "natural", "log_floor": fe.log_floor,
         "mel_filterbank": [[round(float(v), 8) for v in row] for row in mel_filterbank(fe)],
-        "mean": list(norm.mean), "std": list(norm.std),
+        "mean": list(norm.mean), "std": list(norm.std), "cmn_prior_frames": norm.prior_frames,
         "formula": schema()["properties"]["frontend"]["description"],
         "reference_implementation": "pipeline/frontend.py: log_mel() then Normalizer",
     }

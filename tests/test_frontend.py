@@ -52,3 +52,48 @@ def test_bad_frontend_values_are_refused():
         FrontendConfig(fmax=9000)
     with pytest.raises(ConfigError, match="n_fft"):
         FrontendConfig(win_ms=50)
+
+
+def _utterances(prior_frames: int = 0):
+    rng = np.random.default_rng(2)
+    feats = [rng.normal(3, 2, size=(int(rng.integers(20, 120)), 40)).astype(np.float32) + rng.normal(0, 1.5, size=40).astype(np.float32)
+             for _ in range(12)]  # each utterance with its own static offset per bin, as a speaker or a microphone gives
+    return feats, Normalizer.fit(feats, prior_frames)
+
+
+def test_streaming_mean_normalization_looks_only_backwards():
+    feats, norm = _utterances(prior_frames=30)
+    whole = norm(feats[0])
+    for k in (1, 7, 8, 50):  # what a streaming app has computed after k frames
+        np.testing.assert_allclose(norm(feats[0][:k]), whole[:k], atol=1e-6)
+
+
+def test_streaming_mean_normalization_fits_unit_variance_and_removes_a_static_offset():
+    feats, norm = _utterances(prior_frames=30)
+    assert Normalizer.from_dict(norm.to_dict()) == norm and norm.prior_frames == 30
+    np.testing.assert_allclose(np.concatenate([norm(f) for f in feats]).std(0), 1, atol=0.02)
+    x = feats[0]
+    shifted = norm(x + 2.0)[-20:] - norm(x)[-20:]  # the offset's share left after len(x) frames: P / (P + t + 1)
+    t = np.arange(len(x) - 20, len(x))[:, None]
+    np.testing.assert_allclose(shifted, 2.0 / np.asarray(norm.std) * 30 / (30 + t + 1), rtol=1e-4)
+    global_only = Normalizer.fit(feats)
+    np.testing.assert_allclose(global_only(x + 2.0) - global_only(x), np.broadcast_to(2.0 / np.asarray(global_only.std), x.shape), rtol=1e-4)
+
+
+@pytest.mark.parametrize("prior_frames", [0, 25])
+def test_the_manifest_frontend_formula_gives_the_reference_features(prior_frames, tone_wav):
+    from dataclasses import replace
+
+    from pipeline.audio import read_wav
+    from pipeline.config import load_model_config
+    from pipeline.manifest import frontend_section
+    from tests.manifest_client import ManifestDecoder
+
+    cfg = load_model_config("tiny")
+    cfg = replace(cfg, frontend=replace(cfg.frontend, cmn_prior_frames=prior_frames))
+    x = read_wav(tone_wav, cfg.frontend.sample_rate)
+    norm = Normalizer.fit([log_mel(x, cfg.frontend) + 1.0, log_mel(x[::-1].copy(), cfg.frontend)], prior_frames)
+    client = ManifestDecoder.__new__(ManifestDecoder)  # only its frontend: the manifest's section, no graphs
+    client.m = {"frontend": frontend_section(cfg, norm)}
+    assert client.m["frontend"]["cmn_prior_frames"] == prior_frames
+    np.testing.assert_allclose(client.features(tone_wav), norm(log_mel(x, cfg.frontend)), atol=1e-4)
