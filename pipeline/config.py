@@ -166,9 +166,9 @@ class AatConfig:
     # quantization, chosen on `gate_split` (held-out speech, never the unseen-speaker test) by decoding both in LiteRT.
     # "significant": AAT only where its WER there is lower with the 95% paired-bootstrap interval of AAT - PTQ below 0;
     # "better": AAT where its WER there is lower at all; "gap": AAT where PTQ's int8 - float gap there is measured (95%
-    # interval above 0) and AAT's WER is not higher (build.ships_aat); "none": always AAT. AAT's gains and losses at tiers whose int8
-    # gap is small are within a few words of noise (reports/quant/README.md, session 15), so without a gate `--aat`
-    # could ship a tier worse than what the plain build ships. The gate also decodes the split with the checkpoint's
+    # interval above 0) and AAT's WER is not higher (build.ships_aat); "none": always AAT. AAT's gains and losses at
+    # tiers whose int8 gap is small are within a few words of noise (reports/quant/README.md, session 15), so without a
+    # gate `--aat` could ship a tier worse than what the plain build ships. The gate also decodes the split with the checkpoint's
     # float graphs and records PTQ's int8 gap there (reports/quant/README.md, session 17). "gap" is the default since
     # session 20: over four checkpoints it shipped nothing worse than PTQ and chose as "significant" did except at one
     # tier 90, where it shipped AAT (34.0% against PTQ's 39.2% unseen); the earlier default is
