@@ -26,7 +26,7 @@ from .errors import BudgetError, ConfigError, InternalError
 from .export import GRAPHS, calibrated_ranges, convert_all, sparse_weight_bytes
 from .features import FeatureSet, compute_training_features, utterance_features
 from .fsutil import atomic_directory, atomic_write_json, sha256_file
-from .manifest import DECODE_LOOP, code_sha256, frontend_section, git_commit, machine, tokenizer_section, tool_versions, validate_manifest
+from .manifest import DECODE_LOOP, SCHEMA_VERSION, code_sha256, frontend_section, git_commit, machine, tokenizer_section, tool_versions, validate_manifest
 from .model import PREDICTOR_STATE_NAMES, encoder_state_names
 from .npu import compile_for_npu, tool_info
 from .methods import check_method
@@ -383,7 +383,7 @@ def make_manifest(target: TargetProfile, ck: ModelCheckpoint, graphs: dict[str, 
     budgets = to_dict(target.budgets)
     figures = budget_figures(target, cfg, export_summary, verify)
     return {
-        "schema_version": "1.0",
+        "schema_version": SCHEMA_VERSION,
         "target": {
             "name": target.name, "runtime": target.device.runtime, "description": target.description, "threads": verify["threads"],
             "device": to_dict(target.device), "budgets": budgets,

@@ -124,7 +124,7 @@ def transducer_from_manifest(folder: Path, manifest: dict, runtime: str) -> tupl
     st, dec, tok = manifest["streaming"], manifest["decode"], manifest["tokenizer"]
     t = Transducer(graphs["encoder"], graphs["predictor"], graphs["joiner"], st["chunk_feature_frames"], st["stack"], len(tok["vocab"]),
                    tok["blank_id"], dec["max_symbols_per_frame"], fe["hop_samples"] / fe["sample_rate"])
-    return t, cfg, Normalizer(tuple(fe["mean"]), tuple(fe["std"]), int(fe["cmn_prior_frames"])), CharTokenizer.from_dict(tok)
+    return t, cfg, Normalizer(tuple(fe["mean"]), tuple(fe["std"]), int(fe.get("cmn_prior_frames", 0))), CharTokenizer.from_dict(tok)
 
 
 def verify_dist(folder: Path, corpus_path: Path | None = None, limit: int = 5) -> dict[str, Any]:

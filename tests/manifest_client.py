@@ -39,7 +39,7 @@ class ManifestDecoder:
         spec = np.abs(np.fft.rfft(frames, n=fe["n_fft"], axis=1)) ** 2
         mel = spec @ np.array(fe["mel_filterbank"]).T
         logmel = np.log(np.maximum(mel, fe["log_floor"]))
-        mean, prior = np.array(fe["mean"]), fe["cmn_prior_frames"]
+        mean, prior = np.array(fe["mean"]), fe.get("cmn_prior_frames", 0)  # absent in schema 1.0: 0
         if prior:  # the running mean of the utterance so far, the training mean counted as `prior` frames
             mean = (prior * mean + np.cumsum(logmel, axis=0)) / (prior + np.arange(1, len(logmel) + 1)[:, None])
         return ((logmel - mean) / np.array(fe["std"])).astype(np.float32)

@@ -1,5 +1,6 @@
 """End to end: `build()` on synthesized speech with a micro model, then check what app teams get."""
 import json
+import shutil
 import time
 
 import pytest
@@ -7,6 +8,7 @@ import pytest
 from pipeline.build import BuildPaths, build, ships_aat
 from pipeline.config import AAT_GATES
 from pipeline.data import DataOptions
+from pipeline.errors import ArtifactError
 from pipeline.fsutil import sha256_file
 from pipeline.manifest import validate_manifest
 from pipeline.verify import verify_dist
@@ -47,6 +49,24 @@ def test_manifest_validates_and_hashes_match(built):
         assert all(t["dtype"] == "int8" for t in entry["inputs"] + entry["outputs"])
         assert entry["tflm_arena_bytes"] > 0
     assert sorted(p.name for p in manifest_path.parent.iterdir()) == ["encoder.tflite", "joiner.tflite", "manifest.json", "npu", "predictor.tflite"]
+
+
+def test_schema_1_0_manifests_without_mean_normalization_still_validate_and_decode(built, tmp_path):
+    """Schema 1.1 added frontend.cmn_prior_frames; a manifest written before it (1.0, no such field) stays valid and
+    decodes as P = 0, and a 1.1 manifest lacking the field is refused."""
+    paths, manifest_path, _ = built
+    m = json.loads(manifest_path.read_text())
+    assert m["schema_version"] == "1.1" and m["frontend"]["cmn_prior_frames"] == 0
+    del m["frontend"]["cmn_prior_frames"]
+    with pytest.raises(ArtifactError, match="cmn_prior_frames"):
+        validate_manifest(m)
+    m["schema_version"] = "1.0"
+    validate_manifest(m)
+    old = tmp_path / "old"
+    shutil.copytree(manifest_path.parent, old)
+    (old / "manifest.json").write_text(json.dumps(m))
+    corpus = next((paths.work_dir / "cache" / "data").glob("*/test_unseen.jsonl"))
+    assert verify_dist(old, corpus, limit=3) == verify_dist(manifest_path.parent, corpus, limit=3)
 
 
 def test_watch_graphs_are_compiled_for_the_npu_with_labelled_estimates(built):

@@ -1,0 +1,97 @@
+"""Unseen-speaker WER of device folders when the recording level or microphone colour changes.
+
+    python reports/ctc/channel_robustness.py TEST.jsonl OUT_DIR DIST_FOLDER [DIST_FOLDER ...]
+
+The artifacts are decoded, by apps, on speech recorded through microphones and gains this project never saw. This
+writes altered copies of a test corpus (TEST.jsonl, e.g. a build's `cache/data/*/test_unseen.jsonl`) into OUT_DIR
+(once) and decodes each variant with every DIST_FOLDER's int8 graphs in LiteRT, through the manifest alone
+(`verify.transducer_from_manifest`: the frontend, normalization and decode loop the manifest states). Variants:
+
+  clean      the recordings as they are
+  gain-20dB  0.1 x the samples (a quiet microphone or a far talker)
+  gain+12dB  4 x the samples, clipped to int16 (a hot input stage)
+  lowpass    a one-pole low-pass, y[n] = 0.35 x[n] + 0.65 y[n-1] (a muffled microphone: -3 dB near 600 Hz at 8 kHz)
+  highpass   pre-emphasis, y[n] = x[n] - 0.95 x[n-1] (a thin microphone)
+
+Prints one Markdown row per folder: WER % per variant. A per-utterance mean normalization (`[frontend]
+cmn_prior_frames`) is meant to remove constant offsets in log-mel (gain: all bins; a fixed channel: per bin).
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import pipeline  # noqa: F401  (environment: legacy Keras, oneDNN off)
+from pipeline.audio import read_wav, write_wav
+from pipeline.corpus import read_manifest
+from pipeline.features import utterance_features
+from pipeline.verify import load_manifest, score, transducer_from_manifest
+
+
+def _lfilter1(x: np.ndarray, b0: float, b1: float, a1: float) -> np.ndarray:
+    y = np.empty_like(x)
+    prev_x, prev_y = 0.0, 0.0
+    for i, v in enumerate(x):
+        prev_y = b0 * v + b1 * prev_x + a1 * prev_y
+        prev_x = v
+        y[i] = prev_y
+    return y
+
+
+VARIANTS = {
+    "clean": lambda x: x,
+    "gain-20dB": lambda x: 0.1 * x,
+    "gain+12dB": lambda x: np.clip(4.0 * x, -1.0, 32767 / 32768),
+    "lowpass": lambda x: _lfilter1(x, 0.35, 0.0, 0.65),
+    "highpass": lambda x: _lfilter1(x, 1.0, -0.95, 0.0),
+}
+
+
+def write_variants(test: Path, out: Path, sample_rate: int) -> dict[str, Path]:
+    src = read_manifest(test)
+    paths = {}
+    for name, fn in VARIANTS.items():
+        d = out / name
+        jsonl = d / "test.jsonl"
+        paths[name] = jsonl
+        if jsonl.exists():
+            continue
+        d.mkdir(parents=True, exist_ok=True)
+        rows = []
+        for u in src.utterances:
+            x = read_wav(src.root / u.audio_filepath, sample_rate).astype(np.float64)
+            y = np.clip(fn(x), -1.0, 32767 / 32768)
+            rel = Path(u.audio_filepath).name
+            write_wav(d / rel, y.astype(np.float32), sample_rate)
+            rows.append({"id": u.id, "audio_filepath": rel, "duration": u.duration, "text": u.text, "speaker": u.speaker})
+        tmp = jsonl.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        tmp.rename(jsonl)
+    return paths
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) < 3:
+        sys.exit(__doc__)
+    test, out, folders = Path(argv[0]), Path(argv[1]), [Path(a) for a in argv[2:]]
+    rate = load_manifest(folders[0])["frontend"]["sample_rate"]
+    variants = write_variants(test, out, rate)
+    print("| folder | " + " | ".join(variants) + " |")
+    print("| --- |" + " ---: |" * len(variants))
+    for folder in folders:
+        manifest = load_manifest(folder)
+        t, fe, norm, tok = transducer_from_manifest(folder, manifest, "litert")
+        cells = []
+        for name, jsonl in variants.items():
+            corpus = read_manifest(jsonl)
+            feats = [norm(f) for f in utterance_features(corpus, fe)]
+            s = score(t, tok, feats, [u.text for u in corpus.utterances], sum(u.duration for u in corpus.utterances), desc=name)
+            cells.append(f"{100 * s.wer:.1f}")
+        print(f"| {folder} | " + " | ".join(cells) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
