@@ -10,7 +10,7 @@ writes altered copies of a test corpus (TEST.jsonl, e.g. a build's `cache/data/*
   clean      the recordings as they are
   gain-20dB  0.1 x the samples (a quiet microphone or a far talker)
   gain+12dB  4 x the samples, clipped to int16 (a hot input stage)
-  lowpass    a one-pole low-pass, y[n] = 0.35 x[n] + 0.65 y[n-1] (a muffled microphone: -3 dB near 600 Hz at 8 kHz)
+  lowpass    a one-pole low-pass, y[n] = 0.35 x[n] + 0.65 y[n-1] (a muffled microphone: -3 dB at ~550 Hz at 8 kHz)
   highpass   pre-emphasis, y[n] = x[n] - 0.95 x[n-1] (a thin microphone)
 
 Prints one Markdown row per folder: WER % per variant. A per-utterance mean normalization (`[frontend]
