@@ -110,10 +110,15 @@ class TrainConfig:
     # decoupled weight decay (AdamW: each step w -= weight_decay x learning rate x w, biases left out); 0 = off
     dropout: float = 0.0
     weight_decay: float = 0.0
+    # > 0: the trained checkpoint holds an exponential moving average of the weights (Polyak averaging; this decay per
+    # step, e.g. 0.999 averages over the last ~1,000 steps, with the usual warm-up min(decay, (1 + step) / (10 + step)))
+    # instead of the last step's weights; first training phase only, methods dense and omni; 0 = off
+    weight_ema: float = 0.0
 
     def __post_init__(self) -> None:
         check(0 <= self.dropout < 1, f"field `dropout` must be in [0, 1), got {self.dropout}.")
         check(0 <= self.weight_decay <= 1, f"field `weight_decay` must be in 0..1, got {self.weight_decay}.")
+        check(0 <= self.weight_ema < 1, f"field `weight_ema` must be in [0, 1), got {self.weight_ema}.")
         check(0 <= self.first_label_onset < 1, f"field `first_label_onset` must be in [0, 1), got {self.first_label_onset}.")
         check(self.steps >= 1, f"field `steps` must be >= 1, got {self.steps}.")
         check(1 <= self.batch_size <= 512, f"field `batch_size` must be in 1..512, got {self.batch_size}.")

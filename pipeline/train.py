@@ -155,7 +155,16 @@ class Trainer:
             self.method = make_method(method, cfg, data.tokenizer.size, self.total_steps, tier, init)
             self.optimizer = _optimizer(cfg.train, 0.0 if tuning else cfg.train.weight_decay)
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-        self.ckpt = tf.train.Checkpoint(optimizer=self.optimizer, step=self.step, **self.method.trackables())
+        # Polyak averaging of the weights (`train.weight_ema`): a shadow copy the checkpoint holds and result() reports
+        self.ema_decay = 0.0 if tuning else cfg.train.weight_ema
+        if self.ema_decay > 0 and method not in ("dense", "omni"):
+            raise ConfigError(f"train.weight_ema is implemented for --method dense and omni, not {method}; set it to 0.")
+        self.ema = tf.Module()
+        if self.ema_decay > 0:
+            with self.dist.strategy.scope():
+                self.ema.shadow = [tf.Variable(v.read_value(), trainable=False, name=f"ema_{i}") for i, v in enumerate(self.method.trainable)]
+        self.ckpt = tf.train.Checkpoint(optimizer=self.optimizer, step=self.step, **self.method.trackables(),
+                                        **({"ema": self.ema} if self.ema_decay > 0 else {}))
         # every worker saves (saving may run collectives); only the chief's folder is the run's
         folder = "ckpt" if self.dist.chief else f"ckpt-worker{self.dist.worker}"
         self.manager = tf.train.CheckpointManager(self.ckpt, str(self.work_dir / folder), max_to_keep=2)
@@ -199,6 +208,11 @@ class Trainer:
             feats = spec_augment(feats, cfg.augment, tf.cast(self.seed, tf.int64) * 1_000_003 + step)
             self.optimizer.learning_rate.assign(learning_rate(step, *method.schedule))
             per_replica = strategy.run(replica_step, args=(feats, pred_in, labels, frames, label_lengths, step, *extra))
+            if self.ema_decay > 0:
+                s = tf.cast(step, tf.float32)
+                d = tf.minimum(self.ema_decay, (1.0 + s) / (10.0 + s))
+                for shadow, v in zip(self.ema.shadow, method.trainable):
+                    shadow.assign(d * shadow + (1.0 - d) * v)
             return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
 
         return train_step
@@ -231,5 +245,8 @@ class Trainer:
                     self.manager.save(checkpoint_number=step + 1)
         wall = time.monotonic() - t0
         log.info("trained %s (%s) to step %d in %.0f s, loss %.3f", self.cfg.name, self.method.name, self.total_steps, wall, loss_ema)
+        if self.ema_decay > 0:  # the averaged weights are the result (the optimizer's own state is not needed after)
+            for shadow, v in zip(self.ema.shadow, self.method.trainable):
+                v.assign(shadow)
         params, masks = self.method.result()
         return TrainResult(params, self.total_steps, loss_ema, wall, masks, self.method.meta(), self.method.ranges(), self.method.affine())

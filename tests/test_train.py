@@ -104,3 +104,36 @@ def test_weight_decay_shrinks_kernels_and_leaves_biases_alone(data, tmp_path):
         shift = 0.0 if name.endswith("/bias") else -0.5 * lr * w
         np.testing.assert_allclose(decayed[name] - plain[name], shift, atol=2e-6, err_msg=name)
     assert any(np.abs(decayed[n] - plain[n]).max() > 1e-4 for n in before if not n.endswith("/bias"))
+
+
+def test_weight_ema_result_is_the_warmed_up_moving_average_of_the_step_weights(data, tmp_path):
+    # the average only reads the weights, so a plain run's weights after each step are the averaged run's too
+    cfg = _with_train(_cfg(steps=3, every=1), learning_rate=1e-2, warmup_steps=0)
+    plain = Trainer(cfg, data, tmp_path / "a")
+    weights = [plain.method.result()[0]]
+    for step in range(1, 4):
+        weights.append(Trainer(cfg, data, tmp_path / "a").run(resume=step > 1, until=step).params)
+    averaged = Trainer(_with_train(cfg, weight_ema=0.9), data, tmp_path / "b").run().params
+    for name in weights[0]:
+        expect = weights[0][name]
+        for step in range(3):
+            d = min(0.9, (1 + step) / (10 + step))
+            expect = d * expect + (1 - d) * weights[step + 1][name]
+        np.testing.assert_allclose(averaged[name], expect, atol=1e-6, err_msg=name)
+    assert any(np.abs(averaged[n] - weights[3][n]).max() > 1e-4 for n in weights[0])
+
+
+def test_weight_ema_survives_an_interruption(data, tmp_path):
+    cfg = _with_train(_cfg(), weight_ema=0.5)
+    straight = Trainer(cfg, data, tmp_path / "a").run()
+    Trainer(cfg, data, tmp_path / "b", steps=6).run()
+    resumed = Trainer(cfg, data, tmp_path / "b").run(resume=True)
+    for k in straight.params:
+        np.testing.assert_allclose(resumed.params[k], straight.params[k], atol=1e-5, err_msg=k)
+
+
+def test_weight_ema_is_refused_for_methods_it_does_not_cover(data, tmp_path):
+    from pipeline.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="train.weight_ema"):
+        Trainer(_with_train(_cfg(), weight_ema=0.99), data, tmp_path, method="csp", tier=50)
