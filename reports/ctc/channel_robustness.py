@@ -18,35 +18,26 @@ cmn_prior_frames`) is meant to remove constant offsets in log-mel (gain: all bin
 """
 from __future__ import annotations
 
-import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from scipy.signal import lfilter
 
 import pipeline  # noqa: F401  (environment: legacy Keras, oneDNN off)
 from pipeline.audio import read_wav, write_wav
-from pipeline.corpus import read_manifest
+from pipeline.corpus import read_manifest, write_manifest
 from pipeline.features import utterance_features
 from pipeline.verify import load_manifest, score, transducer_from_manifest
-
-
-def _lfilter1(x: np.ndarray, b0: float, b1: float, a1: float) -> np.ndarray:
-    y = np.empty_like(x)
-    prev_x, prev_y = 0.0, 0.0
-    for i, v in enumerate(x):
-        prev_y = b0 * v + b1 * prev_x + a1 * prev_y
-        prev_x = v
-        y[i] = prev_y
-    return y
 
 
 VARIANTS = {
     "clean": lambda x: x,
     "gain-20dB": lambda x: 0.1 * x,
     "gain+12dB": lambda x: np.clip(4.0 * x, -1.0, 32767 / 32768),
-    "lowpass": lambda x: _lfilter1(x, 0.35, 0.0, 0.65),
-    "highpass": lambda x: _lfilter1(x, 1.0, -0.95, 0.0),
+    "lowpass": lambda x: lfilter([0.35], [1.0, -0.65], x),
+    "highpass": lambda x: lfilter([1.0, -0.95], [1.0], x),
 }
 
 
@@ -60,16 +51,13 @@ def write_variants(test: Path, out: Path, sample_rate: int) -> dict[str, Path]:
         if jsonl.exists():
             continue
         d.mkdir(parents=True, exist_ok=True)
-        rows = []
+        utts = []
         for u in src.utterances:
-            x = read_wav(src.root / u.audio_filepath, sample_rate).astype(np.float64)
-            y = np.clip(fn(x), -1.0, 32767 / 32768)
-            rel = Path(u.audio_filepath).name
-            write_wav(d / rel, y.astype(np.float32), sample_rate)
-            rows.append({"id": u.id, "audio_filepath": rel, "duration": u.duration, "text": u.text, "speaker": u.speaker})
-        tmp = jsonl.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        tmp.rename(jsonl)
+            x = read_wav(src.audio_path(u), sample_rate).astype(np.float64)
+            wav = Path(u.audio_filepath).name
+            write_wav(d / wav, np.clip(fn(x), -1.0, 32767 / 32768).astype(np.float32), sample_rate)
+            utts.append(replace(u, audio_filepath=wav))
+        write_manifest(jsonl, utts)  # written last and atomically: its presence means the variant is complete
     return paths
 
 

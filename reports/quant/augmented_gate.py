@@ -7,7 +7,8 @@ training recipe's waveform augmentation (speed 0.9 / 1.0 / 1.1, gain, white nois
 test_seen is the training speakers' clean held-out recordings: on it the int8 graphs of a tier often decode as well as
 the float ones even where the unseen speaker shows an int8 gap (reports/quant/README.md, session 20, seed 3). Inputs
 farther from the training data may show the gap where clean ones do not. Runs build.stage_aat_gate with RULE (default:
-the [aat] default) on the augmented split for every tier the bench's gate decided on; one JSON line per tier.
+the [aat] default) on the augmented split for every tier the bench's gate decided on (regate.regate); one JSON line per
+tier.
 """
 import json
 import sys
@@ -17,13 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.audio import read_wav, write_wav
-from pipeline.build import PreparedData, stage_aat_gate
-from pipeline.cache import StageCache
+from pipeline.build import PreparedData
 from pipeline.checkpoint import ModelCheckpoint
 from pipeline.config import AatConfig
 from pipeline.corpus import read_manifest, write_manifest
 from pipeline.data import DataSource
 from pipeline.features import augment_waveform
+from regate import bench_inputs, regate  # reports/quant/regate.py, beside this script
 
 SPLIT = "test_seen_augmented"
 
@@ -48,22 +49,11 @@ def main() -> None:
     work = Path(sys.argv[1])
     rule = sys.argv[2] if len(sys.argv) > 2 else AatConfig().gate
     copies = int(sys.argv[3]) if len(sys.argv) > 3 else 3
-    cache = work / "cache"
-    stages, store = [json.loads(p.read_text()) for p in (cache / "export").glob("*/stage.json")], StageCache(cache)
-    exports = {json.dumps(s["inputs"], sort_keys=True): store.folder("export", s["key"]) for s in stages}
-    data = max((cache / "data").iterdir(), key=lambda d: d.stat().st_mtime)
-    ck_dir = next((cache / "aat").glob("*/checkpoint"))  # decoding needs only the config, tokenizer and normalizer
+    data, ck_dir = bench_inputs(work)
     ck = ModelCheckpoint.load(ck_dir)
     split = augmented_split(data / "test_seen.jsonl", work / f"augmented{copies}", ck, copies)
     corpus = PreparedData(DataSource("fsdd", ""), data, {"augmented": copies}, {SPLIT: split})
-    cfg = replace(ck.config.aat, gate=rule, gate_split=SPLIT)
-    rows = []
-    for p in (cache / "aat_gate").glob("*/stage.json"):
-        inputs = json.loads(p.read_text())["inputs"]
-        ptq, aat = ((exports[json.dumps(inputs[k], sort_keys=True)], {"key": inputs[k]}) for k in ("ptq", "aat"))
-        gate = stage_aat_gate(StageCache(work / f"regate_augmented{copies}"), ptq, aat, ck_dir, corpus, cfg)
-        rows.append({"tier": inputs["ptq"]["tier"], **gate})
-    for row in sorted(rows, key=lambda r: r["tier"]):
+    for row in regate(work, ck_dir, corpus, replace(ck.config.aat, gate=rule), SPLIT, f"regate_augmented{copies}"):
         print(json.dumps(row), flush=True)
 
 

@@ -22,24 +22,36 @@ from pipeline.data import DataSource
 SPLITS = ("test_seen", "test_unseen", "synth/test_seen", "synth/test_unseen")
 
 
-def main() -> None:
-    work = Path(sys.argv[1])
-    rule = sys.argv[2] if len(sys.argv) > 2 else AatConfig().gate
-    split = sys.argv[3] if len(sys.argv) > 3 else None
+def bench_inputs(work: Path) -> tuple[Path, Path]:
+    """A bench work dir's newest data folder, and one of its AAT checkpoint folders (decoding needs only the config,
+    tokenizer and normalizer, which every tier shares)."""
+    cache = work / "cache"
+    return max((cache / "data").iterdir(), key=lambda d: d.stat().st_mtime), next((cache / "aat").glob("*/checkpoint"))
+
+
+def regate(work: Path, ck_dir: Path, corpus: PreparedData, cfg: AatConfig, split: str | None, out: str) -> list[dict]:
+    """build.stage_aat_gate with `cfg` on `split` (None: the split the bench's gate used) for every tier the bench's gate
+    decided on, on the same PTQ and AAT exports (stages cached under WORK_DIR/`out`); one dict per tier, by tier."""
     cache = work / "cache"
     stages, store = [json.loads(p.read_text()) for p in (cache / "export").glob("*/stage.json")], StageCache(cache)
     exports = {json.dumps(s["inputs"], sort_keys=True): store.folder("export", s["key"]) for s in stages}
-    data = max((cache / "data").iterdir(), key=lambda d: d.stat().st_mtime)
-    corpus = PreparedData(DataSource("fsdd", ""), data, {}, {s: data / f"{s}.jsonl" for s in SPLITS})
-    ck_dir = next((cache / "aat").glob("*/checkpoint"))  # decoding needs only the config, tokenizer and normalizer
-    cfg = replace(ModelCheckpoint.load(ck_dir).config.aat, gate=rule)
     rows = []
     for p in (cache / "aat_gate").glob("*/stage.json"):
         inputs = json.loads(p.read_text())["inputs"]
         ptq, aat = ((exports[json.dumps(inputs[k], sort_keys=True)], {"key": inputs[k]}) for k in ("ptq", "aat"))
-        gate = stage_aat_gate(StageCache(work / "regate"), ptq, aat, ck_dir, corpus, replace(cfg, gate_split=split or inputs["split"]))
+        gate = stage_aat_gate(StageCache(work / out), ptq, aat, ck_dir, corpus, replace(cfg, gate_split=split or inputs["split"]))
         rows.append({"tier": inputs["ptq"]["tier"], **gate})
-    for row in sorted(rows, key=lambda r: r["tier"]):
+    return sorted(rows, key=lambda r: r["tier"])
+
+
+def main() -> None:
+    work = Path(sys.argv[1])
+    rule = sys.argv[2] if len(sys.argv) > 2 else AatConfig().gate
+    split = sys.argv[3] if len(sys.argv) > 3 else None
+    data, ck_dir = bench_inputs(work)
+    corpus = PreparedData(DataSource("fsdd", ""), data, {}, {s: data / f"{s}.jsonl" for s in SPLITS})
+    cfg = replace(ModelCheckpoint.load(ck_dir).config.aat, gate=rule)
+    for row in regate(work, ck_dir, corpus, cfg, split, "regate"):
         print(json.dumps(row), flush=True)
 
 
