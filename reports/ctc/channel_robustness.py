@@ -4,7 +4,7 @@
 
 The artifacts are decoded, by apps, on speech recorded through microphones and gains this project never saw. This
 writes altered copies of a test corpus (TEST.jsonl, e.g. a build's `cache/data/*/test_unseen.jsonl`) into OUT_DIR
-(once) and decodes each variant with every DIST_FOLDER's int8 graphs in LiteRT, through the manifest alone
+(once per test corpus) and decodes each variant with every DIST_FOLDER's int8 graphs in LiteRT, through the manifest alone
 (`verify.transducer_from_manifest`: the frontend, normalization and decode loop the manifest states). Variants:
 
   clean      the recordings as they are
@@ -18,6 +18,7 @@ cmn_prior_frames`) is meant to remove constant offsets in log-mel (gain: all bin
 """
 from __future__ import annotations
 
+import hashlib
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -42,10 +43,13 @@ VARIANTS = {
 
 
 def write_variants(test: Path, out: Path, sample_rate: int) -> dict[str, Path]:
+    """The altered copies of `test`, under OUT_DIR/<digest of TEST.jsonl>/<variant>/ (written once per test corpus: two
+    builds whose data recipes differ have different test corpora, and one OUT_DIR serves both)."""
     src = read_manifest(test)
+    key = hashlib.sha256(test.read_bytes()).hexdigest()[:16]
     paths = {}
     for name, fn in VARIANTS.items():
-        d = out / name
+        d = out / key / name
         jsonl = d / "test.jsonl"
         paths[name] = jsonl
         if jsonl.exists():
