@@ -44,24 +44,22 @@ VARIANTS = {
 
 def write_variants(test: Path, out: Path, sample_rate: int) -> dict[str, Path]:
     """The altered copies of `test`, under OUT_DIR/<digest of TEST.jsonl>/<variant>/ (written once per test corpus: two
-    builds whose data recipes differ have different test corpora, and one OUT_DIR serves both)."""
-    src = read_manifest(test)
+    builds whose data recipes differ have different test corpora, and one OUT_DIR serves both). Each recording is read
+    once for all the variants still missing."""
     key = hashlib.sha256(test.read_bytes()).hexdigest()[:16]
-    paths = {}
-    for name, fn in VARIANTS.items():
-        d = out / key / name
-        jsonl = d / "test.jsonl"
-        paths[name] = jsonl
-        if jsonl.exists():
-            continue
-        d.mkdir(parents=True, exist_ok=True)
-        utts = []
+    paths = {name: out / key / name / "test.jsonl" for name in VARIANTS}
+    missing = [name for name, jsonl in paths.items() if not jsonl.exists()]
+    if missing:
+        src = read_manifest(test)
+        for name in missing:
+            paths[name].parent.mkdir(parents=True, exist_ok=True)
         for u in src.utterances:
             x = read_wav(src.audio_path(u), sample_rate).astype(np.float64)
-            wav = Path(u.audio_filepath).name
-            write_wav(d / wav, np.clip(fn(x), -1.0, 32767 / 32768).astype(np.float32), sample_rate)
-            utts.append(replace(u, audio_filepath=wav))
-        write_manifest(jsonl, utts)  # written last and atomically: its presence means the variant is complete
+            for name in missing:
+                wav = paths[name].parent / Path(u.audio_filepath).name
+                write_wav(wav, np.clip(VARIANTS[name](x), -1.0, 32767 / 32768).astype(np.float32), sample_rate)
+        for name in missing:  # each manifest written last and atomically: its presence means the variant is complete
+            write_manifest(paths[name], [replace(u, audio_filepath=Path(u.audio_filepath).name) for u in src.utterances])
     return paths
 
 
@@ -73,13 +71,16 @@ def main(argv: list[str]) -> None:
     variants = write_variants(test, out, rate)
     print("| folder | " + " | ".join(variants) + " |")
     print("| --- |" + " ---: |" * len(variants))
+    corpora = {name: read_manifest(jsonl) for name, jsonl in variants.items()}
+    logmel: dict[tuple, list[np.ndarray]] = {}  # (frontend, variant) -> un-normalized log-mel, shared by the folders
     for folder in folders:
         manifest = load_manifest(folder)
         t, fe, norm, tok = transducer_from_manifest(folder, manifest, "litert")
         cells = []
-        for name, jsonl in variants.items():
-            corpus = read_manifest(jsonl)
-            feats = [norm(f) for f in utterance_features(corpus, fe)]
+        for name, corpus in corpora.items():
+            if (fe, name) not in logmel:
+                logmel[fe, name] = utterance_features(corpus, fe)
+            feats = [norm(f) for f in logmel[fe, name]]
             s = score(t, tok, feats, [u.text for u in corpus.utterances], sum(u.duration for u in corpus.utterances), desc=name)
             cells.append(f"{100 * s.wer:.1f}")
         print(f"| {folder} | " + " | ".join(cells) + " |", flush=True)
