@@ -53,7 +53,7 @@ def read_wav(path: Path, sample_rate: int, *, allow_resample: bool = True, mix_s
     x = (x - 128.0) / 128.0 if width == 1 else x / float(2 ** (8 * width - 1))
     x = x.reshape(frames, channels)
     if channels > 1 and not mix_stereo:
-        raise DataError(f"audio file {path} has {channels} channels; the pipeline needs mono audio (set mix_stereo to average channels).")
+        raise DataError(f"audio file {path} has {channels} channels; the pipeline needs mono audio (mix_stereo, or `--mix-stereo` where a command offers it, averages the channels).")
     x = x.mean(axis=1)
     if rate != sample_rate:
         if not allow_resample:

@@ -1,6 +1,7 @@
 """`pipeline` command line: a thin shell over the stage functions; errors caught once in `main`."""
 from __future__ import annotations
 
+import json
 import logging
 import re
 import shutil
@@ -186,6 +187,28 @@ def verify(folder: Path, corpus: Path | None, limit: int) -> None:
     result = verify_dist(folder, corpus, limit)
     shown = ", ".join(f"{rt}: " + ("loads and runs" if w is None else f"WER {w:.3f}") for rt, w in result.items())
     click.echo(f"{folder}: manifest valid, hashes match; {shown}")
+
+
+@cli.command()
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.argument("wavs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--runtime", type=click.Choice(["litert", "tflm"]), default="litert", show_default=True,
+              help="runtime to decode in (tflm: device folders built for TFLM, e.g. the watch).")
+@click.option("--mix-stereo", is_flag=True, help="average the channels of multi-channel files (default: refuse them).")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per file instead of `file<TAB>transcript`.")
+def transcribe(folder: Path, wavs: tuple[Path, ...], runtime: str, mix_stereo: bool, as_json: bool) -> None:
+    """Transcribe WAV files with a device folder's int8 graphs, through its manifest alone.
+
+    PCM WAV, mono (or --mix-stereo); other sample rates are resampled to the model's.
+    """
+    from .verify import transcribe as run
+
+    for r in run(folder, list(wavs), runtime, mix_stereo):
+        if as_json:
+            click.echo(json.dumps({"file": str(r.path), "text": r.text, "audio_seconds": round(r.seconds, 3),
+                                   "rtf": round(r.compute_seconds / max(r.seconds, 1e-9), 4), "runtime": runtime}))
+        else:
+            click.echo(f"{r.path}\t{r.text}")
 
 
 @cli.group()

@@ -12,8 +12,9 @@ import numpy as np
 from tqdm import tqdm
 
 from .decode import DecodeStats, Transducer, greedy_decode
-from .errors import ArtifactError
-from .frontend import FrontendConfig, Normalizer, mel_filterbank
+from .audio import read_wav
+from .errors import ArtifactError, DataError
+from .frontend import FrontendConfig, Normalizer, log_mel, mel_filterbank
 from .fsutil import sha256_file
 from .runtimes import LiteRTGraph, TFLMGraph
 from .tokenizer import CharTokenizer
@@ -153,3 +154,37 @@ def verify_dist(folder: Path, corpus_path: Path | None = None, limit: int = 5) -
         s = score(t, tok, feats, [u.text for u in sub.utterances], sum(u.duration for u in sub.utterances), desc=f"verify {rt}")
         result[rt] = s.wer
     return result
+
+
+@dataclass
+class Transcript:
+    path: Path
+    text: str
+    seconds: float  # audio, at the model's sample rate
+    compute_seconds: float  # frontend + greedy decode
+
+
+def transcribe(folder: Path, wavs: list[Path], runtime: str = "litert", mix_stereo: bool = False) -> list[Transcript]:
+    """Transcribe WAV files with a device folder's graphs, through its manifest alone (what an app does).
+
+    The folder is checked first (schema, every sha256); every file is read before any is decoded, so a bad file
+    stops the command before it prints anything. Files at another sample rate are resampled to the model's.
+    """
+    folder = Path(folder)
+    manifest = load_manifest(folder)
+    check_hashes(folder, manifest)
+    if runtime == "tflm" and any("tflm_arena_bytes" not in g for g in manifest["graphs"].values()):
+        raise ArtifactError(f"{folder} is built for {manifest['target']['runtime']}, not TFLM: its manifest has no TFLM arena sizes.")
+    t, fe, norm, tok = transducer_from_manifest(folder, manifest, runtime)
+    audio = []
+    for path in wavs:
+        x = read_wav(Path(path), fe.sample_rate, mix_stereo=mix_stereo)
+        if len(x) < fe.win_samples:
+            raise DataError(f"audio file {path} is shorter than one analysis window ({fe.win_ms:g} ms).")
+        audio.append(x)
+    out = []
+    for path, x in zip(wavs, audio, strict=True):
+        t0 = time.perf_counter()
+        hyp = greedy_decode(t, norm(log_mel(x, fe)))
+        out.append(Transcript(Path(path), tok.decode(hyp.tokens), len(x) / fe.sample_rate, time.perf_counter() - t0))
+    return out

@@ -161,6 +161,50 @@ def test_verify_detects_one_flipped_byte(built, tmp_path):
         verify_dist(copy)
 
 
+def _cli(*args):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *map(str, args)], capture_output=True, text=True, timeout=600)
+
+
+def test_transcribe_gives_each_file_the_pipelines_words_in_both_runtimes(built):
+    from pipeline.corpus import read_manifest
+
+    paths, manifest_path, _ = built
+    corpus = read_manifest(next((paths.work_dir / "cache" / "data").iterdir()) / "test_unseen.jsonl")
+    wavs = [corpus.audio_path(u) for u in corpus.utterances[:3]]
+    ours = _pipeline_hypotheses(paths, manifest_path, corpus, 3)
+    r = _cli("transcribe", manifest_path.parent, *wavs)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [f"{w}\t{h}" for w, h in zip(wavs, ours)]
+    r = _cli("transcribe", "--runtime", "tflm", "--json", manifest_path.parent, wavs[0])
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert r.returncode == 0 and len(rows) == 1, r.stderr
+    assert rows[0]["runtime"] == "tflm" and rows[0]["file"] == str(wavs[0]) and rows[0]["audio_seconds"] > 0
+    assert isinstance(rows[0]["text"], str)
+
+
+def test_transcribe_resamples_other_rates_and_refuses_a_bad_file_before_printing_anything(built, tmp_path):
+    from pipeline.audio import read_wav, resample, write_wav
+    from pipeline.corpus import read_manifest
+
+    paths, manifest_path, _ = built
+    corpus = read_manifest(next((paths.work_dir / "cache" / "data").iterdir()) / "test_unseen.jsonl")
+    good = corpus.audio_path(corpus.utterances[0])
+    hi = tmp_path / "16k.wav"
+    write_wav(hi, resample(read_wav(good, 8000), 8000, 16000), 16000)
+    r = _cli("transcribe", manifest_path.parent, hi)
+    assert r.returncode == 0 and r.stdout.startswith(f"{hi}\t"), r.stderr
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    r = _cli("transcribe", manifest_path.parent, good, bad)
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert r.returncode == 2 and r.stdout == "" and len(errors) == 1 and "bad.wav is not a valid PCM WAV file" in errors[0]
+    r = _cli("transcribe", tmp_path, good)
+    assert r.returncode == 2 and "not a device artifact folder" in r.stderr
+
+
 @pytest.fixture(scope="module")
 def built_omni(built, tmp_path_factory):
     """Omni tiers of the same micro model, tier 90 shipped for the watch; shares the data cache."""
