@@ -19,7 +19,7 @@ from .calibrate import CalibrationRecipe, load_calibration_recipe, representativ
 from .checkpoint import ModelCheckpoint
 from .config import AatConfig, ModelConfig, load_model_config
 from .corpus import read_manifest
-from .data import DataOptions, DataSource, describe_split, prepare, recipe_key, resolve_source
+from .data import SYNTH_CAVEAT, DataOptions, DataSource, describe_split, prepare, recipe_key, resolve_source
 from .decode import Transducer
 from .distribute import Distribution
 from .errors import BudgetError, ConfigError, InternalError
@@ -413,7 +413,7 @@ def make_manifest(target: TargetProfile, ck: ModelCheckpoint, graphs: dict[str, 
             "valid_encoder_frames": "ceil(feature_frames / stack): later frames of the padded last chunk are skipped", "loop": DECODE_LOOP,
         },
         "graphs": graphs,
-        "evaluation": {"data_source": corpus.source.kind, "sets": verify["sets"]},
+        "evaluation": {"data_source": corpus.source.kind, "sets": verify["sets"], **({"caveat": SYNTH_CAVEAT} if corpus.source.kind == "synth" else {})},
         "latency": latency,
         "memory": {"model_bytes": model_bytes, "tflm_arena_bytes": verify["tflm_arena_bytes"], "tflm_arena_bytes_total": int(sum(verify["tflm_arena_bytes"].values()))},
         "build": {"tool_versions": tool_versions(), "git_commit": git_commit(), "config_sha256": cfg.digest(),

@@ -91,10 +91,16 @@ def build(target: str | None, all_targets: bool, model: str | None, steps: int |
         from .build import build_all
 
         for manifest in build_all(data, paths, model, steps, method, bool(aat)):
-            click.echo(f"wrote {manifest}")
+            _wrote(manifest)
         return
-    manifest = run_build(target, data, paths, model, steps, method, tier, aat)
+    _wrote(run_build(target, data, paths, model, steps, method, tier, aat))
+
+
+def _wrote(manifest: Path) -> None:
     click.echo(f"wrote {manifest}")
+    caveat = json.loads(Path(manifest).read_text())["evaluation"].get("caveat")
+    if caveat:
+        click.echo(f"note: {caveat}.", err=True)
 
 
 @cli.command()

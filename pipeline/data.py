@@ -34,6 +34,11 @@ SPLIT_DESCRIPTIONS = {
 }
 
 
+# what a build trained and evaluated on synthesized speech alone says about its figures (manifest `evaluation.caveat`)
+SYNTH_CAVEAT = ("trained and evaluated on speech synthesized with espeak-ng only: these WERs say nothing about recorded "
+                "speech, on which such a model does far worse; build with FSDD or your own recorded corpus before shipping")
+
+
 def default_fsdd_dir() -> Path:
     """`$PIPELINE_FSDD_DIR`, else `../shared/data/fsdd` beside the project (the CI layout)."""
     env = os.environ.get(FSDD_ENV)
