@@ -7,7 +7,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
-from scipy.signal import resample_poly
+from scipy.signal import fftconvolve, resample_poly
 from tqdm import tqdm
 
 from .audio import read_wav
@@ -60,12 +60,28 @@ class FeatureSet:
             raise ArtifactError(f"feature cache {path} is unreadable ({exc}); delete it to rebuild.") from None
 
 
-def augment_waveform(x: np.ndarray, aug: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
-    """Speed perturbation (resampling), random gain, and white noise at a random SNR."""
+def reverberate(x: np.ndarray, rt60: float, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
+    """`x` in a synthetic room: the direct sound plus a diffuse tail of Gaussian noise decaying by 60 dB in `rt60`
+    seconds, starting 2-10 ms after it; the result has the input's RMS and length."""
+    n = max(2, int(rt60 * sample_rate))
+    delay = int(rng.uniform(0.002, 0.010) * sample_rate)
+    t = np.arange(n)
+    tail = rng.standard_normal(n) * np.exp(-6.9078 * t / n)  # ln(1000) = 6.9078: -60 dB at t = n
+    h = np.zeros(delay + n)
+    h[0] = 1.0
+    h[delay:] += tail * np.sqrt(10 ** (rng.uniform(-6.0, 6.0) / 10) / np.sum(tail**2))  # direct-to-reverberant ratio -6..+6 dB
+    y = fftconvolve(x, h)[: len(x)]
+    return (y * np.sqrt((np.mean(x**2) + 1e-12) / (np.mean(y**2) + 1e-12))).astype(np.float32)
+
+
+def augment_waveform(x: np.ndarray, aug: AugmentConfig, rng: np.random.Generator, sample_rate: int) -> np.ndarray:
+    """Speed perturbation (resampling), reverberation (a share of the copies), random gain, white noise at a random SNR."""
     speed = float(rng.choice(aug.speed))
     if speed != 1.0:
         r = Fraction(speed).limit_denominator(20)
         x = resample_poly(x, r.denominator, r.numerator).astype(np.float32)
+    if aug.reverb_prob and rng.random() < aug.reverb_prob:
+        x = reverberate(x, float(rng.uniform(*aug.rt60_s)), sample_rate, rng)
     x = x * 10 ** (rng.uniform(*aug.gain_db) / 20)
     if rng.random() < aug.noise_prob:
         power = float(np.mean(x**2)) + 1e-10
@@ -103,7 +119,7 @@ def compute_training_features(corpus: Corpus, cfg: ModelConfig, tokenizer: CharT
         clean.append(log_mel(x, fe))
         labels.append(ids)
         for _ in range(aug.copies):
-            augmented.append((log_mel(augment_waveform(x, aug, rng), fe), ids))
+            augmented.append((log_mel(augment_waveform(x, aug, rng, fe.sample_rate), fe), ids))
     norm = Normalizer.fit(clean, fe.cmn_prior_frames)
     feats = [norm(f) for f in clean] + [norm(f) for f, _ in augmented]
     return FeatureSet(feats, labels + [ids for _, ids in augmented], norm, tokenizer)

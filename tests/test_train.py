@@ -68,6 +68,36 @@ def test_channel_and_warp_augmentation_are_per_utterance_constant_over_time_and_
     np.testing.assert_array_equal(y, spec_augment(x, on, tf.constant(5, tf.int64)).numpy())
 
 
+def test_reverberation_keeps_level_and_length_and_decays_by_60_db_in_rt60():
+    from pipeline.features import reverberate
+
+    rng = np.random.default_rng(3)
+    x = np.zeros(8000, np.float32)
+    x[100] = 1.0
+    y = reverberate(x, 0.3, 8000, rng)
+    assert y.shape == x.shape and y.dtype == np.float32
+    assert np.sqrt(np.mean(y**2)) == pytest.approx(np.sqrt(np.mean(x**2)), rel=1e-4)
+    assert np.abs(y[:100]).max() < 1e-6 < abs(y[100])  # causal: nothing before the impulse (FFT rounding aside), the direct sound at it
+    energy = y**2
+    assert energy[100 + 2400 + 80:].sum() < 1e-5 * energy.sum() < energy[100 + 80 : 100 + 800].sum()  # gone after rt60
+
+
+def test_reverberation_draws_nothing_when_off_so_existing_recipes_keep_their_copies():
+    from pipeline.config import AugmentConfig
+    from pipeline.features import augment_waveform
+
+    x = np.random.default_rng(0).standard_normal(4000).astype(np.float32) * 0.1
+    rng = np.random.default_rng(9)
+    for _ in range(4):
+        augment_waveform(x, AugmentConfig(), rng, 8000)
+    # the generator's next draw after four default copies, as the code before `reverb_prob` existed left it
+    assert rng.random() == 0.17109409213349913
+    on = augment_waveform(x, AugmentConfig(reverb_prob=1.0, noise_prob=0.0, speed=(1.0,), gain_db=(0.0, 0.0)), rng, 8000)
+    assert on.shape == x.shape and not np.allclose(on, x)
+    with pytest.raises(Exception, match="rt60_s"):
+        AugmentConfig(rt60_s=(0.5, 0.1))
+
+
 def test_dropout_acts_in_training_only_and_adds_no_weights(data):
     from pipeline.model import build_training_model, get_params, set_params
 

@@ -37,7 +37,7 @@ def augmented_split(source: Path, out: Path, ck: ModelCheckpoint, copies: int) -
     for u in corpus.utterances:
         x = read_wav(corpus.audio_path(u), rate)
         for k in range(copies):
-            y = augment_waveform(x, ck.config.augment, rng)
+            y = augment_waveform(x, ck.config.augment, rng, rate)
             name = f"{Path(u.audio_filepath).stem}_aug{k}.wav"
             write_wav(out / name, y, rate)
             utts.append(replace(u, id=f"{u.id}-aug{k}", audio_filepath=name, duration=len(y) / rate))
