@@ -117,6 +117,7 @@ def bench_sparsity(model: str, methods: list[str], tiers: list[int], data: DataO
             check_method(m, cfg, t if m in ("tfmot", "csp") and t > 0 else None)
     cache = StageCache(paths.work_dir / "cache")
     corpus = stage_data(cache, cfg, data)
+    cfg = cfg.for_source(corpus.source.kind)
     feats = stage_features(cache, cfg, corpus)
     rows: list[Row] = []
     errors: dict[tuple[str, int], dict[str, list[int]]] = {}
@@ -236,6 +237,7 @@ def bench_train_speed(model: str, variants: list[str], data: DataOptions, paths:
     cfg = load_model_config(model)
     cache = StageCache(paths.work_dir / "cache")
     corpus = stage_data(cache, cfg, data)
+    cfg = cfg.for_source(corpus.source.kind)
     features_dir, _ = stage_features(cache, cfg, corpus)
     from .features import FeatureSet
 
@@ -397,6 +399,7 @@ def bench_quant(model: str, method: str, tiers: list[int] | None, data: DataOpti
             raise ConfigError(f"method {method} trains one tier per model; give exactly one tier with --tiers.")
     cache = StageCache(paths.work_dir / "cache")
     corpus = stage_data(cache, cfg, data)
+    cfg = cfg.for_source(corpus.source.kind)
     feats = stage_features(cache, cfg, corpus)
     if init is None:
         base = stage_train(cache, cfg, feats, steps, method=method, tier=tiers[0] if method in ("tfmot", "csp") else None)

@@ -550,6 +550,7 @@ def build(target_name: str, data: DataOptions = DataOptions(), paths: BuildPaths
     tiers = candidate_tiers(cfg, target, method, tier)
     cache = StageCache(paths.work_dir / "cache")
     corpus = stage_data(cache, cfg, data)
+    cfg = cfg.for_source(corpus.source.kind)
     feats = stage_features(cache, cfg, corpus)
     return build_target(cache, target, cfg, method, tiers, corpus, feats, steps, paths.out_dir, target.build.aat if aat is None else aat)
 
@@ -564,5 +565,6 @@ def build_all(data: DataOptions = DataOptions(), paths: BuildPaths = BuildPaths(
     plans = [(t, candidate_tiers(cfg, t, method, None)) for t in targets]
     cache = StageCache(paths.work_dir / "cache")
     corpus = stage_data(cache, cfg, data)
+    cfg = cfg.for_source(corpus.source.kind)
     feats = stage_features(cache, cfg, corpus)
     return [build_target(cache, t, cfg, method, tiers, corpus, feats, steps, paths.out_dir, aat) for t, tiers in plans]

@@ -154,6 +154,7 @@ def train(model: str, steps: int | None, resume: bool, strategy: str, out: Path,
     check_method(method, cfg, tier)
     cache = StageCache(work_dir / "cache")
     corpus = stage_data(cache, cfg, _data(source, fsdd_dir, train_manifest, test_manifest))
+    cfg = cfg.for_source(corpus.source.kind)
     feats = stage_features(cache, cfg, corpus)
     if base is None:
         base = stage_train(cache, cfg, feats, steps, resume=resume, method=method, tier=tier, dist=dist)

@@ -9,6 +9,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .frontend import FrontendConfig
 from .sparsity import SparsityConfig
@@ -241,11 +242,32 @@ class ModelConfig:
     data: DataConfig = field(default_factory=DataConfig)
     sparsity: SparsityConfig = field(default_factory=SparsityConfig)
     aat: AatConfig = field(default_factory=AatConfig)
+    # [synthesized.augment], [synthesized.train]: fields that replace [augment]'s and [train]'s when the training corpus
+    # is speech synthesized with espeak-ng alone (no recorded speech found); see for_source
+    synthesized: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         kernels = [n for n, weights in self.layer_weights().items() if "kernel" in weights]
         unknown = [n for n in self.sparsity.dense_layers if n not in kernels]
         check(not unknown, f"field `sparsity.dense_layers` names {', '.join(unknown)}, not a layer with a kernel; the layers are {', '.join(kernels)}.")
+        other = sorted(set(self.synthesized) - SYNTHESIZED_SECTIONS)
+        check(not other, f"[synthesized] may set [synthesized.augment] and [synthesized.train] only, got `{other[0] if other else ''}`.")
+        for name, table in self.synthesized.items():
+            check(isinstance(table, dict), f"[synthesized] field `{name}` must be a table ([synthesized.{name}]), got {table!r}.")
+        if self.synthesized:
+            self._with_synthesized()  # every override is checked when the file is read, not when a build first needs it
+
+    def for_source(self, kind: str) -> "ModelConfig":
+        """The configuration a build trains with on a corpus of `kind` ("fsdd", "synth", "manifest"): with `[synthesized]`'s
+        fields in place of [augment]'s and [train]'s when the corpus is synthesized speech only. The result has no
+        `[synthesized]` left (it is the recipe that ran; its digest keys the stages and the manifest)."""
+        return self._with_synthesized() if kind == "synth" and self.synthesized else self
+
+    def _with_synthesized(self) -> "ModelConfig":
+        d = self.to_dict()
+        for section, fields in d.pop("synthesized").items():
+            d[section] = {**d[section], **fields}
+        return load_dataclass(ModelConfig, d, f"model {self.name!r} with its [synthesized] fields")
 
     def layer_weights(self) -> dict[str, tuple[str, ...]]:
         """Every parameterized layer of the model and the weight names it holds, in order."""
@@ -280,6 +302,9 @@ class ModelConfig:
         d = self.to_dict()
         part = {s: d[s] for s in sections} if sections else d
         return hashlib.sha256(json.dumps(part, sort_keys=True).encode()).hexdigest()
+
+
+SYNTHESIZED_SECTIONS = {"augment", "train"}
 
 
 def model_names() -> list[str]:

@@ -7,6 +7,7 @@ with the file, the field, the value and what is allowed. A file may say
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import tomllib
 import types
@@ -80,7 +81,7 @@ def _type_name(tp: Any) -> str:
     if origin is tuple:
         args = typing.get_args(tp)
         return f"list of {_type_name(args[0])}"
-    if dataclasses.is_dataclass(tp):
+    if dataclasses.is_dataclass(tp) or tp is dict or origin is dict:
         return "table"
     return getattr(tp, "__name__", str(tp))
 
@@ -109,6 +110,10 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{where} must be a table, got {value!r}.")
         return _build(tp, value, where)
+    if tp is dict or origin is dict:  # a free-form table, checked by its owner
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a table, got {value!r}.")
+        return copy.deepcopy(value)
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where} must be a number, got {value!r}.")

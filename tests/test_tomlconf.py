@@ -80,3 +80,31 @@ def test_more_synthesized_speakers_than_espeak_voices_is_refused(tmp_path):
     p.write_text("[data]\nsynth_speakers = 500\n")
     with pytest.raises(ConfigError, match=r"m\.toml.*field `synth_speakers` must be in 1\.\.106 .*got 500"):
         load_model_config(str(p))
+
+
+def test_synthesized_fields_replace_augment_and_train_only_for_a_synthesized_corpus(tmp_path):
+    p = tmp_path / "m.toml"
+    p.write_text("[augment]\ncopies = 2\n[train]\nsteps = 50\n[synthesized.augment]\nreverb_prob = 0.5\n[synthesized.train]\nsteps = 70\n")
+    cfg = load_model_config(str(p))
+    synth = cfg.for_source("synth")
+    assert (synth.augment.reverb_prob, synth.augment.copies, synth.train.steps, synth.synthesized) == (0.5, 2, 70, {})
+    assert cfg.for_source("fsdd") is cfg and cfg.for_source("manifest") is cfg and cfg.augment.reverb_prob == 0.0
+    assert synth.for_source("synth") == synth and ModelConfig.from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize("body, message", [
+    ("[synthesized.augment]\nreverb = 0.5\n", r"with its \[synthesized\] fields: field `augment`: unknown field `reverb`; allowed fields are .*reverb_prob"),
+    ("[synthesized.augment]\nreverb_prob = 2.0\n", r"with its \[synthesized\] fields: .*reverb_prob` must be in 0..1"),
+    ("[synthesized.encoder]\nunits = 8\n", r"\[synthesized\] may set \[synthesized.augment\] and \[synthesized.train\] only, got `encoder`"),
+    ("[synthesized]\naugment = 3\n", r"\[synthesized\] field `augment` must be a table"),
+])
+def test_a_bad_synthesized_field_is_refused_when_the_file_is_read(tmp_path, body, message):
+    p = tmp_path / "m.toml"
+    p.write_text(body)
+    with pytest.raises(ConfigError, match=message):
+        load_model_config(str(p))
+
+
+def test_the_default_trains_synthesized_only_corpora_with_reverberation_and_recorded_ones_without():
+    tiny = load_model_config("tiny")
+    assert tiny.for_source("synth").augment.reverb_prob > 0 and tiny.for_source("fsdd").augment.reverb_prob == 0
