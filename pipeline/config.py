@@ -82,6 +82,7 @@ class AugmentConfig:
     channel_sigma: float = 0.0  # train step: random smooth channel response added to the normalized log-mel (std of its 3 terms)
     reverb_prob: float = 0.0  # share of the augmented copies convolved with a synthetic room response (exponentially decaying noise)
     rt60_s: tuple[float, float] = (0.1, 0.6)  # its reverberation time (60 dB decay), drawn uniformly
+    trim_prob: float = 0.0  # share of the augmented copies cut at the speech: its lead, its tail or both (a clip that starts or stops with the word)
 
     def __post_init__(self) -> None:
         check(all(0.5 <= s <= 2.0 for s in self.speed) and self.speed, f"field `speed` factors must be in 0.5..2.0, got {self.speed}.")
@@ -90,6 +91,7 @@ class AugmentConfig:
         check(0 <= self.freq_warp < 0.5, f"field `freq_warp` must be in [0, 0.5), got {self.freq_warp}.")
         check(0 <= self.channel_sigma <= 5, f"field `channel_sigma` must be in 0..5, got {self.channel_sigma}.")
         check(0 <= self.reverb_prob <= 1, f"field `reverb_prob` must be in 0..1, got {self.reverb_prob}.")
+        check(0 <= self.trim_prob <= 1, f"field `trim_prob` must be in 0..1, got {self.trim_prob}.")
         check(len(self.rt60_s) == 2 and 0.01 <= self.rt60_s[0] <= self.rt60_s[1] <= 2.0, f"field `rt60_s` must be [low, high] seconds within 0.01..2.0, got {list(self.rt60_s)}.")
 
 

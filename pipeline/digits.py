@@ -104,15 +104,20 @@ def build_split(
     return manifest
 
 
-def trim_silence(x: np.ndarray, sr: int, threshold_db: float = -35.0, margin_s: float = 0.02) -> np.ndarray:
-    """Trim leading/trailing samples whose 10 ms energy is `threshold_db` below the peak."""
+def speech_span(x: np.ndarray, sr: int, threshold_db: float = -35.0, margin_s: float = 0.02) -> tuple[int, int]:
+    """[start, end) of the samples between the first and last 10 ms whose energy is within `threshold_db` of the
+    peak, widened by `margin_s` on each side."""
     hop = max(1, sr // 100)
     n = len(x) // hop
     if n == 0:
-        return x
+        return 0, len(x)
     energy = 10 * np.log10(np.mean(x[: n * hop].reshape(n, hop) ** 2, axis=1) + 1e-12)
     loud = np.nonzero(energy > energy.max() + threshold_db)[0]
     margin = int(margin_s * sr)
-    start = max(0, loud[0] * hop - margin)
-    end = min(len(x), (loud[-1] + 1) * hop + margin)
+    return max(0, loud[0] * hop - margin), min(len(x), (loud[-1] + 1) * hop + margin)
+
+
+def trim_silence(x: np.ndarray, sr: int, threshold_db: float = -35.0, margin_s: float = 0.02) -> np.ndarray:
+    """Trim leading/trailing samples whose 10 ms energy is `threshold_db` below the peak."""
+    start, end = speech_span(x, sr, threshold_db, margin_s)
     return x[start:end]

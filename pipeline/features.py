@@ -13,6 +13,7 @@ from tqdm import tqdm
 from .audio import read_wav
 from .config import AugmentConfig, ModelConfig
 from .corpus import Corpus
+from .digits import speech_span
 from .errors import ArtifactError, DataError
 from .frontend import FrontendConfig, Normalizer, log_mel
 from .fsutil import atomic_write_bytes
@@ -75,7 +76,12 @@ def reverberate(x: np.ndarray, rt60: float, sample_rate: int, rng: np.random.Gen
 
 
 def augment_waveform(x: np.ndarray, aug: AugmentConfig, rng: np.random.Generator, sample_rate: int) -> np.ndarray:
-    """Speed perturbation (resampling), reverberation (a share of the copies), random gain, white noise at a random SNR."""
+    """Edges cut at the speech (a share of the copies), speed perturbation (resampling), reverberation (a share of the
+    copies), random gain, white noise at a random SNR."""
+    if aug.trim_prob and rng.random() < aug.trim_prob:
+        start, end = speech_span(x, sample_rate, margin_s=0.0)
+        cut = int(rng.integers(3))  # 0: the lead, 1: the tail, 2: both
+        x = x[start if cut != 1 else 0 : end if cut != 0 else len(x)]
     speed = float(rng.choice(aug.speed))
     if speed != 1.0:
         r = Fraction(speed).limit_denominator(20)

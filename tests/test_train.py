@@ -98,6 +98,19 @@ def test_reverberation_draws_nothing_when_off_so_existing_recipes_keep_their_cop
         AugmentConfig(rt60_s=(0.5, 0.1))
 
 
+def test_trimmed_copies_start_or_stop_with_the_speech():
+    from pipeline.config import AugmentConfig
+    from pipeline.features import augment_waveform
+
+    quiet = lambda seed: np.random.default_rng(seed).standard_normal(2000).astype(np.float32) * 1e-3  # noqa: E731
+    speech = np.random.default_rng(1).standard_normal(4000).astype(np.float32) * 0.1
+    x = np.concatenate([quiet(0), speech, quiet(2)])
+    rng, aug = np.random.default_rng(3), AugmentConfig(trim_prob=1.0, speed=(1.0,), gain_db=(0.0, 0.0), noise_prob=0.0)
+    lengths = {len(augment_waveform(x, aug, rng, 8000)) for _ in range(30)}
+    assert lengths == {6000, 4000}  # one edge cut (the lead or the tail) or both, never the speech
+    np.testing.assert_array_equal(augment_waveform(speech, aug, rng, 8000), speech)
+
+
 def test_dropout_acts_in_training_only_and_adds_no_weights(data):
     from pipeline.model import build_training_model, get_params, set_params
 
