@@ -9,6 +9,7 @@ utterances by other recipes, every recording once per variant (seeded, written o
 with every DIST_FOLDER's int8 graphs in LiteRT through the manifest alone (`verify.transducer_from_manifest`).
 
   recipe       the project's recipe, with another draw (seed 99) than the build's test_unseen
+  as-recorded  every recording as FSDD ships it, one digit per utterance: trimmed to the word, no pause at either end
   isolated     one digit per utterance, the recipe's 0.05-0.25 s at each end
   isolated-1s  one digit per utterance, 0.4-1.0 s at each end (a push-to-talk clip)
   long-pauses  0.4-1.0 s between digits and 0.3-1.0 s at each end
@@ -29,8 +30,8 @@ import numpy as np
 
 import pipeline  # noqa: F401  (environment: legacy Keras, oneDNN off)
 from pipeline.audio import read_wav, write_wav
-from pipeline.corpus import read_manifest, write_manifest
-from pipeline.digits import ConnectRecipe, build_split
+from pipeline.corpus import Utterance, read_manifest, write_manifest
+from pipeline.digits import DIGIT_WORDS, ConnectRecipe, build_split
 from pipeline.features import utterance_features
 from pipeline.fsdd import load_recordings
 from pipeline.verify import load_manifest, score, transducer_from_manifest
@@ -58,12 +59,18 @@ def coloured_noise(n: int, colour: str, rng: np.random.Generator) -> np.ndarray:
 
 def write_variants(fsdd: Path, out: Path, rate: int) -> dict[str, Path]:
     """Every variant's manifest under OUT_DIR (each written last, so its presence means the variant is complete)."""
-    paths = {name: out / f"{name}.jsonl" for name in [*RECIPES, *NOISES]}
+    paths = {name: out / f"{name}.jsonl" for name in ["recipe", "as-recorded", *list(RECIPES)[1:], *NOISES]}
     missing = [name for name in RECIPES if not paths[name].exists()]
-    if missing:
+    if missing or not paths["as-recorded"].exists():
         recs = [r for r, _ in load_recordings(fsdd, rate, (SPEAKER,))]
         for name in missing:
             build_split(recs, out, name, rate, np.random.default_rng(SEED), RECIPES[name])
+        utts = []
+        for n, r in enumerate(recs):
+            rel = f"as-recorded/{SPEAKER}-{n:04d}.wav"
+            write_wav(out / rel, r.samples, rate)
+            utts.append(Utterance(f"as-recorded-{n:04d}", rel, round(len(r.samples) / rate, 4), DIGIT_WORDS[r.digit], SPEAKER))
+        write_manifest(paths["as-recorded"], utts)
     base = read_manifest(paths["recipe"])
     for name, (colour, snr) in NOISES.items():
         if paths[name].exists():
