@@ -21,6 +21,7 @@ from .config import AatConfig, ModelConfig, load_model_config
 from .corpus import read_manifest
 from .data import SYNTH_CAVEAT, DataOptions, DataSource, describe_split, prepare, recipe_key, resolve_source
 from .decode import Transducer
+from .digits import ConnectRecipe
 from .distribute import Distribution
 from .errors import BudgetError, ConfigError, InternalError
 from .export import GRAPHS, calibrated_ranges, convert_all, sparse_weight_bytes
@@ -405,6 +406,7 @@ def make_manifest(target: TargetProfile, ck: ModelCheckpoint, graphs: dict[str, 
         "streaming": {
             "chunk_feature_frames": cfg.chunk_feature_frames, "stack": cfg.encoder.stack, "encoder_frames_per_chunk": cfg.encoder.chunk_frames,
             "chunk_ms": cfg.chunk_ms, "algorithmic_latency_ms": cfg.algorithmic_latency_ms, "last_chunk_pad_value": 0.0, "states": states,
+            **(edge_padding() if corpus.source.kind in ("fsdd", "synth") else {}),
         },
         "decode": {
             "algorithm": "greedy", "max_symbols_per_frame": cfg.decode.max_symbols_per_frame, "start_token": ck.tokenizer.blank_id,
@@ -420,6 +422,20 @@ def make_manifest(target: TargetProfile, ck: ModelCheckpoint, graphs: dict[str, 
                   "data_sha256": ck.meta.get("data_sha256", digest(corpus.key)), "code_sha256": code_sha256(),
                   "calibration": export_summary["calibration"], "training": train_summary},
     }
+
+
+EDGE_PADDING_MS = 100
+
+
+def edge_padding() -> dict[str, Any]:
+    """What an app should add around audio cut at the speech: every utterance this project trains on has quiet before
+    and after it, and a clip without it loses its first and last words (reports/ctc/README.md, session 23)."""
+    lo, hi = (round(1000 * s) for s in ConnectRecipe().edge_s)
+    return {"edge_padding_ms": EDGE_PADDING_MS,
+            "edge_padding": f"every training utterance has {lo}-{hi} ms of quiet before and after the speech; audio cut at "
+                            f"the speech loses its first and last words. Prepend and append edge_padding_ms of zero samples to "
+                            f"each utterance (a stream: before its first chunk, and after the end of speech before its last "
+                            f"chunk). The evaluation sets have such quiet already and were decoded without it."}
 
 
 def _encoded_weights(e: dict[str, int] | None) -> dict[str, Any] | None:

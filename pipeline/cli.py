@@ -203,14 +203,16 @@ def verify(folder: Path, corpus: Path | None, limit: int) -> None:
               help="runtime to decode in (tflm: device folders built for TFLM, e.g. the watch).")
 @click.option("--mix-stereo", is_flag=True, help="average the channels of multi-channel files (default: refuse them).")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per file instead of `file<TAB>transcript`.")
-def transcribe(folder: Path, wavs: tuple[Path, ...], runtime: str, mix_stereo: bool, as_json: bool) -> None:
+@click.option("--edge-padding/--no-edge-padding", default=True, show_default=True,
+              help="add the manifest's streaming.edge_padding_ms of silence at both ends of each file, as it advises.")
+def transcribe(folder: Path, wavs: tuple[Path, ...], runtime: str, mix_stereo: bool, as_json: bool, edge_padding: bool) -> None:
     """Transcribe WAV files with a device folder's int8 graphs, through its manifest alone.
 
     PCM WAV, mono (or --mix-stereo); other sample rates are resampled to the model's.
     """
     from .verify import transcribe as run
 
-    for r in run(folder, list(wavs), runtime, mix_stereo):
+    for r in run(folder, list(wavs), runtime, mix_stereo, edge_padding):
         if as_json:
             click.echo(json.dumps({"file": str(r.path), "text": r.text, "audio_seconds": round(r.seconds, 3),
                                    "rtf": round(r.compute_seconds / max(r.seconds, 1e-9), 4), "runtime": runtime}))

@@ -164,11 +164,12 @@ class Transcript:
     compute_seconds: float  # frontend + greedy decode
 
 
-def transcribe(folder: Path, wavs: list[Path], runtime: str = "litert", mix_stereo: bool = False) -> list[Transcript]:
+def transcribe(folder: Path, wavs: list[Path], runtime: str = "litert", mix_stereo: bool = False, edge_padding: bool = True) -> list[Transcript]:
     """Transcribe WAV files with a device folder's graphs, through its manifest alone (what an app does).
 
     The folder is checked first (schema, every sha256); every file is read before any is decoded, so a bad file
-    stops the command before it prints anything. Files at another sample rate are resampled to the model's.
+    stops the command before it prints anything. Files at another sample rate are resampled to the model's. With
+    `edge_padding`, each file gets the manifest's `streaming.edge_padding_ms` of zeros at both ends, as it advises.
     """
     folder = Path(folder)
     manifest = load_manifest(folder)
@@ -182,9 +183,10 @@ def transcribe(folder: Path, wavs: list[Path], runtime: str = "litert", mix_ster
         if len(x) < fe.win_samples:
             raise DataError(f"audio file {path} is shorter than one analysis window ({fe.win_ms:g} ms).")
         audio.append(x)
+    pad = np.zeros(fe.sample_rate * manifest["streaming"].get("edge_padding_ms", 0) // 1000 if edge_padding else 0, np.float32)
     out = []
     for path, x in zip(wavs, audio, strict=True):
         t0 = time.perf_counter()
-        hyp = greedy_decode(t, norm(log_mel(x, fe)))
+        hyp = greedy_decode(t, norm(log_mel(np.concatenate([pad, x, pad]), fe)))
         out.append(Transcript(Path(path), tok.decode(hyp.tokens), len(x) / fe.sample_rate, time.perf_counter() - t0))
     return out

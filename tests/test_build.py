@@ -187,9 +187,10 @@ def test_transcribe_gives_each_file_the_pipelines_words_in_both_runtimes(built):
     corpus = read_manifest(next((paths.work_dir / "cache" / "data").iterdir()) / "test_unseen.jsonl")
     wavs = [corpus.audio_path(u) for u in corpus.utterances[:3]]
     ours = _pipeline_hypotheses(paths, manifest_path, corpus, 3)
-    r = _cli("transcribe", manifest_path.parent, *wavs)
+    r = _cli("transcribe", "--no-edge-padding", manifest_path.parent, *wavs)
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == [f"{w}\t{h}" for w, h in zip(wavs, ours)]
+    assert json.loads(manifest_path.read_text())["streaming"]["edge_padding_ms"] == 100  # what transcribe adds by default
     r = _cli("transcribe", "--runtime", "tflm", "--json", manifest_path.parent, wavs[0])
     rows = [json.loads(line) for line in r.stdout.splitlines()]
     assert r.returncode == 0 and len(rows) == 1, r.stderr

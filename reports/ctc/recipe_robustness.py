@@ -10,6 +10,7 @@ with every DIST_FOLDER's int8 graphs in LiteRT through the manifest alone (`veri
 
   recipe       the project's recipe, with another draw (seed 99) than the build's test_unseen
   as-recorded  every recording as FSDD ships it, one digit per utterance: trimmed to the word, no pause at either end
+  as-recorded+100ms  the same with 100 ms of digital silence (zeros) added at each end, as an app can do
   isolated     one digit per utterance, the recipe's 0.05-0.25 s at each end
   isolated-1s  one digit per utterance, 0.4-1.0 s at each end (a push-to-talk clip)
   long-pauses  0.4-1.0 s between digits and 0.3-1.0 s at each end
@@ -59,18 +60,20 @@ def coloured_noise(n: int, colour: str, rng: np.random.Generator) -> np.ndarray:
 
 def write_variants(fsdd: Path, out: Path, rate: int) -> dict[str, Path]:
     """Every variant's manifest under OUT_DIR (each written last, so its presence means the variant is complete)."""
-    paths = {name: out / f"{name}.jsonl" for name in ["recipe", "as-recorded", *list(RECIPES)[1:], *NOISES]}
+    paths = {name: out / f"{name}.jsonl" for name in ["recipe", "as-recorded", "as-recorded+100ms", *list(RECIPES)[1:], *NOISES]}
     missing = [name for name in RECIPES if not paths[name].exists()]
-    if missing or not paths["as-recorded"].exists():
+    if missing or not paths["as-recorded"].exists() or not paths["as-recorded+100ms"].exists():
         recs = [r for r, _ in load_recordings(fsdd, rate, (SPEAKER,))]
         for name in missing:
             build_split(recs, out, name, rate, np.random.default_rng(SEED), RECIPES[name])
-        utts = []
-        for n, r in enumerate(recs):
-            rel = f"as-recorded/{SPEAKER}-{n:04d}.wav"
-            write_wav(out / rel, r.samples, rate)
-            utts.append(Utterance(f"as-recorded-{n:04d}", rel, round(len(r.samples) / rate, 4), DIGIT_WORDS[r.digit], SPEAKER))
-        write_manifest(paths["as-recorded"], utts)
+        for name, pad in (("as-recorded", 0), ("as-recorded+100ms", rate // 10)):
+            utts = []
+            for n, r in enumerate(recs):
+                x = np.concatenate([np.zeros(pad, np.float32), r.samples, np.zeros(pad, np.float32)])
+                rel = f"{name}/{SPEAKER}-{n:04d}.wav"
+                write_wav(out / rel, x, rate)
+                utts.append(Utterance(f"{name}-{n:04d}", rel, round(len(x) / rate, 4), DIGIT_WORDS[r.digit], SPEAKER))
+            write_manifest(paths[name], utts)
     base = read_manifest(paths["recipe"])
     for name, (colour, snr) in NOISES.items():
         if paths[name].exists():
