@@ -63,27 +63,31 @@ def write_variants(test: Path, out: Path, sample_rate: int) -> dict[str, Path]:
     return paths
 
 
+def print_wer_table(variants: dict[str, Path], folders: list[Path]) -> None:
+    """One Markdown row per device folder: WER % of its int8 graphs in LiteRT on each variant's corpus (JSONL), decoded
+    through the manifest alone. Log-mel is computed once per (frontend, variant) and shared by the folders."""
+    print("| folder | " + " | ".join(variants) + " |")
+    print("| --- |" + " ---: |" * len(variants))
+    corpora = {name: read_manifest(jsonl) for name, jsonl in variants.items()}
+    logmel: dict[tuple, list[np.ndarray]] = {}  # (frontend, variant) -> un-normalized log-mel
+    for folder in folders:
+        t, fe, norm, tok = transducer_from_manifest(folder, load_manifest(folder), "litert")
+        cells = []
+        for name, corpus in corpora.items():
+            if (fe, name) not in logmel:
+                logmel[fe, name] = utterance_features(corpus, fe)
+            s = score(t, tok, [norm(f) for f in logmel[fe, name]], [u.text for u in corpus.utterances],
+                      sum(u.duration for u in corpus.utterances), desc=name)
+            cells.append(f"{100 * s.wer:.1f}")
+        print(f"| {folder} | " + " | ".join(cells) + " |", flush=True)
+
+
 def main(argv: list[str]) -> None:
     if len(argv) < 3:
         sys.exit(__doc__)
     test, out, folders = Path(argv[0]), Path(argv[1]), [Path(a) for a in argv[2:]]
     rate = load_manifest(folders[0])["frontend"]["sample_rate"]
-    variants = write_variants(test, out, rate)
-    print("| folder | " + " | ".join(variants) + " |")
-    print("| --- |" + " ---: |" * len(variants))
-    corpora = {name: read_manifest(jsonl) for name, jsonl in variants.items()}
-    logmel: dict[tuple, list[np.ndarray]] = {}  # (frontend, variant) -> un-normalized log-mel, shared by the folders
-    for folder in folders:
-        manifest = load_manifest(folder)
-        t, fe, norm, tok = transducer_from_manifest(folder, manifest, "litert")
-        cells = []
-        for name, corpus in corpora.items():
-            if (fe, name) not in logmel:
-                logmel[fe, name] = utterance_features(corpus, fe)
-            feats = [norm(f) for f in logmel[fe, name]]
-            s = score(t, tok, feats, [u.text for u in corpus.utterances], sum(u.duration for u in corpus.utterances), desc=name)
-            cells.append(f"{100 * s.wer:.1f}")
-        print(f"| {folder} | " + " | ".join(cells) + " |", flush=True)
+    print_wer_table(write_variants(test, out, rate), folders)
 
 
 if __name__ == "__main__":

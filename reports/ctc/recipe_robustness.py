@@ -33,9 +33,10 @@ import pipeline  # noqa: F401  (environment: legacy Keras, oneDNN off)
 from pipeline.audio import read_wav, write_wav
 from pipeline.corpus import Utterance, read_manifest, write_manifest
 from pipeline.digits import DIGIT_WORDS, ConnectRecipe, build_split
-from pipeline.features import utterance_features
 from pipeline.fsdd import load_recordings
-from pipeline.verify import load_manifest, score, transducer_from_manifest
+from pipeline.verify import load_manifest
+
+from channel_robustness import print_wer_table  # reports/ctc/channel_robustness.py, beside this script
 
 SPEAKER, SEED = "yweweler", 99
 RECIPES = {
@@ -94,21 +95,7 @@ def main(argv: list[str]) -> None:
         sys.exit(__doc__)
     fsdd, out, folders = Path(argv[0]), Path(argv[1]), [Path(a) for a in argv[2:]]
     rate = load_manifest(folders[0])["frontend"]["sample_rate"]
-    variants = write_variants(fsdd, out, rate)
-    print("| folder | " + " | ".join(variants) + " |")
-    print("| --- |" + " ---: |" * len(variants))
-    corpora = {name: read_manifest(jsonl) for name, jsonl in variants.items()}
-    logmel: dict[tuple, list[np.ndarray]] = {}  # (frontend, variant) -> un-normalized log-mel, shared by the folders
-    for folder in folders:
-        t, fe, norm, tok = transducer_from_manifest(folder, load_manifest(folder), "litert")
-        cells = []
-        for name, corpus in corpora.items():
-            if (fe, name) not in logmel:
-                logmel[fe, name] = utterance_features(corpus, fe)
-            s = score(t, tok, [norm(f) for f in logmel[fe, name]], [u.text for u in corpus.utterances],
-                      sum(u.duration for u in corpus.utterances), desc=name)
-            cells.append(f"{100 * s.wer:.1f}")
-        print(f"| {folder} | " + " | ".join(cells) + " |", flush=True)
+    print_wer_table(write_variants(fsdd, out, rate), folders)
 
 
 if __name__ == "__main__":
