@@ -167,7 +167,9 @@ def test_a_synthesized_only_build_trains_with_the_synthesized_fields_and_records
     paths = built[0]
     model = tmp_path / "micro_synth.toml"
     model.write_text(f'extends = "{(FIXTURES / "micro").as_posix()}"\n[synthesized.train]\nsteps = 30\n')
-    manifest_path = build("watch", DataOptions("synth"), BuildPaths(tmp_path / "dist", paths.work_dir), model=str(model))
+    work = tmp_path / "work"  # its own cache (the data stage copied in): other tests find the one dense checkpoint in `built`'s
+    shutil.copytree(paths.work_dir / "cache" / "data", work / "cache" / "data")
+    manifest_path = build("watch", DataOptions("synth"), BuildPaths(tmp_path / "dist", work), model=str(model))
     m = json.loads(manifest_path.read_text())
     assert m["build"]["training"]["steps"] == 30 and m["model"]["config"]["train"]["steps"] == 30
     assert m["model"]["config"]["synthesized"] == {}  # the recipe that ran, with nothing left to apply
