@@ -13,7 +13,7 @@ from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from .build import BuildPaths, _eval_sets, _transducer, stage_data, stage_export, stage_features, stage_train
+from .build import BuildPaths, _eval_sets, _transducer, stage_corpus, stage_data, stage_export, stage_features, stage_train
 from .cache import StageCache
 from .calibrate import CalibrationRecipe, load_calibration_recipe
 from .checkpoint import ModelCheckpoint
@@ -116,8 +116,7 @@ def bench_sparsity(model: str, methods: list[str], tiers: list[int], data: DataO
         for t in tiers:
             check_method(m, cfg, t if m in ("tfmot", "csp") and t > 0 else None)
     cache = StageCache(paths.work_dir / "cache")
-    corpus = stage_data(cache, cfg, data)
-    cfg = cfg.for_source(corpus.source.kind)
+    cfg, corpus = stage_corpus(cache, cfg, data)
     feats = stage_features(cache, cfg, corpus)
     rows: list[Row] = []
     errors: dict[tuple[str, int], dict[str, list[int]]] = {}
@@ -236,8 +235,7 @@ def bench_train_speed(model: str, variants: list[str], data: DataOptions, paths:
 
     cfg = load_model_config(model)
     cache = StageCache(paths.work_dir / "cache")
-    corpus = stage_data(cache, cfg, data)
-    cfg = cfg.for_source(corpus.source.kind)
+    cfg, corpus = stage_corpus(cache, cfg, data)
     features_dir, _ = stage_features(cache, cfg, corpus)
     from .features import FeatureSet
 
@@ -398,8 +396,7 @@ def bench_quant(model: str, method: str, tiers: list[int] | None, data: DataOpti
         if method in ("tfmot", "csp") and (not tiers or len(tiers) != 1):
             raise ConfigError(f"method {method} trains one tier per model; give exactly one tier with --tiers.")
     cache = StageCache(paths.work_dir / "cache")
-    corpus = stage_data(cache, cfg, data)
-    cfg = cfg.for_source(corpus.source.kind)
+    cfg, corpus = stage_corpus(cache, cfg, data)
     feats = stage_features(cache, cfg, corpus)
     if init is None:
         base = stage_train(cache, cfg, feats, steps, method=method, tier=tiers[0] if method in ("tfmot", "csp") else None)

@@ -75,6 +75,13 @@ def stage_data(cache: StageCache, cfg: ModelConfig, opts: DataOptions) -> Prepar
     return PreparedData(src, folder, key, splits)
 
 
+def stage_corpus(cache: StageCache, cfg: ModelConfig, opts: DataOptions) -> tuple[ModelConfig, PreparedData]:
+    """The data stage, and the configuration that trains on what it found (`ModelConfig.for_source`: `[synthesized]`'s
+    fields when the corpus is synthesized speech alone). Every stage after it takes that configuration."""
+    corpus = stage_data(cache, cfg, opts)
+    return cfg.for_source(corpus.source.kind), corpus
+
+
 def stage_features(cache: StageCache, cfg: ModelConfig, corpus: PreparedData) -> tuple[Path, dict[str, Any]]:
     key = {"data": corpus.key, "frontend": to_dict(cfg.frontend), "augment": to_dict(cfg.augment), "seed": cfg.train.seed,
            "max_seconds": cfg.train.max_seconds, "code": code_sha256()}
@@ -565,8 +572,7 @@ def build(target_name: str, data: DataOptions = DataOptions(), paths: BuildPaths
     check_method(method, cfg, tier)
     tiers = candidate_tiers(cfg, target, method, tier)
     cache = StageCache(paths.work_dir / "cache")
-    corpus = stage_data(cache, cfg, data)
-    cfg = cfg.for_source(corpus.source.kind)
+    cfg, corpus = stage_corpus(cache, cfg, data)
     feats = stage_features(cache, cfg, corpus)
     return build_target(cache, target, cfg, method, tiers, corpus, feats, steps, paths.out_dir, target.build.aat if aat is None else aat)
 
@@ -580,7 +586,6 @@ def build_all(data: DataOptions = DataOptions(), paths: BuildPaths = BuildPaths(
     targets = [load_target(n) for n in target_names()]
     plans = [(t, candidate_tiers(cfg, t, method, None)) for t in targets]
     cache = StageCache(paths.work_dir / "cache")
-    corpus = stage_data(cache, cfg, data)
-    cfg = cfg.for_source(corpus.source.kind)
+    cfg, corpus = stage_corpus(cache, cfg, data)
     feats = stage_features(cache, cfg, corpus)
     return [build_target(cache, t, cfg, method, tiers, corpus, feats, steps, paths.out_dir, aat) for t, tiers in plans]

@@ -122,7 +122,7 @@ def _wrote(manifest: Path) -> None:
 def train(model: str, steps: int | None, resume: bool, strategy: str, out: Path, method: str | None, tier: int | None, aat: bool, aat_steps: int | None,
           aat_config: Path | None, init: Path | None, source: str, fsdd_dir: Path | None, train_manifest: Path | None, test_manifest: tuple[Path, ...], work_dir: Path) -> None:
     """Prepare data and train one model (or one set of sparsity tiers); writes a checkpoint folder (params.npz + model.json)."""
-    from .build import stage_data, stage_features, stage_train
+    from .build import stage_corpus, stage_features, stage_train
     from .cache import StageCache
     from .checkpoint import ModelCheckpoint
     from .config import load_aat_config, load_model_config
@@ -153,8 +153,7 @@ def train(model: str, steps: int | None, resume: bool, strategy: str, out: Path,
     method = method or "dense"
     check_method(method, cfg, tier)
     cache = StageCache(work_dir / "cache")
-    corpus = stage_data(cache, cfg, _data(source, fsdd_dir, train_manifest, test_manifest))
-    cfg = cfg.for_source(corpus.source.kind)
+    cfg, corpus = stage_corpus(cache, cfg, _data(source, fsdd_dir, train_manifest, test_manifest))
     feats = stage_features(cache, cfg, corpus)
     if base is None:
         base = stage_train(cache, cfg, feats, steps, resume=resume, method=method, tier=tier, dist=dist)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 
 import numpy as np
 
@@ -36,3 +38,8 @@ def assert_sparsity(weights: np.ndarray, target: float, tol: float = 0.005) -> N
     got = float(np.mean(weights == 0))
     if abs(got - target) > tol:
         raise AssertionError(f"sparsity {got:.4f} differs from target {target:.4f} by more than {tol}")
+
+
+def run_cli(*args, cwd=None) -> subprocess.CompletedProcess:
+    """`python -m pipeline.cli ARGS` in a fresh process (exit code, stdout and stderr as a user sees them)."""
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=600)

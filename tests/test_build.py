@@ -13,6 +13,7 @@ from pipeline.fsutil import sha256_file
 from pipeline.manifest import validate_manifest
 from pipeline.verify import verify_dist
 from tests.conftest import FIXTURES
+from tests.helpers import run_cli
 from tests.manifest_client import ManifestDecoder
 
 pytestmark = pytest.mark.slow
@@ -175,13 +176,6 @@ def test_a_synthesized_only_build_trains_with_the_synthesized_fields_and_records
     assert m["model"]["config"]["synthesized"] == {}  # the recipe that ran, with nothing left to apply
 
 
-def _cli(*args):
-    import subprocess
-    import sys
-
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *map(str, args)], capture_output=True, text=True, timeout=600)
-
-
 def test_transcribe_gives_each_file_the_pipelines_words_in_both_runtimes(built):
     from pipeline.corpus import read_manifest
 
@@ -189,11 +183,11 @@ def test_transcribe_gives_each_file_the_pipelines_words_in_both_runtimes(built):
     corpus = read_manifest(next((paths.work_dir / "cache" / "data").iterdir()) / "test_unseen.jsonl")
     wavs = [corpus.audio_path(u) for u in corpus.utterances[:3]]
     ours = _pipeline_hypotheses(paths, manifest_path, corpus, 3)
-    r = _cli("transcribe", "--no-edge-padding", manifest_path.parent, *wavs)
+    r = run_cli("transcribe", "--no-edge-padding", manifest_path.parent, *wavs)
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == [f"{w}\t{h}" for w, h in zip(wavs, ours)]
     assert json.loads(manifest_path.read_text())["streaming"]["edge_padding_ms"] == 100  # what transcribe adds by default
-    r = _cli("transcribe", "--runtime", "tflm", "--json", manifest_path.parent, wavs[0])
+    r = run_cli("transcribe", "--runtime", "tflm", "--json", manifest_path.parent, wavs[0])
     rows = [json.loads(line) for line in r.stdout.splitlines()]
     assert r.returncode == 0 and len(rows) == 1, r.stderr
     assert rows[0]["runtime"] == "tflm" and rows[0]["file"] == str(wavs[0]) and rows[0]["audio_seconds"] > 0
@@ -209,14 +203,14 @@ def test_transcribe_resamples_other_rates_and_refuses_a_bad_file_before_printing
     good = corpus.audio_path(corpus.utterances[0])
     hi = tmp_path / "16k.wav"
     write_wav(hi, resample(read_wav(good, 8000), 8000, 16000), 16000)
-    r = _cli("transcribe", manifest_path.parent, hi)
+    r = run_cli("transcribe", manifest_path.parent, hi)
     assert r.returncode == 0 and r.stdout.startswith(f"{hi}\t"), r.stderr
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
-    r = _cli("transcribe", manifest_path.parent, good, bad)
+    r = run_cli("transcribe", manifest_path.parent, good, bad)
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert r.returncode == 2 and r.stdout == "" and len(errors) == 1 and "bad.wav is not a valid PCM WAV file" in errors[0]
-    r = _cli("transcribe", tmp_path, good)
+    r = run_cli("transcribe", tmp_path, good)
     assert r.returncode == 2 and "not a device artifact folder" in r.stderr
 
 

@@ -1,14 +1,8 @@
 """User mistakes: one sentence, exit code 2, nothing half-written."""
 import json
-import subprocess
-import sys
-
 
 from tests.conftest import FIXTURES
-
-
-def run(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+from tests.helpers import run_cli as run
 
 
 def one_sentence(stderr: str) -> str:

@@ -35,11 +35,12 @@ def main(argv: list[str]) -> None:
     corpus, folders = read_manifest(Path(argv[0])), [Path(a) for a in argv[1:]]
     refs = [u.text for u in corpus.utterances]
     words = sum(len(r.split()) for r in refs)
-    hyps = []
+    hyps, total = [], 0
     for folder in folders:
         t, fe, norm, tok = transducer_from_manifest(folder, load_manifest(folder), "litert")
         s = score(t, tok, [norm(f) for f in utterance_features(corpus, fe)], refs, sum(u.duration for u in corpus.utterances))
         hyps.append(s.hypotheses)
+        total += sum(s.word_errors)
         print(f"{folder}: {100 * s.wer:.1f}%")
     vote = []
     for hs in zip(*hyps):
@@ -48,7 +49,6 @@ def main(argv: list[str]) -> None:
     print(f"majority vote of {len(folders)}: {100 * sum(utterance_errors(refs, vote)) / words:.1f}%")
     print(f"utterances wrong in every folder: {sum(all(h[i] != r for h in hyps) for i, r in enumerate(refs))} of {len(refs)}")
     subs = Counter(p for hs in hyps for r, h in zip(refs, hs) for p in substitutions(r, h))
-    total = sum(sum(utterance_errors(refs, hs)) for hs in hyps)
     print(f"word errors summed over the folders: {total}; most frequent substitutions (reference -> hypothesis): "
           + ", ".join(f"{a} -> {b} {n}" for (a, b), n in subs.most_common(6)))
 
