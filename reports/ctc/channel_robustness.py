@@ -22,6 +22,7 @@ import hashlib
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from scipy.signal import lfilter
@@ -82,12 +83,17 @@ def print_wer_table(variants: dict[str, Path], folders: list[Path]) -> None:
         print(f"| {folder} | " + " | ".join(cells) + " |", flush=True)
 
 
-def main(argv: list[str]) -> None:
+def report(argv: list[str], write: Callable[[Path, Path, int], dict[str, Path]], usage: str) -> None:
+    """`SOURCE OUT_DIR DIST_FOLDER...`: write the variants of SOURCE into OUT_DIR with `write` (at the first folder's
+    sample rate) and print their WER table."""
     if len(argv) < 3:
-        sys.exit(__doc__)
-    test, out, folders = Path(argv[0]), Path(argv[1]), [Path(a) for a in argv[2:]]
-    rate = load_manifest(folders[0])["frontend"]["sample_rate"]
-    print_wer_table(write_variants(test, out, rate), folders)
+        sys.exit(usage)
+    source, out, folders = Path(argv[0]), Path(argv[1]), [Path(a) for a in argv[2:]]
+    print_wer_table(write(source, out, load_manifest(folders[0])["frontend"]["sample_rate"]), folders)
+
+
+def main(argv: list[str]) -> None:
+    report(argv, write_variants, __doc__)
 
 
 if __name__ == "__main__":

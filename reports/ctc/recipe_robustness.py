@@ -34,9 +34,8 @@ from pipeline.audio import read_wav, write_wav
 from pipeline.corpus import Utterance, read_manifest, write_manifest
 from pipeline.digits import DIGIT_WORDS, ConnectRecipe, build_split
 from pipeline.fsdd import load_recordings
-from pipeline.verify import load_manifest
 
-from channel_robustness import print_wer_table  # reports/ctc/channel_robustness.py, beside this script
+from channel_robustness import report  # reports/ctc/channel_robustness.py, beside this script
 
 SPEAKER, SEED = "yweweler", 99
 RECIPES = {
@@ -91,11 +90,7 @@ def write_variants(fsdd: Path, out: Path, rate: int) -> dict[str, Path]:
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) < 3:
-        sys.exit(__doc__)
-    fsdd, out, folders = Path(argv[0]), Path(argv[1]), [Path(a) for a in argv[2:]]
-    rate = load_manifest(folders[0])["frontend"]["sample_rate"]
-    print_wer_table(write_variants(fsdd, out, rate), folders)
+    report(argv, write_variants, __doc__)
 
 
 if __name__ == "__main__":
