@@ -22,6 +22,7 @@ from .corpus import read_manifest
 from .data import SYNTH_CAVEAT, DataOptions, DataSource, describe_split, prepare, recipe_key, resolve_source
 from .decode import Transducer
 from .digits import ConnectRecipe
+from .frontend import FrontendConfig
 from .distribute import Distribution
 from .errors import BudgetError, ConfigError, InternalError
 from .export import GRAPHS, calibrated_ranges, convert_all, sparse_weight_bytes
@@ -178,7 +179,8 @@ def _transducer(cfg: ModelConfig, tok: CharTokenizer, graphs: dict[str, Any]) ->
 
 def _calibration_features(corpus: PreparedData, recipe: CalibrationRecipe, ck: ModelCheckpoint) -> list[np.ndarray]:
     calib = read_manifest(corpus.splits[recipe.split])
-    return [ck.normalizer(f) for f in utterance_features(calib, ck.config.frontend)]
+    fe = ck.config.frontend
+    return [ck.normalizer(f) for f in utterance_features(calib, fe, edge_padding_samples=edge_padding_samples(fe, corpus.source.kind))]
 
 
 def _representative(ck: ModelCheckpoint, params: dict[str, np.ndarray], feats: list[np.ndarray],
@@ -221,7 +223,8 @@ def stage_export(cache: StageCache, ckpt_dir: Path, train_key: dict[str, Any], c
 
 
 def _eval_sets(corpus: PreparedData, ck: ModelCheckpoint, only: str | None = None) -> dict[str, tuple[list[np.ndarray], list[str], float]]:
-    """Each held-out split's normalized features, transcripts and audio seconds (`only`: that split alone)."""
+    """Each held-out split's normalized features (the decode contract's edge padding included), transcripts and
+    audio seconds (`only`: that split alone)."""
     out = {}
     for split, path in corpus.splits.items():
         if split == "train" or (only is not None and split != only):
@@ -229,7 +232,8 @@ def _eval_sets(corpus: PreparedData, ck: ModelCheckpoint, only: str | None = Non
         c = read_manifest(path)
         for u in c.utterances:
             ck.tokenizer.encode(u.text, where=f"transcript of test utterance {u.id}")
-        feats = [ck.normalizer(f) for f in utterance_features(c, ck.config.frontend)]
+        fe = ck.config.frontend
+        feats = [ck.normalizer(f) for f in utterance_features(c, fe, edge_padding_samples=edge_padding_samples(fe, corpus.source.kind))]
         out[split] = (feats, [u.text for u in c.utterances], float(sum(len(f) for f in feats) * ck.config.frontend.hop_ms / 1000))
     return out
 
@@ -408,12 +412,11 @@ def make_manifest(target: TargetProfile, ck: ModelCheckpoint, graphs: dict[str, 
                   "quantization": {"scheme": "full-integer int8: weights per output channel symmetric, activations per tensor asymmetric, int8 inputs and outputs",
                                    "activation_ranges": export_summary.get("activation_ranges", "calibrated"),
                                    "accelerator_aware_training": ck.meta.get("aat"), "aat_selection": aat_gate}},
-        "frontend": frontend_section(cfg, ck.normalizer),
+        "frontend": frontend_section(cfg, ck.normalizer, edge_padding_samples(cfg.frontend, corpus.source.kind), EDGE_PADDING_WHY),
         "tokenizer": tokenizer_section(ck.tokenizer),
         "streaming": {
             "chunk_feature_frames": cfg.chunk_feature_frames, "stack": cfg.encoder.stack, "encoder_frames_per_chunk": cfg.encoder.chunk_frames,
             "chunk_ms": cfg.chunk_ms, "algorithmic_latency_ms": cfg.algorithmic_latency_ms, "last_chunk_pad_value": 0.0, "states": states,
-            **(edge_padding() if corpus.source.kind in ("fsdd", "synth") else {}),
         },
         "decode": {
             "algorithm": "greedy", "max_symbols_per_frame": cfg.decode.max_symbols_per_frame, "start_token": ck.tokenizer.blank_id,
@@ -432,17 +435,22 @@ def make_manifest(target: TargetProfile, ck: ModelCheckpoint, graphs: dict[str, 
 
 
 EDGE_PADDING_MS = 100
+_EDGE_LO_MS, _EDGE_HI_MS = (round(1000 * s) for s in ConnectRecipe().edge_s)
+EDGE_PADDING_WHY = (f"every utterance the project trains on has {_EDGE_LO_MS}-{_EDGE_HI_MS} ms of quiet before and after the "
+                    f"speech, and audio that starts or stops with a word loses that word unless zeros are added; every WER "
+                    f"in this manifest was measured with them")
 
 
-def edge_padding() -> dict[str, Any]:
-    """What an app should add around audio cut at the speech: every utterance this project trains on has quiet before
-    and after it, and a clip without it loses its first and last words (reports/ctc/README.md, session 23)."""
-    lo, hi = (round(1000 * s) for s in ConnectRecipe().edge_s)
-    return {"edge_padding_ms": EDGE_PADDING_MS,
-            "edge_padding": f"every training utterance has {lo}-{hi} ms of quiet before and after the speech; audio cut at "
-                            f"the speech loses its first and last words. Prepend and append edge_padding_ms of zero samples to "
-                            f"each utterance (a stream: before its first chunk, and after the end of speech before its last "
-                            f"chunk). The evaluation sets have such quiet already and were decoded without it."}
+def edge_padding_samples(fe: FrontendConfig, source: str) -> int:
+    """Zeros the decode contract adds at each end of an utterance's audio (manifest `frontend.edge_padding_samples`).
+
+    EDGE_PADDING_MS for the project's own corpora (FSDD connected digits, synthesized voices): every utterance in them
+    has quiet at both ends, and without the zeros a model trained on them loses the first and last words of audio cut
+    at the speech (models/tiny, unseen speaker, the recipe's utterances with no pause at either end: 18-19% WER against
+    9-11% with them; on the recipe's own utterances they cost nothing: reports/ctc/README.md, session 24). 0 for your
+    own corpus (`--data manifest`), whose edges the project does not know.
+    """
+    return fe.sample_rate * EDGE_PADDING_MS // 1000 if source in ("fsdd", "synth") else 0
 
 
 def _encoded_weights(e: dict[str, int] | None) -> dict[str, Any] | None:

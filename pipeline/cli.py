@@ -203,7 +203,8 @@ def verify(folder: Path, corpus: Path | None, limit: int) -> None:
 @click.option("--mix-stereo", is_flag=True, help="average the channels of multi-channel files (default: refuse them).")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per file instead of `file<TAB>transcript`.")
 @click.option("--edge-padding/--no-edge-padding", default=True, show_default=True,
-              help="add the manifest's streaming.edge_padding_ms of silence at both ends of each file, as it advises.")
+              help="the zeros the manifest's frontend adds at both ends of each file (edge_padding_samples); --no-edge-padding "
+                   "leaves them out, to see what they do.")
 def transcribe(folder: Path, wavs: tuple[Path, ...], runtime: str, mix_stereo: bool, as_json: bool, edge_padding: bool) -> None:
     """Transcribe WAV files with a device folder's int8 graphs, through its manifest alone.
 

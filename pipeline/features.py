@@ -15,7 +15,7 @@ from .config import AugmentConfig, ModelConfig
 from .corpus import Corpus
 from .digits import speech_span
 from .errors import ArtifactError, DataError
-from .frontend import FrontendConfig, Normalizer, log_mel
+from .frontend import FrontendConfig, Normalizer, log_mel, pad_edges
 from .fsutil import atomic_write_bytes
 from .tokenizer import CharTokenizer
 
@@ -96,13 +96,14 @@ def augment_waveform(x: np.ndarray, aug: AugmentConfig, rng: np.random.Generator
     return np.clip(x, -1, 1).astype(np.float32)
 
 
-def utterance_features(corpus: Corpus, fe: FrontendConfig, max_seconds: float | None = None) -> list[np.ndarray]:
-    """Un-normalized log-mel of each utterance in `corpus` (no augmentation)."""
+def utterance_features(corpus: Corpus, fe: FrontendConfig, max_seconds: float | None = None, edge_padding_samples: int = 0) -> list[np.ndarray]:
+    """Un-normalized log-mel of each utterance in `corpus` (no augmentation), `edge_padding_samples` zeros added at
+    each end of its audio first (the decode contract's edge padding: `pad_edges`)."""
     out = []
     for utt in corpus.utterances:
         x = read_wav(corpus.audio_path(utt), fe.sample_rate)
         _check_length(utt.id, len(x) / fe.sample_rate, fe, max_seconds)
-        out.append(log_mel(x, fe))
+        out.append(log_mel(pad_edges(x, edge_padding_samples), fe))
     return out
 
 

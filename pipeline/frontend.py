@@ -3,7 +3,7 @@
 The same function is specified field by field in the manifest (including the mel
 filterbank matrix itself), so an app team can reimplement it exactly:
 
-    x      = pcm_int16 / 32768                       (mono, `sample_rate` Hz)
+    x      = [0]*E + pcm_int16 / 32768 + [0]*E       (mono, `sample_rate` Hz; E: the manifest's edge_padding_samples, pad_edges)
     frame  = x[i*hop : i*hop + win]                   (no padding, no centering)
     spec   = |rfft(frame * hann_periodic(win), n_fft)|^2
     mel    = filterbank @ spec                        (n_mels x (n_fft/2+1), HTK mel, triangles)
@@ -93,6 +93,16 @@ def mel_filterbank(cfg: FrontendConfig) -> np.ndarray:
     fb = np.maximum(0.0, np.minimum(up, down))
     fb.setflags(write=False)
     return fb
+
+
+def pad_edges(samples: np.ndarray, n: int) -> np.ndarray:
+    """`samples` with `n` zeros before and after: the manifest's `frontend.edge_padding_samples`, the first step of
+    decoding (a model trained on utterances with quiet at each end loses the first and last words of audio that starts
+    or stops with speech)."""
+    if n <= 0:
+        return samples
+    pad = np.zeros(n, samples.dtype)
+    return np.concatenate([pad, samples, pad])
 
 
 def log_mel(samples: np.ndarray, cfg: FrontendConfig) -> np.ndarray:

@@ -19,12 +19,13 @@ from .frontend import Normalizer, mel_filterbank
 from .tokenizer import CharTokenizer
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "manifest.schema.json"
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 TOOLS = ("tensorflow", "tf-keras", "tensorflow-model-optimization", "ai-edge-litert", "tflite-micro", "ethos-u-vela", "numpy", "jiwer")
 
 DECODE_LOOP = (
     "state = initial_value for every state input; pred = predictor(one_hot(start_token), pred state). "
-    "For each chunk of chunk_feature_frames normalized feature frames (pad the last chunk with last_chunk_pad_value): "
+    "For each chunk of chunk_feature_frames normalized feature frames (the frontend's, with its edge_padding_samples zeros at each end "
+    "of the audio; pad the last chunk with last_chunk_pad_value): "
     "run the encoder with the chunk and the encoder states, feed each output state back as the matching input next chunk. "
     "For each of the chunk's encoder frames that is valid: up to max_symbols_per_frame times, logits = joiner(encoder_frame, pred); "
     "k = argmax(logits); if k == blank_id stop this frame; else emit k and pred, pred state = predictor(one_hot(k), pred state). "
@@ -47,10 +48,12 @@ def validate_manifest(manifest: dict[str, Any], source: str = "manifest") -> Non
         raise ArtifactError(f"{source} does not match the manifest schema at {where}: {exc.message}") from None
 
 
-def frontend_section(cfg: ModelConfig, norm: Normalizer) -> dict[str, Any]:
+def frontend_section(cfg: ModelConfig, norm: Normalizer, edge_padding_samples: int, edge_padding_why: str) -> dict[str, Any]:
     fe = cfg.frontend
     return {
-        "type": "log_mel", "sample_rate": fe.sample_rate, "pcm_scale": 1 / 32768, "win_samples": fe.win_samples,
+        "type": "log_mel", "sample_rate": fe.sample_rate, "pcm_scale": 1 / 32768,
+        "edge_padding_samples": edge_padding_samples, "edge_padding": edge_padding_why if edge_padding_samples else "none",
+        "win_samples": fe.win_samples,
         "hop_samples": fe.hop_samples, "n_fft": fe.n_fft, "window": "hann_periodic", "mel_scale": "htk",
         "n_mels": fe.n_mels, "fmin": fe.fmin, "fmax": fe.fmax, "log": "natural", "log_floor": fe.log_floor,
         "mel_filterbank": [[round(float(v), 8) for v in row] for row in mel_filterbank(fe)],

@@ -14,7 +14,7 @@ from tqdm import tqdm
 from .decode import DecodeStats, Transducer, greedy_decode
 from .audio import read_wav
 from .errors import ArtifactError, DataError
-from .frontend import FrontendConfig, Normalizer, log_mel, mel_filterbank
+from .frontend import FrontendConfig, Normalizer, log_mel, mel_filterbank, pad_edges
 from .fsutil import sha256_file
 from .runtimes import LiteRTGraph, TFLMGraph
 from .tokenizer import CharTokenizer
@@ -128,6 +128,11 @@ def transducer_from_manifest(folder: Path, manifest: dict, runtime: str) -> tupl
     return t, cfg, Normalizer(tuple(fe["mean"]), tuple(fe["std"]), int(fe.get("cmn_prior_frames", 0))), CharTokenizer.from_dict(tok)
 
 
+def edge_padding_samples(manifest: dict) -> int:
+    """The zeros the manifest's frontend adds at each end of an utterance's audio (0 before schema 1.2)."""
+    return int(manifest["frontend"].get("edge_padding_samples", 0))
+
+
 def verify_dist(folder: Path, corpus_path: Path | None = None, limit: int = 5) -> dict[str, Any]:
     """Check a device folder: schema, hashes, graphs load and decode in their runtimes.
 
@@ -150,7 +155,7 @@ def verify_dist(folder: Path, corpus_path: Path | None = None, limit: int = 5) -
             continue
         corpus = read_manifest(corpus_path)
         sub = type(corpus)(corpus.utterances[:limit], corpus.root)
-        feats = [norm(f) for f in utterance_features(sub, fe)]
+        feats = [norm(f) for f in utterance_features(sub, fe, edge_padding_samples=edge_padding_samples(manifest))]
         s = score(t, tok, feats, [u.text for u in sub.utterances], sum(u.duration for u in sub.utterances), desc=f"verify {rt}")
         result[rt] = s.wer
     return result
@@ -168,8 +173,9 @@ def transcribe(folder: Path, wavs: list[Path], runtime: str = "litert", mix_ster
     """Transcribe WAV files with a device folder's graphs, through its manifest alone (what an app does).
 
     The folder is checked first (schema, every sha256); every file is read before any is decoded, so a bad file
-    stops the command before it prints anything. Files at another sample rate are resampled to the model's. With
-    `edge_padding`, each file gets the manifest's `streaming.edge_padding_ms` of zeros at both ends, as it advises.
+    stops the command before it prints anything. Files at another sample rate are resampled to the model's. The
+    frontend's `edge_padding_samples` zeros at both ends of each file are added as its formula says (`edge_padding=False`:
+    without them, to see what they do).
     """
     folder = Path(folder)
     manifest = load_manifest(folder)
@@ -183,10 +189,10 @@ def transcribe(folder: Path, wavs: list[Path], runtime: str = "litert", mix_ster
         if len(x) < fe.win_samples:
             raise DataError(f"audio file {path} is shorter than one analysis window ({fe.win_ms:g} ms).")
         audio.append(x)
-    pad = np.zeros(fe.sample_rate * manifest["streaming"].get("edge_padding_ms", 0) // 1000 if edge_padding else 0, np.float32)
+    edge = edge_padding_samples(manifest) if edge_padding else 0
     out = []
     for path, x in zip(wavs, audio, strict=True):
         t0 = time.perf_counter()
-        hyp = greedy_decode(t, norm(log_mel(np.concatenate([pad, x, pad]), fe)))
+        hyp = greedy_decode(t, norm(log_mel(pad_edges(x, edge), fe)))
         out.append(Transcript(Path(path), tok.decode(hyp.tokens), len(x) / fe.sample_rate, time.perf_counter() - t0))
     return out

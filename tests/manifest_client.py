@@ -32,6 +32,8 @@ class ManifestDecoder:
         with wave.open(str(wav_path), "rb") as wf:
             assert wf.getframerate() == fe["sample_rate"] and wf.getsampwidth() == 2 and wf.getnchannels() == 1
             x = np.frombuffer(wf.readframes(wf.getnframes()), "<i2").astype(np.float64) * fe["pcm_scale"]
+        edge = np.zeros(fe.get("edge_padding_samples", 0))  # absent before schema 1.2: none
+        x = np.concatenate([edge, x, edge])
         win, hop = fe["win_samples"], fe["hop_samples"]
         n = 1 + (len(x) - win) // hop
         window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(win) / win)

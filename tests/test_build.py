@@ -52,22 +52,34 @@ def test_manifest_validates_and_hashes_match(built):
     assert sorted(p.name for p in manifest_path.parent.iterdir()) == ["encoder.tflite", "joiner.tflite", "manifest.json", "npu", "predictor.tflite"]
 
 
-def test_schema_1_0_manifests_without_mean_normalization_still_validate_and_decode(built, tmp_path):
-    """Schema 1.1 added frontend.cmn_prior_frames; a manifest written before it (1.0, no such field) stays valid and
-    decodes as P = 0, and a 1.1 manifest lacking the field is refused."""
+def test_older_schema_manifests_still_validate_and_decode_as_they_did(built, tmp_path):
+    """Schema 1.1 added frontend.cmn_prior_frames and 1.2 frontend.edge_padding_samples; a manifest written before
+    either (no such field) stays valid and decodes as 0, and a manifest of a version that requires the field but
+    lacks it is refused."""
+    from pipeline.corpus import read_manifest
+
     paths, manifest_path, _ = built
     m = json.loads(manifest_path.read_text())
-    assert m["schema_version"] == "1.1" and m["frontend"]["cmn_prior_frames"] == 0
-    del m["frontend"]["cmn_prior_frames"]
-    with pytest.raises(ArtifactError, match="cmn_prior_frames"):
+    assert m["schema_version"] == "1.2" and m["frontend"]["cmn_prior_frames"] == 0 and m["frontend"]["edge_padding_samples"] == 800
+    del m["frontend"]["edge_padding_samples"], m["frontend"]["edge_padding"]
+    with pytest.raises(ArtifactError, match="edge_padding_samples"):
         validate_manifest(m)
-    m["schema_version"] = "1.0"
-    validate_manifest(m)
+    corpus = read_manifest(next((paths.work_dir / "cache" / "data").glob("*/test_unseen.jsonl")))
+    wavs = [corpus.audio_path(u) for u in corpus.utterances[:3]]
+    unpadded = [f"{w}\t{h}" for w, h in zip(wavs, _pipeline_hypotheses(paths, manifest_path, corpus, 3, edge=0))]
     old = tmp_path / "old"
     shutil.copytree(manifest_path.parent, old)
-    (old / "manifest.json").write_text(json.dumps(m))
-    corpus = next((paths.work_dir / "cache" / "data").glob("*/test_unseen.jsonl"))
-    assert verify_dist(old, corpus, limit=3) == verify_dist(manifest_path.parent, corpus, limit=3)
+    for version in ("1.1", "1.0"):
+        m["schema_version"] = version
+        validate_manifest(m)
+        (old / "manifest.json").write_text(json.dumps(m))
+        r = run_cli("transcribe", old, *wavs)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.splitlines() == unpadded
+        m["frontend"].pop("cmn_prior_frames", None)  # for the 1.0 round, which has neither field
+    m["schema_version"] = "1.1"
+    with pytest.raises(ArtifactError, match="cmn_prior_frames"):
+        validate_manifest(m)
 
 
 def test_watch_graphs_are_compiled_for_the_npu_with_labelled_estimates(built):
@@ -107,7 +119,8 @@ def test_decoding_with_only_the_manifest_matches_the_pipeline(built):
     assert theirs == ours
 
 
-def _pipeline_hypotheses(paths, manifest_path, corpus, n):
+def _pipeline_hypotheses(paths, manifest_path, corpus, n, edge=None):
+    """The pipeline's int8 LiteRT words (`edge`: zeros at each end of the audio; default: the manifest's)."""
     from pipeline.build import _transducer
     from pipeline.checkpoint import ModelCheckpoint
     from pipeline.decode import greedy_decode
@@ -118,7 +131,8 @@ def _pipeline_hypotheses(paths, manifest_path, corpus, n):
     ck = ModelCheckpoint.load(ck_dir)
     t = _transducer(ck.config, ck.tokenizer, {g: LiteRTGraph((manifest_path.parent / f"{g}.tflite").read_bytes()) for g in ("encoder", "predictor", "joiner")})
     sub = type(corpus)(corpus.utterances[:n], corpus.root)
-    return [ck.tokenizer.decode(greedy_decode(t, ck.normalizer(f)).tokens) for f in utterance_features(sub, ck.config.frontend)]
+    edge = json.loads(manifest_path.read_text())["frontend"]["edge_padding_samples"] if edge is None else edge
+    return [ck.tokenizer.decode(greedy_decode(t, ck.normalizer(f)).tokens) for f in utterance_features(sub, ck.config.frontend, edge_padding_samples=edge)]
 
 
 def test_second_build_reuses_every_stage(built, caplog):
@@ -182,11 +196,11 @@ def test_transcribe_gives_each_file_the_pipelines_words_in_both_runtimes(built):
     paths, manifest_path, _ = built
     corpus = read_manifest(next((paths.work_dir / "cache" / "data").iterdir()) / "test_unseen.jsonl")
     wavs = [corpus.audio_path(u) for u in corpus.utterances[:3]]
-    ours = _pipeline_hypotheses(paths, manifest_path, corpus, 3)
-    r = run_cli("transcribe", "--no-edge-padding", manifest_path.parent, *wavs)
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.splitlines() == [f"{w}\t{h}" for w, h in zip(wavs, ours)]
-    assert json.loads(manifest_path.read_text())["streaming"]["edge_padding_ms"] == 100  # what transcribe adds by default
+    assert json.loads(manifest_path.read_text())["frontend"]["edge_padding_samples"] == 800  # 100 ms at 8 kHz
+    for flags, edge in (([], None), (["--no-edge-padding"], 0)):
+        r = run_cli("transcribe", *flags, manifest_path.parent, *wavs)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.splitlines() == [f"{w}\t{h}" for w, h in zip(wavs, _pipeline_hypotheses(paths, manifest_path, corpus, 3, edge))]
     r = run_cli("transcribe", "--runtime", "tflm", "--json", manifest_path.parent, wavs[0])
     rows = [json.loads(line) for line in r.stdout.splitlines()]
     assert r.returncode == 0 and len(rows) == 1, r.stderr

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from pipeline.errors import ConfigError
-from pipeline.frontend import FrontendConfig, Normalizer, log_mel, mel_filterbank
+from pipeline.frontend import FrontendConfig, Normalizer, log_mel, mel_filterbank, pad_edges
 
 
 def test_filterbank_triangles_cover_the_band():
@@ -80,8 +80,8 @@ def test_streaming_mean_normalization_fits_unit_variance_and_removes_a_static_of
     np.testing.assert_allclose(global_only(x + 2.0) - global_only(x), np.broadcast_to(2.0 / np.asarray(global_only.std), x.shape), rtol=1e-4)
 
 
-@pytest.mark.parametrize("prior_frames", [0, 25])
-def test_the_manifest_frontend_formula_gives_the_reference_features(prior_frames, tone_wav):
+@pytest.mark.parametrize(("prior_frames", "edge"), [(0, 0), (25, 0), (25, 800)])
+def test_the_manifest_frontend_formula_gives_the_reference_features(prior_frames, edge, tone_wav):
     from dataclasses import replace
 
     from pipeline.audio import read_wav
@@ -94,6 +94,6 @@ def test_the_manifest_frontend_formula_gives_the_reference_features(prior_frames
     x = read_wav(tone_wav, cfg.frontend.sample_rate)
     norm = Normalizer.fit([log_mel(x, cfg.frontend) + 1.0, log_mel(x[::-1].copy(), cfg.frontend)], prior_frames)
     client = ManifestDecoder.__new__(ManifestDecoder)  # only its frontend: the manifest's section, no graphs
-    client.m = {"frontend": frontend_section(cfg, norm)}
-    assert client.m["frontend"]["cmn_prior_frames"] == prior_frames
-    np.testing.assert_allclose(client.features(tone_wav), norm(log_mel(x, cfg.frontend)), atol=1e-4)
+    client.m = {"frontend": frontend_section(cfg, norm, edge, "why")}
+    assert client.m["frontend"]["cmn_prior_frames"] == prior_frames and client.m["frontend"]["edge_padding_samples"] == edge
+    np.testing.assert_allclose(client.features(tone_wav), norm(log_mel(pad_edges(x, edge), cfg.frontend)), atol=1e-4)

@@ -31,7 +31,7 @@ import pipeline  # noqa: F401  (environment: legacy Keras, oneDNN off)
 from pipeline.audio import read_wav, write_wav
 from pipeline.corpus import read_manifest, write_manifest
 from pipeline.features import utterance_features
-from pipeline.verify import load_manifest, score, transducer_from_manifest
+from pipeline.verify import edge_padding_samples, load_manifest, score, transducer_from_manifest
 
 
 VARIANTS = {
@@ -66,18 +66,20 @@ def write_variants(test: Path, out: Path, sample_rate: int) -> dict[str, Path]:
 
 def print_wer_table(variants: dict[str, Path], folders: list[Path]) -> None:
     """One Markdown row per device folder: WER % of its int8 graphs in LiteRT on each variant's corpus (JSONL), decoded
-    through the manifest alone. Log-mel is computed once per (frontend, variant) and shared by the folders."""
+    through the manifest alone (its edge padding included: none before schema 1.2). Log-mel is computed once per (frontend, variant) and shared by the folders."""
     print("| folder | " + " | ".join(variants) + " |")
     print("| --- |" + " ---: |" * len(variants))
     corpora = {name: read_manifest(jsonl) for name, jsonl in variants.items()}
-    logmel: dict[tuple, list[np.ndarray]] = {}  # (frontend, variant) -> un-normalized log-mel
+    logmel: dict[tuple, list[np.ndarray]] = {}  # (frontend, edge padding, variant) -> un-normalized log-mel
     for folder in folders:
-        t, fe, norm, tok = transducer_from_manifest(folder, load_manifest(folder), "litert")
+        manifest = load_manifest(folder)
+        t, fe, norm, tok = transducer_from_manifest(folder, manifest, "litert")
+        edge = edge_padding_samples(manifest)
         cells = []
         for name, corpus in corpora.items():
-            if (fe, name) not in logmel:
-                logmel[fe, name] = utterance_features(corpus, fe)
-            s = score(t, tok, [norm(f) for f in logmel[fe, name]], [u.text for u in corpus.utterances],
+            if (fe, edge, name) not in logmel:
+                logmel[fe, edge, name] = utterance_features(corpus, fe, edge_padding_samples=edge)
+            s = score(t, tok, [norm(f) for f in logmel[fe, edge, name]], [u.text for u in corpus.utterances],
                       sum(u.duration for u in corpus.utterances), desc=name)
             cells.append(f"{100 * s.wer:.1f}")
         print(f"| {folder} | " + " | ".join(cells) + " |", flush=True)

@@ -11,6 +11,7 @@ with every DIST_FOLDER's int8 graphs in LiteRT through the manifest alone (`veri
   recipe       the project's recipe, with another draw (seed 99) than the build's test_unseen
   as-recorded  every recording as FSDD ships it, one digit per utterance: trimmed to the word, no pause at either end
   as-recorded+100ms  the same with 100 ms of digital silence (zeros) added at each end, as an app can do
+  no-edges     the recipe's pauses between digits, none at either end (the utterance starts and stops with a word)
   isolated     one digit per utterance, the recipe's 0.05-0.25 s at each end
   isolated-1s  one digit per utterance, 0.4-1.0 s at each end (a push-to-talk clip)
   long-pauses  0.4-1.0 s between digits and 0.3-1.0 s at each end
@@ -40,6 +41,7 @@ from channel_robustness import report  # reports/ctc/channel_robustness.py, besi
 SPEAKER, SEED = "yweweler", 99
 RECIPES = {
     "recipe": ConnectRecipe(),
+    "no-edges": ConnectRecipe(edge_s=(0.0, 0.0)),
     "isolated": ConnectRecipe(1, 1),
     "isolated-1s": ConnectRecipe(1, 1, edge_s=(0.4, 1.0)),
     "long-pauses": ConnectRecipe(pause_s=(0.4, 1.0), edge_s=(0.3, 1.0)),
