@@ -22,7 +22,7 @@ from .corpus import read_manifest
 from .data import SYNTH_CAVEAT, DataOptions, DataSource, describe_split, prepare, recipe_key, resolve_source
 from .decode import Transducer
 from .digits import ConnectRecipe
-from .frontend import FrontendConfig
+from .frontend import EDGE_PADDING_MS, FrontendConfig
 from .distribute import Distribution
 from .errors import BudgetError, ConfigError, InternalError
 from .export import GRAPHS, calibrated_ranges, convert_all, sparse_weight_bytes
@@ -84,13 +84,14 @@ def stage_corpus(cache: StageCache, cfg: ModelConfig, opts: DataOptions) -> tupl
 
 
 def stage_features(cache: StageCache, cfg: ModelConfig, corpus: PreparedData) -> tuple[Path, dict[str, Any]]:
+    edge = edge_padding_samples(cfg.frontend, corpus.source.kind) if cfg.train.pad_edges else 0
     key = {"data": corpus.key, "frontend": to_dict(cfg.frontend), "augment": to_dict(cfg.augment), "seed": cfg.train.seed,
-           "max_seconds": cfg.train.max_seconds, "code": code_sha256()}
+           "max_seconds": cfg.train.max_seconds, "edge_padding_samples": edge, "code": code_sha256()}
 
     def run(tmp: Path) -> dict[str, Any]:
         train = read_manifest(corpus.splits["train"])
         tok = CharTokenizer.fit(u.text for u in train.utterances)
-        fs = compute_training_features(train, cfg, tok, cfg.train.seed)
+        fs = compute_training_features(train, cfg, tok, cfg.train.seed, edge)
         fs.save(tmp / "features.npz")
         return {"utterances": len(train), "feature_sets": len(fs.feats), "vocab": tok.vocab}
 
@@ -434,7 +435,6 @@ def make_manifest(target: TargetProfile, ck: ModelCheckpoint, graphs: dict[str, 
     }
 
 
-EDGE_PADDING_MS = 100
 _EDGE_LO_MS, _EDGE_HI_MS = (round(1000 * s) for s in ConnectRecipe().edge_s)
 EDGE_PADDING_WHY = (f"every utterance the project trains on has {_EDGE_LO_MS}-{_EDGE_HI_MS} ms of quiet before and after the "
                     f"speech, and audio that starts or stops with a word loses that word unless zeros are added; every WER "

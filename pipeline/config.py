@@ -121,6 +121,10 @@ class TrainConfig:
     # step, e.g. 0.999 averages over the last ~1,000 steps, with the usual warm-up min(decay, (1 + step) / (10 + step)))
     # instead of the last step's weights; first training phase only, methods dense and omni; 0 = off
     weight_ema: float = 0.0
+    # true: every training utterance (clean and augmented) gets the decode contract's zeros at each end
+    # (manifest frontend.edge_padding_samples; pipeline/build.edge_padding_samples), so the model trains on the audio as
+    # it will be decoded; false: they appear only at decoding
+    pad_edges: bool = False
 
     def __post_init__(self) -> None:
         check(0 <= self.dropout < 1, f"field `dropout` must be in [0, 1), got {self.dropout}.")

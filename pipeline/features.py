@@ -114,8 +114,9 @@ def _check_length(uid: str, seconds: float, fe: FrontendConfig, max_seconds: flo
         raise DataError(f"utterance {uid} is shorter than one analysis window ({fe.win_ms} ms).")
 
 
-def compute_training_features(corpus: Corpus, cfg: ModelConfig, tokenizer: CharTokenizer, seed: int) -> FeatureSet:
-    """Features of every training utterance, plus `augment.copies` augmented copies each."""
+def compute_training_features(corpus: Corpus, cfg: ModelConfig, tokenizer: CharTokenizer, seed: int, edge_padding_samples: int = 0) -> FeatureSet:
+    """Features of every training utterance, plus `augment.copies` augmented copies each; `edge_padding_samples` zeros
+    at each end of every one (after augmentation: the zeros an app adds are not recorded)."""
     fe, aug = cfg.frontend, cfg.augment
     rng = np.random.default_rng(seed)
     clean, augmented, labels = [], [], []
@@ -123,10 +124,10 @@ def compute_training_features(corpus: Corpus, cfg: ModelConfig, tokenizer: CharT
         ids = np.array(tokenizer.encode(utt.text, where=f"transcript of utterance {utt.id}"), np.int32)
         x = read_wav(corpus.audio_path(utt), fe.sample_rate)
         _check_length(utt.id, len(x) / fe.sample_rate, fe, cfg.train.max_seconds)
-        clean.append(log_mel(x, fe))
+        clean.append(log_mel(pad_edges(x, edge_padding_samples), fe))
         labels.append(ids)
         for _ in range(aug.copies):
-            augmented.append((log_mel(augment_waveform(x, aug, rng, fe.sample_rate), fe), ids))
+            augmented.append((log_mel(pad_edges(augment_waveform(x, aug, rng, fe.sample_rate), edge_padding_samples), fe), ids))
     norm = Normalizer.fit(clean, fe.cmn_prior_frames)
     feats = [norm(f) for f in clean] + [norm(f) for f, _ in augmented]
     return FeatureSet(feats, labels + [ids for _, ids in augmented], norm, tokenizer)

@@ -35,6 +35,7 @@ from .config import ModelConfig
 from .errors import ConfigError, InternalError
 from .model import build_training_model, forward, get_params, layer_names, param_shapes
 from .quant import FLOAT, Emulated, range_points
+from .frontend import EDGE_PADDING_MS
 from .rnnt_loss import ctc_loss, lattice_kl, onset_frames, rnnt_loss
 from .sparsity import METHODS, affine_params, nested_masks, tier_name
 
@@ -70,8 +71,13 @@ class Method:
     def _first_emit(self, feats: tf.Tensor, frames: tf.Tensor) -> tf.Tensor | None:
         """(B,) the first encoder frame at which each utterance's first label may be emitted (its speech onset), or
         None when `train.first_label_onset` is off."""
-        rel = self.cfg.train.first_label_onset
-        return onset_frames(feats, frames, self.cfg.encoder.stack, rel) if rel > 0 else None
+        rel, stack = self.cfg.train.first_label_onset, self.cfg.encoder.stack
+        fe = self.cfg.frontend
+        # train.pad_edges: the encoder frames that hold any of the leading zeros (for a corpus that gets none, the
+        # onset is only not looked for in its first ~0.1 s)
+        zero_frames = fe.sample_rate * EDGE_PADDING_MS // 1000 // fe.hop_samples  # feature frames that start in the zeros
+        skip = -(-zero_frames // stack) if self.cfg.train.pad_edges else 0
+        return onset_frames(feats, frames, stack, rel, skip) if rel > 0 else None
 
     def _loss(self, logits: tf.Tensor, enc: tf.Tensor, labels: tf.Tensor, frames: tf.Tensor, label_lengths: tf.Tensor,
               first_emit: tf.Tensor | None) -> tf.Tensor:

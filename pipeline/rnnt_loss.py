@@ -68,15 +68,18 @@ def rnnt_loss(logits: tf.Tensor, labels: tf.Tensor, frames: tf.Tensor, label_len
     return -tf.reduce_mean(rnnt_log_likelihood(logits, labels, frames, label_lengths, blank, first_emit))
 
 
-def onset_frames(feats: tf.Tensor, frames: tf.Tensor, stack: int, rel: float) -> tf.Tensor:
+def onset_frames(feats: tf.Tensor, frames: tf.Tensor, stack: int, rel: float, skip: int = 0) -> tf.Tensor:
     """The speech onset of each utterance in encoder frames, from its features alone.
 
     feats (B, T, n_mels) log-mel (normalized or not; padded past `frames` * `stack`), frames (B,) valid encoder
     frames. A frame's loudness is its mean log-mel; the onset is the first frame whose loudness rises `rel` of the
     way from the utterance's quietest to its loudest frame, as the encoder frame that contains it. Weak fricative
     onsets are found late, at their vowel: that is harmless for the alignment restriction it feeds, which only
-    forbids emitting the first label before it.
+    forbids emitting the first label before it. The first `skip` encoder frames are left out of the search (digital
+    zeros added before the audio, `train.pad_edges`: they, not the recorded pause, would be the quietest frames).
     """
+    if skip:
+        return onset_frames(feats[:, skip * stack :], tf.maximum(frames - skip, 0), stack, rel) + skip
     loud = tf.reduce_mean(feats, axis=-1)  # (B, T)
     valid = tf.range(tf.shape(feats)[1])[None, :] < (frames * stack)[:, None]
     lo = tf.reduce_min(tf.where(valid, loud, loud.dtype.max), axis=1, keepdims=True)

@@ -55,6 +55,18 @@ def test_onset_frames_finds_the_first_loud_frame():
     assert got.tolist() == [2, 0, 3]
 
 
+
+def test_onset_frames_skips_the_leading_zeros_of_edge_padding():
+    """Digital zeros before a quiet lead-in are quieter than it: without `skip` the lead-in's first frame passes `rel`
+    of the range and is taken for the onset; skipping the encoder frames that hold the zeros finds the speech."""
+    floor, quiet, loud = -14.0, -8.0, 0.0
+    x = np.full((1, 30, 4), quiet, np.float32)
+    x[0, :6] = floor  # 6 raw frames of zeros = encoder frames 0-1
+    x[0, 16:26] = loud  # raw frame 16 → encoder frame 5
+    frames = tf.constant([10], tf.int32)
+    assert onset_frames(tf.constant(x), frames, 3, 0.3).numpy().tolist() == [2]  # the lead-in, just past the zeros
+    assert onset_frames(tf.constant(x), frames, 3, 0.3, skip=2).numpy().tolist() == [5]
+
 def test_padding_does_not_change_loss_or_gradient_of_real_entries():
     rng = np.random.default_rng(9)
     logits = rng.normal(size=(1, 4, 3, 5)).astype(np.float32)

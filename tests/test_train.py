@@ -180,3 +180,22 @@ def test_weight_ema_is_refused_for_methods_it_does_not_cover(data, tmp_path):
 
     with pytest.raises(ConfigError, match="train.weight_ema"):
         Trainer(_with_train(_cfg(), weight_ema=0.99), data, tmp_path, method="csp", tier=50)
+
+
+def test_pad_edges_gives_every_training_copy_the_decode_contracts_zeros_after_augmentation(tmp_path):
+    from pipeline.audio import write_wav
+    from pipeline.corpus import Utterance, read_manifest, write_manifest
+    from pipeline.features import compute_training_features
+    from pipeline.tokenizer import CharTokenizer
+
+    cfg = load_model_config(str(FIXTURES / "micro.toml"))
+    x = np.random.default_rng(0).standard_normal(6000).astype(np.float32) * 0.1
+    write_wav(tmp_path / "a.wav", x, cfg.frontend.sample_rate)
+    write_manifest(tmp_path / "m.jsonl", [Utterance("a", "a.wav", 0.75, "one", "s")])
+    corpus, tok = read_manifest(tmp_path / "m.jsonl"), CharTokenizer(tuple("one "))
+    plain, padded = (compute_training_features(corpus, cfg, tok, 0, edge) for edge in (0, 800))
+    hop = cfg.frontend.hop_samples
+    assert len(plain.feats) == len(padded.feats) == 1 + cfg.augment.copies  # the same copies (the same draws), each padded
+    for a, b in zip(plain.feats, padded.feats):
+        assert len(b) == len(a) + 2 * 800 // hop
+    assert padded.normalizer.mean[0] < plain.normalizer.mean[0]  # the zeros are in the statistics: the mean is lower
