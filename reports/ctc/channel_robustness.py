@@ -1,6 +1,6 @@
 """Unseen-speaker WER of device folders when the recording level or microphone colour changes.
 
-    python reports/ctc/channel_robustness.py TEST.jsonl OUT_DIR DIST_FOLDER [DIST_FOLDER ...]
+    python reports/ctc/channel_robustness.py [--no-edge-padding] TEST.jsonl OUT_DIR DIST_FOLDER [DIST_FOLDER ...]
 
 The artifacts are decoded, by apps, on speech recorded through microphones and gains this project never saw. This
 writes altered copies of a test corpus (TEST.jsonl, e.g. a build's `cache/data/*/test_unseen.jsonl`) into OUT_DIR
@@ -64,9 +64,10 @@ def write_variants(test: Path, out: Path, sample_rate: int) -> dict[str, Path]:
     return paths
 
 
-def print_wer_table(variants: dict[str, Path], folders: list[Path]) -> None:
+def print_wer_table(variants: dict[str, Path], folders: list[Path], edge_padding: bool = True) -> None:
     """One Markdown row per device folder: WER % of its int8 graphs in LiteRT on each variant's corpus (JSONL), decoded
-    through the manifest alone (its edge padding included: none before schema 1.2). Log-mel is computed once per (frontend, variant) and shared by the folders."""
+    through the manifest alone (its edge padding included, none before schema 1.2; `edge_padding=False`: left out, as
+    a client that ignores it would). Log-mel is computed once per (frontend, variant) and shared by the folders."""
     print("| folder | " + " | ".join(variants) + " |")
     print("| --- |" + " ---: |" * len(variants))
     corpora = {name: read_manifest(jsonl) for name, jsonl in variants.items()}
@@ -74,7 +75,7 @@ def print_wer_table(variants: dict[str, Path], folders: list[Path]) -> None:
     for folder in folders:
         manifest = load_manifest(folder)
         t, fe, norm, tok = transducer_from_manifest(folder, manifest, "litert")
-        edge = edge_padding_samples(manifest)
+        edge = edge_padding_samples(manifest) if edge_padding else 0
         cells = []
         for name, corpus in corpora.items():
             if (fe, edge, name) not in logmel:
@@ -86,12 +87,15 @@ def print_wer_table(variants: dict[str, Path], folders: list[Path]) -> None:
 
 
 def report(argv: list[str], write: Callable[[Path, Path, int], dict[str, Path]], usage: str) -> None:
-    """`SOURCE OUT_DIR DIST_FOLDER...`: write the variants of SOURCE into OUT_DIR with `write` (at the first folder's
-    sample rate) and print their WER table."""
+    """`[--no-edge-padding] SOURCE OUT_DIR DIST_FOLDER...`: write the variants of SOURCE into OUT_DIR with `write` (at
+    the first folder's sample rate) and print their WER table (`--no-edge-padding`: decoded without the manifest's
+    edge padding)."""
+    padded = "--no-edge-padding" not in argv
+    argv = [a for a in argv if a != "--no-edge-padding"]
     if len(argv) < 3:
         sys.exit(usage)
     source, out, folders = Path(argv[0]), Path(argv[1]), [Path(a) for a in argv[2:]]
-    print_wer_table(write(source, out, load_manifest(folders[0])["frontend"]["sample_rate"]), folders)
+    print_wer_table(write(source, out, load_manifest(folders[0])["frontend"]["sample_rate"]), folders, padded)
 
 
 def main(argv: list[str]) -> None:

@@ -1,16 +1,18 @@
 """Unseen-speaker WER of device folders when the utterances are put together differently, or recorded in noise.
 
-    python reports/ctc/recipe_robustness.py FSDD_DIR OUT_DIR DIST_FOLDER [DIST_FOLDER ...]
+    python reports/ctc/recipe_robustness.py [--no-edge-padding] FSDD_DIR OUT_DIR DIST_FOLDER [DIST_FOLDER ...]
 
 Every model here trains and is tested on connected digits made one way (pipeline/digits.py: 1-6 digits, 0.05-0.3 s
 pauses, 0.05-0.25 s at each end, a -60 dBFS noise floor). Apps will not say digits that way: one digit at a time, a
 phone number, long hesitations, a fan in the room. This builds the unseen speaker's (yweweler's) recordings into
 utterances by other recipes, every recording once per variant (seeded, written once into OUT_DIR), and decodes each
-with every DIST_FOLDER's int8 graphs in LiteRT through the manifest alone (`verify.transducer_from_manifest`).
+with every DIST_FOLDER's int8 graphs in LiteRT through the manifest alone (`verify.transducer_from_manifest`, and the
+manifest's edge padding: none before schema 1.2; `--no-edge-padding`: without it, as a client that ignores it would).
 
   recipe       the project's recipe, with another draw (seed 99) than the build's test_unseen
   as-recorded  every recording as FSDD ships it, one digit per utterance: trimmed to the word, no pause at either end
-  as-recorded+100ms  the same with 100 ms of digital silence (zeros) added at each end, as an app can do
+  as-recorded+100ms  the same with 100 ms of digital silence (zeros) added at each end, as an app can do (a folder whose
+               manifest pads the edges itself, schema 1.2, gets its own zeros on top of these)
   no-edges     the recipe's pauses between digits, none at either end (the utterance starts and stops with a word)
   isolated     one digit per utterance, the recipe's 0.05-0.25 s at each end
   isolated-1s  one digit per utterance, 0.4-1.0 s at each end (a push-to-talk clip)
