@@ -22,11 +22,11 @@ from .corpus import read_manifest
 from .data import SYNTH_CAVEAT, DataOptions, DataSource, describe_split, prepare, recipe_key, resolve_source
 from .decode import Transducer
 from .digits import ConnectRecipe
-from .frontend import EDGE_PADDING_MS, FrontendConfig
 from .distribute import Distribution
 from .errors import BudgetError, ConfigError, InternalError
 from .export import GRAPHS, calibrated_ranges, convert_all, sparse_weight_bytes
 from .features import FeatureSet, compute_training_features, utterance_features
+from .frontend import EDGE_PADDING_MS, FrontendConfig
 from .fsutil import atomic_directory, atomic_write_json, sha256_file
 from .manifest import DECODE_LOOP, SCHEMA_VERSION, code_sha256, frontend_section, git_commit, machine, tokenizer_section, tool_versions, validate_manifest
 from .model import PREDICTOR_STATE_NAMES, encoder_state_names

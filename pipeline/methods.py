@@ -33,9 +33,9 @@ from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper im
 from ._tf import keras, tf
 from .config import ModelConfig
 from .errors import ConfigError, InternalError
+from .frontend import EDGE_PADDING_MS
 from .model import build_training_model, forward, get_params, layer_names, param_shapes
 from .quant import FLOAT, Emulated, range_points
-from .frontend import EDGE_PADDING_MS
 from .rnnt_loss import ctc_loss, lattice_kl, onset_frames, rnnt_loss
 from .sparsity import METHODS, affine_params, nested_masks, tier_name
 
