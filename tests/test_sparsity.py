@@ -282,3 +282,20 @@ def test_omni_tier_affine_trains_round_trips_and_exports_the_function_it_trained
     ModelCheckpoint(cfg, result.params, data.tokenizer, data.normalizer, result.masks, {"method": "omni"}, affine=broken).save(tmp_path / "bad")
     with pytest.raises(ArtifactError, match="private affine of tier90"):
         ModelCheckpoint.load(tmp_path / "bad")
+
+
+def test_pad_edges_moves_the_first_label_onset_past_the_leading_zeros(data, tmp_path):
+    """With `train.pad_edges` the onset search skips the encoder frames that hold the contract's zeros (100 ms: 10
+    feature frames, 4 encoder frames of 3): an utterance whose loudest start is in them gets its onset after them."""
+    import tensorflow as tf
+
+    cfg = _cfg()
+    padded = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, first_label_onset=0.3, pad_edges=True))
+    plain = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, first_label_onset=0.3))
+    x = np.full((1, 30, cfg.frontend.n_mels), -2.0, np.float32)
+    x[0, :3] = 5.0  # loud in the first encoder frame, inside the zeros' frames
+    x[0, 20:] = 4.0
+    frames = tf.constant([10], tf.int32)
+    onset = {name: int(Trainer(c, data, tmp_path / name, "dense").method._first_emit(tf.constant(x), frames)[0])
+             for name, c in (("plain", plain), ("padded", padded))}
+    assert onset == {"plain": 0, "padded": 20 // 3}
