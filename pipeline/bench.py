@@ -569,10 +569,9 @@ def bench_parity(init: Path, tier: int | None, data: DataOptions, paths: BuildPa
     the share of encoder outputs, predictor outputs and joiner logits within one int8 step (`quant.emulation_agreement`)."""
     import dataclasses
 
-    from .build import checkpoint_stage_input, edge_padding_samples
+    from .build import checkpoint_stage_input, decode_features
     from .corpus import read_manifest
     from .errors import ConfigError
-    from .features import utterance_features
     from .quant import emulation_agreement
 
     ck = ModelCheckpoint.load(init)
@@ -589,6 +588,6 @@ def bench_parity(init: Path, tier: int | None, data: DataOptions, paths: BuildPa
     int8 = {g: LiteRTGraph((export_dir / "int8" / f"{g}.tflite").read_bytes()) for g in GRAPHS}
     full = read_manifest(corpus.splits[SPLIT])
     test = dataclasses.replace(full, utterances=full.utterances[:utterances])
-    feats = [ck.normalizer(f) for f in utterance_features(test, cfg.frontend, edge_padding_samples=edge_padding_samples(cfg.frontend, corpus.source.kind))]
+    feats = decode_features(corpus, ck, test)
     tokens = [ck.tokenizer.encode(u.text, where=f"transcript of {u.id}") for u in test.utterances]
     return tier, emulation_agreement(cfg, ck.tier_params(tier), ranges, int8, list(zip(feats, tokens)), ck.tokenizer.blank_id)

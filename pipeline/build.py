@@ -18,7 +18,7 @@ from .cache import StageCache, digest
 from .calibrate import CalibrationRecipe, load_calibration_recipe, representative_inputs
 from .checkpoint import ModelCheckpoint
 from .config import AatConfig, ModelConfig, load_model_config
-from .corpus import read_manifest
+from .corpus import Corpus, read_manifest
 from .data import SYNTH_CAVEAT, DataOptions, DataSource, describe_split, prepare, recipe_key, resolve_source
 from .decode import Transducer
 from .digits import ConnectRecipe
@@ -26,7 +26,7 @@ from .distribute import Distribution
 from .errors import BudgetError, ConfigError, InternalError
 from .export import GRAPHS, calibrated_ranges, convert_all, sparse_weight_bytes
 from .features import FeatureSet, compute_training_features, utterance_features
-from .frontend import EDGE_PADDING_MS, FrontendConfig
+from .frontend import FrontendConfig, edge_padding_default
 from .fsutil import atomic_directory, atomic_write_json, sha256_file
 from .manifest import DECODE_LOOP, SCHEMA_VERSION, code_sha256, frontend_section, git_commit, machine, tokenizer_section, tool_versions, validate_manifest
 from .model import PREDICTOR_STATE_NAMES, encoder_state_names
@@ -178,10 +178,15 @@ def _transducer(cfg: ModelConfig, tok: CharTokenizer, graphs: dict[str, Any]) ->
                       tok.size, tok.blank_id, cfg.decode.max_symbols_per_frame, cfg.frontend.hop_ms / 1000)
 
 
-def _calibration_features(corpus: PreparedData, recipe: CalibrationRecipe, ck: ModelCheckpoint) -> list[np.ndarray]:
-    calib = read_manifest(corpus.splits[recipe.split])
+def decode_features(corpus: PreparedData, ck: ModelCheckpoint, utterances: Corpus) -> list[np.ndarray]:
+    """Normalized features of `utterances` as the decode contract presents them to the model: with the edge padding
+    the manifest of a build on `corpus` states."""
     fe = ck.config.frontend
-    return [ck.normalizer(f) for f in utterance_features(calib, fe, edge_padding_samples=edge_padding_samples(fe, corpus.source.kind))]
+    return [ck.normalizer(f) for f in utterance_features(utterances, fe, edge_padding_samples=edge_padding_samples(fe, corpus.source.kind))]
+
+
+def _calibration_features(corpus: PreparedData, recipe: CalibrationRecipe, ck: ModelCheckpoint) -> list[np.ndarray]:
+    return decode_features(corpus, ck, read_manifest(corpus.splits[recipe.split]))
 
 
 def _representative(ck: ModelCheckpoint, params: dict[str, np.ndarray], feats: list[np.ndarray],
@@ -233,8 +238,7 @@ def _eval_sets(corpus: PreparedData, ck: ModelCheckpoint, only: str | None = Non
         c = read_manifest(path)
         for u in c.utterances:
             ck.tokenizer.encode(u.text, where=f"transcript of test utterance {u.id}")
-        fe = ck.config.frontend
-        feats = [ck.normalizer(f) for f in utterance_features(c, fe, edge_padding_samples=edge_padding_samples(fe, corpus.source.kind))]
+        feats = decode_features(corpus, ck, c)
         out[split] = (feats, [u.text for u in c.utterances], float(sum(len(f) for f in feats) * ck.config.frontend.hop_ms / 1000))
     return out
 
@@ -444,13 +448,13 @@ EDGE_PADDING_WHY = (f"every utterance the project trains on has {_EDGE_LO_MS}-{_
 def edge_padding_samples(fe: FrontendConfig, source: str) -> int:
     """Zeros the decode contract adds at each end of an utterance's audio (manifest `frontend.edge_padding_samples`).
 
-    EDGE_PADDING_MS for the project's own corpora (FSDD connected digits, synthesized voices): every utterance in them
+    `frontend.EDGE_PADDING_MS` for the project's own corpora (FSDD connected digits, synthesized voices): every utterance in them
     has quiet at both ends, and without the zeros a model trained on them loses the first and last words of audio cut
     at the speech (models/tiny, unseen speaker, the recipe's utterances with no pause at either end: 18-19% WER against
     9-11% with them; on the recipe's own utterances they cost nothing: reports/ctc/README.md, session 24). 0 for your
     own corpus (`--data manifest`), whose edges the project does not know.
     """
-    return fe.sample_rate * EDGE_PADDING_MS // 1000 if source in ("fsdd", "synth") else 0
+    return edge_padding_default(fe) if source in ("fsdd", "synth") else 0
 
 
 def _encoded_weights(e: dict[str, int] | None) -> dict[str, Any] | None:

@@ -98,6 +98,11 @@ def mel_filterbank(cfg: FrontendConfig) -> np.ndarray:
 EDGE_PADDING_MS = 100  # the decode contract's zeros at each end of the project's own corpora (build.edge_padding_samples)
 
 
+def edge_padding_default(fe: FrontendConfig) -> int:
+    """EDGE_PADDING_MS in samples at `fe`'s rate."""
+    return fe.sample_rate * EDGE_PADDING_MS // 1000
+
+
 def pad_edges(samples: np.ndarray, n: int) -> np.ndarray:
     """`samples` with `n` zeros before and after: the manifest's `frontend.edge_padding_samples`, the first step of
     decoding (a model trained on utterances with quiet at each end loses the first and last words of audio that starts

@@ -33,7 +33,7 @@ from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper im
 from ._tf import keras, tf
 from .config import ModelConfig
 from .errors import ConfigError, InternalError
-from .frontend import EDGE_PADDING_MS
+from .frontend import edge_padding_default
 from .model import build_training_model, forward, get_params, layer_names, param_shapes
 from .quant import FLOAT, Emulated, range_points
 from .rnnt_loss import ctc_loss, lattice_kl, onset_frames, rnnt_loss
@@ -75,7 +75,7 @@ class Method:
         fe = self.cfg.frontend
         # train.pad_edges: the encoder frames that hold any of the leading zeros (for a corpus that gets none, the
         # onset is only not looked for in its first ~0.1 s)
-        zero_frames = fe.sample_rate * EDGE_PADDING_MS // 1000 // fe.hop_samples  # feature frames that start in the zeros
+        zero_frames = edge_padding_default(fe) // fe.hop_samples  # feature frames that start in the zeros
         skip = -(-zero_frames // stack) if self.cfg.train.pad_edges else 0
         return onset_frames(feats, frames, stack, rel, skip) if rel > 0 else None
 

@@ -128,7 +128,7 @@ def transducer_from_manifest(folder: Path, manifest: dict, runtime: str) -> tupl
     return t, cfg, Normalizer(tuple(fe["mean"]), tuple(fe["std"]), int(fe.get("cmn_prior_frames", 0))), CharTokenizer.from_dict(tok)
 
 
-def edge_padding_samples(manifest: dict) -> int:
+def manifest_edge_padding(manifest: dict) -> int:
     """The zeros the manifest's frontend adds at each end of an utterance's audio (0 before schema 1.2)."""
     return int(manifest["frontend"].get("edge_padding_samples", 0))
 
@@ -155,7 +155,7 @@ def verify_dist(folder: Path, corpus_path: Path | None = None, limit: int = 5) -
             continue
         corpus = read_manifest(corpus_path)
         sub = type(corpus)(corpus.utterances[:limit], corpus.root)
-        feats = [norm(f) for f in utterance_features(sub, fe, edge_padding_samples=edge_padding_samples(manifest))]
+        feats = [norm(f) for f in utterance_features(sub, fe, edge_padding_samples=manifest_edge_padding(manifest))]
         s = score(t, tok, feats, [u.text for u in sub.utterances], sum(u.duration for u in sub.utterances), desc=f"verify {rt}")
         result[rt] = s.wer
     return result
@@ -189,7 +189,7 @@ def transcribe(folder: Path, wavs: list[Path], runtime: str = "litert", mix_ster
         if len(x) < fe.win_samples:
             raise DataError(f"audio file {path} is shorter than one analysis window ({fe.win_ms:g} ms).")
         audio.append(x)
-    edge = edge_padding_samples(manifest) if edge_padding else 0
+    edge = manifest_edge_padding(manifest) if edge_padding else 0
     out = []
     for path, x in zip(wavs, audio, strict=True):
         t0 = time.perf_counter()

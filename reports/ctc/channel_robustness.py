@@ -31,7 +31,7 @@ import pipeline  # noqa: F401  (environment: legacy Keras, oneDNN off)
 from pipeline.audio import read_wav, write_wav
 from pipeline.corpus import read_manifest, write_manifest
 from pipeline.features import utterance_features
-from pipeline.verify import edge_padding_samples, load_manifest, score, transducer_from_manifest
+from pipeline.verify import load_manifest, manifest_edge_padding, score, transducer_from_manifest
 
 
 VARIANTS = {
@@ -75,7 +75,7 @@ def print_wer_table(variants: dict[str, Path], folders: list[Path], edge_padding
     for folder in folders:
         manifest = load_manifest(folder)
         t, fe, norm, tok = transducer_from_manifest(folder, manifest, "litert")
-        edge = edge_padding_samples(manifest) if edge_padding else 0
+        edge = manifest_edge_padding(manifest) if edge_padding else 0
         cells = []
         for name, corpus in corpora.items():
             if (fe, edge, name) not in logmel:
