@@ -74,6 +74,7 @@ class AugmentConfig:
     gain_db: tuple[float, float] = (-12.0, 6.0)
     noise_snr_db: tuple[float, float] = (10.0, 40.0)
     noise_prob: float = 0.5
+    noise_slope: tuple[float, float] = (0.0, 0.0)  # the noise's power falls as 1/f^b, b drawn uniformly in this range (0 white, 1 pink, 2 brown)
     time_masks: int = 2
     time_mask_frames: int = 8
     freq_masks: int = 2
@@ -87,6 +88,7 @@ class AugmentConfig:
     def __post_init__(self) -> None:
         check(all(0.5 <= s <= 2.0 for s in self.speed) and self.speed, f"field `speed` factors must be in 0.5..2.0, got {self.speed}.")
         check(0 <= self.noise_prob <= 1, f"field `noise_prob` must be in 0..1, got {self.noise_prob}.")
+        check(len(self.noise_slope) == 2 and 0 <= self.noise_slope[0] <= self.noise_slope[1] <= 3, f"field `noise_slope` must be [low, high] within 0..3 (0 white, 1 pink, 2 brown), got {list(self.noise_slope)}.")
         check(self.copies >= 0, f"field `copies` must be >= 0, got {self.copies}.")
         check(0 <= self.freq_warp < 0.5, f"field `freq_warp` must be in [0, 0.5), got {self.freq_warp}.")
         check(0 <= self.channel_sigma <= 5, f"field `channel_sigma` must be in 0..5, got {self.channel_sigma}.")

@@ -75,9 +75,19 @@ def reverberate(x: np.ndarray, rt60: float, sample_rate: int, rng: np.random.Gen
     return (y * np.sqrt((np.mean(x**2) + 1e-12) / (np.mean(y**2) + 1e-12))).astype(np.float32)
 
 
+def coloured_noise(n: int, slope: float, rng: np.random.Generator) -> np.ndarray:
+    """`n` samples of zero-mean, unit-power noise whose power falls as 1/f^`slope` (0 white, 1 pink, 2 brown)."""
+    spectrum = np.fft.rfft(rng.standard_normal(n))
+    f = np.arange(len(spectrum), dtype=np.float64)
+    f[0] = 1.0
+    spectrum[0] = 0.0  # no DC: the power asked for is all in the noise (reports/ctc/recipe_robustness.py keeps it)
+    y = np.fft.irfft(spectrum / f ** (slope / 2), n)
+    return y / (np.std(y) + 1e-12)
+
+
 def augment_waveform(x: np.ndarray, aug: AugmentConfig, rng: np.random.Generator, sample_rate: int) -> np.ndarray:
     """Edges cut at the speech (a share of the copies), speed perturbation (resampling), reverberation (a share of the
-    copies), random gain, white noise at a random SNR."""
+    copies), random gain, noise at a random SNR (white, or coloured with a random slope: `noise_slope`)."""
     if aug.trim_prob and rng.random() < aug.trim_prob:
         start, end = speech_span(x, sample_rate, margin_s=0.0)
         cut = int(rng.integers(3))  # 0: the lead, 1: the tail, 2: both
@@ -92,7 +102,10 @@ def augment_waveform(x: np.ndarray, aug: AugmentConfig, rng: np.random.Generator
     if rng.random() < aug.noise_prob:
         power = float(np.mean(x**2)) + 1e-10
         snr = rng.uniform(*aug.noise_snr_db)
-        x = x + rng.standard_normal(len(x)).astype(np.float32) * np.sqrt(power / 10 ** (snr / 10))
+        lo, hi = aug.noise_slope
+        # white noise draws from the generator as before the slope existed, so earlier configurations keep their copies
+        noise = rng.standard_normal(len(x)).astype(np.float32) if hi == 0 else coloured_noise(len(x), rng.uniform(lo, hi), rng).astype(np.float32)
+        x = x + noise * np.sqrt(power / 10 ** (snr / 10))
     return np.clip(x, -1, 1).astype(np.float32)
 
 

@@ -111,6 +111,31 @@ def test_trimmed_copies_start_or_stop_with_the_speech():
     np.testing.assert_array_equal(augment_waveform(speech, aug, rng, 8000), speech)
 
 
+def test_coloured_noise_has_the_slope_asked_for_and_white_keeps_its_draws():
+    from pipeline.config import AugmentConfig
+    from pipeline.features import augment_waveform, coloured_noise
+
+    def octave_ratio(y):  # power per Hz at 200-400 Hz over 1600-3200 Hz (8 kHz): 8^slope
+        p = np.abs(np.fft.rfft(y)) ** 2
+        f = np.fft.rfftfreq(len(y), 1 / 8000)
+        return p[(f >= 200) & (f < 400)].mean() / p[(f >= 1600) & (f < 3200)].mean()
+
+    rng = np.random.default_rng(0)
+    for slope in (0.0, 1.0, 2.0):
+        y = coloured_noise(80000, slope, rng)
+        assert abs(np.std(y) - 1) < 1e-6
+        assert abs(np.log(octave_ratio(y)) / np.log(8) - slope) < 0.1
+    x = np.random.default_rng(1).standard_normal(8000).astype(np.float32) * 0.1
+    aug = dict(speed=(1.0,), gain_db=(0.0, 0.0), noise_prob=1.0, noise_snr_db=(0.0, 0.0))
+    white = augment_waveform(x, AugmentConfig(**aug), np.random.default_rng(5), 8000)
+    again = augment_waveform(x, AugmentConfig(**aug, noise_slope=(0.0, 0.0)), np.random.default_rng(5), 8000)
+    np.testing.assert_array_equal(white, again)  # the default draws the same white noise as before the field existed
+    brown = augment_waveform(x, AugmentConfig(**aug, noise_slope=(2.0, 2.0)), np.random.default_rng(5), 8000)
+    assert octave_ratio(brown - x) > 8 ** 1.8 and abs(np.mean((brown - x) ** 2) / np.mean(x**2) - 1) < 0.05  # 0 dB SNR
+    with pytest.raises(Exception, match="noise_slope"):
+        AugmentConfig(noise_slope=(2.0, 1.0))
+
+
 def test_dropout_acts_in_training_only_and_adds_no_weights(data):
     from pipeline.model import build_training_model, get_params, set_params
 
