@@ -5,7 +5,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jiwer
 import numpy as np
@@ -18,6 +18,9 @@ from .frontend import FrontendConfig, Normalizer, log_mel, mel_filterbank, pad_e
 from .fsutil import sha256_file
 from .runtimes import LiteRTGraph, TFLMGraph
 from .tokenizer import CharTokenizer
+
+if TYPE_CHECKING:
+    from .corpus import Corpus
 
 
 @dataclass
@@ -133,6 +136,13 @@ def manifest_edge_padding(manifest: dict) -> int:
     return int(manifest["frontend"].get("edge_padding_samples", 0))
 
 
+def manifest_features(manifest: dict, fe: FrontendConfig, norm: Normalizer, corpus: Corpus) -> list[np.ndarray]:
+    """Normalized features of `corpus` as the manifest's frontend presents them to the model (its edge padding included)."""
+    from .features import utterance_features
+
+    return [norm(f) for f in utterance_features(corpus, fe, edge_padding_samples=manifest_edge_padding(manifest))]
+
+
 def verify_dist(folder: Path, corpus_path: Path | None = None, limit: int = 5) -> dict[str, Any]:
     """Check a device folder: schema, hashes, graphs load and decode in their runtimes.
 
@@ -141,21 +151,22 @@ def verify_dist(folder: Path, corpus_path: Path | None = None, limit: int = 5) -
     Returns {runtime: WER or None}.
     """
     from .corpus import read_manifest
-    from .features import utterance_features
 
     manifest = load_manifest(folder)
     check_hashes(folder, manifest)
     runtimes = ["litert"] + (["tflm"] if manifest["target"]["runtime"] == "tflm" else [])
     result: dict[str, Any] = {}
+    feats = None  # the same frontend for every runtime: computed once
     for rt in runtimes:
         t, fe, norm, tok = transducer_from_manifest(folder, manifest, rt)
         if corpus_path is None:
             greedy_decode(t, np.zeros((t.chunk_feature_frames, fe.n_mels), np.float32))
             result[rt] = None
             continue
-        corpus = read_manifest(corpus_path)
-        sub = type(corpus)(corpus.utterances[:limit], corpus.root)
-        feats = [norm(f) for f in utterance_features(sub, fe, edge_padding_samples=manifest_edge_padding(manifest))]
+        if feats is None:
+            corpus = read_manifest(corpus_path)
+            sub = type(corpus)(corpus.utterances[:limit], corpus.root)
+            feats = manifest_features(manifest, fe, norm, sub)
         s = score(t, tok, feats, [u.text for u in sub.utterances], sum(u.duration for u in sub.utterances), desc=f"verify {rt}")
         result[rt] = s.wer
     return result

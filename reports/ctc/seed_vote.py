@@ -18,8 +18,7 @@ import jiwer
 
 import pipeline  # noqa: F401  (environment: legacy Keras, oneDNN off)
 from pipeline.corpus import read_manifest
-from pipeline.features import utterance_features
-from pipeline.verify import load_manifest, manifest_edge_padding, score, transducer_from_manifest, utterance_errors
+from pipeline.verify import load_manifest, manifest_features, score, transducer_from_manifest, utterance_errors
 
 
 def substitutions(ref: str, hyp: str) -> list[tuple[str, str]]:
@@ -39,7 +38,7 @@ def main(argv: list[str]) -> None:
     for folder in folders:
         manifest = load_manifest(folder)
         t, fe, norm, tok = transducer_from_manifest(folder, manifest, "litert")
-        feats = [norm(f) for f in utterance_features(corpus, fe, edge_padding_samples=manifest_edge_padding(manifest))]
+        feats = manifest_features(manifest, fe, norm, corpus)
         s = score(t, tok, feats, refs, sum(u.duration for u in corpus.utterances))
         hyps.append(s.hypotheses)
         total += sum(s.word_errors)
