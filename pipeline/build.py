@@ -251,16 +251,24 @@ def check_gate_split(cfg: ModelConfig, corpus: PreparedData) -> None:
                           f"set gate_split to one of them, or gate = \"none\".")
 
 
-def ships_aat(rule: str, aat_minus_ptq: float, aat_minus_ptq_hi: float, ptq_gap_lo: float) -> bool:
+def ships_aat(rule: str, aat_minus_ptq: float, aat_minus_ptq_hi: float, ptq_gap_lo: float, sparsest: bool = False) -> bool:
     """Whether the `[aat] gate` rule ships AAT's int8 graphs rather than PTQ's, from the gate split's figures: AAT's WER
-    minus PTQ's with the high end of its 95% interval, and the low end of the 95% interval of PTQ's int8 - float gap.
+    minus PTQ's with the high end of its 95% interval, and the low end of the 95% interval of PTQ's int8 - float gap;
+    `sparsest`: the tier is the sparsest of a checkpoint with several (`sparsest_tier`).
 
     - significant: AAT is better with the whole interval below 0.
     - better: AAT's WER is lower at all.
     - gap: PTQ's int8 gap is measured (its interval above 0) and AAT's WER is not higher; where no int8 gap is
-      measured, PTQ (AAT can only move such a tier by noise)."""
-    rules = {"significant": aat_minus_ptq_hi < 0, "better": aat_minus_ptq < 0, "gap": ptq_gap_lo > 0 and aat_minus_ptq <= 0}
+      measured, PTQ (AAT can only move such a tier by noise).
+    - sparsest: AAT at the sparsest tier whatever the split shows; `gap` at every other tier."""
+    gap = ptq_gap_lo > 0 and aat_minus_ptq <= 0
+    rules = {"significant": aat_minus_ptq_hi < 0, "better": aat_minus_ptq < 0, "gap": gap, "sparsest": sparsest or gap}
     return rules[rule]
+
+
+def sparsest_tier(tier: int, tiers: list[int]) -> bool:
+    """Whether `tier` is the sparsest of a shared-weight checkpoint's `tiers` (never on a checkpoint of one tier)."""
+    return len(tiers) > 1 and tier == max(tiers)
 
 
 def stage_aat_gate(cache: StageCache, ptq: tuple[Path, dict[str, Any]], aat: tuple[Path, dict[str, Any]], ckpt_dir: Path,
@@ -270,6 +278,7 @@ def stage_aat_gate(cache: StageCache, ptq: tuple[Path, dict[str, Any]], aat: tup
     `{"shipped": "aat" | "ptq", ...the figures it was chosen on}`."""
     if cfg.gate == "none":
         return {"rule": "none", "shipped": "aat"}
+    sparsest = sparsest_tier(ptq[1]["key"]["tier"], ModelCheckpoint.load(ckpt_dir).tiers)
     key = {"ptq": ptq[1]["key"], "aat": aat[1]["key"], "gate": cfg.gate, "split": cfg.gate_split, "code": code_sha256()}
 
     def run(tmp: Path) -> dict[str, Any]:
@@ -282,8 +291,8 @@ def stage_aat_gate(cache: StageCache, ptq: tuple[Path, dict[str, Any]], aat: tup
         words = [len(r.split()) for r in refs]
         diff, lo, hi = paired_bootstrap(scores["ptq"].word_errors, scores["aat"].word_errors, words)
         gap, gap_lo, gap_hi = paired_bootstrap(scores["float"].word_errors, scores["ptq"].word_errors, words)
-        ship = ships_aat(cfg.gate, diff, hi, gap_lo)
-        return {"rule": cfg.gate, "split": cfg.gate_split, "words": sum(words), "wer_float": round(scores["float"].wer, 5),
+        ship = ships_aat(cfg.gate, diff, hi, gap_lo, sparsest)
+        return {"rule": cfg.gate, "sparsest_tier": sparsest, "split": cfg.gate_split, "words": sum(words), "wer_float": round(scores["float"].wer, 5),
                 "wer_int8_ptq": round(scores["ptq"].wer, 5), "wer_int8_aat": round(scores["aat"].wer, 5),
                 "ptq_minus_float": round(gap, 5), "gap_interval95": [round(gap_lo, 5), round(gap_hi, 5)],
                 "aat_minus_ptq": round(diff, 5), "interval95": [round(lo, 5), round(hi, 5)], "shipped": "aat" if ship else "ptq"}

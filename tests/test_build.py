@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from pipeline.build import BuildPaths, build, ships_aat
+from pipeline.build import BuildPaths, build, ships_aat, sparsest_tier
 from pipeline.config import AAT_GATES
 from pipeline.data import DataOptions
 from pipeline.errors import ArtifactError
@@ -313,6 +313,19 @@ def test_pruned_weights_are_zero_in_the_exported_int8_graphs(built_omni):
         assert any(np.all(t[~mask.T] == 0) for t in candidates), f"{name}: pruned weights are not zero in the artifact"
 
 
+def test_the_default_aat_gate_ships_aat_at_an_omni_checkpoints_sparsest_tier(built_omni, tmp_path):
+    paths, _ = built_omni
+    out = BuildPaths(tmp_path / "dist", paths.work_dir)  # the omni checkpoint is cached; AAT fine-tunes it
+    m = json.loads(build("watch", DataOptions("synth"), out, model=str(FIXTURES / "micro.toml"), method="omni", tier=90, aat=True).read_text())
+    validate_manifest(m)
+    sel = m["model"]["quantization"]["aat_selection"]
+    assert sel["rule"] == "sparsest" and sel["sparsest_tier"] is True and sel["shipped"] == "aat"  # whatever test_seen showed
+    assert m["model"]["quantization"]["activation_ranges"] == "learned (accelerator-aware training)"
+    aat_encoders = {sha256_file(s.parent / "int8" / "encoder.tflite") for s in paths.work_dir.glob("cache/export/*/stage.json")
+                    if json.loads(s.read_text())["inputs"]["train"].get("phase") == "aat" and json.loads(s.read_text())["inputs"]["tier"] == 90}
+    assert m["graphs"]["encoder"]["sha256"] in aat_encoders
+
+
 def _micro_with(folder, aat_lines: str):
     """micro.toml with lines added to its [aat] table (its last), under the same model name: training is cached
     apart from [aat], so builds of it share the micro model's trained checkpoint."""
@@ -342,7 +355,8 @@ def test_the_aat_gate_ships_the_graphs_it_chose_with_the_figures_it_chose_on(bui
     m = json.loads(manifest_path.read_text())
     validate_manifest(m)
     q, sel = m["model"]["quantization"], m["model"]["quantization"]["aat_selection"]
-    assert sel["rule"] == "gap" and sel["split"] == "test_seen" and sel["words"] == m["evaluation"]["sets"]["test_seen"]["words"]
+    assert sel["rule"] == "sparsest" and sel["split"] == "test_seen" and sel["words"] == m["evaluation"]["sets"]["test_seen"]["words"]
+    assert sel["sparsest_tier"] is False  # a dense checkpoint has one tier: the gap rule decides
     assert sel["aat_minus_ptq"] == pytest.approx(sel["wer_int8_aat"] - sel["wer_int8_ptq"], abs=1e-4)
     assert sel["ptq_minus_float"] == pytest.approx(sel["wer_int8_ptq"] - sel["wer_float"], abs=1e-4)
     if sel["shipped"] == "ptq":  # then the manifest's float figures are the same checkpoint's
@@ -366,10 +380,19 @@ def test_each_aat_gate_rule_ships_aat_exactly_where_its_rule_says(rule):
     cases = {"clear win, gap measured": (-0.06, -0.01, 0.02), "win within noise, gap measured": (-0.05, 0.01, 0.005),
              "tie, gap measured": (0.0, 0.01, 0.02), "worse, gap measured": (0.01, 0.03, 0.02),
              "win within noise, no gap": (-0.005, 0.0, 0.0), "clear win, no gap": (-0.03, -0.005, -0.01)}
+    gap = {"clear win, gap measured", "win within noise, gap measured", "tie, gap measured"}
     expected = {"significant": {"clear win, gap measured", "clear win, no gap"},
                 "better": {"clear win, gap measured", "win within noise, gap measured", "win within noise, no gap", "clear win, no gap"},
-                "gap": {"clear win, gap measured", "win within noise, gap measured", "tie, gap measured"}}
+                "gap": gap, "sparsest": gap}
     assert {name for name, figures in cases.items() if ships_aat(rule, *figures)} == expected[rule]
+    # at the sparsest tier of a shared-weight checkpoint only `sparsest` changes its choice: AAT, whatever the figures
+    at_sparsest = {name for name, figures in cases.items() if ships_aat(rule, *figures, sparsest=True)}
+    assert at_sparsest == (set(cases) if rule == "sparsest" else expected[rule])
+
+
+def test_the_sparsest_tier_is_the_highest_of_a_checkpoint_with_several():
+    assert sparsest_tier(90, [0, 50, 70, 80, 90]) and not sparsest_tier(80, [0, 50, 70, 80, 90])
+    assert not sparsest_tier(0, [0]) and not sparsest_tier(70, [70])  # dense, or one pruned tier: the gap rule
 
 
 def test_an_aat_gate_on_a_split_the_corpus_lacks_is_refused_before_training(built, tmp_path):
@@ -419,13 +442,13 @@ def test_bench_quant_reports_float_ptq_and_aat_per_tier(built_aat, tmp_path):
     rows = bench_quant(str(FIXTURES / "micro.toml"), "dense", None, DataOptions("synth"), paths, tmp_path / "rep")
     assert [r.tier for r in rows] == [0] and rows[0].same_operators and rows[0].aat_steps == 20
     r = rows[0]  # the default gate: the shipped WER is AAT's or the trained model's PTQ's, as chosen on test_seen
-    assert r.gate_rule == "gap" and r.gate_split == "test_seen" and r.shipped in ("aat", "ptq") and r.gate_wer_float is not None
+    assert r.gate_rule == "sparsest" and r.gate_split == "test_seen" and r.shipped in ("aat", "ptq") and r.gate_wer_float is not None
     assert r.wer_shipped == (r.wer_aat if r.shipped == "aat" else r.wer_ptq)
     assert r.shipped_minus_trained_ptq == pytest.approx(r.wer_shipped - r.wer_ptq, abs=1e-4)
     assert rows[0].npu_encoder_cycles_ptq > 0 and rows[0].npu_encoder_cycles_aat > 0
     assert rows[0].gap_ptq == pytest.approx(rows[0].wer_ft_ptq - rows[0].wer_ft_float, abs=1e-4)
     md = (tmp_path / "rep" / "quant.md").read_text()
-    assert "| dense | 0 |" in md and "AAT int8 never worse than the control" in md and "What `build --aat` ships (gate: gap" in md
+    assert "| dense | 0 |" in md and "AAT int8 never worse than the control" in md and "What `build --aat` ships (gate: sparsest" in md
     assert (tmp_path / "rep" / "quant.csv").read_text().startswith("method,tier,wer_float,wer_ptq")
 
 
