@@ -326,6 +326,13 @@ def test_the_default_aat_gate_ships_aat_at_an_omni_checkpoints_sparsest_tier(bui
     assert m["graphs"]["encoder"]["sha256"] in aat_encoders
 
 
+def _dense_aat_checkpoint(work_dir):
+    """The dense micro model's AAT checkpoint in the shared work dir (the omni one fine-tuned beside it has five tiers)."""
+    from pipeline.checkpoint import ModelCheckpoint
+
+    return next(p for p in work_dir.glob("cache/aat/*/checkpoint") if ModelCheckpoint.load(p).tiers == [0])
+
+
 def _micro_with(folder, aat_lines: str):
     """micro.toml with lines added to its [aat] table (its last), under the same model name: training is cached
     apart from [aat], so builds of it share the micro model's trained checkpoint."""
@@ -419,7 +426,7 @@ def test_aat_artifacts_carry_the_learned_ranges_and_pass_every_verification(buil
         assert g["npu"]["npu_operator_fraction"] == 1.0 and g["npu"]["cpu_operators"] == 0
     for s in m["evaluation"]["sets"].values():
         assert set(s["wer"]) == {"float32_litert", "int8_litert", "int8_tflm"}
-    ck = next(ModelCheckpoint.load(p.parent) for p in paths.work_dir.glob("cache/aat/*/checkpoint/model.json"))
+    ck = ModelCheckpoint.load(_dense_aat_checkpoint(paths.work_dir))
     out = next(t for t in m["graphs"]["encoder"]["outputs"] if t["name"] == "encoder_out")
     scale, zp = int8_params(*ck.tier_ranges(0)["enc_proj"])
     assert out["scale"] == pytest.approx(scale, rel=1e-5) and out["zero_point"] == zp
@@ -430,8 +437,7 @@ def test_bench_parity_on_real_utterances_of_the_aat_checkpoint(built_aat):
     from pipeline.bench import bench_parity
 
     paths, _ = built_aat
-    ck_dir = next(paths.work_dir.glob("cache/aat/*/checkpoint"))
-    tier, rates = bench_parity(ck_dir, None, DataOptions("synth"), paths, utterances=3)
+    tier, rates = bench_parity(_dense_aat_checkpoint(paths.work_dir), None, DataOptions("synth"), paths, utterances=3)
     assert tier == 0 and all(r >= 0.99 for r in rates.values()), rates
 
 
