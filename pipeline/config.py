@@ -187,8 +187,8 @@ class AatConfig:
     # interval above 0) and AAT's WER is not higher (build.ships_aat); "none": always AAT. AAT's gains and losses at
     # tiers whose int8 gap is small are within a few words of noise (reports/quant/README.md, session 15), so without a
     # gate `--aat` could ship a tier worse than what the plain build ships. The gate also decodes the split with the checkpoint's
-    # float graphs and records PTQ's int8 gap there (reports/quant/README.md, session 17). "gap" is the default since
-    # session 20: over four checkpoints it shipped nothing worse than PTQ and chose as "significant" did except at one
+    # float graphs and records PTQ's int8 gap there (reports/quant/README.md, session 17). "gap" was the default from
+    # session 20 to 26: over four checkpoints it shipped nothing worse than PTQ and chose as "significant" did except at one
     # tier 90, where it shipped AAT (34.0% against PTQ's 39.2% unseen); the earlier default is
     # reports/quant/aat_default_until_s20.toml (reports/quant/README.md, session 20). "sparsest": AAT at the sparsest tier
     # of a shared-weight (omni) checkpoint whatever the split shows, "gap" at every other tier (and on a checkpoint with
