@@ -194,7 +194,7 @@ class AatConfig:
     # of a shared-weight (omni) checkpoint whatever the split shows, "gap" at every other tier (and on a checkpoint with
     # one tier). The default since session 26: test_seen cannot see the sparsest tier's int8 gap, which shows on the
     # unseen speaker, and that tier is where AAT trains every step and helped most. Registered on 13 checkpoints and
-    # tested on two trained after it (seeds 4, 5: AAT there 2.6 and 11.6 points better than PTQ, nothing worse at any
+    # tested on two trained as it was registered (seeds 4, 5: AAT there 2.6 and 11.6 points better than PTQ, nothing worse at any
     # tier); the earlier default is reports/quant/aat_default_until_s26.toml (reports/quant/README.md, session 26)
     gate: str = "sparsest"
     gate_split: str = "test_seen"
