@@ -476,7 +476,8 @@ def _shipped_lines(rows: list[QuantRow]) -> list[str]:
         return []
     split = next((r.gate_split for r in gated if r.gate_split), None)
     lines = ["", f"## What `build --aat` ships (gate: {gated[0].gate_rule}" + (f", chosen on {split})" if split else ")"), "",
-             f"The trained model's PTQ graphs or AAT's, per tier, chosen on {split or 'no split'} (not on {SPLIT}); shipped WER on {SPLIT}.", "",
+             f"The trained model's PTQ graphs or AAT's, per tier, chosen on {split or 'no split'} (not on {SPLIT}); shipped WER on {SPLIT}."
+             + (" Rule sparsest ships AAT at the checkpoint's sparsest tier whatever the split shows." if gated[0].gate_rule == "sparsest" else ""), "",
              f"| tier | {split or 'gate'} float | PTQ int8 | PTQ - float, 95% low end | AAT int8 | ships | shipped int8 | - trained PTQ | "
              "- control PTQ | gap closed |",
              "| ---: | ---: | ---: | ---: | ---: | :---: | ---: | ---: | ---: | ---: |"]

@@ -455,6 +455,7 @@ def test_bench_quant_reports_float_ptq_and_aat_per_tier(built_aat, tmp_path):
     assert rows[0].gap_ptq == pytest.approx(rows[0].wer_ft_ptq - rows[0].wer_ft_float, abs=1e-4)
     md = (tmp_path / "rep" / "quant.md").read_text()
     assert "| dense | 0 |" in md and "AAT int8 never worse than the control" in md and "What `build --aat` ships (gate: sparsest" in md
+    assert "Rule sparsest ships AAT at the checkpoint's sparsest tier" in md
     assert (tmp_path / "rep" / "quant.csv").read_text().startswith("method,tier,wer_float,wer_ptq")
 
 
