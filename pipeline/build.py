@@ -278,11 +278,11 @@ def stage_aat_gate(cache: StageCache, ptq: tuple[Path, dict[str, Any]], aat: tup
     `{"shipped": "aat" | "ptq", ...the figures it was chosen on}`."""
     if cfg.gate == "none":
         return {"rule": "none", "shipped": "aat"}
-    sparsest = sparsest_tier(ptq[1]["key"]["tier"], ModelCheckpoint.load(ckpt_dir).tiers)
     key = {"ptq": ptq[1]["key"], "aat": aat[1]["key"], "gate": cfg.gate, "split": cfg.gate_split, "code": code_sha256()}
 
     def run(tmp: Path) -> dict[str, Any]:
         ck = ModelCheckpoint.load(ckpt_dir)
+        sparsest = sparsest_tier(ptq[1]["key"]["tier"], ck.tiers)  # the tier and checkpoint are in the key
         feats, refs, seconds = _eval_sets(corpus, ck, only=cfg.gate_split)[cfg.gate_split]
         scores = {}
         for name, graphs in (("float", ptq[0] / "float32"), ("ptq", ptq[0] / "int8"), ("aat", aat[0] / "int8")):

@@ -321,8 +321,8 @@ def test_the_default_aat_gate_ships_aat_at_an_omni_checkpoints_sparsest_tier(bui
     sel = m["model"]["quantization"]["aat_selection"]
     assert sel["rule"] == "sparsest" and sel["sparsest_tier"] is True and sel["shipped"] == "aat"  # whatever test_seen showed
     assert m["model"]["quantization"]["activation_ranges"] == "learned (accelerator-aware training)"
-    aat_encoders = {sha256_file(s.parent / "int8" / "encoder.tflite") for s in paths.work_dir.glob("cache/export/*/stage.json")
-                    if json.loads(s.read_text())["inputs"]["train"].get("phase") == "aat" and json.loads(s.read_text())["inputs"]["tier"] == 90}
+    stages = {p.parent: json.loads(p.read_text())["inputs"] for p in paths.work_dir.glob("cache/export/*/stage.json")}
+    aat_encoders = {sha256_file(d / "int8" / "encoder.tflite") for d, i in stages.items() if i["train"].get("phase") == "aat" and i["tier"] == 90}
     assert m["graphs"]["encoder"]["sha256"] in aat_encoders
 
 

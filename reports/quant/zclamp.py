@@ -25,15 +25,21 @@ from regate import bench_inputs  # reports/quant/regate.py, beside this script
 SATURATION = math.log(511.0)  # sigmoid(S) = 1 - 1/512
 
 
-def main() -> None:
-    work, ck_dir, tier, out = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])
+def calibrated_tier(work: Path, ck_dir: Path, tier: int, splits: tuple[str, ...] = ()) -> tuple:
+    """A checkpoint's tier as the default calibration recipe sees it: (checkpoint, corpus of the bench work dir's
+    train + `splits`, tier params, float32 graphs, representative inputs, calibrated ranges, union of each point's tensors)."""
     data, _ = bench_inputs(work)
-    corpus = PreparedData(DataSource("fsdd", ""), data, {}, {"train": data / "train.jsonl"})
+    corpus = PreparedData(DataSource("fsdd", ""), data, {}, {s: data / f"{s}.jsonl" for s in ("train", *splits)})
     ck = ModelCheckpoint.load(ck_dir)
     recipe = load_calibration_recipe("default")
     params = ck.tier_params(tier)
     floats, rep = _representative(ck, params, _calibration_features(corpus, recipe, ck), recipe)
-    ranges = calibrated_ranges(ck.config, params, rep, "union")
+    return ck, corpus, params, floats, rep, calibrated_ranges(ck.config, params, rep, "union")
+
+
+def main() -> None:
+    work, ck_dir, tier, out = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])
+    ck, _, params, floats, rep, ranges = calibrated_tier(work, ck_dir, tier)
     clamped = {p: np.array([max(r[0], -SATURATION), min(r[1], SATURATION)], np.float32) if p.endswith("/z") else r for p, r in ranges.items()}
     for p in sorted(p for p in ranges if p.endswith("/z")):
         print(f"{p}: calibrated {ranges[p][0]:+.2f}..{ranges[p][1]:+.2f}, clamped {clamped[p][0]:+.2f}..{clamped[p][1]:+.2f}")

@@ -13,25 +13,16 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.build import GRAPHS, PreparedData, _calibration_features, _eval_sets, _representative, _transducer
-from pipeline.calibrate import load_calibration_recipe
-from pipeline.checkpoint import ModelCheckpoint
-from pipeline.data import DataSource
-from pipeline.export import calibrated_ranges, convert_all
+from pipeline.build import GRAPHS, _eval_sets, _transducer
+from pipeline.export import convert_all
 from pipeline.runtimes import LiteRTGraph
 from pipeline.verify import score
-from regate import bench_inputs  # reports/quant/regate.py, beside this script
+from zclamp import calibrated_tier  # reports/quant/zclamp.py, beside this script
 
 
 def main() -> None:
     work, ck_dir, tier, bounds = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), [float(x) for x in sys.argv[4].split(",")]
-    data, _ = bench_inputs(work)
-    corpus = PreparedData(DataSource("fsdd", ""), data, {}, {"train": data / "train.jsonl", "test_unseen": data / "test_unseen.jsonl"})
-    ck = ModelCheckpoint.load(ck_dir)
-    recipe = load_calibration_recipe("default")
-    params = ck.tier_params(tier)
-    floats, rep = _representative(ck, params, _calibration_features(corpus, recipe, ck), recipe)
-    ranges = calibrated_ranges(ck.config, params, rep, "union")
+    ck, corpus, params, floats, rep, ranges = calibrated_tier(work, ck_dir, tier, ("test_unseen",))
     feats, refs, seconds = _eval_sets(corpus, ck, only="test_unseen")["test_unseen"]
     lo, hi = (float(v) for v in ranges["pred_lstm/z"])
     for s in bounds:
