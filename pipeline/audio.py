@@ -1,4 +1,4 @@
-"""WAV reading and writing (stdlib `wave`, PCM only) with one clear error per bad file."""
+"""Audio reading (libsndfile via `soundfile`) and 16-bit WAV writing, with one clear error per bad file."""
 from __future__ import annotations
 
 import io
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from scipy.signal import resample_poly
 
-from .errors import DataError
+from .errors import DataError, host_error
 from .fsutil import atomic_write_bytes
 
 
@@ -21,37 +21,103 @@ def resample(x: np.ndarray, src_rate: int, dst_rate: int) -> np.ndarray:
     return resample_poly(x, ratio.numerator, ratio.denominator).astype(np.float32)
 
 
-def read_wav(path: Path, sample_rate: int, *, allow_resample: bool = True, mix_stereo: bool = False) -> np.ndarray:
-    """Read a PCM WAV file as mono float32 in [-1, 1] at `sample_rate` Hz.
+MIN_SAMPLE_RATE = 4000  # Hz: below this a file holds no usable speech band (telephone speech is 8,000 Hz)
 
-    Raises `DataError` naming the file for: missing/unreadable file, non-WAV content,
-    truncated or empty data, non-PCM encodings, more than one channel (unless
-    `mix_stereo`), or a different sample rate when `allow_resample` is false.
+
+def _wav_data_problem(raw: bytes, size: int | None = None) -> str | None:
+    """What is wrong with a RIFF/WAVE file's chunk layout (a cut header, fewer sample bytes than its `data` chunk
+    declares), or None; `raw` may be the file's first bytes only, `size` its length. libsndfile decodes what a truncated
+    file holds without saying so; a corpus file cut short is corrupt, so it is refused here."""
+    size = len(raw) if size is None else size
+    if size < 12 or raw[8:12] != b"WAVE":
+        return f"its RIFF header is cut short or not WAVE ({len(raw)} bytes)"
+    pos = 12
+    while pos + 8 <= len(raw):
+        cid, n = raw[pos : pos + 4], int.from_bytes(raw[pos + 4 : pos + 8], "little")
+        if cid == b"data":
+            have = size - pos - 8
+            if n not in (0, 0xFFFFFFFF) and have < n:  # 0 / all ones: written by a streaming writer, length unknown
+                return f"it is truncated: its header says {n:,} bytes of samples, the file holds {have:,}"
+            return None
+        pos += 8 + n + (n & 1)
+    return "its header is cut short (no `data` chunk)"
+
+
+def check_audio(path: Path) -> None:
+    """The checks of `read_wav` that need only a file's header (missing, empty, not audio, a cut or truncated WAV, no
+    samples, too low a sample rate), for checking a whole corpus before any work."""
+    import soundfile
+
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(1 << 16)
+    except FileNotFoundError:
+        raise DataError(f"audio file {path} does not exist.") from None
+    except IsADirectoryError:
+        raise DataError(f"audio file {path} is a folder, not a file.") from None
+    except OSError as exc:
+        raise host_error("read the audio file", path, exc) from None
+    if size == 0:
+        raise DataError(f"audio file {path}: 0 bytes, not a WAV file.")
+    problem = _wav_data_problem(head, size) if head[:4] in (b"RIFF", b"RIFX") else None
+    if problem:
+        raise DataError(f"audio file {path} is not a valid WAV file: {problem}.")
+    try:
+        info = soundfile.info(str(path))
+    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+        raise _undecodable(path, head, exc) from None
+    if info.samplerate < MIN_SAMPLE_RATE:
+        raise DataError(f"audio file {path} is sampled at {info.samplerate} Hz; the pipeline reads audio at {MIN_SAMPLE_RATE:,} Hz or more.")
+    if info.frames == 0:
+        raise DataError(f"audio file {path} holds no samples.")
+
+
+def _undecodable(path: Path, head: bytes, exc: Exception) -> DataError:
+    if head[:4] not in (b"RIFF", b"RIFX"):
+        return DataError(f"audio file {path} is not a WAV file, nor another format libsndfile reads (FLAC, OGG, ...): it starts with {head[:8]!r}.")
+    detail = str(exc).rsplit(": ", 1)[-1].rstrip(".")
+    if "SF_INFO" in detail:
+        detail = "its header gives a sample rate of 0 Hz or no channels"
+    return DataError(f"audio file {path} cannot be decoded as a WAV file: {detail}.")
+
+
+def read_wav(path: Path, sample_rate: int, *, allow_resample: bool = True, mix_stereo: bool = False) -> np.ndarray:
+    """Read an audio file (WAV of any integer or float encoding, or any format libsndfile reads, e.g. FLAC) as mono
+    float32 in [-1, 1] at `sample_rate` Hz; integer PCM is scaled by 1 / 2^(bits - 1), float kept as it is.
+
+    Raises `DataError` naming the file and what is wrong with it: missing, empty, not audio, a cut or truncated WAV,
+    no samples, a sample rate below `MIN_SAMPLE_RATE`, more than one channel (unless `mix_stereo`: the channels are
+    averaged), or another sample rate when `allow_resample` is false (else polyphase resampling, `resample`); a file
+    the machine cannot read is a `HostError`.
     """
+    import soundfile
+
     path = Path(path)
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
         raise DataError(f"audio file {path} does not exist.") from None
+    except IsADirectoryError:
+        raise DataError(f"audio file {path} is a folder, not a file.") from None
     except OSError as exc:
-        raise DataError(f"audio file {path} cannot be read ({exc.strerror}).") from None
+        raise host_error("read the audio file", path, exc) from None
+    if not raw:
+        raise DataError(f"audio file {path}: 0 bytes, not a WAV file.")
+    problem = _wav_data_problem(raw) if raw[:4] in (b"RIFF", b"RIFX") else None
+    if problem:
+        raise DataError(f"audio file {path} is not a valid WAV file: {problem}.")
     try:
-        with wave.open(io.BytesIO(raw), "rb") as wf:
-            channels, width, rate, n = wf.getnchannels(), wf.getsampwidth(), wf.getframerate(), wf.getnframes()
-            data = wf.readframes(n)
-    except (wave.Error, EOFError, ValueError) as exc:
-        raise DataError(f"audio file {path} is not a valid PCM WAV file ({exc}).") from None
-    if width not in (1, 2, 4) or rate <= 0 or channels <= 0:
-        raise DataError(f"audio file {path} has an unsupported format ({width * 8}-bit, {rate} Hz, {channels} channels); use 8/16/32-bit PCM.")
-    frames = len(data) // (width * channels)
+        info = soundfile.info(io.BytesIO(raw))
+        if info.samplerate < MIN_SAMPLE_RATE:
+            raise DataError(f"audio file {path} is sampled at {info.samplerate} Hz; the pipeline reads audio at {MIN_SAMPLE_RATE:,} Hz or more.")
+        x, rate = soundfile.read(io.BytesIO(raw), dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+        raise _undecodable(path, raw, exc) from None
+    frames, channels = x.shape
     if frames == 0:
         raise DataError(f"audio file {path} holds no samples.")
-    if frames < n:
-        raise DataError(f"audio file {path} is truncated: header says {n} samples, file holds {frames}.")
-    dtype = {1: np.uint8, 2: np.int16, 4: np.int32}[width]
-    x = np.frombuffer(data[: frames * width * channels], dtype=dtype).astype(np.float32)
-    x = (x - 128.0) / 128.0 if width == 1 else x / float(2 ** (8 * width - 1))
-    x = x.reshape(frames, channels)
     if channels > 1 and not mix_stereo:
         raise DataError(f"audio file {path} has {channels} channels; the pipeline needs mono audio (mix_stereo, or `--mix-stereo` where a command offers it, averages the channels).")
     x = x.mean(axis=1)

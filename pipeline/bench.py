@@ -13,7 +13,7 @@ from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from .build import BuildPaths, _eval_sets, _transducer, stage_corpus, stage_data, stage_export, stage_features, stage_train
+from .build import BuildPaths, _eval_sets, _transducer, begin, stage_corpus, stage_data, stage_export, stage_features, stage_train
 from .cache import StageCache
 from .calibrate import CalibrationRecipe, load_calibration_recipe
 from .checkpoint import ModelCheckpoint
@@ -21,6 +21,7 @@ from .config import AatConfig, load_model_config
 from .data import DataOptions
 from .export import GRAPHS
 from .fsutil import atomic_directory
+from .preflight import Output
 from .methods import check_method
 from .npu import compile_for_npu
 from .runtimes import LiteRTGraph
@@ -115,8 +116,8 @@ def bench_sparsity(model: str, methods: list[str], tiers: list[int], data: DataO
     for m in methods:
         for t in tiers:
             check_method(m, cfg, t if m in ("tfmot", "csp") and t > 0 else None)
-    cache = StageCache(paths.work_dir / "cache")
-    cfg, corpus = stage_corpus(cache, cfg, data)
+    cache, src = begin(cfg, data, paths.work_dir, [Output(out, "sparsity bench report")])
+    cfg, corpus = stage_corpus(cache, cfg, src)
     feats = stage_features(cache, cfg, corpus)
     rows: list[Row] = []
     errors: dict[tuple[str, int], dict[str, list[int]]] = {}
@@ -159,7 +160,7 @@ def write_report(rows: list[Row], out: Path, model: str, steps: int, errors: dic
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    with atomic_directory(out) as tmp:
+    with atomic_directory(out, "sparsity bench report") as tmp:
         _write_csv(tmp / "sparsity.csv", rows)
         dense = next((r for r in rows if r.method == "dense"), None)
         omni = next((r for r in rows if r.method == "omni"), None)
@@ -234,8 +235,8 @@ def bench_train_speed(model: str, variants: list[str], data: DataOptions, paths:
     from .train import Trainer
 
     cfg = load_model_config(model)
-    cache = StageCache(paths.work_dir / "cache")
-    cfg, corpus = stage_corpus(cache, cfg, data)
+    cache, src = begin(cfg, data, paths.work_dir, [])
+    cfg, corpus = stage_corpus(cache, cfg, src)
     features_dir, _ = stage_features(cache, cfg, corpus)
     from .features import FeatureSet
 
@@ -395,8 +396,8 @@ def bench_quant(model: str, method: str, tiers: list[int] | None, data: DataOpti
         check_method(method, cfg, tiers[0] if method in ("tfmot", "csp") and tiers else None)
         if method in ("tfmot", "csp") and (not tiers or len(tiers) != 1):
             raise ConfigError(f"method {method} trains one tier per model; give exactly one tier with --tiers.")
-    cache = StageCache(paths.work_dir / "cache")
-    cfg, corpus = stage_corpus(cache, cfg, data)
+    cache, src = begin(cfg, data, paths.work_dir, [Output(out, "quantization bench report")])
+    cfg, corpus = stage_corpus(cache, cfg, src)
     feats = stage_features(cache, cfg, corpus)
     if init is None:
         base = stage_train(cache, cfg, feats, steps, method=method, tier=tiers[0] if method in ("tfmot", "csp") else None)
@@ -432,7 +433,7 @@ def bench_quant(model: str, method: str, tiers: list[int] | None, data: DataOpti
 
 
 def write_quant_report(rows: list[QuantRow], out: Path, model: str, recipe: AatConfig | None = None) -> None:
-    with atomic_directory(out) as tmp:
+    with atomic_directory(out, "quantization bench report") as tmp:
         _write_csv(tmp / "quant.csv", rows)
         lines = [f"# Quantization bench: model `{model}`, WER on {SPLIT}; int8 decoded from the .tflite in LiteRT", "",
                  "Trained = the checkpoint; control = the same fine-tuning steps as AAT, in float; PTQ = post-training "
@@ -520,8 +521,8 @@ def bench_calibration(init: Path, tiers: list[int] | None, seeds: list[int], dat
     ck = ModelCheckpoint.load(init)
     cfg, method, base = ck.config, ck.meta.get("method", "dense"), checkpoint_stage_input(init)
     chosen = _chosen_tiers(ck.tiers, tiers, method)
-    cache = StageCache(paths.work_dir / "cache")
-    corpus = stage_data(cache, cfg, data)
+    cache, src = begin(cfg, data, paths.work_dir, [Output(out, "calibration bench report")])
+    corpus = stage_data(cache, cfg, src)
     recipe = load_calibration_recipe(load_target(target).build.calibration)
     rows = []
     for tier in chosen:
@@ -540,7 +541,7 @@ def write_calibration_report(rows: list[CalibrationRow], out: Path, model: str, 
     """calibration.csv and calibration.md: one line per tier, int8 WER per seed, the spread and the largest difference."""
     seeds = list(dict.fromkeys(r.seed for r in rows))
     tiers = list(dict.fromkeys(r.tier for r in rows))
-    with atomic_directory(out) as tmp:
+    with atomic_directory(out, "calibration bench report") as tmp:
         _write_csv(tmp / "calibration.csv", rows)
         lines = [f"# Calibration bench: model `{model}`, WER on {SPLIT}; post-training int8 decoded from the .tflite in LiteRT", "",
                  f"Calibration recipe `{recipe.name}` ({recipe.utterances} utterances of `{recipe.split}`, up to "
@@ -581,8 +582,8 @@ def bench_parity(init: Path, tier: int | None, data: DataOptions, paths: BuildPa
     ranges = ck.tier_ranges(tier)
     if ranges is None:
         raise ConfigError(f"checkpoint {init} holds no learned int8 ranges for tier {tier}; fine-tune it with `pipeline train --aat`.")
-    cache = StageCache(paths.work_dir / "cache")
-    corpus = stage_data(cache, cfg, data)
+    cache, src = begin(cfg, data, paths.work_dir, [])
+    corpus = stage_data(cache, cfg, src)
     # the int8 graphs as `pipeline build` exports them (same stage, same calibration recipe)
     recipe = load_calibration_recipe(load_target(target).build.calibration)
     export_dir, _ = stage_export(cache, init, checkpoint_stage_input(init)[1]["key"], corpus, recipe, tier)

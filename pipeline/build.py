@@ -6,6 +6,7 @@ by raising. The device folder `dist/<target>/` is replaced atomically, manifest 
 """
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from dataclasses import dataclass, replace
@@ -14,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from .cache import StageCache, digest
+from .cache import StageCache, digest, open_cache
 from .calibrate import CalibrationRecipe, load_calibration_recipe, representative_inputs
 from .checkpoint import ModelCheckpoint
+from .contract import integrity_section
 from .config import AatConfig, ModelConfig, load_model_config
 from .corpus import Corpus, read_manifest
 from .data import SYNTH_CAVEAT, DataOptions, DataSource, describe_split, prepare, recipe_key, resolve_source
@@ -28,6 +30,7 @@ from .export import GRAPHS, calibrated_ranges, convert_all, sparse_weight_bytes
 from .features import FeatureSet, compute_training_features, utterance_features
 from .frontend import FrontendConfig, edge_padding_default
 from .fsutil import atomic_directory, atomic_write_json, sha256_file
+from .preflight import Output, preflight
 from .manifest import DECODE_LOOP, SCHEMA_VERSION, code_sha256, frontend_section, git_commit, machine, tokenizer_section, tool_versions, validate_manifest
 from .model import PREDICTOR_STATE_NAMES, encoder_state_names
 from .npu import compile_for_npu, tool_info
@@ -61,8 +64,14 @@ class PreparedData:
 # ----------------------------------------------------------------------------- stages
 
 
-def stage_data(cache: StageCache, cfg: ModelConfig, opts: DataOptions) -> PreparedData:
-    src = resolve_source(opts)
+def begin(cfg: ModelConfig, data: DataOptions, work_dir: Path, outputs: list[Output]) -> tuple[StageCache, DataSource]:
+    """Resolve the data source, run every check that needs no training (`preflight`), and open the stage cache."""
+    src = resolve_source(data)
+    preflight(cfg.for_source(src.kind), src, work_dir, outputs)
+    return open_cache(work_dir), src
+
+
+def stage_data(cache: StageCache, cfg: ModelConfig, src: DataSource) -> PreparedData:
     key = {**recipe_key(src, cfg), "code": code_sha256()}
 
     def run(tmp: Path) -> dict[str, Any]:
@@ -76,10 +85,10 @@ def stage_data(cache: StageCache, cfg: ModelConfig, opts: DataOptions) -> Prepar
     return PreparedData(src, folder, key, splits)
 
 
-def stage_corpus(cache: StageCache, cfg: ModelConfig, opts: DataOptions) -> tuple[ModelConfig, PreparedData]:
+def stage_corpus(cache: StageCache, cfg: ModelConfig, src: DataSource) -> tuple[ModelConfig, PreparedData]:
     """The data stage, and the configuration that trains on what it found (`ModelConfig.for_source`: `[synthesized]`'s
     fields when the corpus is synthesized speech alone). Every stage after it takes that configuration."""
-    corpus = stage_data(cache, cfg, opts)
+    corpus = stage_data(cache, cfg, src)
     return cfg.for_source(corpus.source.kind), corpus
 
 
@@ -352,7 +361,7 @@ def stage_verify(cache: StageCache, export: tuple[Path, dict[str, Any]], ckpt_di
         sets: dict[str, Any] = {}
         latency: dict[str, Any] = {}
         for split, (feats, refs, seconds) in _eval_sets(corpus, ck).items():
-            entry: dict[str, Any] = {"description": describe_split(corpus.source.kind, split), "utterances": len(refs),
+            entry: dict[str, Any] = {"description": describe_split(corpus.source.kind, split, cfg), "utterances": len(refs),
                                      "words": sum(len(r.split()) for r in refs), "audio_seconds": round(seconds, 3),
                                      "wer": {"float32_litert": reference["float32_wer"][split]}}
             for name, t in runtimes.items():
@@ -500,9 +509,23 @@ def _npu_latency(verify: dict[str, Any], target: TargetProfile, cfg: ModelConfig
             "basis": "Vela performance model x invocation counts of the greedy decode of test_unseen"}
 
 
-def write_dist(out: Path, int8_dir: Path, make: Any, npu_dir: Path | None = None) -> Path:
+def device_output(out_dir: Path, target: str) -> Output:
+    """The device folder of `target` under `out_dir`, as a folder the build replaces whole."""
+    return Output(Path(out_dir) / target, f"device artifacts for target {target}", legacy=is_device_folder)
+
+
+def is_device_folder(folder: Path) -> bool:
+    """Whether `folder` is a device folder an earlier build wrote (its manifest names the build's tool versions)."""
+    try:
+        m = json.loads((Path(folder) / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(m, dict) and "schema_version" in m and isinstance(m.get("build"), dict) and "tool_versions" in m["build"]
+
+
+def write_dist(out: Output, int8_dir: Path, make: Any, npu_dir: Path | None = None) -> Path:
     """Replace `out` atomically with the three graphs (and NPU-compiled graphs) and `manifest.json` (written last)."""
-    with atomic_directory(out) as tmp:
+    with atomic_directory(out.path, out.holds, out.legacy) as tmp:
         for g in GRAPHS:
             shutil.copyfile(int8_dir / f"{g}.tflite", tmp / f"{g}.tflite")
         graphs = {g: _graph_entry(tmp / f"{g}.tflite") for g in GRAPHS}
@@ -513,9 +536,10 @@ def write_dist(out: Path, int8_dir: Path, make: Any, npu_dir: Path | None = None
                 shutil.copyfile(npu_dir / f.name, f)
                 graphs[g]["npu_file"] = {"file": f"npu/{f.name}", "bytes": f.stat().st_size, "sha256": sha256_file(f)}
         manifest = make(graphs)
-        validate_manifest(manifest, f"manifest for {out}")
+        manifest["integrity"] = integrity_section(manifest)
+        validate_manifest(manifest, f"manifest for {out.path}")
         atomic_write_json(tmp / "manifest.json", manifest)
-    return out / "manifest.json"
+    return out.path / "manifest.json"
 
 
 # ----------------------------------------------------------------------------- driver
@@ -575,7 +599,7 @@ def build_target(cache: StageCache, target: TargetProfile, cfg: ModelConfig, met
         summary = {k: v for k, v in train_summary.items() if k != "key"}
         npu_dir = Path(verify["folder"]) / "npu" if verify.get("npu") else None
         shipped = export[0] / ("int8_sparse" if encoding == "sparse" else "int8")
-        return write_dist(out_dir / target.name, shipped, lambda graphs: make_manifest(target, ck, graphs, verify, corpus, export[1], summary, gate), npu_dir)
+        return write_dist(device_output(out_dir, target.name), shipped, lambda graphs: make_manifest(target, ck, graphs, verify, corpus, export[1], summary, gate), npu_dir)
     last_tier, last = tried[-1]
     misses = "; ".join(f"{k}: limit {budgets[k]:g}, tier {last_tier} needs {f['value']:g} ({f['basis']})"
                        for k, f in last.items() if budgets[k] is not None and f["value"] > budgets[k])
@@ -592,8 +616,8 @@ def build(target_name: str, data: DataOptions = DataOptions(), paths: BuildPaths
     method = method or target.build.method
     check_method(method, cfg, tier)
     tiers = candidate_tiers(cfg, target, method, tier)
-    cache = StageCache(paths.work_dir / "cache")
-    cfg, corpus = stage_corpus(cache, cfg, data)
+    cache, src = begin(cfg, data, paths.work_dir, [device_output(paths.out_dir, target.name)])
+    cfg, corpus = stage_corpus(cache, cfg, src)
     feats = stage_features(cache, cfg, corpus)
     return build_target(cache, target, cfg, method, tiers, corpus, feats, steps, paths.out_dir, target.build.aat if aat is None else aat)
 
@@ -606,7 +630,7 @@ def build_all(data: DataOptions = DataOptions(), paths: BuildPaths = BuildPaths(
     check_method(method, cfg, None if method != "dense" else 0)
     targets = [load_target(n) for n in target_names()]
     plans = [(t, candidate_tiers(cfg, t, method, None)) for t in targets]
-    cache = StageCache(paths.work_dir / "cache")
-    cfg, corpus = stage_corpus(cache, cfg, data)
+    cache, src = begin(cfg, data, paths.work_dir, [device_output(paths.out_dir, t.name) for t in targets])
+    cfg, corpus = stage_corpus(cache, cfg, src)
     feats = stage_features(cache, cfg, corpus)
     return [build_target(cache, t, cfg, method, tiers, corpus, feats, steps, paths.out_dir, aat) for t, tiers in plans]

@@ -12,8 +12,8 @@ import logging
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import ArtifactError
-from .fsutil import atomic_directory, atomic_write_json
+from .errors import ArtifactError, OutputError, host_error
+from .fsutil import MARKER, atomic_directory, atomic_write_json, marker, read_marker
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +21,33 @@ log = logging.getLogger(__name__)
 def digest(obj: Any) -> str:
     """sha256 of a JSON-serializable object (key order irrelevant)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+WORK_HOLDS = "pipeline work folder (stage cache)"
+
+
+def _legacy_work_dir(path: Path) -> bool:
+    """A work folder written before the pipeline marked its folders: nothing in it but `cache/`."""
+    return {p.name for p in path.iterdir()} <= {"cache"} and (path / "cache").is_dir()
+
+
+def open_cache(work_dir: Path) -> "StageCache":
+    """The stage cache in `work_dir`, claimed for the pipeline: the folder must be new, empty or the pipeline's own (it
+    then gets the marker), never a folder of the user's that the cache's clean-ups could delete from."""
+    work_dir = Path(work_dir)
+    try:
+        if work_dir.exists() and not work_dir.is_dir():
+            raise OutputError(f"work folder {work_dir} is a file, not a folder: pass --work-dir a folder.")
+        if work_dir.is_dir() and read_marker(work_dir) is None:
+            if any(work_dir.iterdir()) and not _legacy_work_dir(work_dir):
+                raise OutputError(f"work folder {work_dir} already holds files the pipeline did not write, and the stage cache "
+                                  f"deletes what it replaces there: pass --work-dir a new or empty folder.")
+        if read_marker(work_dir) is None:
+            work_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(work_dir / MARKER, marker(WORK_HOLDS))
+    except OSError as exc:
+        raise host_error("use the work folder", work_dir, exc) from None
+    return StageCache(work_dir / "cache")
 
 
 class StageCache:

@@ -11,7 +11,7 @@ import json
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,7 +24,26 @@ from .quant import range_points
 from .sparsity import affine_params, apply_affine, apply_masks, tier_name
 from .tokenizer import CharTokenizer
 
+if TYPE_CHECKING:
+    from .preflight import Output
+
 FORMAT = "rnnt-checkpoint/1"
+
+
+def checkpoint_output(folder: Path) -> "Output":
+    """A checkpoint folder (`pipeline train --out`) as a folder the command replaces whole."""
+    from .preflight import Output
+
+    return Output(Path(folder), "checkpoint", legacy=is_checkpoint_folder)
+
+
+def is_checkpoint_folder(folder: Path) -> bool:
+    """Whether `folder` is a checkpoint the pipeline wrote before it marked its folders (its model.json says so)."""
+    try:
+        info = json.loads((Path(folder) / "model.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(info, dict) and info.get("format") == FORMAT
 
 
 @dataclass

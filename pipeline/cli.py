@@ -13,8 +13,8 @@ import click
 
 from .build import BuildPaths, build as run_build
 from .data import SOURCES, DataOptions
-from .errors import PipelineError
-from .fsdd import FSDD_RECORDINGS_SHA256, FSDD_URL
+from .errors import PipelineError, host_error
+from .fsdd import FSDD_RECORDINGS_SHA256, FSDD_SPEAKERS, FSDD_URL
 from .distribute import STRATEGIES
 from .sparsity import METHODS
 from .targets import BuildOptions
@@ -122,9 +122,8 @@ def _wrote(manifest: Path) -> None:
 def train(model: str, steps: int | None, resume: bool, strategy: str, out: Path, method: str | None, tier: int | None, aat: bool, aat_steps: int | None,
           aat_config: Path | None, init: Path | None, source: str, fsdd_dir: Path | None, train_manifest: Path | None, test_manifest: tuple[Path, ...], work_dir: Path) -> None:
     """Prepare data and train one model (or one set of sparsity tiers); writes a checkpoint folder (params.npz + model.json)."""
-    from .build import stage_corpus, stage_features, stage_train
-    from .cache import StageCache
-    from .checkpoint import ModelCheckpoint
+    from .build import begin, stage_corpus, stage_features, stage_train
+    from .checkpoint import ModelCheckpoint, checkpoint_output
     from .config import load_aat_config, load_model_config
     from .fsutil import atomic_directory
 
@@ -152,8 +151,8 @@ def train(model: str, steps: int | None, resume: bool, strategy: str, out: Path,
         cfg = dataclasses.replace(cfg, aat=recipe)
     method = method or "dense"
     check_method(method, cfg, tier)
-    cache = StageCache(work_dir / "cache")
-    cfg, corpus = stage_corpus(cache, cfg, _data(source, fsdd_dir, train_manifest, test_manifest))
+    cache, src = begin(cfg, _data(source, fsdd_dir, train_manifest, test_manifest), work_dir, [checkpoint_output(out)])
+    cfg, corpus = stage_corpus(cache, cfg, src)
     feats = stage_features(cache, cfg, corpus)
     if base is None:
         base = stage_train(cache, cfg, feats, steps, resume=resume, method=method, tier=tier, dist=dist)
@@ -165,7 +164,8 @@ def train(model: str, steps: int | None, resume: bool, strategy: str, out: Path,
         # the default recipe is every target's calibration (targets/*.toml); export calibrates with the same
         ckpt, summary = stage_aat(cache, cfg, feats, base, corpus, load_calibration_recipe("default"), aat_steps, resume=resume)
         summary = {"steps": summary["aat"]["steps"], "final_loss": summary["aat"]["final_loss"]}
-    with atomic_directory(out) as tmp:
+    target = checkpoint_output(out)
+    with atomic_directory(target.path, target.holds, target.legacy) as tmp:
         for f in ckpt.iterdir():
             shutil.copyfile(f, tmp / f.name)
     click.echo(f"wrote {out} (steps {summary['steps']}, loss {summary['final_loss']:.3f})")
@@ -185,7 +185,7 @@ def download_fsdd(dest: Path, url: str, sha: str) -> None:
 @cli.command()
 @click.argument("folder", type=click.Path(path_type=Path))
 @click.option("--corpus", type=click.Path(path_type=Path), default=None, help="JSONL corpus to decode a few utterances of.")
-@click.option("--limit", type=int, default=5, show_default=True, help="utterances to decode from --corpus.")
+@click.option("--limit", type=click.IntRange(min=1), default=5, show_default=True, help="utterances to decode from --corpus.")
 def verify(folder: Path, corpus: Path | None, limit: int) -> None:
     """Check a device folder: manifest schema, sha256 of every graph, load and decode in its runtime."""
     from .verify import verify_dist
@@ -208,7 +208,7 @@ def verify(folder: Path, corpus: Path | None, limit: int) -> None:
 def transcribe(folder: Path, wavs: tuple[Path, ...], runtime: str, mix_stereo: bool, as_json: bool, edge_padding: bool) -> None:
     """Transcribe WAV files with a device folder's int8 graphs, through its manifest alone.
 
-    PCM WAV, mono (or --mix-stereo); other sample rates are resampled to the model's.
+    WAV of any integer or float encoding (or FLAC, OGG), mono (or --mix-stereo); other sample rates are resampled to the model's.
     """
     from .verify import transcribe as run
 
@@ -232,6 +232,13 @@ def _int_list(ctx: click.Context, param: click.Parameter, value: str) -> list[in
         raise click.BadParameter(f"expected comma-separated integers, got {value!r}.") from None
 
 
+def _positive_int_list(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
+    values = _int_list(ctx, param, value)
+    if not values or min(values) < 1:
+        raise click.BadParameter(f"expected comma-separated integers of at least 1, got {value!r}.")
+    return values
+
+
 @bench.command("sparsity")
 @click.option("--model", default=BuildOptions().model, show_default=True, help="model config in models/.")
 @click.option("--methods", default="dense,tfmot,omni,csp", show_default=True, help="comma-separated training methods.")
@@ -253,6 +260,32 @@ def bench_sparsity(model: str, methods: str, tiers: list[int], steps: int | None
         raise click.BadParameter(f"unknown method {bad[0]!r}; choose from {', '.join(METHODS)}.", param_hint="--methods")
     run(model, chosen, tiers, _data(source, fsdd_dir, train_manifest, test_manifest), BuildPaths(out_dir, work_dir), report, steps, merge=list(merge))
     click.echo((report / "sparsity.md").read_text())
+
+
+@bench.command("speakers")
+@click.option("--target", default="watch", show_default=True, help="target profile whose model, method and calibration are measured.")
+@click.option("--model", default=None, help="model config in models/ (default: the target's).")
+@click.option("--seeds", default="1234", show_default=True, callback=_int_list, help="comma-separated training seeds (each fold trains once per seed).")
+@click.option("--speakers", default=",".join(FSDD_SPEAKERS), show_default=True,
+              help="comma-separated FSDD speakers, one fold each (the others always train).")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="training steps of every fold (default: the model config's).")
+@click.option("--tflm", is_flag=True, help="also decode the int8 graphs in TFLM (slower).")
+@click.option("--report", type=click.Path(path_type=Path), default=Path("bench/speakers"), show_default=True, help="output folder.")
+@data_options
+@path_options
+def bench_speakers(target: str, model: str | None, seeds: list[int], speakers: str, steps: int | None, tflm: bool, report: Path, source: str,
+                   fsdd_dir: Path | None, train_manifest: Path | None, test_manifest: tuple[Path, ...], out_dir: Path, work_dir: Path) -> None:
+    """Leave-one-speaker-out (FSDD) and leave-one-voice-family-out (espeak-ng): float and int8 WER per fold, mean, worst, 95% interval."""
+    from .speakers import bench_speakers as run
+
+    chosen = tuple(s.strip() for s in speakers.split(",") if s.strip())
+    bad = [s for s in chosen if s not in FSDD_SPEAKERS]
+    if bad or len(chosen) < 2:
+        raise click.BadParameter(f"name two or more of {', '.join(FSDD_SPEAKERS)}" + (f", not {bad[0]!r}." if bad else "."), param_hint="--speakers")
+    if not seeds:
+        raise click.BadParameter("give at least one seed.", param_hint="--seeds")
+    run(model, _data(source, fsdd_dir, train_manifest, test_manifest), BuildPaths(out_dir, work_dir), report, seeds, target, steps, chosen, tflm)
+    click.echo((report / "speakers.md").read_text())
 
 
 @bench.command("quant")
@@ -348,7 +381,7 @@ def bench_train_speed(model: str, variants: str, steps: int, rounds: int, source
 
 @bench.command("latency")
 @click.option("--model", default="large", show_default=True, help="model config in models/.")
-@click.option("--threads", default="1,4", show_default=True, callback=_int_list, help="comma-separated LiteRT thread counts.")
+@click.option("--threads", default="1,4", show_default=True, callback=_positive_int_list, help="comma-separated LiteRT thread counts.")
 @click.option("--runs", type=click.IntRange(min=10), default=200, show_default=True)
 def bench_latency(model: str, threads: list[int], runs: int) -> None:
     """Host LiteRT int8 encoder real-time factor (p50/p90) of a model config, per thread count."""
@@ -374,6 +407,14 @@ def targets() -> None:
                    f"budgets: model_bytes={b.model_bytes} arena_bytes={b.arena_bytes} rtf={b.rtf}  {t.description}")
 
 
+MAX_MESSAGE = 600  # characters: an error is one sentence, never a listing
+
+
+def _one_sentence(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"
+
+
 def main(argv: list[str] | None = None) -> Any:
     """Entry point: one sentence and exit code 2 for user errors, 1 for internal ones."""
     verbose = "-v" in (argv or sys.argv[1:]) or "--verbose" in (argv or sys.argv[1:])
@@ -388,8 +429,14 @@ def main(argv: list[str] | None = None) -> Any:
     except PipelineError as exc:
         if verbose:
             logging.exception("error")
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {_one_sentence(str(exc))}", err=True)
         sys.exit(exc.exit_code)
+    except OSError as exc:  # an environment problem no stage turned into a HostError: still one sentence, exit 3
+        if verbose:
+            logging.exception("error")
+        err = host_error("use", exc.filename or "a file", exc)
+        click.echo(f"error: {_one_sentence(str(err))}", err=True)
+        sys.exit(err.exit_code)
     except KeyboardInterrupt:
         click.echo("interrupted.", err=True)
         sys.exit(130)

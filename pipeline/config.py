@@ -13,6 +13,7 @@ from typing import Any
 
 from .frontend import FrontendConfig
 from .sparsity import SparsityConfig
+from .fsdd import FSDD_SPEAKERS
 from .synth import VARIANTS, VOICES, SynthRecipe
 from .errors import ConfigError
 from .tomlconf import check, load_dataclass, load_named, read_toml_with_extends, to_dict
@@ -219,6 +220,9 @@ class AatConfig:
         check(1 <= self.calibration_batches <= 1000, f"field `calibration_batches` must be in 1..1000, got {self.calibration_batches}.")
 
 
+MAX_UTTERANCES = 100_000  # training utterances the recipe may draw: with 3 augmented copies ~15 GB of features in memory
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Connected-digit recipe used when the pipeline prepares the corpus itself."""
@@ -232,12 +236,26 @@ class DataConfig:
     synth_train_utterances: int = 0
     # how many espeak-ng voice+variant speakers say the synthesized training speech (besides the test voices)
     synth_speakers: int = SynthRecipe.train_speakers
+    # FSDD speakers held out of training: the unseen-speaker test (leave-one-speaker-out folds move it)
+    fsdd_test_speakers: tuple[str, ...] = ("yweweler",)
+    # espeak-ng voices (families of variants) that say no synthesized training speech; when set, a `test_voices`
+    # split of connected digits spoken by them is held out (leave-one-voice-family-out folds)
+    synth_test_voices: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        for name in ("train_utterances", "synth_train_utterances"):
+            v = getattr(self, name)
+            check(v <= MAX_UTTERANCES, f"field `{name}` must be at most {MAX_UTTERANCES:,} (the training features are held in memory), got {v:,}.")
         check(self.synth_train_utterances >= 0, f"field `synth_train_utterances` must be >= 0, got {self.synth_train_utterances}.")
         most = len(VOICES) * len(VARIANTS) - SynthRecipe.test_speakers
         check(1 <= self.synth_speakers <= most, f"field `synth_speakers` must be in 1..{most} (espeak-ng voices and variants), got {self.synth_speakers}.")
         check(self.train_utterances >= 1, f"field `train_utterances` must be >= 1, got {self.train_utterances}.")
+        unknown = [s for s in self.fsdd_test_speakers if s not in FSDD_SPEAKERS]
+        check(self.fsdd_test_speakers and not unknown and len(self.fsdd_test_speakers) < len(FSDD_SPEAKERS),
+              f"field `fsdd_test_speakers` must name 1..{len(FSDD_SPEAKERS) - 1} of {', '.join(FSDD_SPEAKERS)}, got {list(self.fsdd_test_speakers)}.")
+        bad = [v for v in self.synth_test_voices if v not in VOICES]
+        check(not bad and len(self.synth_test_voices) < len(VOICES),
+              f"field `synth_test_voices` must name fewer than {len(VOICES)} of the espeak-ng voices {', '.join(VOICES)}, got {list(self.synth_test_voices)}.")
         check(1 <= self.min_digits <= self.max_digits <= 12, f"need 1 <= min_digits <= max_digits <= 12, got {self.min_digits}, {self.max_digits}.")
 
 

@@ -15,6 +15,9 @@ from .fsutil import atomic_write_text
 from .tokenizer import normalize_text
 
 
+MAX_DURATION = 3600.0  # seconds: an utterance is at most an hour of audio (training further limits it: train.max_seconds)
+
+
 @dataclass(frozen=True)
 class Utterance:
     id: str
@@ -38,8 +41,8 @@ class Utterance:
             raise DataError(f"{where}: `audio_filepath` must be a non-empty string.")
         if not isinstance(text, str) or not normalize_text(text):
             raise DataError(f"{where}: transcript `text` is empty.")
-        if isinstance(dur, bool) or not isinstance(dur, (int, float)) or not (0 < dur < 3600):
-            raise DataError(f"{where}: `duration` must be a positive number of seconds, got {dur!r}.")
+        if isinstance(dur, bool) or not isinstance(dur, (int, float)) or not (0 < dur <= MAX_DURATION):
+            raise DataError(f"{where}: `duration` must be a number of seconds above 0 and at most {MAX_DURATION:g}, got {dur!r}.")
         speaker = d.get("speaker", "unknown")
         uid = d.get("id", Path(path).stem)
         if not isinstance(speaker, str) or not isinstance(uid, str):

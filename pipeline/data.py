@@ -15,7 +15,7 @@ from .config import PROJECT_ROOT, ModelConfig
 from .corpus import read_manifest, write_manifest
 from .digits import ConnectRecipe
 from .errors import ConfigError, DataError
-from .fsdd import FsddRecipe, prepare_fsdd, recordings_dir, recordings_digest
+from .fsdd import FSDD_SPEAKERS, FsddRecipe, prepare_fsdd, recordings_dir, recordings_digest
 from .synth import SynthRecipe, prepare_synth
 from .tomlconf import to_dict
 
@@ -83,6 +83,8 @@ def resolve_source(opts: DataOptions) -> DataSource:
     if opts.source == "manifest":
         manifests = {"train": Path(opts.train_manifest)}  # type: ignore[arg-type]
         for p in opts.test_manifests:
+            if Path(p).stem in manifests:
+                raise ConfigError(f"test manifest {p}: its name {Path(p).stem!r} is already a split's name; each test manifest needs its own file name (not train).")
             manifests[Path(p).stem] = Path(p)
         files: list[Path] = []
         for split, p in manifests.items():
@@ -91,7 +93,9 @@ def resolve_source(opts: DataOptions) -> DataSource:
             files.extend(corpus.audio_path(u) for u in corpus.utterances)
         return DataSource("manifest", _file_digest(files), manifests=manifests)
     fsdd_dir = Path(opts.fsdd_dir) if opts.fsdd_dir else default_fsdd_dir()
-    if opts.source == "fsdd" or (opts.source == "auto" and fsdd_dir.is_dir()):
+    # an FSDD folder the user named (--fsdd-dir, or --data fsdd) must be there; only the default lookup falls back
+    named = opts.fsdd_dir is not None or opts.source == "fsdd"
+    if opts.source != "synth" and (named or fsdd_dir.is_dir()):
         rec = recordings_dir(fsdd_dir)
         return DataSource("fsdd", recordings_digest(rec, FsddRecipe().speakers), fsdd_dir=fsdd_dir)
     if opts.source == "auto":
@@ -110,17 +114,32 @@ def prepare(src: DataSource, cfg: ModelConfig, out_dir: Path) -> dict[str, Path]
     """Write (or, for user manifests, point at) the splits; returns {split: manifest path}."""
     connect = ConnectRecipe(min_digits=cfg.data.min_digits, max_digits=cfg.data.max_digits)
     if src.kind == "fsdd":
-        splits = prepare_fsdd(src.fsdd_dir, out_dir, cfg.frontend.sample_rate, FsddRecipe(train_utterances=cfg.data.train_utterances), connect, cfg.data.seed)  # type: ignore[arg-type]
+        fsdd = FsddRecipe.holding_out(cfg.data.fsdd_test_speakers, cfg.data.train_utterances)
+        splits = prepare_fsdd(src.fsdd_dir, out_dir, cfg.frontend.sample_rate, fsdd, connect, cfg.data.seed)  # type: ignore[arg-type]
         if cfg.data.synth_train_utterances:
-            extra = prepare_synth(out_dir / "synth", cfg.frontend.sample_rate, SynthRecipe(train_speakers=cfg.data.synth_speakers, train_utterances=cfg.data.synth_train_utterances), connect, cfg.data.seed)
+            synth = SynthRecipe(train_speakers=cfg.data.synth_speakers, train_utterances=cfg.data.synth_train_utterances,
+                                test_voices=cfg.data.synth_test_voices)
+            extra = prepare_synth(out_dir / "synth", cfg.frontend.sample_rate, synth, connect, cfg.data.seed)
             mixed = list(read_manifest(splits["train"]).utterances)
             mixed += [replace(u, audio_filepath=f"synth/{u.audio_filepath}") for u in read_manifest(extra["train"]).utterances]
             write_manifest(splits["train"], mixed)
+            if "test_voices" in extra:
+                held = [replace(u, audio_filepath=f"synth/{u.audio_filepath}") for u in read_manifest(extra["test_voices"]).utterances]
+                write_manifest(out_dir / "test_voices.jsonl", held)
+                splits["test_voices"] = out_dir / "test_voices.jsonl"
         return splits
     if src.kind == "synth":
-        return prepare_synth(out_dir, cfg.frontend.sample_rate, SynthRecipe(train_speakers=cfg.data.synth_speakers, train_utterances=cfg.data.train_utterances), connect, cfg.data.seed)
+        synth = SynthRecipe(train_speakers=cfg.data.synth_speakers, train_utterances=cfg.data.train_utterances, test_voices=cfg.data.synth_test_voices)
+        return prepare_synth(out_dir, cfg.frontend.sample_rate, synth, connect, cfg.data.seed)
     return dict(src.manifests or {})
 
 
-def describe_split(kind: str, split: str) -> str:
+def describe_split(kind: str, split: str, cfg: ModelConfig | None = None) -> str:
+    if kind == "fsdd" and cfg is not None and split in ("test_unseen", "test_seen"):
+        held = cfg.data.fsdd_test_speakers
+        if split == "test_unseen":
+            return f"FSDD speaker(s) {'/'.join(held)} (never seen in training), every recording once, connected 1-6 digits"
+        return f"FSDD speakers {'/'.join(s for s in FSDD_SPEAKERS if s not in held)}, recordings 0-4 (held out), connected 1-6 digits"
+    if split == "test_voices" and cfg is not None:
+        return f"espeak-ng voices {', '.join(cfg.data.synth_test_voices)} (no training speech in them), connected 1-6 digits"
     return SPLIT_DESCRIPTIONS.get(kind, {}).get(split, f"user corpus {split}")

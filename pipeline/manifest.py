@@ -19,7 +19,7 @@ from .frontend import Normalizer, mel_filterbank
 from .tokenizer import CharTokenizer
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "manifest.schema.json"
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "1.3"
 TOOLS = ("tensorflow", "tf-keras", "tensorflow-model-optimization", "ai-edge-litert", "tflite-micro", "ethos-u-vela", "numpy", "jiwer")
 
 DECODE_LOOP = (

@@ -35,6 +35,7 @@ class SynthRecipe:
     test_speakers: int = 6
     takes: int = 6  # recordings per digit per speaker; take 0 is the seen-speaker test take
     train_utterances: int = 3000
+    test_voices: tuple[str, ...] = ()  # voices that say no training speech; they say the `test_voices` split
 
 
 @dataclass(frozen=True)
@@ -95,11 +96,11 @@ class Espeak:
         return np.concatenate(self._chunks).astype(np.float32) / 32768.0
 
 
-def make_speakers(n: int, rng: np.random.Generator, exclude: set[str] = frozenset()) -> list[SynthSpeaker]:
-    """`n` distinct voice+variant speakers with random pitch, range and rate."""
-    combos = [f"{v}+{x}" if x else v for v, x in itertools.product(VOICES, VARIANTS)]
-    combos = [c for c in combos if c not in exclude]
-    picks = rng.choice(len(combos), size=n, replace=False)
+def make_speakers(n: int, rng: np.random.Generator, voices: tuple[str, ...] = VOICES) -> list[SynthSpeaker]:
+    """`n` voice+variant speakers of `voices` with random pitch, range and rate: distinct voice+variant pairs while
+    there are enough, then each pair again (with other pitch, range and rate)."""
+    combos = [f"{v}+{x}" if x else v for v, x in itertools.product(voices, VARIANTS)]
+    picks = rng.choice(len(combos), size=n, replace=False) if n <= len(combos) else np.resize(rng.permutation(len(combos)), n)
     return [
         SynthSpeaker(f"synth{i:02d}", combos[j], int(rng.integers(30, 71)), int(rng.integers(20, 81)), int(rng.integers(130, 191)))
         for i, j in enumerate(picks)
@@ -140,15 +141,22 @@ def synthesize_recordings(speakers: list[SynthSpeaker], takes: int, sample_rate:
 def prepare_synth(out_dir: Path, sample_rate: int, recipe: SynthRecipe, connect: ConnectRecipe, seed: int) -> dict[str, Path]:
     """Write `train`, `test_seen`, `test_unseen` splits of synthesized connected digits."""
     rng = np.random.default_rng(seed)
-    speakers = make_speakers(recipe.train_speakers + recipe.test_speakers, rng)
+    voices = tuple(v for v in VOICES if v not in recipe.test_voices)
+    speakers = make_speakers(recipe.train_speakers + recipe.test_speakers, rng, voices)
     train_spk = speakers[: recipe.train_speakers]
     test_spk = [SynthSpeaker(f"synth-test{i:02d}", s.voice, s.pitch, s.pitch_range, s.rate)
                 for i, s in enumerate(speakers[recipe.train_speakers :])]
     log.info("synthesizing %d speakers x %d takes x 10 digits with espeak-ng", len(speakers), recipe.takes)
     train_recs = synthesize_recordings(train_spk, recipe.takes, sample_rate, rng)
     unseen = [r for r, _ in synthesize_recordings(test_spk, max(1, recipe.takes // 2), sample_rate, rng)]
-    return {
+    splits = {
         "train": build_split([r for r, t in train_recs if t > 0], out_dir, "train", sample_rate, rng, connect, recipe.train_utterances),
         "test_seen": build_split([r for r, t in train_recs if t == 0], out_dir, "test_seen", sample_rate, rng, connect),
         "test_unseen": build_split(unseen, out_dir, "test_unseen", sample_rate, rng, connect),
     }
+    if recipe.test_voices:
+        held = [SynthSpeaker(f"synth-{s.voice}-{i:02d}", s.voice, s.pitch, s.pitch_range, s.rate)
+                for i, s in enumerate(make_speakers(recipe.test_speakers, rng, recipe.test_voices))]
+        recs = [r for r, _ in synthesize_recordings(held, max(1, recipe.takes // 2), sample_rate, rng)]
+        splits["test_voices"] = build_split(recs, out_dir, "test_voices", sample_rate, rng, connect)
+    return splits

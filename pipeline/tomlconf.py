@@ -173,6 +173,8 @@ def load_named(cls: type[T], name_or_path: str, folder: Path, kind: str) -> T:
         if not p.exists():
             known = ", ".join(sorted(q.stem for q in folder.glob("*.toml") if not q.stem.startswith("_")))
             raise ConfigError(f"unknown {kind} {name_or_path!r}; known {kind}s: {known}.")
+    if not read_toml(p):
+        raise ConfigError(f"{p} is empty: a {kind} file sets at least one field (`extends = \"<name>\"` starts from another one).")
     data = read_toml_with_extends(p)
     data.setdefault("name", p.stem)
     return load_dataclass(cls, data, str(p))

@@ -20,7 +20,7 @@ from ._tf import keras, tf
 from .checkpoint import ModelCheckpoint
 from .config import AugmentConfig, ModelConfig, TrainConfig
 from .distribute import Distribution
-from .errors import ArtifactError, ConfigError, InternalError
+from .errors import ArtifactError, ConfigError, HostError, InternalError
 from .features import FeatureSet
 from .methods import make_method
 
@@ -155,6 +155,9 @@ class Trainer:
             self.method = make_method(method, cfg, data.tokenizer.size, self.total_steps, tier, init)
             self.optimizer = _optimizer(cfg.train, 0.0 if tuning else cfg.train.weight_decay)
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+            # the smoothed loss the run reports, saved with each checkpoint so a resumed run reports what an
+            # uninterrupted one would
+            self.loss_ema = tf.Variable(float("nan"), dtype=tf.float64, trainable=False, name="loss_ema")
         # Polyak averaging of the weights (`train.weight_ema`): a shadow copy the checkpoint holds and result() reports
         self.ema_decay = 0.0 if tuning else cfg.train.weight_ema
         if self.ema_decay > 0 and method not in ("dense", "omni"):
@@ -163,7 +166,7 @@ class Trainer:
         if self.ema_decay > 0:
             with self.dist.strategy.scope():
                 self.ema.shadow = [tf.Variable(v.read_value(), trainable=False, name=f"ema_{i}") for i, v in enumerate(self.method.trainable)]
-        self.ckpt = tf.train.Checkpoint(optimizer=self.optimizer, step=self.step, **self.method.trackables(),
+        self.ckpt = tf.train.Checkpoint(optimizer=self.optimizer, step=self.step, loss_ema=self.loss_ema, **self.method.trackables(),
                                         **({"ema": self.ema} if self.ema_decay > 0 else {}))
         # every worker saves (saving may run collectives); only the chief's folder is the run's
         folder = "ckpt" if self.dist.chief else f"ckpt-worker{self.dist.worker}"
@@ -182,6 +185,15 @@ class Trainer:
             raise ArtifactError(f"training checkpoint {latest} cannot be restored ({str(exc).splitlines()[0]}); delete {self.work_dir} to start over.") from None
         log.info("resumed from %s at step %d", latest, int(self.step.numpy()))
         return int(self.step.numpy())
+
+    def _save(self, step: int) -> None:
+        """Write the training checkpoint of `step`; a full disk or a missing permission is a `HostError`."""
+        try:
+            self.manager.save(checkpoint_number=step)
+        except (tf.errors.OpError, OSError) as exc:
+            detail = exc.message if isinstance(exc, tf.errors.OpError) else str(exc)
+            raise HostError(f"cannot write the training checkpoint of step {step} in {self.manager.directory}: "
+                            f"{detail.splitlines()[0] if detail else type(exc).__name__}.") from None
 
     def _make_train_step(self) -> Callable:
         cfg = self.cfg
@@ -226,7 +238,7 @@ class Trainer:
             self.method.prepare(self.batcher.batch)
         writer = tf.summary.create_file_writer(str(self.work_dir / "tensorboard"))
         t0 = time.monotonic()
-        loss_ema = float("nan")
+        loss_ema = float(self.loss_ema.numpy()) if start_step else float("nan")
         with writer.as_default(), tqdm(total=self.total_steps, initial=start_step, desc=f"train {self.cfg.name} {self.method.name}", unit="step", leave=False) as bar:
             for step in range(start_step, min(until or self.total_steps, self.total_steps)):
                 b = self.batcher.batch(step).shard(self.dist.worker, self.dist.workers)
@@ -242,7 +254,8 @@ class Trainer:
                 bar.set_postfix(loss=f"{loss_ema:.3f}")
                 bar.update(1)
                 if (step + 1) % self.cfg.train.checkpoint_every == 0 or step + 1 == self.total_steps:
-                    self.manager.save(checkpoint_number=step + 1)
+                    self.loss_ema.assign(loss_ema)
+                    self._save(step + 1)
         wall = time.monotonic() - t0
         log.info("trained %s (%s) to step %d in %.0f s, loss %.3f", self.cfg.name, self.method.name, self.total_steps, wall, loss_ema)
         if self.ema_decay > 0:  # the averaged weights are the result (the optimizer's own state is not needed after)

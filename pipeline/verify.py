@@ -15,7 +15,7 @@ from .decode import DecodeStats, Transducer, greedy_decode
 from .audio import read_wav
 from .errors import ArtifactError, DataError
 from .frontend import FrontendConfig, Normalizer, log_mel, mel_filterbank, pad_edges
-from .fsutil import sha256_file
+from .contract import graph_file
 from .runtimes import LiteRTGraph, TFLMGraph
 from .tokenizer import CharTokenizer
 
@@ -100,17 +100,14 @@ def load_manifest(folder: Path) -> dict:
     return manifest
 
 
-def check_hashes(folder: Path, manifest: dict) -> None:
-    """Every graph file exists with the manifest's byte count and sha256."""
-    entries = [(name, g) for name, g in manifest["graphs"].items()]
-    entries += [(f"{name} NPU", g["npu"]) for name, g in manifest["graphs"].items() if "npu" in g]
-    for name, g in entries:
-        f = Path(folder) / g["file"]
-        if not f.is_file():
-            raise ArtifactError(f"{f} ({name}) is missing.")
-        size, digest = f.stat().st_size, sha256_file(f)
-        if size != g["bytes"] or digest != g["sha256"]:
-            raise ArtifactError(f"{f} ({name}) does not match the manifest: {size} bytes, sha256 {digest}; expected {g['bytes']} bytes, sha256 {g['sha256']}.")
+def check_folder(folder: Path) -> dict:
+    """The manifest of a device folder, checked against its schema, its own graphs and its integrity digests
+    (`contract.check_device_folder`)."""
+    from .contract import check_device_folder
+
+    manifest = load_manifest(folder)
+    check_device_folder(folder, manifest)
+    return manifest
 
 
 def transducer_from_manifest(folder: Path, manifest: dict, runtime: str) -> tuple[Transducer, FrontendConfig, Normalizer, CharTokenizer]:
@@ -123,7 +120,7 @@ def transducer_from_manifest(folder: Path, manifest: dict, runtime: str) -> tupl
     graphs: dict[str, Any] = {}
     xnnpack = manifest["model"]["sparsity"]["litert_op_resolver"] == "BUILTIN"
     for name, g in manifest["graphs"].items():
-        path = Path(folder) / g["file"]
+        path = graph_file(folder, g, f"graphs.{name}", str(Path(folder) / "manifest.json"))
         graphs[name] = TFLMGraph(path, g["tflm_arena_bytes"]) if runtime == "tflm" else LiteRTGraph(path.read_bytes(), manifest["target"].get("threads", 1), xnnpack)
     st, dec, tok = manifest["streaming"], manifest["decode"], manifest["tokenizer"]
     t = Transducer(graphs["encoder"], graphs["predictor"], graphs["joiner"], st["chunk_feature_frames"], st["stack"], len(tok["vocab"]),
@@ -152,8 +149,7 @@ def verify_dist(folder: Path, corpus_path: Path | None = None, limit: int = 5) -
     """
     from .corpus import read_manifest
 
-    manifest = load_manifest(folder)
-    check_hashes(folder, manifest)
+    manifest = check_folder(folder)
     runtimes = ["litert"] + (["tflm"] if manifest["target"]["runtime"] == "tflm" else [])
     result: dict[str, Any] = {}
     feats = None  # the same frontend for every runtime: computed once
@@ -189,8 +185,7 @@ def transcribe(folder: Path, wavs: list[Path], runtime: str = "litert", mix_ster
     without them, to see what they do).
     """
     folder = Path(folder)
-    manifest = load_manifest(folder)
-    check_hashes(folder, manifest)
+    manifest = check_folder(folder)
     if runtime == "tflm" and any("tflm_arena_bytes" not in g for g in manifest["graphs"].values()):
         raise ArtifactError(f"{folder} is built for {manifest['target']['runtime']}, not TFLM: its manifest has no TFLM arena sizes.")
     t, fe, norm, tok = transducer_from_manifest(folder, manifest, runtime)

@@ -3,10 +3,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
 
 import pipeline  # noqa: F401  (sets the environment TensorFlow reads when it is imported)
 
 FIXTURES = Path(__file__).parent / "fixtures"
+
+# property-based tests: `ci` in the test suite, `fuzz` for the fuzz command (--hypothesis-profile fuzz)
+settings.register_profile("ci", max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("fuzz", max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("ci")
 SHARED_FSDD = Path(__file__).resolve().parents[2] / "shared" / "data" / "fsdd"
 
 
@@ -35,6 +41,21 @@ def make_fsdd_folder(root: Path, speakers=("george", "jackson", "nicolas", "theo
                 t = np.arange(n) / sr
                 write_wav(rec / f"{d}_{spk}_{i}.wav", 0.3 * np.sin(2 * np.pi * (200 + 60 * d + 5 * s) * t), sr)
     return root
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory):
+    """The micro model built for the watch on synthesized speech, once per test run: (paths, manifest path, seconds)."""
+    import time
+
+    from pipeline.build import BuildPaths, build
+    from pipeline.data import DataOptions
+
+    root = tmp_path_factory.mktemp("build")
+    paths = BuildPaths(root / "dist", root / "work")
+    t0 = time.monotonic()
+    manifest_path = build("watch", DataOptions("synth"), paths, model=str(FIXTURES / "micro.toml"))
+    return paths, manifest_path, time.monotonic() - t0
 
 
 @pytest.fixture(scope="module")

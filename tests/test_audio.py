@@ -28,7 +28,7 @@ def test_missing_file(tmp_path):
 def test_text_file_named_wav(tmp_path):
     p = tmp_path / "fake.wav"
     p.write_text("hello, I am not audio")
-    with pytest.raises(DataError, match="not a valid PCM WAV"):
+    with pytest.raises(DataError, match="is not a WAV file"):
         read_wav(p, 8000)
 
 
@@ -58,8 +58,8 @@ def test_stereo_is_refused_unless_mixing(tmp_path):
     assert read_wav(p, 8000, mix_stereo=True).shape == (100,)
 
 
-def test_unreadable_path(tmp_path):
+def test_a_folder_named_like_audio(tmp_path):
     p = tmp_path / "dir.wav"
     p.mkdir()
-    with pytest.raises(DataError, match="cannot be read"):
+    with pytest.raises(DataError, match="is a folder, not a file"):
         read_wav(p, 8000)

@@ -13,7 +13,7 @@ import pytest
 from pipeline.checkpoint import ModelCheckpoint
 from pipeline.cli import main
 from pipeline.config import load_model_config
-from pipeline.errors import ArtifactError, DataError
+from pipeline.errors import ArtifactError, DataError, HostError
 from pipeline.frontend import Normalizer
 from pipeline.fsutil import atomic_write_bytes
 from pipeline.model import param_shapes
@@ -50,7 +50,7 @@ CLI_CASES = [
     ("train-manifest-missing", lambda t: ["build", "--target", "watch", "--model", MICRO, "--data", "manifest", "--train-manifest", str(t / "no.jsonl"),
                                           "--test-manifest", str(t / "no2.jsonl")], "no.jsonl"),
     ("work-dir-not-writable", lambda t: ["build", "--target", "watch", "--model", MICRO, "--data", "synth", "--work-dir", _file(t, "blocker", "x") + "/w"],
-     "cannot write"),
+     "is a file, so the work folder cannot be written"),
     ("model-config-unknown-field", lambda t: ["build", "--target", "watch", "--model", _file(t, "m.toml", "[encoder]\nlayerz = 2\n")], "layerz"),
     ("model-config-wrong-type", lambda t: ["build", "--target", "watch", "--model", _file(t, "m.toml", "[encoder]\nunits = 'wide'\n")], "units"),
     ("target-extends-cycle", lambda t: ["build", "--target", _file(t, "a.toml", 'extends = "a"\n')], "cycle"),
@@ -82,14 +82,14 @@ def test_cli_bad_input(tmp_path, capsys, monkeypatch, case, argv, words):
     assert len(sorted(p.name for p in tmp_path.rglob("*"))) >= len(before)
 
 
-def test_disk_full_during_write_is_an_artifact_error_and_leaves_nothing(tmp_path, monkeypatch):
+def test_disk_full_during_write_is_a_host_error_and_leaves_nothing(tmp_path, monkeypatch):
     real_fsync = os.fsync
 
     def full(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", full)
-    with pytest.raises(ArtifactError, match="No space left on device"):
+    with pytest.raises(HostError, match="the disk is full"):
         atomic_write_bytes(tmp_path / "manifest.json", b"{}")
     monkeypatch.setattr(os, "fsync", real_fsync)
     assert list(tmp_path.iterdir()) == []

@@ -1,7 +1,7 @@
 """End to end: `build()` on synthesized speech with a micro model, then check what app teams get."""
 import json
+import re
 import shutil
-import time
 
 import pytest
 
@@ -17,15 +17,6 @@ from tests.helpers import run_cli
 from tests.manifest_client import ManifestDecoder
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    root = tmp_path_factory.mktemp("build")
-    paths = BuildPaths(root / "dist", root / "work")
-    t0 = time.monotonic()
-    manifest_path = build("watch", DataOptions("synth"), paths, model=str(FIXTURES / "micro.toml"))
-    return paths, manifest_path, time.monotonic() - t0
 
 
 def _dense_checkpoint(paths: BuildPaths):
@@ -49,7 +40,8 @@ def test_manifest_validates_and_hashes_match(built):
         assert f.stat().st_size == entry["bytes"] and sha256_file(f) == entry["sha256"]
         assert all(t["dtype"] == "int8" for t in entry["inputs"] + entry["outputs"])
         assert entry["tflm_arena_bytes"] > 0
-    assert sorted(p.name for p in manifest_path.parent.iterdir()) == ["encoder.tflite", "joiner.tflite", "manifest.json", "npu", "predictor.tflite"]
+    assert sorted(p.name for p in manifest_path.parent.iterdir()) == [".pipeline-output.json", "encoder.tflite", "joiner.tflite", "manifest.json",
+                                                                      "npu", "predictor.tflite"]
 
 
 def test_older_schema_manifests_still_validate_and_decode_as_they_did(built, tmp_path):
@@ -60,8 +52,9 @@ def test_older_schema_manifests_still_validate_and_decode_as_they_did(built, tmp
 
     paths, manifest_path, _ = built
     m = json.loads(manifest_path.read_text())
-    assert m["schema_version"] == "1.2" and m["frontend"]["cmn_prior_frames"] == 0 and m["frontend"]["edge_padding_samples"] == 800
-    del m["frontend"]["edge_padding_samples"], m["frontend"]["edge_padding"]
+    assert m["schema_version"] == "1.3" and m["frontend"]["cmn_prior_frames"] == 0 and m["frontend"]["edge_padding_samples"] == 800
+    del m["frontend"]["edge_padding_samples"], m["frontend"]["edge_padding"], m["integrity"]
+    m["schema_version"] = "1.2"
     with pytest.raises(ArtifactError, match="edge_padding_samples"):
         validate_manifest(m)
     corpus = read_manifest(next((paths.work_dir / "cache" / "data").glob("*/test_unseen.jsonl")))
@@ -174,8 +167,66 @@ def test_verify_detects_one_flipped_byte(built, tmp_path):
     data = bytearray((copy / "encoder.tflite").read_bytes())
     data[len(data) // 2] ^= 0x01
     (copy / "encoder.tflite").write_bytes(bytes(data))
-    with pytest.raises(ArtifactError, match="encoder.tflite .encoder. does not match the manifest"):
+    with pytest.raises(ArtifactError, match="encoder.tflite does not match graphs.encoder of the manifest"):
         verify_dist(copy)
+
+
+def _swap_graphs(m, folder):
+    """Encoder and predictor files swapped, their sizes and sha256 recomputed: only the tensors tell."""
+    (folder / "encoder.tflite").rename(folder / "tmp")
+    (folder / "predictor.tflite").rename(folder / "encoder.tflite")
+    (folder / "tmp").rename(folder / "predictor.tflite")
+    for g in ("encoder", "predictor"):
+        f = folder / m["graphs"][g]["file"]
+        m["graphs"][g].update(bytes=f.stat().st_size, sha256=sha256_file(f))
+
+
+def _garbage_encoder(m, folder):
+    """A file that is no flatbuffer, with a matching size and sha256."""
+    (folder / "encoder.tflite").write_bytes(b"not a flatbuffer at all" * 40)
+    m["graphs"]["encoder"].update(bytes=920, sha256=sha256_file(folder / "encoder.tflite"))
+
+
+def _unsigned(edit):
+    """The same edit to a manifest without integrity digests (schema 1.2): the checks against the graphs must catch it."""
+    def run(m, folder):
+        del m["integrity"]
+        m["schema_version"] = "1.2"
+        edit(m, folder)
+    return run
+
+
+TAMPERS = {
+    "tensor-scale": (lambda m, f: m["graphs"]["encoder"]["inputs"][0].update(scale=m["graphs"]["encoder"]["inputs"][0]["scale"] * 2),
+                     r"graphs\.encoder\.inputs\[0\]\.scale"),
+    "tensor-shape": (lambda m, f: m["graphs"]["joiner"]["outputs"][0].update(shape=[1, 7]), r"graphs\.joiner\.outputs\[0\]\.shape"),
+    "vocabulary-order": (lambda m, f: m["tokenizer"]["vocab"].reverse(), r"tokenizer\.vocab was edited"),
+    "normalization-mean-zeroed": (lambda m, f: m["frontend"].update(mean=[0.0] * len(m["frontend"]["mean"])), r"frontend\.mean was edited"),
+    "file-outside-the-folder": (lambda m, f: m["graphs"]["joiner"].update(file="../../joiner.tflite"), r"graphs\.joiner\.file .* points outside"),
+    "vocabulary-truncated": (lambda m, f: m["tokenizer"].update(vocab=m["tokenizer"]["vocab"][:-2]), r"tokenizer\.vocab was edited"),
+    "vocabulary-truncated-unsigned": (_unsigned(lambda m, f: m["tokenizer"].update(vocab=m["tokenizer"]["vocab"][:-2])),
+                                      r"tokenizer\.vocab has \d+ symbols, but the joiner"),
+    "blank-out-of-range": (lambda m, f: m["tokenizer"].update(blank_id=99), r"tokenizer\.blank_id was edited"),
+    "blank-out-of-range-unsigned": (_unsigned(lambda m, f: m["tokenizer"].update(blank_id=99)), r"tokenizer\.blank_id 99 is outside"),
+    "state-renamed-unsigned": (_unsigned(lambda m, f: m["streaming"]["states"][0].update(input="h9")), r"streaming\.states\[0\] names 'h9'"),
+    "encoder-and-predictor-swapped": (_swap_graphs, r"graphs\.encoder\.inputs"),
+    "garbage-graph-with-matching-sha256": (_garbage_encoder, r"encoder\.tflite \(graphs\.encoder\) is not a graph LiteRT can load"),
+}
+
+
+@pytest.mark.parametrize("tamper", list(TAMPERS))
+def test_verify_names_the_field_of_a_manifest_edited_after_the_build(built, tmp_path, tamper):
+    """`verify` trusts nothing: each edit is refused with a message naming the field, through the CLI (exit 2)."""
+    edit, words = TAMPERS[tamper]
+    copy = tmp_path / "watch"
+    shutil.copytree(built[1].parent, copy)
+    m = json.loads((copy / "manifest.json").read_text())
+    edit(m, copy)
+    (copy / "manifest.json").write_text(json.dumps(m))
+    r = run_cli("verify", copy)
+    assert r.returncode == 2, r.stderr[-2000:]
+    (line,) = [x for x in r.stderr.splitlines() if x.startswith("error:")]
+    assert re.search(words, line), line
 
 
 def test_a_synthesized_only_build_trains_with_the_synthesized_fields_and_records_them(built, tmp_path):
@@ -223,7 +274,7 @@ def test_transcribe_resamples_other_rates_and_refuses_a_bad_file_before_printing
     bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
     r = run_cli("transcribe", manifest_path.parent, good, bad)
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
-    assert r.returncode == 2 and r.stdout == "" and len(errors) == 1 and "bad.wav is not a valid PCM WAV file" in errors[0]
+    assert r.returncode == 2 and r.stdout == "" and len(errors) == 1 and "bad.wav is not a valid WAV file" in errors[0]
     r = run_cli("transcribe", tmp_path, good)
     assert r.returncode == 2 and "not a device artifact folder" in r.stderr
 

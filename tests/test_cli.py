@@ -35,14 +35,15 @@ def test_missing_dataset_directory(tmp_path):
 
 
 def test_corrupt_wav_in_user_corpus(tmp_path):
-    (tmp_path / "bad.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
-    row = json.dumps({"audio_filepath": "bad.wav", "duration": 1.0, "text": "one"})
+    (tmp_path / "audio").mkdir()
+    (tmp_path / "audio" / "bad.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    row = json.dumps({"audio_filepath": "audio/bad.wav", "duration": 1.0, "text": "one"})
     (tmp_path / "train.jsonl").write_text(row + "\n")
     (tmp_path / "test.jsonl").write_text(row + "\n")
     r = run("build", "--target", "watch", "--model", str(FIXTURES / "micro.toml"), "--data", "manifest",
             "--train-manifest", str(tmp_path / "train.jsonl"), "--test-manifest", str(tmp_path / "test.jsonl"),
             "--out", str(tmp_path / "dist"), "--work-dir", str(tmp_path / "w"))
-    assert r.returncode == 2 and "bad.wav is not a valid PCM WAV file" in one_sentence(r.stderr)
+    assert r.returncode == 2 and "bad.wav is not a valid WAV file: its header is cut short" in one_sentence(r.stderr)
     assert not (tmp_path / "dist").exists()
     assert not list((tmp_path / "w" / "cache").glob("features/*/stage.json"))
 

@@ -19,7 +19,7 @@ def test_manifest_round_trip(tmp_path):
     ("{not json", "not valid JSON"),
     ('{"audio_filepath": "a.wav", "duration": 1}', "missing field `text`"),
     ('{"audio_filepath": "a.wav", "duration": 1, "text": "   "}', "transcript `text` is empty"),
-    ('{"audio_filepath": "a.wav", "duration": -1, "text": "one"}', "positive number"),
+    ('{"audio_filepath": "a.wav", "duration": -1, "text": "one"}', "above 0 and at most 3600"),
     ('[1, 2]', "expected a JSON object"),
 ])
 def test_bad_lines_name_file_and_line(tmp_path, line, message):

@@ -33,7 +33,7 @@ def test_prepare_is_reproducible(tmp_path):
 
 
 def test_missing_directory_is_one_clear_error(tmp_path):
-    with pytest.raises(DataError, match="FSDD directory .* does not exist"):
+    with pytest.raises(DataError, match="FSDD folder .* does not exist"):
         prepare_fsdd(tmp_path / "nope", tmp_path / "out", 8000, FsddRecipe(), ConnectRecipe(), seed=1)
 
 

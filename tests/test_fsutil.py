@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from pipeline.errors import ArtifactError
+from pipeline.errors import HostError
 from pipeline.fsutil import atomic_directory, atomic_write_bytes
 
 
@@ -33,10 +33,10 @@ def test_failed_directory_build_keeps_previous_output(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dist"]
 
 
-def test_unwritable_destination_is_an_artifact_error(tmp_path):
+def test_unwritable_destination_is_a_host_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(ArtifactError, match="cannot write"):
+    with pytest.raises(HostError, match="cannot write .*a path component is a file"):
         atomic_write_bytes(blocker / "sub" / "a.bin", b"data")
 
 

@@ -1,0 +1,186 @@
+"""`pipeline bench speakers`: how a recipe does on speakers and voices it has never heard.
+
+Leave-one-speaker-out over every recorded FSDD speaker: fold k trains on the other four
+(plus synthesized voices) and tests on every recording of speaker k. Each fold also holds
+one or two espeak-ng voice families out of the synthesized training speech and tests on
+them (leave-one-voice-family-out), so five trainings measure both. Per fold: float and
+int8 WER decoded in LiteRT (and TFLM with `tflm`); overall: the mean over folds, the
+worst fold and a 95% interval over folds (Student's t: the spread between speakers, which
+is what a new speaker draws from). Recipe choices are made on the mean and the worst fold.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import statistics
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from .build import BuildPaths, _eval_sets, _transducer, begin, stage_corpus, stage_export, stage_features, stage_train
+from .calibrate import load_calibration_recipe
+from .checkpoint import ModelCheckpoint
+from .config import load_model_config
+from .data import DataOptions
+from .errors import ConfigError
+from .export import GRAPHS
+from .fsdd import FSDD_SPEAKERS
+from .fsutil import atomic_directory
+from .preflight import Output
+from .runtimes import LiteRTGraph, TFLMGraph
+from .synth import VOICES
+from .targets import load_target
+from .verify import score
+
+log = logging.getLogger(__name__)
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}  # Student's t, 97.5%
+
+
+@dataclass(frozen=True)
+class Fold:
+    speaker: str  # the FSDD speaker held out
+    voices: tuple[str, ...]  # the espeak-ng voice families held out of the synthesized training speech
+
+
+def make_folds(speakers: tuple[str, ...] = FSDD_SPEAKERS, voices: tuple[str, ...] = VOICES) -> list[Fold]:
+    """One fold per speaker; the voice families dealt round-robin over the folds (7 families, 5 folds: 2, 2, 1, 1, 1)."""
+    return [Fold(s, tuple(voices[i :: len(speakers)])) for i, s in enumerate(speakers)]
+
+
+@dataclass(frozen=True)
+class FoldRow:
+    seed: int
+    fold: str  # the held-out FSDD speaker
+    test_set: str  # recorded (the held-out speaker) | synthesized (the held-out voice families)
+    held_out: str  # who speaks the test set
+    utterances: int
+    words: int
+    wer_float: float
+    wer_int8: float
+    wer_int8_tflm: float | None
+
+
+def _t_interval(values: list[float]) -> tuple[float, float]:
+    if len(values) < 2:
+        return (math.nan, math.nan)
+    m, half = statistics.fmean(values), T975.get(len(values) - 1, 1.96) * statistics.stdev(values) / math.sqrt(len(values))
+    return m - half, m + half
+
+
+def summarize(rows: list[FoldRow], test_set: str, column: str = "wer_int8") -> dict[str, Any]:
+    """Mean over folds (each fold's seeds averaged first), the worst fold and a 95% t-interval over folds."""
+    per_fold: dict[str, list[float]] = {}
+    for r in rows:
+        if r.test_set == test_set and getattr(r, column) is not None:
+            per_fold.setdefault(r.fold, []).append(getattr(r, column))
+    if not per_fold:
+        return {}
+    means = {f: statistics.fmean(v) for f, v in per_fold.items()}
+    worst = max(means, key=means.__getitem__)
+    lo, hi = _t_interval(list(means.values()))
+    return {"mean": statistics.fmean(means.values()), "worst": means[worst], "worst_fold": worst, "interval95": (lo, hi), "folds": len(means)}
+
+
+def bench_speakers(model: str | None, data: DataOptions, paths: BuildPaths, out: Path, seeds: list[int], target: str = "watch",
+                   steps: int | None = None, speakers: tuple[str, ...] = FSDD_SPEAKERS, tflm: bool = False) -> list[FoldRow]:
+    """Train and measure every fold (and seed) through the stage cache; write speakers.csv, speakers.md, speakers.png."""
+    profile = load_target(target)
+    cfg = load_model_config(model or profile.build.model)
+    method = profile.build.method if profile.build.method in ("dense", "omni") else "dense"
+    cache, src = begin(cfg, data, paths.work_dir, [Output(out, "speakers bench report")])
+    if src.kind != "fsdd":
+        raise ConfigError("bench speakers holds out recorded speakers, so it needs FSDD (--fsdd-dir or PIPELINE_FSDD_DIR); none was found.")
+    recipe = load_calibration_recipe(profile.build.calibration)
+    rows: list[FoldRow] = []
+    for seed in seeds:
+        for fold in make_folds(tuple(speakers)):
+            fcfg = replace(cfg, data=replace(cfg.data, fsdd_test_speakers=(fold.speaker,), synth_test_voices=fold.voices),
+                           train=replace(cfg.train, seed=seed))
+            fcfg, corpus = stage_corpus(cache, fcfg, src)
+            feats = stage_features(cache, fcfg, corpus)
+            ckpt, train = stage_train(cache, fcfg, feats, steps, method=method)
+            export = stage_export(cache, ckpt, train["key"], corpus, recipe, 0)
+            rows += _measure_fold(cache, seed, fold, ckpt, export, corpus, tflm)
+            log.info("fold %s seed %d: %s", fold.speaker, seed, [asdict(r) for r in rows[-2:]])
+    write_speakers_report(rows, out, cfg.name, steps or cfg.train.steps, seeds)
+    return rows
+
+
+def _measure_fold(cache: Any, seed: int, fold: Fold, ckpt: Path, export: tuple[Path, dict[str, Any]], corpus: Any, tflm: bool) -> list[FoldRow]:
+    from .runtimes import tflm_min_arena
+
+    def run(tmp: Path) -> dict[str, Any]:
+        ck = ModelCheckpoint.load(ckpt)
+        out = {}
+        for split in ("test_unseen", "test_voices"):
+            if split not in corpus.splits:
+                continue
+            feats, refs, seconds = _eval_sets(corpus, ck, only=split)[split]
+            wer = {}
+            for name, folder in (("float", "float32"), ("int8", "int8")):
+                t = _transducer(ck.config, ck.tokenizer, {g: LiteRTGraph((export[0] / folder / f"{g}.tflite").read_bytes()) for g in GRAPHS})
+                wer[name] = score(t, ck.tokenizer, feats, refs, seconds, desc=f"{fold.speaker} {split} {name}").wer
+            if tflm:
+                graphs = {g: TFLMGraph(export[0] / "int8" / f"{g}.tflite", tflm_min_arena(export[0] / "int8" / f"{g}.tflite")) for g in GRAPHS}
+                wer["int8_tflm"] = score(_transducer(ck.config, ck.tokenizer, graphs), ck.tokenizer, feats, refs, seconds, desc="tflm").wer
+            out[split] = {"utterances": len(refs), "words": sum(len(r.split()) for r in refs), "wer": wer}
+        return out
+
+    key = {"export": export[1]["key"], "tflm": tflm, "splits": ["test_unseen", "test_voices"]}
+    _, m = cache.run("speakers", key, run)
+    rows = []
+    for split, test_set, who in (("test_unseen", "recorded", fold.speaker), ("test_voices", "synthesized", "+".join(fold.voices))):
+        if split in m:
+            e = m[split]
+            rows.append(FoldRow(seed, fold.speaker, test_set, who, e["utterances"], e["words"], round(e["wer"]["float"], 5),
+                                round(e["wer"]["int8"], 5), round(e["wer"]["int8_tflm"], 5) if "int8_tflm" in e["wer"] else None))
+    return rows
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
+
+
+def write_speakers_report(rows: list[FoldRow], out: Path, model: str, steps: int, seeds: list[int]) -> None:
+    """speakers.csv (one row per fold, seed and test set), speakers.md (the table and the summary), speakers.png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with atomic_directory(out, "speakers bench report") as tmp:
+        with open(tmp / "speakers.csv", "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=[f.name for f in fields(FoldRow)])
+            w.writeheader()
+            w.writerows(asdict(r) for r in rows)
+        lines = [f"# Speakers bench: model `{model}`, {steps} training steps, seeds {', '.join(map(str, seeds))}", "",
+                 "Leave-one-speaker-out over the FSDD speakers (each fold trains on the other four and synthesized voices) and "
+                 "leave-one-voice-family-out over the espeak-ng voices (each fold's families say no training speech). "
+                 "WER decoded in LiteRT (int8 in TFLM where given).", "",
+                 "| fold | seed | test set | held out | words | float | int8 | int8 - float | int8 TFLM |", "| --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+        for r in rows:
+            lines.append(f"| {r.fold} | {r.seed} | {r.test_set} | {r.held_out} | {r.words} | {_pct(r.wer_float)} | {_pct(r.wer_int8)} | "
+                         f"{100 * (r.wer_int8 - r.wer_float):+.1f} | {_pct(r.wer_int8_tflm)} |")
+        lines += ["", "| test set | WER | mean over folds | worst fold | 95% interval over folds |", "| --- | --- | ---: | --- | --- |"]
+        for test_set in ("recorded", "synthesized"):
+            for column, label in (("wer_float", "float"), ("wer_int8", "int8 LiteRT"), ("wer_int8_tflm", "int8 TFLM")):
+                s = summarize(rows, test_set, column)
+                if s:
+                    lo, hi = s["interval95"]
+                    lines.append(f"| {test_set} | {label} | {_pct(s['mean'])} | {_pct(s['worst'])} ({s['worst_fold']}) | {_pct(lo)} .. {_pct(hi)} |")
+        (tmp / "speakers.md").write_text("\n".join(lines) + "\n")
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        for ax, test_set in zip(axes, ("recorded", "synthesized")):
+            sub = [r for r in rows if r.test_set == test_set]
+            names = list(dict.fromkeys(r.held_out for r in sub))
+            for k, (column, label) in enumerate((("wer_float", "float"), ("wer_int8", "int8"))):
+                vals = [100 * statistics.fmean(getattr(r, column) for r in sub if r.held_out == n) for n in names]
+                ax.bar([i + 0.4 * k for i in range(len(names))], vals, width=0.4, label=label)
+            ax.set_xticks([i + 0.2 for i in range(len(names))], names, rotation=20, fontsize=8)
+            ax.set_ylabel("WER (%)")
+            ax.set_title(f"{test_set}: held out of training")
+            ax.legend()
+        fig.tight_layout()
+        fig.savefig(tmp / "speakers.png", dpi=110)
+        plt.close(fig)
