@@ -18,4 +18,6 @@ build: $(VENV)/.installed
 	$(VENV)/bin/pipeline build --target $(TARGET) $(ARGS)
 
 test: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check pipeline tests
 	$(VENV)/bin/python -m pytest -q $(ARGS)

@@ -3,6 +3,7 @@
 The public API is below; names load lazily (PEP 562) so that light entry points, such
 as the TFLM arena probe run in a child process, do not import TensorFlow.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -13,7 +14,8 @@ from typing import Any
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # tf-keras (Keras 2): TFMOT needs it
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Off, not defaulted: TF 2.21's oneDNN kernels corrupt the heap on AVX-512 CPUs (tensorflow/tensorflow#117700: a
-# broadcast matmul of a rank-4 tensor); here AAT's tier-batched steps died in free(). Eigen's kernels trained tiny as fast.
+# broadcast matmul of a rank-4 tensor); here AAT's tier-batched steps died in free(). Eigen's kernels trained tiny as
+# fast.
 os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"
 
 _EXPORTS = {

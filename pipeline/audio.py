@@ -1,4 +1,5 @@
 """Audio reading (libsndfile via `soundfile`) and 16-bit WAV writing, with one clear error per bad file."""
+
 from __future__ import annotations
 
 import io
@@ -69,14 +70,20 @@ def check_audio(path: Path) -> None:
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
         raise _undecodable(path, head, exc) from None
     if info.samplerate < MIN_SAMPLE_RATE:
-        raise DataError(f"audio file {path} is sampled at {info.samplerate} Hz; the pipeline reads audio at {MIN_SAMPLE_RATE:,} Hz or more.")
+        raise DataError(
+            f"audio file {path} is sampled at {info.samplerate} Hz; the pipeline reads audio at {MIN_SAMPLE_RATE:,} "
+            "Hz or more."
+        )
     if info.frames == 0:
         raise DataError(f"audio file {path} holds no samples.")
 
 
 def _undecodable(path: Path, head: bytes, exc: Exception) -> DataError:
     if head[:4] not in (b"RIFF", b"RIFX"):
-        return DataError(f"audio file {path} is not a WAV file, nor another format libsndfile reads (FLAC, OGG, ...): it starts with {head[:8]!r}.")
+        return DataError(
+            f"audio file {path} is not a WAV file, nor another format libsndfile reads (FLAC, OGG, ...): it starts "
+            f"with {head[:8]!r}."
+        )
     detail = str(exc).rsplit(": ", 1)[-1].rstrip(".")
     if "SF_INFO" in detail:
         detail = "its header gives a sample rate of 0 Hz or no channels"
@@ -111,7 +118,10 @@ def read_wav(path: Path, sample_rate: int, *, allow_resample: bool = True, mix_s
     try:
         info = soundfile.info(io.BytesIO(raw))
         if info.samplerate < MIN_SAMPLE_RATE:
-            raise DataError(f"audio file {path} is sampled at {info.samplerate} Hz; the pipeline reads audio at {MIN_SAMPLE_RATE:,} Hz or more.")
+            raise DataError(
+                f"audio file {path} is sampled at {info.samplerate} Hz; the pipeline reads audio at "
+                f"{MIN_SAMPLE_RATE:,} Hz or more."
+            )
         x, rate = soundfile.read(io.BytesIO(raw), dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
         raise _undecodable(path, raw, exc) from None
@@ -119,11 +129,16 @@ def read_wav(path: Path, sample_rate: int, *, allow_resample: bool = True, mix_s
     if frames == 0:
         raise DataError(f"audio file {path} holds no samples.")
     if channels > 1 and not mix_stereo:
-        raise DataError(f"audio file {path} has {channels} channels; the pipeline needs mono audio (mix_stereo, or `--mix-stereo` where a command offers it, averages the channels).")
+        raise DataError(
+            f"audio file {path} has {channels} channels; the pipeline needs mono audio (mix_stereo, or `--mix-stereo` "
+            "where a command offers it, averages the channels)."
+        )
     x = x.mean(axis=1)
     if rate != sample_rate:
         if not allow_resample:
-            raise DataError(f"audio file {path} is {rate} Hz but the model expects {sample_rate} Hz (resampling is off).")
+            raise DataError(
+                f"audio file {path} is {rate} Hz but the model expects {sample_rate} Hz (resampling is off)."
+            )
         x = resample(x, rate, sample_rate)
     return x.astype(np.float32)
 

@@ -4,13 +4,15 @@ Each stage output is a folder `<root>/<stage>/<key>/` written atomically, with
 `stage.json` (the stage's result summary) inside; a folder without it never exists,
 so an interrupted stage is simply redone.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .errors import ArtifactError, OutputError, host_error
 from .fsutil import MARKER, atomic_directory, atomic_write_json, marker, read_marker
@@ -31,7 +33,7 @@ def _legacy_work_dir(path: Path) -> bool:
     return {p.name for p in path.iterdir()} <= {"cache"} and (path / "cache").is_dir()
 
 
-def open_cache(work_dir: Path) -> "StageCache":
+def open_cache(work_dir: Path) -> StageCache:
     """The stage cache in `work_dir`, claimed for the pipeline: the folder must be new, empty or the pipeline's own (it
     then gets the marker), never a folder of the user's that the cache's clean-ups could delete from."""
     work_dir = Path(work_dir)
@@ -40,8 +42,10 @@ def open_cache(work_dir: Path) -> "StageCache":
             raise OutputError(f"work folder {work_dir} is a file, not a folder: pass --work-dir a folder.")
         if work_dir.is_dir() and read_marker(work_dir) is None:
             if any(work_dir.iterdir()) and not _legacy_work_dir(work_dir):
-                raise OutputError(f"work folder {work_dir} already holds files the pipeline did not write, and the stage cache "
-                                  f"deletes what it replaces there: pass --work-dir a new or empty folder.")
+                raise OutputError(
+                    f"work folder {work_dir} already holds files the pipeline did not write, and the stage cache "
+                    f"deletes what it replaces there: pass --work-dir a new or empty folder."
+                )
         if read_marker(work_dir) is None:
             work_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_json(work_dir / MARKER, marker(WORK_HOLDS))
@@ -61,7 +65,9 @@ class StageCache:
         """A persistent scratch folder for a stage that can resume (e.g. training checkpoints)."""
         return self.root / stage / f"{key[:20]}.work"
 
-    def run(self, stage: str, key_parts: dict[str, Any], fn: Callable[[Path], dict[str, Any]]) -> tuple[Path, dict[str, Any]]:
+    def run(
+        self, stage: str, key_parts: dict[str, Any], fn: Callable[[Path], dict[str, Any]]
+    ) -> tuple[Path, dict[str, Any]]:
         """Return (folder, summary) of `stage` for these inputs, running `fn(staging_folder)` if needed."""
         key = digest(key_parts)
         out = self.folder(stage, key)

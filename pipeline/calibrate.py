@@ -4,6 +4,7 @@ Representative inputs are recorded while the float32 graphs decode real utteranc
 in the streaming loop, so the encoder and predictor state inputs see the states the
 model actually produces, never zeros or noise.
 """
+
 from __future__ import annotations
 
 import logging
@@ -30,9 +31,15 @@ class CalibrationRecipe:
     seed: int = 11
 
     def __post_init__(self) -> None:
-        check(self.split in ("train", "test_seen", "test_unseen"), f"field `split` must be train, test_seen or test_unseen, got {self.split!r}.")
+        check(
+            self.split in ("train", "test_seen", "test_unseen"),
+            f"field `split` must be train, test_seen or test_unseen, got {self.split!r}.",
+        )
         check(1 <= self.utterances <= 100_000, f"field `utterances` must be in 1..100000, got {self.utterances}.")
-        check(10 <= self.max_samples_per_graph <= 100_000, f"field `max_samples_per_graph` must be in 10..100000, got {self.max_samples_per_graph}.")
+        check(
+            10 <= self.max_samples_per_graph <= 100_000,
+            f"field `max_samples_per_graph` must be in 10..100000, got {self.max_samples_per_graph}.",
+        )
 
     def to_dict(self) -> dict:
         return to_dict(self)
@@ -42,7 +49,9 @@ def load_calibration_recipe(name_or_path: str) -> CalibrationRecipe:
     return load_named(CalibrationRecipe, name_or_path, CALIBRATION_DIR, "calibration recipe")
 
 
-def representative_inputs(float_model: Transducer, feats: list[np.ndarray], recipe: CalibrationRecipe) -> dict[str, list[dict[str, np.ndarray]]]:
+def representative_inputs(
+    float_model: Transducer, feats: list[np.ndarray], recipe: CalibrationRecipe
+) -> dict[str, list[dict[str, np.ndarray]]]:
     """Decode a seeded draw of `feats` with the float graphs, recording each graph's inputs."""
     rng = np.random.default_rng(recipe.seed)
     pick = rng.choice(len(feats), size=min(recipe.utterances, len(feats)), replace=False)

@@ -10,6 +10,7 @@ chunk, unrolled), so they compute one function.
 Weights and gate order are Keras's: kernel (in, 4H), recurrent_kernel (H, 4H), bias (4H),
 gates i, f, g, o; the forget-gate bias starts at 1.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -20,8 +21,15 @@ from ._tf import keras, tf
 from .quant import FLOAT, Quant
 
 
-def lstm_step(xw: tf.Tensor, h: tf.Tensor, c: tf.Tensor, recurrent: Any, cell_clip: float | None, q: Quant = FLOAT,
-              layer: str = "") -> tuple[tf.Tensor, tf.Tensor]:
+def lstm_step(
+    xw: tf.Tensor,
+    h: tf.Tensor,
+    c: tf.Tensor,
+    recurrent: Any,
+    cell_clip: float | None,
+    q: Quant = FLOAT,
+    layer: str = "",
+) -> tuple[tf.Tensor, tf.Tensor]:
     """One step given the input projection `xw = x @ kernel + bias` (B, 4H); `recurrent(h)` = h @ recurrent_kernel.
 
     `q` rounds each op's output where the int8 graph does (quant.py); `layer` names its range points.
@@ -55,8 +63,11 @@ def lstm_sequence(xw: tf.Tensor, recurrent: tf.Tensor, cell_clip: float | None) 
     @tf.custom_gradient
     def run(xw: tf.Tensor, recurrent: tf.Tensor):  # noqa: ANN202
         zeros = tf.zeros(tf.concat([tf.shape(xw)[1:-1], [units]], 0), xw.dtype)
-        hs, cs = tf.scan(lambda carry, x: lstm_step(x, carry[0], carry[1], lambda h: tf.matmul(h, recurrent), cell_clip),
-                         xw, initializer=(zeros, zeros))
+        hs, cs = tf.scan(
+            lambda carry, x: lstm_step(x, carry[0], carry[1], lambda h: tf.matmul(h, recurrent), cell_clip),
+            xw,
+            initializer=(zeros, zeros),
+        )
 
         def grad(dhs: tf.Tensor):  # noqa: ANN202
             h_prev = tf.concat([zeros[None], hs[:-1]], 0)
@@ -72,11 +83,23 @@ def lstm_sequence(xw: tf.Tensor, recurrent: tf.Tensor, cell_clip: float | None) 
                 dy, i_, f_, g_, o_, tc_, inside_, c_prev_ = t
                 dh = dy + dh_next
                 dc = (dh * o_ * (1 - tc_ * tc_) + dc_next) * inside_
-                dz = tf.concat([dc * g_ * i_ * (1 - i_), dc * c_prev_ * f_ * (1 - f_), dc * i_ * (1 - g_ * g_), dh * tc_ * o_ * (1 - o_)], -1)
+                dz = tf.concat(
+                    [
+                        dc * g_ * i_ * (1 - i_),
+                        dc * c_prev_ * f_ * (1 - f_),
+                        dc * i_ * (1 - g_ * g_),
+                        dh * tc_ * o_ * (1 - o_),
+                    ],
+                    -1,
+                )
                 return tf.matmul(dz, rt), dc * f_, dz
 
-            _, _, dz = tf.scan(back, (dhs, i, f, g, o, tc, inside, c_prev), initializer=(zeros, zeros, tf.zeros_like(xw[0])),
-                               reverse=True)
+            _, _, dz = tf.scan(
+                back,
+                (dhs, i, f, g, o, tc, inside, c_prev),
+                initializer=(zeros, zeros, tf.zeros_like(xw[0])),
+                reverse=True,
+            )
             d_rec = tf.einsum("t...bh,t...bk->...hk", h_prev, dz)  # sum over time and batch of h_{t-1}^T dz_t
             while d_rec.shape.rank > recurrent.shape.rank:  # leading axes of h that R was broadcast over
                 d_rec = tf.reduce_sum(d_rec, 0)

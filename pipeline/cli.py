@@ -1,4 +1,5 @@
 """`pipeline` command line: a thin shell over the stage functions; errors caught once in `main`."""
+
 from __future__ import annotations
 
 import json
@@ -6,16 +7,18 @@ import logging
 import re
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 
-from .build import BuildPaths, build as run_build
+from .build import BuildPaths
+from .build import build as run_build
 from .data import SOURCES, DataOptions
+from .distribute import STRATEGIES
 from .errors import PipelineError, host_error
 from .fsdd import FSDD_RECORDINGS_SHA256, FSDD_SPEAKERS, FSDD_URL
-from .distribute import STRATEGIES
 from .sparsity import METHODS
 from .targets import BuildOptions
 
@@ -26,34 +29,76 @@ PATH_DEFAULTS = BuildPaths()
 def data_options(fn: Callable) -> Callable:
     """The options every command that reads speech shares."""
     opts = [
-        click.option("--data", "source", type=click.Choice(SOURCES), default=DATA_DEFAULTS.source, show_default=True,
-                     help="auto: FSDD if found, else speech synthesized with espeak-ng."),
-        click.option("--fsdd-dir", type=click.Path(path_type=Path), default=None,
-                     help="FSDD folder (default: $PIPELINE_FSDD_DIR, else ../shared/data/fsdd beside the project)."),
-        click.option("--train-manifest", type=click.Path(path_type=Path), default=None, help="your own training corpus (JSONL)."),
-        click.option("--test-manifest", type=click.Path(path_type=Path), multiple=True, help="your own test corpus (JSONL); repeatable."),
+        click.option(
+            "--data",
+            "source",
+            type=click.Choice(SOURCES),
+            default=DATA_DEFAULTS.source,
+            show_default=True,
+            help="auto: FSDD if found, else speech synthesized with espeak-ng.",
+        ),
+        click.option(
+            "--fsdd-dir",
+            type=click.Path(path_type=Path),
+            default=None,
+            help="FSDD folder (default: $PIPELINE_FSDD_DIR, else ../shared/data/fsdd beside the project).",
+        ),
+        click.option(
+            "--train-manifest", type=click.Path(path_type=Path), default=None, help="your own training corpus (JSONL)."
+        ),
+        click.option(
+            "--test-manifest",
+            type=click.Path(path_type=Path),
+            multiple=True,
+            help="your own test corpus (JSONL); repeatable.",
+        ),
     ]
     for opt in reversed(opts):
         fn = opt(fn)
     return fn
 
 
-aat_config_option = click.option("--aat-config", type=click.Path(path_type=Path, dir_okay=False), default=None,
-                                 help="a TOML file with an [aat] table: the fine-tuning recipe to use instead of the model config's [aat].")
+aat_config_option = click.option(
+    "--aat-config",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="a TOML file with an [aat] table: the fine-tuning recipe to use instead of the model config's [aat].",
+)
 
 
 def method_options(fn: Callable) -> Callable:
-    fn = click.option("--tier", type=int, default=None, help="sparsity tier in percent (one of the model config's tiers).")(fn)
-    return click.option("--method", type=click.Choice(METHODS), default=None,
-                        help="dense | tfmot (one pruned model per tier) | omni (all tiers, shared weights) | csp (compressed-sensing pruning).")(fn)
+    fn = click.option(
+        "--tier", type=int, default=None, help="sparsity tier in percent (one of the model config's tiers)."
+    )(fn)
+    return click.option(
+        "--method",
+        type=click.Choice(METHODS),
+        default=None,
+        help="dense | tfmot (one pruned model per tier) | omni (all tiers, shared weights) | csp (compressed sensing).",
+    )(fn)
 
 
 def path_options(fn: Callable) -> Callable:
-    fn = click.option("--work-dir", type=click.Path(path_type=Path), default=PATH_DEFAULTS.work_dir, show_default=True, help="stage cache.")(fn)
-    return click.option("--out", "out_dir", type=click.Path(path_type=Path), default=PATH_DEFAULTS.out_dir, show_default=True, help="device artifacts.")(fn)
+    fn = click.option(
+        "--work-dir",
+        type=click.Path(path_type=Path),
+        default=PATH_DEFAULTS.work_dir,
+        show_default=True,
+        help="stage cache.",
+    )(fn)
+    return click.option(
+        "--out",
+        "out_dir",
+        type=click.Path(path_type=Path),
+        default=PATH_DEFAULTS.out_dir,
+        show_default=True,
+        help="device artifacts.",
+    )(fn)
 
 
-def _data(source: str, fsdd_dir: Path | None, train_manifest: Path | None, test_manifest: tuple[Path, ...]) -> DataOptions:
+def _data(
+    source: str, fsdd_dir: Path | None, train_manifest: Path | None, test_manifest: tuple[Path, ...]
+) -> DataOptions:
     return DataOptions(source, fsdd_dir, train_manifest, tuple(test_manifest))
 
 
@@ -62,7 +107,9 @@ def _data(source: str, fsdd_dir: Path | None, train_manifest: Path | None, test_
 @click.pass_context
 def cli(ctx: click.Context, verbose: bool) -> None:
     """Train one streaming RNN-T and ship verified int8 artifacts for every device."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
     for noisy in ("absl", "tensorflow", "h5py", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     ctx.obj = {"verbose": verbose}
@@ -70,24 +117,47 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 
 @cli.command()
 @click.option("--target", "target", default=None, help="target profile in targets/ (see `pipeline targets`).")
-@click.option("--all-targets", is_flag=True, help="every profile from ONE trained checkpoint (default: tiny, omni), each at the densest tier meeting its budgets.")
+@click.option(
+    "--all-targets",
+    is_flag=True,
+    help="every profile from ONE trained checkpoint (default: tiny, omni), each at its densest tier within budget.",
+)
 @click.option("--model", default=None, help="model config in models/ (default: the target's).")
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="training steps (default: the model config's).")
 @method_options
-@click.option("--aat/--no-aat", default=None, help="fine-tune with the int8 kernels emulated (accelerator-aware training) before export "
-              "(default: the target's build.aat); each tier ships AAT's int8 graphs or the checkpoint's post-training-quantized "
-              "ones, as the model's [aat] gate chooses on a held-out split (manifest: model.quantization.aat_selection).")
+@click.option(
+    "--aat/--no-aat",
+    default=None,
+    help="fine-tune with the int8 kernels emulated (accelerator-aware training) before export "
+    "(default: the target's build.aat); each tier ships AAT's int8 graphs or the checkpoint's post-training-quantized "
+    "ones, as the model's [aat] gate chooses on a held-out split (manifest: model.quantization.aat_selection).",
+)
 @data_options
 @path_options
-def build(target: str | None, all_targets: bool, model: str | None, steps: int | None, method: str | None, tier: int | None, aat: bool | None,
-          source: str, fsdd_dir: Path | None, train_manifest: Path | None, test_manifest: tuple[Path, ...], out_dir: Path, work_dir: Path) -> None:
+def build(
+    target: str | None,
+    all_targets: bool,
+    model: str | None,
+    steps: int | None,
+    method: str | None,
+    tier: int | None,
+    aat: bool | None,
+    source: str,
+    fsdd_dir: Path | None,
+    train_manifest: Path | None,
+    test_manifest: tuple[Path, ...],
+    out_dir: Path,
+    work_dir: Path,
+) -> None:
     """Data → train → int8 export → verify in the device runtime → dist/<target>/ + manifest.json."""
     data, paths = _data(source, fsdd_dir, train_manifest, test_manifest), BuildPaths(out_dir, work_dir)
     if all_targets == (target is not None):
         raise click.UsageError("give exactly one of --target NAME or --all-targets.")
     if all_targets:
         if tier is not None:
-            raise click.UsageError("--tier picks one tier for one target; --all-targets chooses each profile's tier by its budgets.")
+            raise click.UsageError(
+                "--tier picks one tier for one target; --all-targets chooses each profile's tier by its budgets."
+            )
         from .build import build_all
 
         for manifest in build_all(data, paths, model, steps, method, bool(aat)):
@@ -107,27 +177,69 @@ def _wrote(manifest: Path) -> None:
 @click.option("--model", default=BuildOptions().model, show_default=True, help="model config in models/.")
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="training steps (default: the model config's).")
 @click.option("--resume", is_flag=True, help="continue from the last checkpoint of the same run.")
-@click.option("--strategy", type=click.Choice(STRATEGIES), default="default", show_default=True,
-              help="tf.distribute strategy; multi-worker reads the cluster from TF_CONFIG (see README).")
+@click.option(
+    "--strategy",
+    type=click.Choice(STRATEGIES),
+    default="default",
+    show_default=True,
+    help="tf.distribute strategy; multi-worker reads the cluster from TF_CONFIG (see README).",
+)
 @click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="folder for the trained checkpoint.")
 @method_options
-@click.option("--aat", is_flag=True, help="then fine-tune every tier with the int8 kernels emulated (accelerator-aware training); "
-              "the checkpoint also holds the learned int8 ranges, which export uses.")
-@click.option("--aat-steps", type=click.IntRange(min=1), default=None, help="fine-tuning steps (default: the model config's aat.steps).")
+@click.option(
+    "--aat",
+    is_flag=True,
+    help="then fine-tune every tier with the int8 kernels emulated (accelerator-aware training); "
+    "the checkpoint also holds the learned int8 ranges, which export uses.",
+)
+@click.option(
+    "--aat-steps",
+    type=click.IntRange(min=1),
+    default=None,
+    help="fine-tuning steps (default: the model config's aat.steps).",
+)
 @aat_config_option
-@click.option("--init", "init", type=click.Path(path_type=Path), default=None,
-              help="with --aat: fine-tune this trained checkpoint folder instead of training one first.")
+@click.option(
+    "--init",
+    "init",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="with --aat: fine-tune this trained checkpoint folder instead of training one first.",
+)
 @data_options
-@click.option("--work-dir", type=click.Path(path_type=Path), default=PATH_DEFAULTS.work_dir, show_default=True, help="stage cache.")
-def train(model: str, steps: int | None, resume: bool, strategy: str, out: Path, method: str | None, tier: int | None, aat: bool, aat_steps: int | None,
-          aat_config: Path | None, init: Path | None, source: str, fsdd_dir: Path | None, train_manifest: Path | None, test_manifest: tuple[Path, ...], work_dir: Path) -> None:
-    """Prepare data and train one model (or one set of sparsity tiers); writes a checkpoint folder (params.npz + model.json)."""
+@click.option(
+    "--work-dir",
+    type=click.Path(path_type=Path),
+    default=PATH_DEFAULTS.work_dir,
+    show_default=True,
+    help="stage cache.",
+)
+def train(
+    model: str,
+    steps: int | None,
+    resume: bool,
+    strategy: str,
+    out: Path,
+    method: str | None,
+    tier: int | None,
+    aat: bool,
+    aat_steps: int | None,
+    aat_config: Path | None,
+    init: Path | None,
+    source: str,
+    fsdd_dir: Path | None,
+    train_manifest: Path | None,
+    test_manifest: tuple[Path, ...],
+    work_dir: Path,
+) -> None:
+    """Prepare data and train one model (or one set of sparsity tiers); writes a checkpoint folder (params.npz +
+    model.json).
+    """
     from .build import begin, stage_corpus, stage_features, stage_train
     from .checkpoint import ModelCheckpoint, checkpoint_output
     from .config import load_aat_config, load_model_config
-    from .fsutil import atomic_directory
-
     from .distribute import make_distribution
+    from .fsutil import atomic_directory
     from .methods import check_method
 
     if (init is not None or aat_steps is not None or aat_config is not None) and not aat:
@@ -162,7 +274,9 @@ def train(model: str, steps: int | None, resume: bool, strategy: str, out: Path,
         from .calibrate import load_calibration_recipe
 
         # the default recipe is every target's calibration (targets/*.toml); export calibrates with the same
-        ckpt, summary = stage_aat(cache, cfg, feats, base, corpus, load_calibration_recipe("default"), aat_steps, resume=resume)
+        ckpt, summary = stage_aat(
+            cache, cfg, feats, base, corpus, load_calibration_recipe("default"), aat_steps, resume=resume
+        )
         summary = {"steps": summary["aat"]["steps"], "final_loss": summary["aat"]["final_loss"]}
     target = checkpoint_output(out)
     with atomic_directory(target.path, target.holds, target.legacy) as tmp:
@@ -174,7 +288,13 @@ def train(model: str, steps: int | None, resume: bool, strategy: str, out: Path,
 @cli.command("download-fsdd")
 @click.argument("dest", type=click.Path(path_type=Path))
 @click.option("--url", default=FSDD_URL, show_default=True)
-@click.option("--sha256", "sha", default=FSDD_RECORDINGS_SHA256, show_default=True, help="digest of the recordings (see pipeline/fsdd.py).")
+@click.option(
+    "--sha256",
+    "sha",
+    default=FSDD_RECORDINGS_SHA256,
+    show_default=True,
+    help="digest of the recordings (see pipeline/fsdd.py).",
+)
 def download_fsdd(dest: Path, url: str, sha: str) -> None:
     """Download the Free Spoken Digit Dataset (CC BY-SA 4.0) and verify it."""
     from .fsdd import download_fsdd as download
@@ -184,8 +304,12 @@ def download_fsdd(dest: Path, url: str, sha: str) -> None:
 
 @cli.command()
 @click.argument("folder", type=click.Path(path_type=Path))
-@click.option("--corpus", type=click.Path(path_type=Path), default=None, help="JSONL corpus to decode a few utterances of.")
-@click.option("--limit", type=click.IntRange(min=1), default=5, show_default=True, help="utterances to decode from --corpus.")
+@click.option(
+    "--corpus", type=click.Path(path_type=Path), default=None, help="JSONL corpus to decode a few utterances of."
+)
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=5, show_default=True, help="utterances to decode from --corpus."
+)
 def verify(folder: Path, corpus: Path | None, limit: int) -> None:
     """Check a device folder: manifest schema, sha256 of every graph, load and decode in its runtime."""
     from .verify import verify_dist
@@ -198,31 +322,52 @@ def verify(folder: Path, corpus: Path | None, limit: int) -> None:
 @cli.command()
 @click.argument("folder", type=click.Path(path_type=Path))
 @click.argument("wavs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--runtime", type=click.Choice(["litert", "tflm"]), default="litert", show_default=True,
-              help="runtime to decode in (tflm: device folders built for TFLM, e.g. the watch).")
+@click.option(
+    "--runtime",
+    type=click.Choice(["litert", "tflm"]),
+    default="litert",
+    show_default=True,
+    help="runtime to decode in (tflm: device folders built for TFLM, e.g. the watch).",
+)
 @click.option("--mix-stereo", is_flag=True, help="average the channels of multi-channel files (default: refuse them).")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per file instead of `file<TAB>transcript`.")
-@click.option("--edge-padding/--no-edge-padding", default=True, show_default=True,
-              help="the zeros the manifest's frontend adds at both ends of each file (edge_padding_samples); --no-edge-padding "
-                   "leaves them out, to see what they do.")
-def transcribe(folder: Path, wavs: tuple[Path, ...], runtime: str, mix_stereo: bool, as_json: bool, edge_padding: bool) -> None:
+@click.option(
+    "--edge-padding/--no-edge-padding",
+    default=True,
+    show_default=True,
+    help="the zeros the manifest's frontend adds at both ends of each file (edge_padding_samples); --no-edge-padding "
+    "leaves them out, to see what they do.",
+)
+def transcribe(
+    folder: Path, wavs: tuple[Path, ...], runtime: str, mix_stereo: bool, as_json: bool, edge_padding: bool
+) -> None:
     """Transcribe WAV files with a device folder's int8 graphs, through its manifest alone.
 
-    WAV of any integer or float encoding (or FLAC, OGG), mono (or --mix-stereo); other sample rates are resampled to the model's.
+    WAV of any integer or float encoding (or FLAC, OGG), mono (or --mix-stereo); other sample rates are resampled to
+    the model's.
     """
     from .verify import transcribe as run
 
     for r in run(folder, list(wavs), runtime, mix_stereo, edge_padding):
         if as_json:
-            click.echo(json.dumps({"file": str(r.path), "text": r.text, "audio_seconds": round(r.seconds, 3),
-                                   "rtf": round(r.compute_seconds / max(r.seconds, 1e-9), 4), "runtime": runtime}))
+            click.echo(
+                json.dumps(
+                    {
+                        "file": str(r.path),
+                        "text": r.text,
+                        "audio_seconds": round(r.seconds, 3),
+                        "rtf": round(r.compute_seconds / max(r.seconds, 1e-9), 4),
+                        "runtime": runtime,
+                    }
+                )
+            )
         else:
             click.echo(f"{r.path}\t{r.text}")
 
 
 @cli.group()
 def bench() -> None:
-    """Long measurements whose output goes into reports and issue notes (not unit tests)."""
+    """Long measurements (not unit tests): each writes a report folder (Markdown, CSV, charts)."""
 
 
 def _int_list(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
@@ -242,122 +387,350 @@ def _positive_int_list(ctx: click.Context, param: click.Parameter, value: str) -
 @bench.command("sparsity")
 @click.option("--model", default=BuildOptions().model, show_default=True, help="model config in models/.")
 @click.option("--methods", default="dense,tfmot,omni,csp", show_default=True, help="comma-separated training methods.")
-@click.option("--tiers", default="50,70,80,90", show_default=True, callback=_int_list, help="comma-separated sparse tiers (dense is tier 0).")
-@click.option("--steps", type=click.IntRange(min=1), default=None, help="training steps of every run (default: the model config's).")
-@click.option("--report", type=click.Path(path_type=Path), default=Path("reports/sparsity"), show_default=True, help="output folder.")
-@click.option("--merge", type=click.Path(path_type=Path, exists=True, dir_okay=False), multiple=True,
-              help="sparsity.csv of an earlier run to report together (its rows for methods/tiers not rerun).")
+@click.option(
+    "--tiers",
+    default="50,70,80,90",
+    show_default=True,
+    callback=_int_list,
+    help="comma-separated sparse tiers (dense is tier 0).",
+)
+@click.option(
+    "--steps",
+    type=click.IntRange(min=1),
+    default=None,
+    help="training steps of every run (default: the model config's).",
+)
+@click.option(
+    "--report",
+    type=click.Path(path_type=Path),
+    default=Path("bench/sparsity"),
+    show_default=True,
+    help="output folder.",
+)
+@click.option(
+    "--merge",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    multiple=True,
+    help="sparsity.csv of an earlier run to report together (its rows for methods/tiers not rerun).",
+)
 @data_options
 @path_options
-def bench_sparsity(model: str, methods: str, tiers: list[int], steps: int | None, report: Path, merge: tuple[Path, ...], source: str, fsdd_dir: Path | None,
-                   train_manifest: Path | None, test_manifest: tuple[Path, ...], out_dir: Path, work_dir: Path) -> None:
+def bench_sparsity(
+    model: str,
+    methods: str,
+    tiers: list[int],
+    steps: int | None,
+    report: Path,
+    merge: tuple[Path, ...],
+    source: str,
+    fsdd_dir: Path | None,
+    train_manifest: Path | None,
+    test_manifest: tuple[Path, ...],
+    out_dir: Path,
+    work_dir: Path,
+) -> None:
     """Every method x tier: float/int8 WER, nonzeros, dense/sparse/Vela bytes, NPU cycles, training time."""
     from .bench import bench_sparsity as run
 
     chosen = [m.strip() for m in methods.split(",") if m.strip()]
     bad = [m for m in chosen if m not in METHODS]
     if bad:
-        raise click.BadParameter(f"unknown method {bad[0]!r}; choose from {', '.join(METHODS)}.", param_hint="--methods")
-    run(model, chosen, tiers, _data(source, fsdd_dir, train_manifest, test_manifest), BuildPaths(out_dir, work_dir), report, steps, merge=list(merge))
+        raise click.BadParameter(
+            f"unknown method {bad[0]!r}; choose from {', '.join(METHODS)}.", param_hint="--methods"
+        )
+    run(
+        model,
+        chosen,
+        tiers,
+        _data(source, fsdd_dir, train_manifest, test_manifest),
+        BuildPaths(out_dir, work_dir),
+        report,
+        steps,
+        merge=list(merge),
+    )
     click.echo((report / "sparsity.md").read_text())
 
 
 @bench.command("speakers")
-@click.option("--target", default="watch", show_default=True, help="target profile whose model, method and calibration are measured.")
+@click.option(
+    "--target",
+    default="watch",
+    show_default=True,
+    help="target profile whose model, method and calibration are measured.",
+)
 @click.option("--model", default=None, help="model config in models/ (default: the target's).")
-@click.option("--seeds", default="1234", show_default=True, callback=_int_list, help="comma-separated training seeds (each fold trains once per seed).")
-@click.option("--speakers", default=",".join(FSDD_SPEAKERS), show_default=True,
-              help="comma-separated FSDD speakers, one fold each (the others always train).")
-@click.option("--steps", type=click.IntRange(min=1), default=None, help="training steps of every fold (default: the model config's).")
+@click.option(
+    "--seeds",
+    default="1234",
+    show_default=True,
+    callback=_int_list,
+    help="comma-separated training seeds (each fold trains once per seed).",
+)
+@click.option(
+    "--speakers",
+    default=",".join(FSDD_SPEAKERS),
+    show_default=True,
+    help="comma-separated FSDD speakers, one fold each (the others always train).",
+)
+@click.option(
+    "--steps",
+    type=click.IntRange(min=1),
+    default=None,
+    help="training steps of every fold (default: the model config's).",
+)
 @click.option("--tflm", is_flag=True, help="also decode the int8 graphs in TFLM (slower).")
-@click.option("--report", type=click.Path(path_type=Path), default=Path("bench/speakers"), show_default=True, help="output folder.")
+@click.option(
+    "--report",
+    type=click.Path(path_type=Path),
+    default=Path("bench/speakers"),
+    show_default=True,
+    help="output folder.",
+)
 @data_options
 @path_options
-def bench_speakers(target: str, model: str | None, seeds: list[int], speakers: str, steps: int | None, tflm: bool, report: Path, source: str,
-                   fsdd_dir: Path | None, train_manifest: Path | None, test_manifest: tuple[Path, ...], out_dir: Path, work_dir: Path) -> None:
-    """Leave-one-speaker-out (FSDD) and leave-one-voice-family-out (espeak-ng): float and int8 WER per fold, mean, worst, 95% interval."""
+def bench_speakers(
+    target: str,
+    model: str | None,
+    seeds: list[int],
+    speakers: str,
+    steps: int | None,
+    tflm: bool,
+    report: Path,
+    source: str,
+    fsdd_dir: Path | None,
+    train_manifest: Path | None,
+    test_manifest: tuple[Path, ...],
+    out_dir: Path,
+    work_dir: Path,
+) -> None:
+    """Leave-one-speaker-out (FSDD) and leave-one-voice-family-out (espeak-ng): float and int8 WER per fold, mean,
+    worst, 95% interval.
+    """
     from .speakers import bench_speakers as run
 
     chosen = tuple(s.strip() for s in speakers.split(",") if s.strip())
     bad = [s for s in chosen if s not in FSDD_SPEAKERS]
     if bad or len(chosen) < 2:
-        raise click.BadParameter(f"name two or more of {', '.join(FSDD_SPEAKERS)}" + (f", not {bad[0]!r}." if bad else "."), param_hint="--speakers")
+        raise click.BadParameter(
+            f"name two or more of {', '.join(FSDD_SPEAKERS)}" + (f", not {bad[0]!r}." if bad else "."),
+            param_hint="--speakers",
+        )
     if not seeds:
         raise click.BadParameter("give at least one seed.", param_hint="--seeds")
-    run(model, _data(source, fsdd_dir, train_manifest, test_manifest), BuildPaths(out_dir, work_dir), report, seeds, target, steps, chosen, tflm)
+    run(
+        model,
+        _data(source, fsdd_dir, train_manifest, test_manifest),
+        BuildPaths(out_dir, work_dir),
+        report,
+        seeds,
+        target,
+        steps,
+        chosen,
+        tflm,
+    )
     click.echo((report / "speakers.md").read_text())
 
 
 @bench.command("quant")
 @click.option("--model", default=BuildOptions().model, show_default=True, help="model config in models/.")
-@click.option("--method", default="omni", show_default=True, type=click.Choice(METHODS), help="training method of the base checkpoint.")
-@click.option("--tiers", default="", callback=_int_list, help="comma-separated tiers (default: every tier the checkpoint holds).")
-@click.option("--steps", type=click.IntRange(min=1), default=None, help="base training steps (default: the model config's).")
-@click.option("--aat-steps", type=click.IntRange(min=1), default=None, help="AAT fine-tuning steps (default: the model config's aat.steps).")
+@click.option(
+    "--method",
+    default="omni",
+    show_default=True,
+    type=click.Choice(METHODS),
+    help="training method of the base checkpoint.",
+)
+@click.option(
+    "--tiers", default="", callback=_int_list, help="comma-separated tiers (default: every tier the checkpoint holds)."
+)
+@click.option(
+    "--steps", type=click.IntRange(min=1), default=None, help="base training steps (default: the model config's)."
+)
+@click.option(
+    "--aat-steps",
+    type=click.IntRange(min=1),
+    default=None,
+    help="AAT fine-tuning steps (default: the model config's aat.steps).",
+)
 @aat_config_option
-@click.option("--init", "init", type=click.Path(path_type=Path), default=None, help="a trained checkpoint folder to start from instead of training one.")
-@click.option("--report", type=click.Path(path_type=Path), default=Path("reports/quant"), show_default=True, help="output folder.")
+@click.option(
+    "--init",
+    "init",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="a trained checkpoint folder to start from instead of training one.",
+)
+@click.option(
+    "--report", type=click.Path(path_type=Path), default=Path("bench/quant"), show_default=True, help="output folder."
+)
 @data_options
 @path_options
-def bench_quant(model: str, method: str, tiers: list[int], steps: int | None, aat_steps: int | None, aat_config: Path | None, init: Path | None,
-                report: Path, source: str,
-                fsdd_dir: Path | None, train_manifest: Path | None, test_manifest: tuple[Path, ...], out_dir: Path, work_dir: Path) -> None:
-    """Per tier: float, post-training int8 and AAT int8 WER (LiteRT), the int8 - float gaps, NPU cycles before/after AAT."""
+def bench_quant(
+    model: str,
+    method: str,
+    tiers: list[int],
+    steps: int | None,
+    aat_steps: int | None,
+    aat_config: Path | None,
+    init: Path | None,
+    report: Path,
+    source: str,
+    fsdd_dir: Path | None,
+    train_manifest: Path | None,
+    test_manifest: tuple[Path, ...],
+    out_dir: Path,
+    work_dir: Path,
+) -> None:
+    """Per tier: float, post-training int8 and AAT int8 WER (LiteRT), the int8 - float gaps, NPU cycles before/after
+    AAT.
+    """
     from .bench import bench_quant as run
 
     if init is not None and steps is not None:
         raise click.UsageError("--init starts from a trained checkpoint: --steps does not apply.")
     from .config import load_aat_config
 
-    run(model, method, tiers or None, _data(source, fsdd_dir, train_manifest, test_manifest), BuildPaths(out_dir, work_dir), report, steps, aat_steps, init,
-        aat=load_aat_config(aat_config) if aat_config is not None else None)
+    run(
+        model,
+        method,
+        tiers or None,
+        _data(source, fsdd_dir, train_manifest, test_manifest),
+        BuildPaths(out_dir, work_dir),
+        report,
+        steps,
+        aat_steps,
+        init,
+        aat=load_aat_config(aat_config) if aat_config is not None else None,
+    )
     click.echo((report / "quant.md").read_text())
 
 
 @bench.command("calibration")
 @click.option("--init", "init", type=click.Path(path_type=Path), required=True, help="a trained checkpoint folder.")
-@click.option("--tiers", default="", callback=_int_list, help="comma-separated tiers (default: every tier the checkpoint holds).")
-@click.option("--seeds", default="11,12,13", show_default=True, callback=_int_list,
-              help="calibration seeds (the target recipe's seed is replaced by each in turn).")
+@click.option(
+    "--tiers", default="", callback=_int_list, help="comma-separated tiers (default: every tier the checkpoint holds)."
+)
+@click.option(
+    "--seeds",
+    default="11,12,13",
+    show_default=True,
+    callback=_int_list,
+    help="calibration seeds (the target recipe's seed is replaced by each in turn).",
+)
 @click.option("--target", default="watch", show_default=True, help="target profile whose calibration recipe is varied.")
-@click.option("--report", type=click.Path(path_type=Path), default=Path("reports/calibration"), show_default=True, help="output folder.")
+@click.option(
+    "--report",
+    type=click.Path(path_type=Path),
+    default=Path("bench/calibration"),
+    show_default=True,
+    help="output folder.",
+)
 @data_options
 @path_options
-def bench_calibration(init: Path, tiers: list[int], seeds: list[int], target: str, report: Path, source: str, fsdd_dir: Path | None,
-                      train_manifest: Path | None, test_manifest: tuple[Path, ...], out_dir: Path, work_dir: Path) -> None:
-    """Per tier: post-training int8 WER with each calibration seed (how much int8 WER moves with the calibration draw alone)."""
+def bench_calibration(
+    init: Path,
+    tiers: list[int],
+    seeds: list[int],
+    target: str,
+    report: Path,
+    source: str,
+    fsdd_dir: Path | None,
+    train_manifest: Path | None,
+    test_manifest: tuple[Path, ...],
+    out_dir: Path,
+    work_dir: Path,
+) -> None:
+    """Per tier: post-training int8 WER with each calibration seed (how much int8 WER moves with the calibration draw
+    alone).
+    """
     from .bench import bench_calibration as run
 
-    run(init, tiers or None, seeds, _data(source, fsdd_dir, train_manifest, test_manifest), BuildPaths(out_dir, work_dir), report, target)
+    run(
+        init,
+        tiers or None,
+        seeds,
+        _data(source, fsdd_dir, train_manifest, test_manifest),
+        BuildPaths(out_dir, work_dir),
+        report,
+        target,
+    )
     click.echo((report / "calibration.md").read_text())
 
 
 @bench.command("parity")
-@click.option("--init", "init", type=click.Path(path_type=Path), required=True, help="an AAT checkpoint folder (`pipeline train --aat`).")
+@click.option(
+    "--init",
+    "init",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="an AAT checkpoint folder (`pipeline train --aat`).",
+)
 @click.option("--tier", type=int, default=None, help="tier to check (default: the sparsest in the checkpoint).")
-@click.option("--utterances", type=click.IntRange(min=1), default=20, show_default=True, help="test_unseen utterances to run.")
+@click.option(
+    "--utterances", type=click.IntRange(min=1), default=20, show_default=True, help="test_unseen utterances to run."
+)
 @data_options
 @path_options
-def bench_parity(init: Path, tier: int | None, utterances: int, source: str, fsdd_dir: Path | None, train_manifest: Path | None,
-                 test_manifest: tuple[Path, ...], out_dir: Path, work_dir: Path) -> None:
+def bench_parity(
+    init: Path,
+    tier: int | None,
+    utterances: int,
+    source: str,
+    fsdd_dir: Path | None,
+    train_manifest: Path | None,
+    test_manifest: tuple[Path, ...],
+    out_dir: Path,
+    work_dir: Path,
+) -> None:
     """Share of the int8 .tflite's outputs within one int8 step of the AAT emulation, on real utterances."""
     from .bench import bench_parity as run
 
-    tier, rates = run(init, tier, _data(source, fsdd_dir, train_manifest, test_manifest), BuildPaths(out_dir, work_dir), utterances)
-    click.echo(f"tier {tier}, {utterances} utterances: " + ", ".join(f"{k} {100 * v:.2f}%" for k, v in rates.items()) + " within one int8 step")
+    tier, rates = run(
+        init, tier, _data(source, fsdd_dir, train_manifest, test_manifest), BuildPaths(out_dir, work_dir), utterances
+    )
+    click.echo(
+        f"tier {tier}, {utterances} utterances: "
+        + ", ".join(f"{k} {100 * v:.2f}%" for k, v in rates.items())
+        + " within one int8 step"
+    )
 
 
 @bench.command("train-speed")
 @click.option("--model", default=BuildOptions().model, show_default=True, help="model config in models/.")
-@click.option("--variants", default="dense,omni,omni:3x0.5,tfmot,csp", show_default=True,
-              help="methods to time; omni:KxS = K tiers per step, each on a share S of the batch.")
-@click.option("--steps", type=click.IntRange(min=1), default=100, show_default=True, help="timed steps per variant and round (after 20 warm-up steps).")
-@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True,
-              help="rounds, each timing every variant in turn; the medians are reported.")
+@click.option(
+    "--variants",
+    default="dense,omni,omni:3x0.5,tfmot,csp",
+    show_default=True,
+    help="methods to time; omni:KxS = K tiers per step, each on a share S of the batch.",
+)
+@click.option(
+    "--steps",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="timed steps per variant and round (after 20 warm-up steps).",
+)
+@click.option(
+    "--rounds",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="rounds, each timing every variant in turn; the medians are reported.",
+)
 @data_options
 @path_options
-def bench_train_speed(model: str, variants: str, steps: int, rounds: int, source: str, fsdd_dir: Path | None, train_manifest: Path | None,
-                      test_manifest: tuple[Path, ...], out_dir: Path, work_dir: Path) -> None:
+def bench_train_speed(
+    model: str,
+    variants: str,
+    steps: int,
+    rounds: int,
+    source: str,
+    fsdd_dir: Path | None,
+    train_manifest: Path | None,
+    test_manifest: tuple[Path, ...],
+    out_dir: Path,
+    work_dir: Path,
+) -> None:
     """Training steps per second of each method on the same batches, and the ratio to dense (run on an idle machine)."""
     import statistics
 
@@ -370,18 +743,33 @@ def bench_train_speed(model: str, variants: str, steps: int, rounds: int, source
             raise click.BadParameter(f"{v!r} is not METHOD or omni:KxS (e.g. omni:3x0.5).", param_hint="--variants")
     if len(set(chosen)) != len(chosen):
         raise click.BadParameter("each variant once (use --rounds to repeat).", param_hint="--variants")
-    speeds = run(model, chosen, _data(source, fsdd_dir, train_manifest, test_manifest), BuildPaths(out_dir, work_dir), steps, rounds=rounds)
+    speeds = run(
+        model,
+        chosen,
+        _data(source, fsdd_dir, train_manifest, test_manifest),
+        BuildPaths(out_dir, work_dir),
+        steps,
+        rounds=rounds,
+    )
     base = speeds.get("dense")
     for v, s in speeds.items():
         # the ratio per round (variants timed minutes apart within a round), then its median
         ratio = statistics.median(b / x for b, x in zip(base, s)) if base else None
-        click.echo(f"{v:12s} {statistics.median(s):6.2f} steps/s (rounds: {', '.join(f'{x:.2f}' for x in s)})"
-                   + (f"  {ratio:.2f}x dense wall time per step" if ratio else ""))
+        click.echo(
+            f"{v:12s} {statistics.median(s):6.2f} steps/s (rounds: {', '.join(f'{x:.2f}' for x in s)})"
+            + (f"  {ratio:.2f}x dense wall time per step" if ratio else "")
+        )
 
 
 @bench.command("latency")
 @click.option("--model", default="large", show_default=True, help="model config in models/.")
-@click.option("--threads", default="1,4", show_default=True, callback=_positive_int_list, help="comma-separated LiteRT thread counts.")
+@click.option(
+    "--threads",
+    default="1,4",
+    show_default=True,
+    callback=_positive_int_list,
+    help="comma-separated LiteRT thread counts.",
+)
 @click.option("--runs", type=click.IntRange(min=10), default=200, show_default=True)
 def bench_latency(model: str, threads: list[int], runs: int) -> None:
     """Host LiteRT int8 encoder real-time factor (p50/p90) of a model config, per thread count."""
@@ -390,8 +778,11 @@ def bench_latency(model: str, threads: list[int], runs: int) -> None:
 
     click.echo(f"machine: {machine()}")
     for r in run(model, threads, runs):
-        click.echo(f"{r['model']:6s} threads={r['threads']} encoder {r['encoder_bytes']:,} B, {r['ms_per_chunk_p50']:.2f} ms per {r['chunk_ms']:.0f} ms chunk: "
-                   f"RTF p50 {r['rtf_p50']:.4f} p90 {r['rtf_p90']:.4f} ({r['runs']} runs)")
+        click.echo(
+            f"{r['model']:6s} threads={r['threads']} encoder {r['encoder_bytes']:,} B, {r['ms_per_chunk_p50']:.2f} ms "
+            f"per {r['chunk_ms']:.0f} ms chunk: "
+            f"RTF p50 {r['rtf_p50']:.4f} p90 {r['rtf_p90']:.4f} ({r['runs']} runs)"
+        )
 
 
 @cli.command()
@@ -402,9 +793,12 @@ def targets() -> None:
     for name in target_names():
         t = load_target(name)
         b = t.budgets
-        click.echo(f"{t.name:10s} {t.device.runtime:7s} threads={t.device.threads} model={t.build.model:6s} method={t.build.method:5s} "
-                   f"sparse_encoding={str(t.build.sparse_encoding).lower():5s} aat={str(t.build.aat).lower():5s} "
-                   f"budgets: model_bytes={b.model_bytes} arena_bytes={b.arena_bytes} rtf={b.rtf}  {t.description}")
+        click.echo(
+            f"{t.name:10s} {t.device.runtime:7s} threads={t.device.threads} model={t.build.model:6s} "
+            f"method={t.build.method:5s} "
+            f"sparse_encoding={str(t.build.sparse_encoding).lower():5s} aat={str(t.build.aat).lower():5s} "
+            f"budgets: model_bytes={b.model_bytes} arena_bytes={b.arena_bytes} rtf={b.rtf}  {t.description}"
+        )
 
 
 MAX_MESSAGE = 600  # characters: an error is one sentence, never a listing

@@ -3,6 +3,7 @@
 Device facts live in `targets/` (see `targets.py`), calibration recipes in
 `calibration/` (see `calibrate.py`).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -11,11 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .frontend import FrontendConfig
-from .sparsity import SparsityConfig
-from .fsdd import FSDD_SPEAKERS
-from .synth import VARIANTS, VOICES, SynthRecipe
 from .errors import ConfigError
+from .frontend import FrontendConfig
+from .fsdd import FSDD_SPEAKERS
+from .sparsity import SparsityConfig
+from .synth import VARIANTS, VOICES, SynthRecipe
 from .tomlconf import check, load_dataclass, load_named, read_toml_with_extends, to_dict
 
 LSTM_WEIGHTS = ("kernel", "recurrent_kernel", "bias")
@@ -47,7 +48,10 @@ class PredictorConfig:
     cell_clip: float = 3.0
 
     def __post_init__(self) -> None:
-        check(1 <= self.embed <= 1024 and 4 <= self.units <= 2048, f"predictor sizes out of range: embed={self.embed}, units={self.units}.")
+        check(
+            1 <= self.embed <= 1024 and 4 <= self.units <= 2048,
+            f"predictor sizes out of range: embed={self.embed}, units={self.units}.",
+        )
 
 
 @dataclass(frozen=True)
@@ -63,179 +67,150 @@ class DecodeConfig:
     max_symbols_per_frame: int = 4
 
     def __post_init__(self) -> None:
-        check(1 <= self.max_symbols_per_frame <= 32, f"field `max_symbols_per_frame` must be in 1..32, got {self.max_symbols_per_frame}.")
+        check(
+            1 <= self.max_symbols_per_frame <= 32,
+            f"field `max_symbols_per_frame` must be in 1..32, got {self.max_symbols_per_frame}.",
+        )
 
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Waveform augmentation when features are computed, SpecAugment in the train step."""
+    """Waveform augmentation when features are computed (each copy: cut, speed, room, gain, noise) and, in the train
+    step, SpecAugment plus a mel-axis warp and a channel response per utterance."""
 
-    copies: int = 1  # augmented copies of each training utterance (besides none)
-    speed: tuple[float, ...] = (0.9, 1.0, 1.1)
-    gain_db: tuple[float, float] = (-12.0, 6.0)
-    noise_snr_db: tuple[float, float] = (10.0, 40.0)
-    noise_prob: float = 0.5
-    noise_slope: tuple[float, float] = (0.0, 0.0)  # the noise's power falls as 1/f^b, b drawn uniformly in this range (0 white, 1 pink, 2 brown)
-    time_masks: int = 2
-    time_mask_frames: int = 8
-    freq_masks: int = 2
-    freq_mask_bins: int = 6
-    freq_warp: float = 0.0  # train step: mel axis warped by a random factor in 1 +- freq_warp (VTLP-like speaker variety)
-    channel_sigma: float = 0.0  # train step: random smooth channel response added to the normalized log-mel (std of its 3 terms)
-    reverb_prob: float = 0.0  # share of the augmented copies convolved with a synthetic room response (exponentially decaying noise)
-    rt60_s: tuple[float, float] = (0.1, 0.6)  # its reverberation time (60 dB decay), drawn uniformly
-    trim_prob: float = 0.0  # share of the augmented copies cut at the speech: its lead, its tail or both (a clip that starts or stops with the word)
+    copies: int = 3  # augmented copies of each training utterance, besides the clean one
+    speed: tuple[float, ...] = (0.9, 1.0, 1.1)  # tempo factors (resampling), one drawn per copy
+    gain_db: tuple[float, float] = (-30.0, 6.0)  # random gain per copy, dB: quiet inputs down to -30 dB are in training
+    noise_snr_db: tuple[float, float] = (10.0, 40.0)  # added noise, signal-to-noise ratio in dB
+    noise_prob: float = 0.5  # share of the copies that get noise
+    noise_slope: tuple[float, float] = (
+        0.0,
+        2.0,
+    )  # the noise's power falls as 1/f^b, b drawn in this range (0 white, 1 pink, 2 brown)
+    time_masks: int = 2  # SpecAugment: zeroed time bands per utterance
+    time_mask_frames: int = 8  # their widest, in feature frames
+    freq_masks: int = 2  # SpecAugment: zeroed mel bands per utterance
+    freq_mask_bins: int = 6  # their widest, in mel bins
+    freq_warp: float = 0.0  # mel axis warped by a random factor in 1 +- freq_warp (VTLP-like speaker variety)
+    channel_sigma: float = 0.0  # random smooth channel response added to the normalized log-mel (std of its 3 terms)
+    reverb_prob: float = (
+        0.0  # share of the copies convolved with a synthetic room response (exponentially decaying noise)
+    )
+    rt60_s: tuple[float, float] = (0.1, 0.6)  # the room's reverberation time (60 dB decay), seconds, drawn uniformly
+    trim_prob: float = (
+        0.5  # share of the copies cut at the speech (its lead, its tail or both): clips that start or stop with a word
+    )
 
     def __post_init__(self) -> None:
-        check(all(0.5 <= s <= 2.0 for s in self.speed) and self.speed, f"field `speed` factors must be in 0.5..2.0, got {self.speed}.")
+        check(
+            all(0.5 <= s <= 2.0 for s in self.speed) and self.speed,
+            f"field `speed` factors must be in 0.5..2.0, got {self.speed}.",
+        )
         check(0 <= self.noise_prob <= 1, f"field `noise_prob` must be in 0..1, got {self.noise_prob}.")
-        check(len(self.noise_slope) == 2 and 0 <= self.noise_slope[0] <= self.noise_slope[1] <= 3, f"field `noise_slope` must be [low, high] within 0..3 (0 white, 1 pink, 2 brown), got {list(self.noise_slope)}.")
-        check(self.copies >= 0, f"field `copies` must be >= 0, got {self.copies}.")
+        check(
+            len(self.noise_slope) == 2 and 0 <= self.noise_slope[0] <= self.noise_slope[1] <= 3,
+            "field `noise_slope` must be [low, high] within 0..3 (0 white, 1 pink, 2 brown), got "
+            f"{list(self.noise_slope)}.",
+        )
+        check(0 <= self.copies <= 20, f"field `copies` must be in 0..20, got {self.copies}.")
         check(0 <= self.freq_warp < 0.5, f"field `freq_warp` must be in [0, 0.5), got {self.freq_warp}.")
         check(0 <= self.channel_sigma <= 5, f"field `channel_sigma` must be in 0..5, got {self.channel_sigma}.")
         check(0 <= self.reverb_prob <= 1, f"field `reverb_prob` must be in 0..1, got {self.reverb_prob}.")
         check(0 <= self.trim_prob <= 1, f"field `trim_prob` must be in 0..1, got {self.trim_prob}.")
-        check(len(self.rt60_s) == 2 and 0.01 <= self.rt60_s[0] <= self.rt60_s[1] <= 2.0, f"field `rt60_s` must be [low, high] seconds within 0.01..2.0, got {list(self.rt60_s)}.")
+        check(
+            len(self.rt60_s) == 2 and 0.01 <= self.rt60_s[0] <= self.rt60_s[1] <= 2.0,
+            f"field `rt60_s` must be [low, high] seconds within 0.01..2.0, got {list(self.rt60_s)}.",
+        )
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 1500
+    steps: int = 6000
     batch_size: int = 16
-    learning_rate: float = 2e-3
+    learning_rate: float = 1e-3  # peak; linear warm-up, cosine decay to 10% at `steps`
     warmup_steps: int = 100
-    clip_norm: float = 5.0
-    checkpoint_every: int = 250
+    clip_norm: float = 5.0  # global gradient-norm clipping
+    checkpoint_every: int = 500  # steps between resumable training checkpoints
     seed: int = 1234
     max_seconds: float = 12.0  # training utterances longer than this are an error
     # weight of an auxiliary CTC loss on the encoder output (a linear head used in training only, never exported):
     # loss = RNN-T + ctc_weight * CTC; it teaches the encoder alignments early, off the all-blank plateau
-    ctc_weight: float = 0.0
+    ctc_weight: float = 0.3
     # > 0: the RNN-T loss leaves out alignments that emit the first label before the speech onset, the first frame
     # this fraction of the way from the utterance's quietest to its loudest frame (rnnt_loss.onset_frames); 0: off.
     # Against the plateau where the model spells the first word from the prior during the leading pause.
-    first_label_onset: float = 0.0
-    # regularization, first training phase only (not AAT / finetune): dropout at this rate on the output of every
-    # encoder LSTM layer of the Keras training model (methods dense and tfmot; never in the exported graphs), and
-    # decoupled weight decay (AdamW: each step w -= weight_decay x learning rate x w, biases left out); 0 = off
-    dropout: float = 0.0
-    weight_decay: float = 0.0
-    # > 0: the trained checkpoint holds an exponential moving average of the weights (Polyak averaging; this decay per
-    # step, e.g. 0.999 averages over the last ~1,000 steps, with the usual warm-up min(decay, (1 + step) / (10 + step)))
-    # instead of the last step's weights; first training phase only, methods dense and omni; 0 = off
-    weight_ema: float = 0.0
+    first_label_onset: float = 0.3
     # true: every training utterance (clean and augmented) gets the decode contract's zeros at each end
-    # (manifest frontend.edge_padding_samples; pipeline/build.edge_padding_samples), so the model trains on the audio as
-    # it will be decoded; false: they appear only at decoding
-    pad_edges: bool = False
+    # (manifest frontend.edge_padding_samples), so the model trains on the audio as it will be decoded
+    pad_edges: bool = True
 
     def __post_init__(self) -> None:
-        check(0 <= self.dropout < 1, f"field `dropout` must be in [0, 1), got {self.dropout}.")
-        check(0 <= self.weight_decay <= 1, f"field `weight_decay` must be in 0..1, got {self.weight_decay}.")
-        check(0 <= self.weight_ema < 1, f"field `weight_ema` must be in [0, 1), got {self.weight_ema}.")
-        check(0 <= self.first_label_onset < 1, f"field `first_label_onset` must be in [0, 1), got {self.first_label_onset}.")
-        check(self.steps >= 1, f"field `steps` must be >= 1, got {self.steps}.")
+        check(
+            0 <= self.first_label_onset < 1,
+            f"field `first_label_onset` must be in [0, 1), got {self.first_label_onset}.",
+        )
+        check(1 <= self.steps <= 10_000_000, f"field `steps` must be in 1..10000000, got {self.steps}.")
         check(1 <= self.batch_size <= 512, f"field `batch_size` must be in 1..512, got {self.batch_size}.")
         check(0 < self.learning_rate < 1, f"field `learning_rate` must be in (0, 1), got {self.learning_rate}.")
         check(self.checkpoint_every >= 1, f"field `checkpoint_every` must be >= 1, got {self.checkpoint_every}.")
         check(0 <= self.ctc_weight <= 10, f"field `ctc_weight` must be in 0..10, got {self.ctc_weight}.")
 
 
-RANGE_INITS = ("calibration", "calibration-mean", "batches")
-AAT_GATES = ("significant", "better", "gap", "sparsest", "none")
+AAT_GATES = ("sparsest", "none")
 
 
 @dataclass(frozen=True)
 class AatConfig:
-    """Accelerator-aware training: a fine-tuning phase with the int8 kernels emulated (quant.py)."""
+    """Accelerator-aware training: a fine-tuning phase with the int8 kernels emulated (quant.py). Each tier's int8
+    activation ranges start where the export's post-training calibration puts them and stay there; the weights adapt
+    to that fixed grid."""
 
     steps: int = 400
-    # peak; linear warm-up, cosine decay to 10% at `steps`. 1e-4 with frozen calibrated ranges and the sparsest tier every
-    # step closed 56% and 77% of the sparsest tier's int8 gap on two omni checkpoints (seeds 1234, 2); 2e-4 closed 25%
-    # (reports/quant/README.md, session 14). The defaults until then: reports/quant/aat_default_until_s14.toml; until
-    # session 15 (no distillation): aat_default_until_s15.toml
-    learning_rate: float = 1e-4
+    learning_rate: float = 1e-4  # peak; linear warm-up, cosine decay to 10% at `steps`
     warmup_steps: int = 20
-    # how activation ranges follow the training batches: "minmax" keeps the min/max of everything seen (what the
-    # converter's calibration computes, over far more data), "ema" a moving average of batch min/max (narrower, clips more),
-    # "frozen" keeps the ranges it starts from (`range_init`; only the weights adapt to a fixed int8 grid)
-    range_tracking: str = "frozen"
-    ema_decay: float = 0.99  # for range_tracking = "ema"
-    # where the ranges start: "calibration" = what the converter's post-training calibration gives each tensor (the
-    # target's calibration recipe streamed through the float graphs of each tier), one range covering all the tensors a
-    # range point names (the unrolled steps of a chunk, a state in and out); "calibration-mean" = the average of their
-    # ranges (measured worse at the sparsest tier: reports/quant/quant_zero_lr_*.md); "batches" = the min/max of the
-    # first `calibration_batches` training batches
-    range_init: str = "calibration"
-    calibration_batches: int = 8  # for range_init = "batches"
     # tiers of a shared-weight (omni) checkpoint fine-tuned per step, each on a random `tier_batch` share of the batch:
     # 2 = the sparsest + one sampled tier (as omni trains), 3+ = the densest + the sparsest + sampled ones, 1 = one
-    # sampled tier; every tier every step (5) measured no better on omni tiny and 1.5x the time (quant_all_tiers.md)
     tiers_per_step: int = 2
     tier_batch: float = 0.5
-    # weight of self-distillation: loss = (1 - distill) * RNN-T + distill * KL(float teacher || fine-tuned model) summed over
-    # each utterance's lattice, the teacher being the same tier of the checkpoint before fine-tuning, in float and frozen.
-    # It pulls the int8-emulated model toward the float model it is quantizing instead of toward the training labels
-    # alone; 1 = distillation only (then the float control does not move); 0 = off. 0.5 closed 96% and 64% of the
-    # sparsest tier's int8 gap on two omni checkpoints, no other tier beyond 3 words of PTQ; 1 closed 73% / 94% but was
-    # 13 words worse than PTQ at one tier; 0 (the default until session 15, aat_default_until_s15.toml) 56% / 77%
-    # (reports/quant/README.md, session 15)
+    # self-distillation: loss = (1 - distill) * RNN-T + distill * KL(float teacher || fine-tuned model) over each
+    # utterance's lattice, the teacher being the same tier before fine-tuning, in float and frozen; 0 = off
     distill: float = 0.5
-    # which int8 artifact `build --aat` ships per tier: AAT's (learned ranges) or the checkpoint's own post-training
-    # quantization, chosen on `gate_split` (held-out speech, never the unseen-speaker test) by decoding both in LiteRT.
-    # "significant": AAT only where its WER there is lower with the 95% paired-bootstrap interval of AAT - PTQ below 0;
-    # "better": AAT where its WER there is lower at all; "gap": AAT where PTQ's int8 - float gap there is measured (95%
-    # interval above 0) and AAT's WER is not higher (build.ships_aat); "none": always AAT. AAT's gains and losses at
-    # tiers whose int8 gap is small are within a few words of noise (reports/quant/README.md, session 15), so without a
-    # gate `--aat` could ship a tier worse than what the plain build ships. The gate also decodes the split with the checkpoint's
-    # float graphs and records PTQ's int8 gap there (reports/quant/README.md, session 17). "gap" was the default from
-    # session 20 to 26: over four checkpoints it shipped nothing worse than PTQ and chose as "significant" did except at one
-    # tier 90, where it shipped AAT (34.0% against PTQ's 39.2% unseen); the earlier default is
-    # reports/quant/aat_default_until_s20.toml (reports/quant/README.md, session 20). "sparsest": AAT at the sparsest tier
-    # of a shared-weight (omni) checkpoint whatever the split shows, "gap" at every other tier (and on a checkpoint with
-    # one tier). The default since session 26: test_seen cannot see the sparsest tier's int8 gap, which shows on the
-    # unseen speaker, and that tier is where AAT trains every step and helped most. Registered on 13 checkpoints and
-    # tested on two trained as it was registered (seeds 4, 5: AAT there 2.6 and 11.6 points better than PTQ, nothing worse at any
-    # tier); the earlier default is reports/quant/aat_default_until_s26.toml (reports/quant/README.md, session 26)
+    # which int8 graphs `build --aat` ships per tier, AAT's or the checkpoint's post-training-quantized ones:
+    # "sparsest" = AAT at the sparsest tier of a shared-weight checkpoint (where the int8 gap is and where AAT trains
+    # every step); at every other tier AAT only where PTQ's int8 - float gap on `gate_split` is measured (its 95%
+    # paired-bootstrap interval above 0) and AAT's WER there is not higher. "none" = AAT at every tier.
     gate: str = "sparsest"
-    gate_split: str = "test_seen"
-
-    @property
-    def calibrated_start(self) -> str | None:
-        """How `export.calibrated_ranges` combines a point's tensors when the ranges start from calibration, else None."""
-        return {"calibration": "union", "calibration-mean": "mean"}.get(self.range_init)
+    gate_split: str = "test_seen"  # held-out speech the gate decodes (never the unseen-speaker test)
 
     def __post_init__(self) -> None:
         check(self.steps >= 1, f"field `steps` must be >= 1, got {self.steps}.")
         check(0 < self.learning_rate < 1, f"field `learning_rate` must be in (0, 1), got {self.learning_rate}.")
         check(self.warmup_steps >= 0, f"field `warmup_steps` must be >= 0, got {self.warmup_steps}.")
-        check(0 <= self.ema_decay < 1, f"field `ema_decay` must be in [0, 1), got {self.ema_decay}.")
-        check(self.range_tracking in ("minmax", "ema", "frozen"), f"field `range_tracking` must be minmax, ema or frozen, got {self.range_tracking!r}.")
-        check(self.range_init in RANGE_INITS, f"field `range_init` must be one of {', '.join(RANGE_INITS)}, got {self.range_init!r}.")
         check(self.tiers_per_step >= 1, f"field `tiers_per_step` must be >= 1, got {self.tiers_per_step}.")
         check(0 < self.tier_batch <= 1, f"field `tier_batch` must be in (0, 1], got {self.tier_batch}.")
         check(0 <= self.distill <= 1, f"field `distill` must be in [0, 1], got {self.distill}.")
         check(self.gate in AAT_GATES, f"field `gate` must be one of {', '.join(AAT_GATES)}, got {self.gate!r}.")
         check(self.gate_split != "train", "field `gate_split` must name a held-out split, not the training split.")
-        check(1 <= self.calibration_batches <= 1000, f"field `calibration_batches` must be in 1..1000, got {self.calibration_batches}.")
 
 
-MAX_UTTERANCES = 100_000  # training utterances the recipe may draw: with 3 augmented copies ~15 GB of features in memory
+MAX_UTTERANCES = (
+    100_000  # training utterances the recipe may draw: with 3 augmented copies ~15 GB of features in memory
+)
 
 
 @dataclass(frozen=True)
 class DataConfig:
     """Connected-digit recipe used when the pipeline prepares the corpus itself."""
 
-    train_utterances: int = 3000
+    train_utterances: int = 3000  # connected-digit utterances drawn from the training recordings
     min_digits: int = 1
     max_digits: int = 6
     seed: int = 7
-    # extra training utterances spoken by synthesized espeak-ng voices, mixed into a real
-    # corpus (FSDD) for speaker variety; never used for testing
-    synth_train_utterances: int = 0
+    # extra training utterances spoken by synthesized espeak-ng voices, mixed into a real corpus (FSDD) for speaker
+    # variety; never used for testing
+    synth_train_utterances: int = 1500
     # how many espeak-ng voice+variant speakers say the synthesized training speech (besides the test voices)
-    synth_speakers: int = SynthRecipe.train_speakers
+    synth_speakers: int = 96
     # FSDD speakers held out of training: the unseen-speaker test (leave-one-speaker-out folds move it)
     fsdd_test_speakers: tuple[str, ...] = ("yweweler",)
     # espeak-ng voices (families of variants) that say no synthesized training speech; when set, a `test_voices`
@@ -245,18 +220,37 @@ class DataConfig:
     def __post_init__(self) -> None:
         for name in ("train_utterances", "synth_train_utterances"):
             v = getattr(self, name)
-            check(v <= MAX_UTTERANCES, f"field `{name}` must be at most {MAX_UTTERANCES:,} (the training features are held in memory), got {v:,}.")
-        check(self.synth_train_utterances >= 0, f"field `synth_train_utterances` must be >= 0, got {self.synth_train_utterances}.")
+            check(
+                v <= MAX_UTTERANCES,
+                f"field `{name}` must be at most {MAX_UTTERANCES:,} (the training features are held in memory), got "
+                f"{v:,}.",
+            )
+        check(
+            self.synth_train_utterances >= 0,
+            f"field `synth_train_utterances` must be >= 0, got {self.synth_train_utterances}.",
+        )
         most = len(VOICES) * len(VARIANTS) - SynthRecipe.test_speakers
-        check(1 <= self.synth_speakers <= most, f"field `synth_speakers` must be in 1..{most} (espeak-ng voices and variants), got {self.synth_speakers}.")
+        check(
+            1 <= self.synth_speakers <= most,
+            f"field `synth_speakers` must be in 1..{most} (espeak-ng voices and variants), got {self.synth_speakers}.",
+        )
         check(self.train_utterances >= 1, f"field `train_utterances` must be >= 1, got {self.train_utterances}.")
         unknown = [s for s in self.fsdd_test_speakers if s not in FSDD_SPEAKERS]
-        check(self.fsdd_test_speakers and not unknown and len(self.fsdd_test_speakers) < len(FSDD_SPEAKERS),
-              f"field `fsdd_test_speakers` must name 1..{len(FSDD_SPEAKERS) - 1} of {', '.join(FSDD_SPEAKERS)}, got {list(self.fsdd_test_speakers)}.")
+        check(
+            self.fsdd_test_speakers and not unknown and len(self.fsdd_test_speakers) < len(FSDD_SPEAKERS),
+            f"field `fsdd_test_speakers` must name 1..{len(FSDD_SPEAKERS) - 1} of {', '.join(FSDD_SPEAKERS)}, got "
+            f"{list(self.fsdd_test_speakers)}.",
+        )
         bad = [v for v in self.synth_test_voices if v not in VOICES]
-        check(not bad and len(self.synth_test_voices) < len(VOICES),
-              f"field `synth_test_voices` must name fewer than {len(VOICES)} of the espeak-ng voices {', '.join(VOICES)}, got {list(self.synth_test_voices)}.")
-        check(1 <= self.min_digits <= self.max_digits <= 12, f"need 1 <= min_digits <= max_digits <= 12, got {self.min_digits}, {self.max_digits}.")
+        check(
+            not bad and len(self.synth_test_voices) < len(VOICES),
+            f"field `synth_test_voices` must name fewer than {len(VOICES)} of the espeak-ng voices "
+            f"{', '.join(VOICES)}, got {list(self.synth_test_voices)}.",
+        )
+        check(
+            1 <= self.min_digits <= self.max_digits <= 12,
+            f"need 1 <= min_digits <= max_digits <= 12, got {self.min_digits}, {self.max_digits}.",
+        )
 
 
 @dataclass(frozen=True)
@@ -274,37 +268,57 @@ class ModelConfig:
     sparsity: SparsityConfig = field(default_factory=SparsityConfig)
     aat: AatConfig = field(default_factory=AatConfig)
     # [synthesized.augment], [synthesized.train]: fields that replace [augment]'s and [train]'s when the training corpus
-    # is speech synthesized with espeak-ng alone (no recorded speech found); see for_source
-    synthesized: dict[str, Any] = field(default_factory=dict)
+    # is speech synthesized with espeak-ng alone (no recorded speech found); see for_source. By default half the
+    # augmented copies are put in a synthetic room then: such a model meets recorded speech only in the field.
+    synthesized: dict[str, Any] = field(default_factory=lambda: {"augment": {"reverb_prob": 0.5, "rt60_s": [0.1, 0.6]}})
 
     def __post_init__(self) -> None:
         kernels = [n for n, weights in self.layer_weights().items() if "kernel" in weights]
         unknown = [n for n in self.sparsity.dense_layers if n not in kernels]
-        check(not unknown, f"field `sparsity.dense_layers` names {', '.join(unknown)}, not a layer with a kernel; the layers are {', '.join(kernels)}.")
+        check(
+            not unknown,
+            f"field `sparsity.dense_layers` names {', '.join(unknown)}, not a layer with a kernel; the layers are "
+            f"{', '.join(kernels)}.",
+        )
         other = sorted(set(self.synthesized) - SYNTHESIZED_SECTIONS)
-        check(not other, f"[synthesized] may set [synthesized.augment] and [synthesized.train] only, got `{other[0] if other else ''}`.")
+        check(
+            not other,
+            "[synthesized] may set [synthesized.augment] and [synthesized.train] only, got "
+            f"`{other[0] if other else ''}`.",
+        )
         for name, table in self.synthesized.items():
-            check(isinstance(table, dict), f"[synthesized] field `{name}` must be a table ([synthesized.{name}]), got {table!r}.")
+            check(
+                isinstance(table, dict),
+                f"[synthesized] field `{name}` must be a table ([synthesized.{name}]), got {table!r}.",
+            )
         if self.synthesized:
             self._with_synthesized()  # every override is checked when the file is read, not when a build first needs it
 
-    def for_source(self, kind: str) -> "ModelConfig":
-        """The configuration a build trains with on a corpus of `kind` ("fsdd", "synth", "manifest"): with `[synthesized]`'s
+    def for_source(self, kind: str) -> ModelConfig:
+        """The configuration a build trains with on a corpus of `kind` ("fsdd", "synth", "manifest"): `[synthesized]`'s
         fields in place of [augment]'s and [train]'s when the corpus is synthesized speech only. The result has no
         `[synthesized]` left (it is the recipe that ran; its digest keys the stages and the manifest)."""
         return self._with_synthesized() if kind == "synth" and self.synthesized else self
 
-    def _with_synthesized(self) -> "ModelConfig":
+    def _with_synthesized(self) -> ModelConfig:
         d = self.to_dict()
         for section, fields in d.pop("synthesized").items():
             d[section] = {**d[section], **fields}
+        d["synthesized"] = {}  # applied: nothing left to apply (an absent table would take the default again)
         return load_dataclass(ModelConfig, d, f"model {self.name!r} with its [synthesized] fields")
 
     def layer_weights(self) -> dict[str, tuple[str, ...]]:
         """Every parameterized layer of the model and the weight names it holds, in order."""
         names: dict[str, tuple[str, ...]] = {f"enc{i}": LSTM_WEIGHTS for i in range(self.encoder.layers)}
-        names.update({"enc_proj": DENSE_WEIGHTS, "pred_embed": ("embeddings",), "pred_lstm": LSTM_WEIGHTS, "pred_proj": DENSE_WEIGHTS,
-                      "joint_out": DENSE_WEIGHTS})
+        names.update(
+            {
+                "enc_proj": DENSE_WEIGHTS,
+                "pred_embed": ("embeddings",),
+                "pred_lstm": LSTM_WEIGHTS,
+                "pred_proj": DENSE_WEIGHTS,
+                "joint_out": DENSE_WEIGHTS,
+            }
+        )
         return names
 
     @property
@@ -325,7 +339,7 @@ class ModelConfig:
         return to_dict(self)
 
     @classmethod
-    def from_dict(cls, d: dict, source: str = "model config") -> "ModelConfig":
+    def from_dict(cls, d: dict, source: str = "model config") -> ModelConfig:
         return load_dataclass(cls, d, source)
 
     def digest(self, *sections: str) -> str:
@@ -348,7 +362,9 @@ def load_aat_config(path: Path) -> AatConfig:
     data = read_toml_with_extends(Path(path))
     other = sorted(set(data) - {"aat"})
     if other or not isinstance(data.get("aat"), dict):
-        raise ConfigError(f"{path}: an AAT recipe holds exactly one [aat] table" + (f", not {', '.join(other)}." if other else "."))
+        raise ConfigError(
+            f"{path}: an AAT recipe holds exactly one [aat] table" + (f", not {', '.join(other)}." if other else ".")
+        )
     return load_dataclass(AatConfig, data["aat"], f"{path} [aat]")
 
 

@@ -7,6 +7,7 @@ and decode contract names tensors that exist with matching shapes, the vocabular
 the joiner's logits, and the decode-relevant sections still hash to the digests the
 build recorded (`integrity`). Each failure is an `ArtifactError` naming the field.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -29,8 +30,10 @@ def field_digest(value: Any) -> str:
 def integrity_section(manifest: dict[str, Any]) -> dict[str, Any]:
     """The manifest's `integrity` section: a digest of every field of each decode section, so `verify` can name the
     field edited after the build."""
-    return {"algorithm": "sha256 of the field's JSON with sorted keys and no spaces, first 16 hex digits",
-            "fields": {s: {k: field_digest(v) for k, v in manifest[s].items()} for s in DECODE_SECTIONS}}
+    return {
+        "algorithm": "sha256 of the field's JSON with sorted keys and no spaces, first 16 hex digits",
+        "fields": {s: {k: field_digest(v) for k, v in manifest[s].items()} for s in DECODE_SECTIONS},
+    }
 
 
 def check_integrity(manifest: dict[str, Any], where: str) -> None:
@@ -42,11 +45,16 @@ def check_integrity(manifest: dict[str, Any], where: str) -> None:
         now, then = manifest[section], recorded.get(section, {})
         for key in sorted(set(now) | set(then)):
             if key not in then:
-                raise ArtifactError(f"{where}: field {section}.{key} was added after the build (no digest was recorded for it).")
+                raise ArtifactError(
+                    f"{where}: field {section}.{key} was added after the build (no digest was recorded for it)."
+                )
             if key not in now:
                 raise ArtifactError(f"{where}: field {section}.{key} was removed after the build.")
             if field_digest(now[key]) != then[key]:
-                raise ArtifactError(f"{where}: field {section}.{key} was edited after the build (its digest differs from integrity.fields).")
+                raise ArtifactError(
+                    f"{where}: field {section}.{key} was edited after the build (its digest differs from "
+                    "integrity.fields)."
+                )
 
 
 def graph_file(folder: Path, entry: dict[str, Any], field: str, where: str) -> Path:
@@ -59,7 +67,7 @@ def graph_file(folder: Path, entry: dict[str, Any], field: str, where: str) -> P
 
 
 def check_files(folder: Path, manifest: dict[str, Any], where: str) -> None:
-    """Every graph (and NPU-compiled graph) file lies inside the folder, exists, and has the manifest's size and sha256."""
+    """Every graph (and NPU-compiled graph) file lies inside the folder and has the manifest's size and sha256."""
     entries = [(f"graphs.{n}", g) for n, g in manifest["graphs"].items()]
     entries += [(f"graphs.{n}.npu", g["npu"]) for n, g in manifest["graphs"].items() if "npu" in g]
     for field, g in entries:
@@ -68,8 +76,10 @@ def check_files(folder: Path, manifest: dict[str, Any], where: str) -> None:
             raise ArtifactError(f"{where}: {field}.file {g['file']} is missing from {folder}.")
         size, digest = f.stat().st_size, sha256_file(f)
         if size != g["bytes"] or digest != g["sha256"]:
-            raise ArtifactError(f"{f} does not match {field} of the manifest: {size} bytes, sha256 {digest}; "
-                                f"expected {g['bytes']} bytes, sha256 {g['sha256']}.")
+            raise ArtifactError(
+                f"{f} does not match {field} of the manifest: {size} bytes, sha256 {digest}; "
+                f"expected {g['bytes']} bytes, sha256 {g['sha256']}."
+            )
 
 
 def check_tensors(folder: Path, manifest: dict[str, Any], where: str) -> dict[str, dict[str, dict[str, Any]]]:
@@ -88,11 +98,16 @@ def check_tensors(folder: Path, manifest: dict[str, Any], where: str) -> dict[st
         for kind, actual in (("inputs", inputs), ("outputs", outputs)):
             listed = g[kind]
             if len(listed) != len(actual):
-                raise ArtifactError(f"{where}: graphs.{name}.{kind} lists {len(listed)} tensors, {path.name} has {len(actual)}.")
+                raise ArtifactError(
+                    f"{where}: graphs.{name}.{kind} lists {len(listed)} tensors, {path.name} has {len(actual)}."
+                )
             for i, (want, have) in enumerate(zip(listed, (s.to_dict() for s in actual))):
                 for key in ("name", "tensor_name", "index", "shape", "dtype", "scale", "zero_point"):
                     if want[key] != have[key]:
-                        raise ArtifactError(f"{where}: graphs.{name}.{kind}[{i}].{key} is {want[key]!r}, but {path.name} has {have[key]!r}.")
+                        raise ArtifactError(
+                            f"{where}: graphs.{name}.{kind}[{i}].{key} is {want[key]!r}, but {path.name} has "
+                            f"{have[key]!r}."
+                        )
             found[name][kind] = {t["name"]: t for t in listed}
     return found
 
@@ -105,30 +120,45 @@ def check_roles(manifest: dict[str, Any], tensors: dict[str, dict[str, dict[str,
         tin, tout = graph.get("inputs", {}).get(s["input"]), graph.get("outputs", {}).get(s["output"])
         if tin is None or tout is None:
             missing = s["input"] if tin is None else s["output"]
-            raise ArtifactError(f"{where}: streaming.states[{i}] names {missing!r}, which graph {s['graph']} does not have.")
+            raise ArtifactError(
+                f"{where}: streaming.states[{i}] names {missing!r}, which graph {s['graph']} does not have."
+            )
         if tin["shape"] != tout["shape"]:
-            raise ArtifactError(f"{where}: streaming.states[{i}]: {s['input']} has shape {tin['shape']} but {s['output']} has {tout['shape']}.")
+            raise ArtifactError(
+                f"{where}: streaming.states[{i}]: {s['input']} has shape {tin['shape']} but {s['output']} has "
+                f"{tout['shape']}."
+            )
     dec = manifest["decode"]
-    for field, graph, kind, name in (("encoder_output", "encoder", "outputs", dec["encoder_output"]),
-                                     ("predictor_output", "predictor", "outputs", dec.get("predictor_output")),
-                                     ("joiner_output", "joiner", "outputs", dec["joiner_output"])):
+    for field, graph, kind, name in (
+        ("encoder_output", "encoder", "outputs", dec["encoder_output"]),
+        ("predictor_output", "predictor", "outputs", dec.get("predictor_output")),
+        ("joiner_output", "joiner", "outputs", dec["joiner_output"]),
+    ):
         if name is not None and name not in tensors[graph][kind]:
             raise ArtifactError(f"{where}: decode.{field} {name!r} is not an output of the {graph} graph.")
     for name in dec["joiner_inputs"]:
         if name not in tensors["joiner"]["inputs"]:
-            raise ArtifactError(f"{where}: decode.joiner_inputs names {name!r}, which is not an input of the joiner graph.")
+            raise ArtifactError(
+                f"{where}: decode.joiner_inputs names {name!r}, which is not an input of the joiner graph."
+            )
     tok = manifest["tokenizer"]
     vocab = tok["vocab"]
     logits = tensors["joiner"]["outputs"][dec["joiner_output"]]["shape"][-1]
     if len(vocab) != logits:
-        raise ArtifactError(f"{where}: tokenizer.vocab has {len(vocab)} symbols, but the joiner's {dec['joiner_output']} has {logits}.")
+        raise ArtifactError(
+            f"{where}: tokenizer.vocab has {len(vocab)} symbols, but the joiner's {dec['joiner_output']} has {logits}."
+        )
     if len(set(vocab)) != len(vocab):
         raise ArtifactError(f"{where}: tokenizer.vocab lists a symbol twice.")
     for field in ("blank_id",):
         if not 0 <= tok[field] < len(vocab):
-            raise ArtifactError(f"{where}: tokenizer.{field} {tok[field]} is outside the vocabulary (0..{len(vocab) - 1}).")
+            raise ArtifactError(
+                f"{where}: tokenizer.{field} {tok[field]} is outside the vocabulary (0..{len(vocab) - 1})."
+            )
     if not 0 <= dec["start_token"] < len(vocab):
-        raise ArtifactError(f"{where}: decode.start_token {dec['start_token']} is outside the vocabulary (0..{len(vocab) - 1}).")
+        raise ArtifactError(
+            f"{where}: decode.start_token {dec['start_token']} is outside the vocabulary (0..{len(vocab) - 1})."
+        )
     fe = manifest["frontend"]
     for field in ("mean", "std"):
         if len(fe[field]) != fe["n_mels"]:

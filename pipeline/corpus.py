@@ -3,6 +3,7 @@
 Fields: `audio_filepath` (absolute, or relative to the manifest's folder), `duration`
 (seconds), `text`, `speaker`; optional `id`. Users can bring their own.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,9 @@ from .errors import DataError
 from .fsutil import atomic_write_text
 from .tokenizer import normalize_text
 
-
-MAX_DURATION = 3600.0  # seconds: an utterance is at most an hour of audio (training further limits it: train.max_seconds)
+MAX_DURATION = (
+    3600.0  # seconds: an utterance is at most an hour of audio (training further limits it: train.max_seconds)
+)
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,7 @@ class Utterance:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], where: str = "utterance") -> "Utterance":
+    def from_dict(cls, d: dict[str, Any], where: str = "utterance") -> Utterance:
         if not isinstance(d, dict):
             raise DataError(f"{where}: expected a JSON object, got {type(d).__name__}.")
         missing = [k for k in ("audio_filepath", "duration", "text") if k not in d]
@@ -42,7 +44,9 @@ class Utterance:
         if not isinstance(text, str) or not normalize_text(text):
             raise DataError(f"{where}: transcript `text` is empty.")
         if isinstance(dur, bool) or not isinstance(dur, (int, float)) or not (0 < dur <= MAX_DURATION):
-            raise DataError(f"{where}: `duration` must be a number of seconds above 0 and at most {MAX_DURATION:g}, got {dur!r}.")
+            raise DataError(
+                f"{where}: `duration` must be a number of seconds above 0 and at most {MAX_DURATION:g}, got {dur!r}."
+            )
         speaker = d.get("speaker", "unknown")
         uid = d.get("id", Path(path).stem)
         if not isinstance(speaker, str) or not isinstance(uid, str):
@@ -64,7 +68,9 @@ class Corpus:
             return p
         full = (self.root / p).resolve()
         if not full.is_relative_to(self.root.resolve()):
-            raise DataError(f"utterance {utt.id}: audio_filepath {utt.audio_filepath!r} escapes the manifest folder {self.root}.")
+            raise DataError(
+                f"utterance {utt.id}: audio_filepath {utt.audio_filepath!r} escapes the manifest folder {self.root}."
+            )
         return full
 
     def __len__(self) -> int:

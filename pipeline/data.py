@@ -3,6 +3,7 @@
 `resolve_source` turns the user's choice into a `DataSource` with a content digest
 (so caches notice changed data); `prepare` writes the corpus splits.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -15,7 +16,7 @@ from .config import PROJECT_ROOT, ModelConfig
 from .corpus import read_manifest, write_manifest
 from .digits import ConnectRecipe
 from .errors import ConfigError, DataError
-from .fsdd import FSDD_SPEAKERS, FsddRecipe, prepare_fsdd, recordings_dir, recordings_digest
+from .fsdd import FSDD_SPEAKERS, FsddRecipe, prepare_fsdd, recordings_digest, recordings_dir
 from .synth import SynthRecipe, prepare_synth
 from .tomlconf import to_dict
 
@@ -35,8 +36,10 @@ SPLIT_DESCRIPTIONS = {
 
 
 # what a build trained and evaluated on synthesized speech alone says about its figures (manifest `evaluation.caveat`)
-SYNTH_CAVEAT = ("trained and evaluated on speech synthesized with espeak-ng only: these WERs say nothing about recorded "
-                "speech, on which such a model does far worse; build with FSDD or your own recorded corpus before shipping")
+SYNTH_CAVEAT = (
+    "trained and evaluated on speech synthesized with espeak-ng only: these WERs say nothing about recorded "
+    "speech, on which such a model does far worse; build with FSDD or your own recorded corpus before shipping"
+)
 
 
 def default_fsdd_dir() -> Path:
@@ -84,10 +87,13 @@ def resolve_source(opts: DataOptions) -> DataSource:
         manifests = {"train": Path(opts.train_manifest)}  # type: ignore[arg-type]
         for p in opts.test_manifests:
             if Path(p).stem in manifests:
-                raise ConfigError(f"test manifest {p}: its name {Path(p).stem!r} is already a split's name; each test manifest needs its own file name (not train).")
+                raise ConfigError(
+                    f"test manifest {p}: its name {Path(p).stem!r} is already a split's name; each test manifest "
+                    "needs its own file name (not train)."
+                )
             manifests[Path(p).stem] = Path(p)
         files: list[Path] = []
-        for split, p in manifests.items():
+        for p in manifests.values():
             corpus = read_manifest(p)
             files.append(p)
             files.extend(corpus.audio_path(u) for u in corpus.utterances)
@@ -107,7 +113,12 @@ def resolve_source(opts: DataOptions) -> DataSource:
 
 def recipe_key(src: DataSource, cfg: ModelConfig) -> dict:
     """Everything that determines the prepared corpus."""
-    return {"source": src.kind, "digest": src.digest, "data": to_dict(cfg.data), "sample_rate": cfg.frontend.sample_rate}
+    return {
+        "source": src.kind,
+        "digest": src.digest,
+        "data": to_dict(cfg.data),
+        "sample_rate": cfg.frontend.sample_rate,
+    }
 
 
 def prepare(src: DataSource, cfg: ModelConfig, out_dir: Path) -> dict[str, Path]:
@@ -117,19 +128,31 @@ def prepare(src: DataSource, cfg: ModelConfig, out_dir: Path) -> dict[str, Path]
         fsdd = FsddRecipe.holding_out(cfg.data.fsdd_test_speakers, cfg.data.train_utterances)
         splits = prepare_fsdd(src.fsdd_dir, out_dir, cfg.frontend.sample_rate, fsdd, connect, cfg.data.seed)  # type: ignore[arg-type]
         if cfg.data.synth_train_utterances:
-            synth = SynthRecipe(train_speakers=cfg.data.synth_speakers, train_utterances=cfg.data.synth_train_utterances,
-                                test_voices=cfg.data.synth_test_voices)
+            synth = SynthRecipe(
+                train_speakers=cfg.data.synth_speakers,
+                train_utterances=cfg.data.synth_train_utterances,
+                test_voices=cfg.data.synth_test_voices,
+            )
             extra = prepare_synth(out_dir / "synth", cfg.frontend.sample_rate, synth, connect, cfg.data.seed)
             mixed = list(read_manifest(splits["train"]).utterances)
-            mixed += [replace(u, audio_filepath=f"synth/{u.audio_filepath}") for u in read_manifest(extra["train"]).utterances]
+            mixed += [
+                replace(u, audio_filepath=f"synth/{u.audio_filepath}") for u in read_manifest(extra["train"]).utterances
+            ]
             write_manifest(splits["train"], mixed)
             if "test_voices" in extra:
-                held = [replace(u, audio_filepath=f"synth/{u.audio_filepath}") for u in read_manifest(extra["test_voices"]).utterances]
+                held = [
+                    replace(u, audio_filepath=f"synth/{u.audio_filepath}")
+                    for u in read_manifest(extra["test_voices"]).utterances
+                ]
                 write_manifest(out_dir / "test_voices.jsonl", held)
                 splits["test_voices"] = out_dir / "test_voices.jsonl"
         return splits
     if src.kind == "synth":
-        synth = SynthRecipe(train_speakers=cfg.data.synth_speakers, train_utterances=cfg.data.train_utterances, test_voices=cfg.data.synth_test_voices)
+        synth = SynthRecipe(
+            train_speakers=cfg.data.synth_speakers,
+            train_utterances=cfg.data.train_utterances,
+            test_voices=cfg.data.synth_test_voices,
+        )
         return prepare_synth(out_dir, cfg.frontend.sample_rate, synth, connect, cfg.data.seed)
     return dict(src.manifests or {})
 
@@ -138,8 +161,12 @@ def describe_split(kind: str, split: str, cfg: ModelConfig | None = None) -> str
     if kind == "fsdd" and cfg is not None and split in ("test_unseen", "test_seen"):
         held = cfg.data.fsdd_test_speakers
         if split == "test_unseen":
-            return f"FSDD speaker(s) {'/'.join(held)} (never seen in training), every recording once, connected 1-6 digits"
-        return f"FSDD speakers {'/'.join(s for s in FSDD_SPEAKERS if s not in held)}, recordings 0-4 (held out), connected 1-6 digits"
+            return (
+                f"FSDD speaker(s) {'/'.join(held)} (never seen in training), every recording once, connected 1-6 digits"
+            )
+        trained = "/".join(s for s in FSDD_SPEAKERS if s not in held)
+        return f"FSDD speakers {trained}, recordings 0-4 (held out), connected 1-6 digits"
     if split == "test_voices" and cfg is not None:
-        return f"espeak-ng voices {', '.join(cfg.data.synth_test_voices)} (no training speech in them), connected 1-6 digits"
+        voices = ", ".join(cfg.data.synth_test_voices)
+        return f"espeak-ng voices {voices} (no training speech in them), connected 1-6 digits"
     return SPLIT_DESCRIPTIONS.get(kind, {}).get(split, f"user corpus {split}")

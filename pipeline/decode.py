@@ -1,15 +1,16 @@
 """Greedy streaming RNN-T decoding over three graphs: the loop the manifest describes to app teams.
 
-    state  = zeros for every encoder and predictor state input
-    pred   = predictor(one_hot(blank), state)            # start symbol is blank
-    for each chunk of `chunk_feature_frames` normalized frames (last chunk zero-padded):
-        enc, enc_state = encoder(chunk, enc_state)
-        for each of its encoder frames that covers real audio (ceil(frames / stack) in all):
-            repeat at most `max_symbols_per_frame` times:
-                k = argmax(joiner(enc_frame, pred))
-                if k == blank: break
-                emit k; pred, pred_state = predictor(one_hot(k), pred_state)
+state  = zeros for every encoder and predictor state input
+pred   = predictor(one_hot(blank), state)            # start symbol is blank
+for each chunk of `chunk_feature_frames` normalized frames (last chunk zero-padded):
+    enc, enc_state = encoder(chunk, enc_state)
+    for each of its encoder frames that covers real audio (ceil(frames / stack) in all):
+        repeat at most `max_symbols_per_frame` times:
+            k = argmax(joiner(enc_frame, pred))
+            if k == blank: break
+            emit k; pred, pred_state = predictor(one_hot(k), pred_state)
 """
+
 from __future__ import annotations
 
 import math
@@ -56,7 +57,7 @@ class DecodeStats:
     encoder_seconds: float = 0.0
     decode_seconds: float = 0.0
 
-    def add(self, other: "DecodeStats") -> None:
+    def add(self, other: DecodeStats) -> None:
         for k in vars(self):
             setattr(self, k, getattr(self, k) + getattr(other, k))
 

@@ -4,6 +4,7 @@ Shared by the FSDD recipe and the synthesized-speech recipe: one speaker's recor
 are concatenated with short random pauses (low-level noise, never digital silence).
 Every draw comes from one seeded generator, so a recipe is reproducible.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -10,6 +10,7 @@ the chief. Each step, every worker builds the same global batch (the batch order
 function of seed and step) and trains on its own share of it; gradients are summed by
 all-reduce, so the weights stay identical on every worker.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,18 +38,27 @@ class Distribution:
 def _tf_config() -> tuple[int, int]:
     raw = os.environ.get("TF_CONFIG")
     if not raw:
-        raise ConfigError("--strategy multi-worker needs the TF_CONFIG environment variable (cluster and task), see `pipeline train --help`.")
+        raise ConfigError(
+            "--strategy multi-worker needs the TF_CONFIG environment variable (cluster and task), see `pipeline train "
+            "--help`."
+        )
     try:
         cfg = json.loads(raw)
         workers = cfg["cluster"]["worker"]
         task = cfg["task"]
         index = int(task["index"])
     except (ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"TF_CONFIG is not a valid cluster spec ({exc!r}); expected {{\"cluster\": {{\"worker\": [...]}}, \"task\": {{\"type\": \"worker\", \"index\": N}}}}.") from None
+        raise ConfigError(
+            f"TF_CONFIG is not a valid cluster spec ({exc!r}); expected "
+            '{"cluster": {"worker": [...]}, "task": {"type": "worker", "index": N}}.'
+        ) from None
     if "chief" in cfg["cluster"] or task.get("type") != "worker":
         raise ConfigError("TF_CONFIG: only `worker` tasks are supported (worker 0 acts as chief).")
     if not isinstance(workers, list) or not 0 <= index < len(workers):
-        raise ConfigError(f"TF_CONFIG: task index {index} is not among the {len(workers) if isinstance(workers, list) else 0} workers.")
+        raise ConfigError(
+            f"TF_CONFIG: task index {index} is not among the {len(workers) if isinstance(workers, list) else 0} "
+            "workers."
+        )
     return index, len(workers)
 
 

@@ -5,6 +5,7 @@ problem of the machine the pipeline runs on (disk full, no permission, a file wh
 folder is expected), 1 for an internal error (a bug). Each error is one sentence that
 names the file or field and what is wrong with it.
 """
+
 from __future__ import annotations
 
 import errno
@@ -66,5 +67,7 @@ _REASONS = {
 
 def host_error(action: str, path: object, exc: OSError) -> HostError:
     """A `HostError` for an `OSError` met while doing `action` on `path`: "cannot write X: the disk is full."."""
-    reason = _REASONS.get(exc.errno or -1) or exc.strerror or (os.strerror(exc.errno) if exc.errno else type(exc).__name__)
+    reason = (
+        _REASONS.get(exc.errno or -1) or exc.strerror or (os.strerror(exc.errno) if exc.errno else type(exc).__name__)
+    )
     return HostError(f"cannot {action} {path}: {reason}.")

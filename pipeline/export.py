@@ -4,17 +4,24 @@ int8: weights per-channel symmetric, activations per-tensor asymmetric, int8 inp
 and outputs, calibrated from representative inputs recorded by running the float
 streaming model on real utterances (so recurrent state ranges are real ones).
 """
+
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from ._tf import keras, tf
 from .config import ModelConfig
 from .errors import InternalError
-from .model import PREDICTOR_STATE_NAMES, build_encoder_export, build_joiner_export, build_predictor_export, encoder_state_names
+from .model import (
+    PREDICTOR_STATE_NAMES,
+    build_encoder_export,
+    build_joiner_export,
+    build_predictor_export,
+    encoder_state_names,
+)
 from .quant import FLOAT, Exported, Tap, range_points
 
 log = logging.getLogger(__name__)
@@ -28,12 +35,17 @@ def io_names(cfg: ModelConfig) -> dict[str, tuple[list[str], list[str]]]:
     enc_states = encoder_state_names(cfg)
     return {
         "encoder": (["features", *enc_states], ["encoder_out", *[f"{s}_out" for s in enc_states]]),
-        "predictor": (["token", *PREDICTOR_STATE_NAMES], ["predictor_out", *[f"{s}_out" for s in PREDICTOR_STATE_NAMES]]),
+        "predictor": (
+            ["token", *PREDICTOR_STATE_NAMES],
+            ["predictor_out", *[f"{s}_out" for s in PREDICTOR_STATE_NAMES]],
+        ),
         "joiner": (["encoder_frame", "predictor_out"], ["logits"]),
     }
 
 
-def export_models(cfg: ModelConfig, params: dict[str, np.ndarray], ranges: dict[str, np.ndarray] | None = None) -> dict[str, keras.Model]:
+def export_models(
+    cfg: ModelConfig, params: dict[str, np.ndarray], ranges: dict[str, np.ndarray] | None = None
+) -> dict[str, keras.Model]:
     """The three export graphs; with `ranges` (learned by AAT) each int8 range point carries a FakeQuant op."""
     q = Exported(ranges) if ranges is not None else FLOAT
     # Keras numbers auto-named layers (tf.math.tanh_10...) with process-wide counters, and the
@@ -42,8 +54,13 @@ def export_models(cfg: ModelConfig, params: dict[str, np.ndarray], ranges: dict[
     return {g: BUILDERS[g](cfg, params, q) for g in GRAPHS}
 
 
-def convert(model: keras.Model, inputs: Sequence[str], outputs: Sequence[str], representative: list[dict[str, np.ndarray]] | None = None,
-            sparse: bool = False) -> bytes:
+def convert(
+    model: keras.Model,
+    inputs: Sequence[str],
+    outputs: Sequence[str],
+    representative: list[dict[str, np.ndarray]] | None = None,
+    sparse: bool = False,
+) -> bytes:
     """Keras export graph → .tflite bytes with signature names `inputs`/`outputs`.
 
     With `representative` (list of {input name: float array}) the result is full-integer int8.
@@ -52,7 +69,10 @@ def convert(model: keras.Model, inputs: Sequence[str], outputs: Sequence[str], r
     TFLM not at all.
     """
     if len(inputs) != len(model.inputs) or len(outputs) != len(model.outputs):
-        raise InternalError(f"graph {model.name}: {len(model.inputs)} inputs/{len(model.outputs)} outputs, names given for {len(inputs)}/{len(outputs)}.")
+        raise InternalError(
+            f"graph {model.name}: {len(model.inputs)} inputs/{len(model.outputs)} outputs, names given for "
+            f"{len(inputs)}/{len(outputs)}."
+        )
     specs = [tf.TensorSpec(t.shape, t.dtype, name=n) for t, n in zip(model.inputs, inputs)]
 
     @tf.function(input_signature=specs)
@@ -78,8 +98,13 @@ def convert(model: keras.Model, inputs: Sequence[str], outputs: Sequence[str], r
     return conv.convert()
 
 
-def convert_all(cfg: ModelConfig, params: dict[str, np.ndarray], representative: dict[str, list[dict[str, np.ndarray]]] | None = None,
-                sparse: bool = False, ranges: dict[str, np.ndarray] | None = None) -> dict[str, bytes]:
+def convert_all(
+    cfg: ModelConfig,
+    params: dict[str, np.ndarray],
+    representative: dict[str, list[dict[str, np.ndarray]]] | None = None,
+    sparse: bool = False,
+    ranges: dict[str, np.ndarray] | None = None,
+) -> dict[str, bytes]:
     """All three graphs; int8 when `representative` maps each graph to its samples.
 
     With `ranges` (point → (min, max) learned by accelerator-aware training) the int8
@@ -92,24 +117,24 @@ def convert_all(cfg: ModelConfig, params: dict[str, np.ndarray], representative:
     names = io_names(cfg)
     out = {}
     for g in GRAPHS:
-        log.info("converting %s (%s)", g, ("int8 sparse-encoded" if sparse else "int8") if representative else "float32")
+        log.info(
+            "converting %s (%s)", g, ("int8 sparse-encoded" if sparse else "int8") if representative else "float32"
+        )
         out[g] = convert(models[g], *names[g], representative[g] if representative else None, sparse)
     return out
 
 
-def calibrated_ranges(cfg: ModelConfig, params: dict[str, np.ndarray], representative: dict[str, list[dict[str, np.ndarray]]],
-                      combine: str = "union") -> dict[str, np.ndarray]:
+def calibrated_ranges(
+    cfg: ModelConfig, params: dict[str, np.ndarray], representative: dict[str, list[dict[str, np.ndarray]]]
+) -> dict[str, np.ndarray]:
     """Every int8 range point's (min, max) from the converter's representative inputs.
 
     Post-training calibration gives each tensor the min/max it saw; a range point may name several
     tensors (each unrolled step of a chunk, a state entering and leaving a graph, encoder_out leaving the
-    encoder and entering the joiner), and the learned-range export gives them one range. `combine`:
-    "union" covers all of them (no tensor clips where calibration would not, at a coarser grid), "mean"
-    averages the tensors' calibrated mins and maxes (each tensor keeps about the range, and so the grid,
-    calibration gives it). Accelerator-aware training starts here.
+    encoder and entering the joiner), and the learned-range export gives them one range: the union of
+    theirs (no tensor clips where calibration would not, at a coarser grid). Accelerator-aware training
+    starts, and stays, here.
     """
-    if combine not in ("mean", "union"):
-        raise InternalError(f"unknown range combination {combine!r}.")
     keras.backend.clear_session()
     names = io_names(cfg)
     per_tensor: dict[str, list[np.ndarray]] = {}  # point → one (min, max) per tensor it names
@@ -119,7 +144,9 @@ def calibrated_ranges(cfg: ModelConfig, params: dict[str, np.ndarray], represent
         points = [p for p in sorted(tap.taps) if p != "token"]  # the one-hot token has a fixed exact range
         probe = keras.Model(model.inputs, [t for p in points for t in tap.taps[p]])
         # (min, max) of every tapped tensor, reduced inside the graph: one (n, 2) array per sample
-        run = tf.function(lambda *xs, probe=probe: tf.stack([tf.stack([tf.reduce_min(t), tf.reduce_max(t)]) for t in probe(list(xs))]))
+        run = tf.function(
+            lambda *xs, probe=probe: tf.stack([tf.stack([tf.reduce_min(t), tf.reduce_max(t)]) for t in probe(list(xs))])
+        )
         owner = [p for p in points for _ in tap.taps[p]]
         lo, hi = np.full(len(owner), np.inf), np.full(len(owner), -np.inf)
         for sample in representative[g]:
@@ -133,7 +160,7 @@ def calibrated_ranges(cfg: ModelConfig, params: dict[str, np.ndarray], represent
     out = {}
     for p in range_points(cfg.encoder.layers):
         r = np.stack(per_tensor[p])
-        out[p] = (r.mean(axis=0) if combine == "mean" else np.array([r[:, 0].min(), r[:, 1].max()])).astype(np.float32)
+        out[p] = np.array([r[:, 0].min(), r[:, 1].max()], np.float32)
     return out
 
 

@@ -1,4 +1,5 @@
 """Training features: log-mel of every training utterance (plus augmented copies), tokens, statistics."""
+
 from __future__ import annotations
 
 import logging
@@ -40,22 +41,28 @@ class FeatureSet:
         buf = io.BytesIO()
         np.savez(
             buf,
-            feats=np.concatenate(self.feats), feat_len=np.array([len(f) for f in self.feats]),
-            labels=np.concatenate(self.labels), label_len=np.array([len(x) for x in self.labels]),
-            mean=np.array(self.normalizer.mean), std=np.array(self.normalizer.std), prior_frames=np.array(self.normalizer.prior_frames),
+            feats=np.concatenate(self.feats),
+            feat_len=np.array([len(f) for f in self.feats]),
+            labels=np.concatenate(self.labels),
+            label_len=np.array([len(x) for x in self.labels]),
+            mean=np.array(self.normalizer.mean),
+            std=np.array(self.normalizer.std),
+            prior_frames=np.array(self.normalizer.prior_frames),
             vocab=np.array(self.tokenizer.chars),
         )
         atomic_write_bytes(path, buf.getvalue())
 
     @classmethod
-    def load(cls, path: Path) -> "FeatureSet":
+    def load(cls, path: Path) -> FeatureSet:
         try:
             with np.load(path, allow_pickle=False) as z:
                 fo = np.cumsum(z["feat_len"])[:-1]
                 lo = np.cumsum(z["label_len"])[:-1]
                 return cls(
-                    list(np.split(z["feats"], fo)), list(np.split(z["labels"].astype(np.int32), lo)),
-                    Normalizer(tuple(z["mean"].tolist()), tuple(z["std"].tolist()), int(z["prior_frames"])), CharTokenizer(tuple(z["vocab"].tolist())),
+                    list(np.split(z["feats"], fo)),
+                    list(np.split(z["labels"].astype(np.int32), lo)),
+                    Normalizer(tuple(z["mean"].tolist()), tuple(z["std"].tolist()), int(z["prior_frames"])),
+                    CharTokenizer(tuple(z["vocab"].tolist())),
                 )
         except (OSError, KeyError, ValueError) as exc:
             raise ArtifactError(f"feature cache {path} is unreadable ({exc}); delete it to rebuild.") from None
@@ -70,7 +77,9 @@ def reverberate(x: np.ndarray, rt60: float, sample_rate: int, rng: np.random.Gen
     tail = rng.standard_normal(n) * np.exp(-6.9078 * t / n)  # ln(1000) = 6.9078: -60 dB at t = n
     h = np.zeros(delay + n)
     h[0] = 1.0
-    h[delay:] += tail * np.sqrt(10 ** (rng.uniform(-6.0, 6.0) / 10) / np.sum(tail**2))  # direct-to-reverberant ratio -6..+6 dB
+    h[delay:] += tail * np.sqrt(
+        10 ** (rng.uniform(-6.0, 6.0) / 10) / np.sum(tail**2)
+    )  # direct-to-reverberant ratio -6..+6 dB
     y = fftconvolve(x, h)[: len(x)]
     return (y * np.sqrt((np.mean(x**2) + 1e-12) / (np.mean(y**2) + 1e-12))).astype(np.float32)
 
@@ -80,7 +89,7 @@ def coloured_noise(n: int, slope: float, rng: np.random.Generator) -> np.ndarray
     spectrum = np.fft.rfft(rng.standard_normal(n))
     f = np.arange(len(spectrum), dtype=np.float64)
     f[0] = 1.0
-    spectrum[0] = 0.0  # no DC: the power asked for is all in the noise (reports/ctc/recipe_robustness.py keeps it)
+    spectrum[0] = 0.0  # no DC: the power asked for is all in the noise
     y = np.fft.irfft(spectrum / f ** (slope / 2), n)
     return y / (np.std(y) + 1e-12)
 
@@ -104,12 +113,18 @@ def augment_waveform(x: np.ndarray, aug: AugmentConfig, rng: np.random.Generator
         snr = rng.uniform(*aug.noise_snr_db)
         lo, hi = aug.noise_slope
         # white noise draws from the generator as before the slope existed, so earlier configurations keep their copies
-        noise = rng.standard_normal(len(x)).astype(np.float32) if hi == 0 else coloured_noise(len(x), rng.uniform(lo, hi), rng).astype(np.float32)
+        noise = (
+            rng.standard_normal(len(x)).astype(np.float32)
+            if hi == 0
+            else coloured_noise(len(x), rng.uniform(lo, hi), rng).astype(np.float32)
+        )
         x = x + noise * np.sqrt(power / 10 ** (snr / 10))
     return np.clip(x, -1, 1).astype(np.float32)
 
 
-def utterance_features(corpus: Corpus, fe: FrontendConfig, max_seconds: float | None = None, edge_padding_samples: int = 0) -> list[np.ndarray]:
+def utterance_features(
+    corpus: Corpus, fe: FrontendConfig, max_seconds: float | None = None, edge_padding_samples: int = 0
+) -> list[np.ndarray]:
     """Un-normalized log-mel of each utterance in `corpus` (no augmentation), `edge_padding_samples` zeros added at
     each end of its audio first (the decode contract's edge padding: `pad_edges`)."""
     out = []
@@ -122,12 +137,17 @@ def utterance_features(corpus: Corpus, fe: FrontendConfig, max_seconds: float | 
 
 def _check_length(uid: str, seconds: float, fe: FrontendConfig, max_seconds: float | None) -> None:
     if max_seconds is not None and seconds > max_seconds:
-        raise DataError(f"utterance {uid} lasts {seconds:.1f} s, longer than the model's limit of {max_seconds:.1f} s (train.max_seconds).")
+        raise DataError(
+            f"utterance {uid} lasts {seconds:.1f} s, longer than the model's limit of {max_seconds:.1f} s "
+            "(train.max_seconds)."
+        )
     if seconds * 1000 < fe.win_ms:
         raise DataError(f"utterance {uid} is shorter than one analysis window ({fe.win_ms} ms).")
 
 
-def compute_training_features(corpus: Corpus, cfg: ModelConfig, tokenizer: CharTokenizer, seed: int, edge_padding_samples: int = 0) -> FeatureSet:
+def compute_training_features(
+    corpus: Corpus, cfg: ModelConfig, tokenizer: CharTokenizer, seed: int, edge_padding_samples: int = 0
+) -> FeatureSet:
     """Features of every training utterance, plus `augment.copies` augmented copies each; `edge_padding_samples` zeros
     at each end of every one (after augmentation: the zeros an app adds are not recorded)."""
     fe, aug = cfg.frontend, cfg.augment
@@ -140,7 +160,9 @@ def compute_training_features(corpus: Corpus, cfg: ModelConfig, tokenizer: CharT
         clean.append(log_mel(pad_edges(x, edge_padding_samples), fe))
         labels.append(ids)
         for _ in range(aug.copies):
-            augmented.append((log_mel(pad_edges(augment_waveform(x, aug, rng, fe.sample_rate), edge_padding_samples), fe), ids))
+            augmented.append(
+                (log_mel(pad_edges(augment_waveform(x, aug, rng, fe.sample_rate), edge_padding_samples), fe), ids)
+            )
     norm = Normalizer.fit(clean, fe.cmn_prior_frames)
     feats = [norm(f) for f in clean] + [norm(f) for f, _ in augmented]
     return FeatureSet(feats, labels + [ids for _, ids in augmented], norm, tokenizer)

@@ -3,7 +3,8 @@
 The same function is specified field by field in the manifest (including the mel
 filterbank matrix itself), so an app team can reimplement it exactly:
 
-    x      = [0]*E + pcm_int16 / 32768 + [0]*E       (mono, `sample_rate` Hz; E: the manifest's edge_padding_samples, pad_edges)
+    x      = [0]*E + pcm_int16 / 32768 + [0]*E       (mono, `sample_rate` Hz; E: the manifest's edge_padding_samples,
+    pad_edges)
     frame  = x[i*hop : i*hop + win]                   (no padding, no centering)
     spec   = |rfft(frame * hann_periodic(win), n_fft)|^2
     mel    = filterbank @ spec                        (n_mels x (n_fft/2+1), HTK mel, triangles)
@@ -19,6 +20,7 @@ mean normalization with the training mean as a prior worth P frames; frames t = 
 Frames are computed independently and the running mean looks only backwards, so streaming (chunk
 by chunk) and whole-utterance features are identical.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -41,18 +43,26 @@ class FrontendConfig:
     fmax: float = 4000.0
     log_floor: float = 1e-6
     # per-utterance streaming mean normalization: 0 = off (the training set's mean only); P > 0 = subtract the running
-    # mean of the utterance so far, with the training mean counted as P frames (see the module docstring)
-    cmn_prior_frames: int = 0
+    # mean of the utterance so far, with the training mean counted as P frames (see the module docstring); 100 frames
+    # = 1 s, which makes the model robust to input gain and microphone colour
+    cmn_prior_frames: int = 100
 
     def __post_init__(self) -> None:
         check(self.sample_rate >= 4000, f"field `sample_rate` must be >= 4000 Hz, got {self.sample_rate}.")
         check(self.win_samples <= self.n_fft, f"window of {self.win_samples} samples exceeds n_fft={self.n_fft}.")
         check(self.hop_samples >= 1, f"field `hop_ms` gives an empty hop ({self.hop_ms} ms).")
-        check(0 <= self.fmin < self.fmax <= self.sample_rate / 2,
-              f"need 0 <= fmin < fmax <= sample_rate/2, got fmin={self.fmin}, fmax={self.fmax}.")
-        check(1 <= self.n_mels <= self.n_fft // 2, f"field `n_mels` must be in 1..{self.n_fft // 2}, got {self.n_mels}.")
+        check(
+            0 <= self.fmin < self.fmax <= self.sample_rate / 2,
+            f"need 0 <= fmin < fmax <= sample_rate/2, got fmin={self.fmin}, fmax={self.fmax}.",
+        )
+        check(
+            1 <= self.n_mels <= self.n_fft // 2, f"field `n_mels` must be in 1..{self.n_fft // 2}, got {self.n_mels}."
+        )
         check(self.log_floor > 0, f"field `log_floor` must be > 0, got {self.log_floor}.")
-        check(0 <= self.cmn_prior_frames <= 100_000, f"field `cmn_prior_frames` must be in 0..100000, got {self.cmn_prior_frames}.")
+        check(
+            0 <= self.cmn_prior_frames <= 100_000,
+            f"field `cmn_prior_frames` must be in 0..100000, got {self.cmn_prior_frames}.",
+        )
 
     @property
     def win_samples(self) -> int:
@@ -95,7 +105,9 @@ def mel_filterbank(cfg: FrontendConfig) -> np.ndarray:
     return fb
 
 
-EDGE_PADDING_MS = 100  # the decode contract's zeros at each end of the project's own corpora (build.edge_padding_samples)
+EDGE_PADDING_MS = (
+    100  # the decode contract's zeros at each end of the project's own corpora (build.edge_padding_samples)
+)
 
 
 def edge_padding_default(fe: FrontendConfig) -> int:
@@ -139,7 +151,7 @@ class Normalizer:
     prior_frames: int = 0
 
     @classmethod
-    def fit(cls, feats: list[np.ndarray], prior_frames: int = 0) -> "Normalizer":
+    def fit(cls, feats: list[np.ndarray], prior_frames: int = 0) -> Normalizer:
         """Statistics of un-normalized log-mel utterances `feats` ((frames, n_mels) each): the mean, then the standard
         deviation of what is left after subtracting it (the streaming mean, with `prior_frames`), so features come out
         with unit variance per bin."""
@@ -154,14 +166,16 @@ class Normalizer:
         """(frames, n_mels) un-normalized log-mel of one utterance from its first frame → normalized float32."""
         if not self.prior_frames:  # in float32, as before the running mean existed (the same features to the bit)
             return ((feats - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)).astype(np.float32)
-        centred = _minus_running_mean(np.asarray(feats, np.float64), np.asarray(self.mean, np.float64), self.prior_frames)
+        centred = _minus_running_mean(
+            np.asarray(feats, np.float64), np.asarray(self.mean, np.float64), self.prior_frames
+        )
         return (centred / np.asarray(self.std, np.float64)).astype(np.float32)
 
     def to_dict(self) -> dict[str, Any]:
         return {"mean": list(self.mean), "std": list(self.std), "prior_frames": self.prior_frames}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Normalizer":
+    def from_dict(cls, d: dict[str, Any]) -> Normalizer:
         return cls(tuple(map(float, d["mean"])), tuple(map(float, d["std"])), int(d.get("prior_frames", 0)))
 
 

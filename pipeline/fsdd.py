@@ -6,6 +6,7 @@ utterances with the protocol of the dataset's README: train on four speakers'
 recordings 5-49, test on their recordings 0-4 (seen speakers) and on every
 recording of a fifth speaker (unseen speaker).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -49,18 +50,27 @@ class FsddRecipe:
         return self.train_speakers + self.test_speakers
 
     @classmethod
-    def holding_out(cls, test_speakers: tuple[str, ...], train_utterances: int) -> "FsddRecipe":
+    def holding_out(cls, test_speakers: tuple[str, ...], train_utterances: int) -> FsddRecipe:
         """Every FSDD speaker but `test_speakers` trains; those are the unseen-speaker test."""
-        return cls(tuple(s for s in FSDD_SPEAKERS if s not in test_speakers), tuple(test_speakers), train_utterances=train_utterances)
+        return cls(
+            tuple(s for s in FSDD_SPEAKERS if s not in test_speakers),
+            tuple(test_speakers),
+            train_utterances=train_utterances,
+        )
 
 
 def recordings_dir(fsdd_dir: Path) -> Path:
     """The folder holding the WAVs: `fsdd_dir/recordings` or `fsdd_dir` itself."""
     fsdd_dir = Path(fsdd_dir)
     if fsdd_dir.exists() and not fsdd_dir.is_dir():
-        raise DataError(f"FSDD folder {fsdd_dir} is a file, not a folder (set --fsdd-dir or PIPELINE_FSDD_DIR to the dataset's folder).")
+        raise DataError(
+            f"FSDD folder {fsdd_dir} is a file, not a folder (set --fsdd-dir or PIPELINE_FSDD_DIR to the dataset's "
+            "folder)."
+        )
     if not fsdd_dir.is_dir():
-        raise DataError(f"FSDD folder {fsdd_dir} does not exist (set --fsdd-dir or PIPELINE_FSDD_DIR, or use --data synth).")
+        raise DataError(
+            f"FSDD folder {fsdd_dir} does not exist (set --fsdd-dir or PIPELINE_FSDD_DIR, or use --data synth)."
+        )
     sub = fsdd_dir / "recordings"
     d = sub if sub.is_dir() else fsdd_dir
     try:
@@ -85,9 +95,11 @@ def check_complete(rec_dir: Path, speakers: tuple[str, ...]) -> None:
         counts = [len(takes.get((spk, d), ())) for d in range(10)]
         if sum(counts) < 10 * most:
             have = ", ".join(f"{d}: {c}" for d, c in enumerate(counts) if c < most)
-            raise DataError(f"FSDD folder {rec_dir} is incomplete: speaker {spk} has {sum(counts)} of {10 * most} recordings "
-                            f"(takes 0-{most - 1} of each digit; short digits {have}); copy the whole dataset or run "
-                            f"`pipeline download-fsdd`.")
+            raise DataError(
+                f"FSDD folder {rec_dir} is incomplete: speaker {spk} has {sum(counts)} of {10 * most} recordings "
+                f"(takes 0-{most - 1} of each digit; short digits {have}); copy the whole dataset or run "
+                f"`pipeline download-fsdd`."
+            )
 
 
 def recordings_digest(rec_dir: Path, speakers: tuple[str, ...]) -> str:
@@ -141,7 +153,9 @@ def download_fsdd(
         archive.unlink()
         got = recordings_digest(staged, speakers)
         if got != expected_sha256:
-            raise DataError(f"FSDD checksum mismatch for {url}: expected {expected_sha256}, got {got}; nothing was installed.")
+            raise DataError(
+                f"FSDD checksum mismatch for {url}: expected {expected_sha256}, got {got}; nothing was installed."
+            )
     return dest
 
 
@@ -179,7 +193,9 @@ def load_recordings(fsdd_dir: Path, sample_rate: int, speakers: tuple[str, ...])
     return out
 
 
-def prepare_fsdd(fsdd_dir: Path, out_dir: Path, sample_rate: int, recipe: FsddRecipe, connect: ConnectRecipe, seed: int) -> dict[str, Path]:
+def prepare_fsdd(
+    fsdd_dir: Path, out_dir: Path, sample_rate: int, recipe: FsddRecipe, connect: ConnectRecipe, seed: int
+) -> dict[str, Path]:
     """Write connected-digit splits `train`, `test_seen`, `test_unseen` under `out_dir`.
 
     Returns {split name: JSONL manifest path}.

@@ -4,6 +4,7 @@ A reader sees the old complete output or the new one, never half of either. A co
 replaces a folder only if the pipeline wrote it (it holds `MARKER`, naming what it holds)
 or the folder is empty: the pipeline never deletes a file it did not create.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -13,8 +14,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from .errors import HostError, OutputError, host_error
 
@@ -86,12 +88,16 @@ def check_replaceable(path: Path, holds: str, legacy: Callable[[Path], bool] | N
             return
     except OSError as exc:
         raise host_error("read", path, exc) from None
-    raise OutputError(f"{path} already holds files the pipeline did not write; it would be replaced by the {holds}, so "
-                      f"nothing was done: choose a new or empty folder, or move those files away.")
+    raise OutputError(
+        f"{path} already holds files the pipeline did not write; it would be replaced by the {holds}, so "
+        f"nothing was done: choose a new or empty folder, or move those files away."
+    )
 
 
 @contextlib.contextmanager
-def atomic_directory(path: Path, holds: str | None = None, legacy: Callable[[Path], bool] | None = None) -> Iterator[Path]:
+def atomic_directory(
+    path: Path, holds: str | None = None, legacy: Callable[[Path], bool] | None = None
+) -> Iterator[Path]:
     """Yield a fresh staging folder; on success it replaces `path` whole, on error it vanishes.
 
     With `holds` (what the folder holds, for the marker and for messages), `path` is replaced only if

@@ -1,4 +1,5 @@
 """The manifest app teams consume: schema, validation, provenance helpers."""
+
 from __future__ import annotations
 
 import hashlib
@@ -13,22 +14,35 @@ from typing import Any
 
 import jsonschema
 
-from .config import ModelConfig, PROJECT_ROOT
+from .config import PROJECT_ROOT, ModelConfig
 from .errors import ArtifactError
 from .frontend import Normalizer, mel_filterbank
 from .tokenizer import CharTokenizer
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "manifest.schema.json"
 SCHEMA_VERSION = "1.3"
-TOOLS = ("tensorflow", "tf-keras", "tensorflow-model-optimization", "ai-edge-litert", "tflite-micro", "ethos-u-vela", "numpy", "jiwer")
+TOOLS = (
+    "tensorflow",
+    "tf-keras",
+    "tensorflow-model-optimization",
+    "ai-edge-litert",
+    "tflite-micro",
+    "ethos-u-vela",
+    "numpy",
+    "jiwer",
+)
 
 DECODE_LOOP = (
     "state = initial_value for every state input; pred = predictor(one_hot(start_token), pred state). "
-    "For each chunk of chunk_feature_frames normalized feature frames (the frontend's, with its edge_padding_samples zeros at each end "
+    "For each chunk of chunk_feature_frames normalized feature frames (the frontend's, with its edge_padding_samples "
+    "zeros at each end "
     "of the audio; pad the last chunk with last_chunk_pad_value): "
-    "run the encoder with the chunk and the encoder states, feed each output state back as the matching input next chunk. "
-    "For each of the chunk's encoder frames that is valid: up to max_symbols_per_frame times, logits = joiner(encoder_frame, pred); "
-    "k = argmax(logits); if k == blank_id stop this frame; else emit k and pred, pred state = predictor(one_hot(k), pred state). "
+    "run the encoder with the chunk and the encoder states, feed each output state back as the matching input next "
+    "chunk. "
+    "For each of the chunk's encoder frames that is valid: up to max_symbols_per_frame times, logits = "
+    "joiner(encoder_frame, pred); "
+    "k = argmax(logits); if k == blank_id stop this frame; else emit k and pred, pred state = predictor(one_hot(k), "
+    "pred state). "
     "Quantize every int8 input and dequantize every int8 output with that tensor's scale and zero_point; "
     "state outputs are dequantized with the output's parameters and re-quantized with the input's."
 )
@@ -48,16 +62,30 @@ def validate_manifest(manifest: dict[str, Any], source: str = "manifest") -> Non
         raise ArtifactError(f"{source} does not match the manifest schema at {where}: {exc.message}") from None
 
 
-def frontend_section(cfg: ModelConfig, norm: Normalizer, edge_padding_samples: int, edge_padding_why: str) -> dict[str, Any]:
+def frontend_section(
+    cfg: ModelConfig, norm: Normalizer, edge_padding_samples: int, edge_padding_why: str
+) -> dict[str, Any]:
     fe = cfg.frontend
     return {
-        "type": "log_mel", "sample_rate": fe.sample_rate, "pcm_scale": 1 / 32768,
-        "edge_padding_samples": edge_padding_samples, "edge_padding": edge_padding_why if edge_padding_samples else "none",
+        "type": "log_mel",
+        "sample_rate": fe.sample_rate,
+        "pcm_scale": 1 / 32768,
+        "edge_padding_samples": edge_padding_samples,
+        "edge_padding": edge_padding_why if edge_padding_samples else "none",
         "win_samples": fe.win_samples,
-        "hop_samples": fe.hop_samples, "n_fft": fe.n_fft, "window": "hann_periodic", "mel_scale": "htk",
-        "n_mels": fe.n_mels, "fmin": fe.fmin, "fmax": fe.fmax, "log": "natural", "log_floor": fe.log_floor,
+        "hop_samples": fe.hop_samples,
+        "n_fft": fe.n_fft,
+        "window": "hann_periodic",
+        "mel_scale": "htk",
+        "n_mels": fe.n_mels,
+        "fmin": fe.fmin,
+        "fmax": fe.fmax,
+        "log": "natural",
+        "log_floor": fe.log_floor,
         "mel_filterbank": [[round(float(v), 8) for v in row] for row in mel_filterbank(fe)],
-        "mean": list(norm.mean), "std": list(norm.std), "cmn_prior_frames": norm.prior_frames,
+        "mean": list(norm.mean),
+        "std": list(norm.std),
+        "cmn_prior_frames": norm.prior_frames,
         "formula": schema()["properties"]["frontend"]["description"],
         "reference_implementation": "pipeline/frontend.py: log_mel() then Normalizer",
     }
@@ -80,9 +108,17 @@ def tool_versions() -> dict[str, str]:
 def git_commit() -> str | None:
     """HEAD of the project's checkout (suffixed `+dirty` if the tree has changes), or None."""
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "pipeline", "models", "targets", "calibration"],
-                               cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "pipeline", "models", "targets", "calibration"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
         return head + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return None

@@ -21,6 +21,7 @@ the variables, the loss of one step and what happens around the update:
   pruned block can return if the loss keeps asking for it, and otherwise fades to zero. At `end`
   the support and lambda freeze and the surviving weights fine-tune.
 """
+
 from __future__ import annotations
 
 import math
@@ -37,7 +38,7 @@ from .frontend import edge_padding_default
 from .model import build_training_model, forward, get_params, layer_names, param_shapes
 from .quant import FLOAT, Emulated, range_points
 from .rnnt_loss import ctc_loss, lattice_kl, onset_frames, rnnt_loss
-from .sparsity import METHODS, affine_params, nested_masks, tier_name
+from .sparsity import METHODS, nested_masks, tier_name
 
 
 class Method:
@@ -79,8 +80,15 @@ class Method:
         skip = -(-zero_frames // stack) if self.cfg.train.pad_edges else 0
         return onset_frames(feats, frames, stack, rel, skip) if rel > 0 else None
 
-    def _loss(self, logits: tf.Tensor, enc: tf.Tensor, labels: tf.Tensor, frames: tf.Tensor, label_lengths: tf.Tensor,
-              first_emit: tf.Tensor | None) -> tf.Tensor:
+    def _loss(
+        self,
+        logits: tf.Tensor,
+        enc: tf.Tensor,
+        labels: tf.Tensor,
+        frames: tf.Tensor,
+        label_lengths: tf.Tensor,
+        first_emit: tf.Tensor | None,
+    ) -> tf.Tensor:
         """RNN-T loss of the logits (alignments emitting the first label before `first_emit` left out, if given),
         plus the weighted auxiliary CTC loss of the encoder output enc (B, T, D) if configured."""
         loss = rnnt_loss(logits, labels, frames, label_lengths, first_emit=first_emit)
@@ -104,15 +112,19 @@ class Method:
         """Learned int8 activation ranges per tier (AAT only)."""
         return {}
 
-    def affine(self) -> dict[str, dict[str, np.ndarray]]:
-        """Each tier's private gains and bias offsets (omni with `sparsity.tier_affine`), else empty."""
-        return {}
-
     def before_step(self, step: int, batch_size: int) -> list[np.ndarray]:
         """Python-side work before step `step`; returns the step's extra tensor inputs."""
         return []
 
-    def loss(self, feats: tf.Tensor, pred_in: tf.Tensor, labels: tf.Tensor, frames: tf.Tensor, label_lengths: tf.Tensor, *extra: tf.Tensor) -> tf.Tensor:
+    def loss(
+        self,
+        feats: tf.Tensor,
+        pred_in: tf.Tensor,
+        labels: tf.Tensor,
+        frames: tf.Tensor,
+        label_lengths: tf.Tensor,
+        *extra: tf.Tensor,
+    ) -> tf.Tensor:
         logits, enc = self.model([feats, pred_in], training=True)
         return self._loss(logits, enc, labels, frames, label_lengths, self._first_emit(feats, frames))
 
@@ -138,15 +150,27 @@ class TfmotMethod(Method):
         begin = int(math.ceil(sp.begin * total_steps))
         end = begin + sp.update_every * max(1, round((sp.end * total_steps - begin) / sp.update_every))
         if end >= total_steps:
-            raise ConfigError(f"the TFMOT schedule ends at step {end}, not before the last step {total_steps}; lower sparsity.update_every or sparsity.end.")
-        schedule = tfmot.sparsity.keras.PolynomialDecay(initial_sparsity=0.0, final_sparsity=tier / 100, begin_step=begin, end_step=end,
-                                                        frequency=sp.update_every)
+            raise ConfigError(
+                f"the TFMOT schedule ends at step {end}, not before the last step {total_steps}; lower "
+                "sparsity.update_every or sparsity.end."
+            )
+        schedule = tfmot.sparsity.keras.PolynomialDecay(
+            initial_sparsity=0.0, final_sparsity=tier / 100, begin_step=begin, end_step=end, frequency=sp.update_every
+        )
         names = [n for n, weights in layer_names(cfg).items() if any(sp.prunes(f"{n}/{w}") for w in weights)]
         for pname, shape in param_shapes(cfg, vocab).items():
-            if sp.prunes(pname) and len(shape) == 2 and (shape[0] <= sp.block[0] or shape[1] <= sp.block[1]) and sp.block != (1, 1):
-                # TFMOT squeezes a one-row (or one-column) block grid to rank 1 and then fails (pruning_impl._maybe_update_block_mask)
-                raise ConfigError(f"TFMOT cannot prune {pname} {shape} in {sp.block} blocks: the kernel spans only one block; "
-                                  "use a smaller sparsity.block or a larger layer.")
+            if (
+                sp.prunes(pname)
+                and len(shape) == 2
+                and (shape[0] <= sp.block[0] or shape[1] <= sp.block[1])
+                and sp.block != (1, 1)
+            ):
+                # TFMOT squeezes a one-row (or one-column) block grid to rank 1 and then fails
+                # (pruning_impl._maybe_update_block_mask)
+                raise ConfigError(
+                    f"TFMOT cannot prune {pname} {shape} in {sp.block} blocks: the kernel spans only one block; "
+                    "use a smaller sparsity.block or a larger layer."
+                )
 
         def wrap(layer: keras.layers.Layer) -> keras.layers.Layer:
             if layer.name in names:
@@ -204,31 +228,12 @@ class OmniMethod(_Functional):
     def __init__(self, cfg: ModelConfig, vocab: int, total_steps: int, tier: int | None) -> None:
         super().__init__(cfg, vocab, total_steps, None)
         self.tiers = cfg.sparsity.tiers
-        self.tier_weights = cfg.sparsity.tier_weights
-        self.select_tiers(0)  # a weighting that cannot fill a step fails here, before any training
-        self.module.masks = {n.replace("/", "."): tf.Variable(tf.ones((len(self.tiers), *self.var(n).shape)), trainable=False, name=f"mask_{n.replace('/', '_')}")
-                             for n in self.pruned}
-        self._make_affine({} if cfg.sparsity.tier_affine else None)
-
-    def _make_affine(self, start: dict[str, dict[str, np.ndarray]] | None) -> None:
-        """Per-tier gains (kernels) and offsets (biases), starting at 1 and 0 or at `start` (tier name → param → values);
-        None: no private affine."""
-        self.affine_names = affine_params(self.names, self.cfg.sparsity) if start is not None else []
-        affine = {}
-        for n in self.affine_names:
-            cols = self.var(n).shape[-1]
-            ident = np.zeros(cols, np.float32) if n.endswith("/bias") else np.ones(cols, np.float32)
-            v = np.stack([start.get(tier_name(t), {}).get(n, ident) for t in self.tiers]).astype(np.float32)
-            affine[n.replace("/", ".")] = tf.Variable(v, name=f"affine_{n.replace('/', '_')}")
-        self.module.affine = affine  # tracked by the training checkpoint (resume)
-
-    def _aux_trainable(self) -> list[tf.Variable]:
-        return super()._aux_trainable() + [self.module.affine[n.replace("/", ".")] for n in self.affine_names]
-
-    def affine(self) -> dict[str, dict[str, np.ndarray]]:
-        if not self.affine_names:
-            return {}
-        return {tier_name(t): {n: self.module.affine[n.replace("/", ".")][i].numpy() for n in self.affine_names} for i, t in enumerate(self.tiers)}
+        self.module.masks = {
+            n.replace("/", "."): tf.Variable(
+                tf.ones((len(self.tiers), *self.var(n).shape)), trainable=False, name=f"mask_{n.replace('/', '_')}"
+            )
+            for n in self.pruned
+        }
 
     def mask(self, name: str) -> tf.Variable:
         return self.module.masks[name.replace("/", ".")]
@@ -256,19 +261,12 @@ class OmniMethod(_Functional):
         rest, with 1 one sampled tier, so every tier is trained."""
         rng = np.random.default_rng([self.cfg.train.seed, step, 7])
         n, k = len(self.tiers), min(per_step or self.cfg.sparsity.tiers_per_step, len(self.tiers))
-        weights = self.tier_weights
 
         def pick(pool: list[int], size: int) -> list[int]:
-            """`size` distinct tiers of `pool` at the configured odds (uniform: the draws of the unweighted recipe)."""
-            if not weights:
-                if size == 1:
-                    return [int(rng.integers(pool[0], pool[-1] + 1))]
-                return rng.choice(pool, size=size, replace=False).tolist()
-            p = np.array([weights[i] for i in pool], np.float64)
-            if np.count_nonzero(p) < size:
-                raise ConfigError(f"sparsity.tier_weights gives fewer than {size} of tiers {[self.tiers[i] for i in pool]} a non-zero weight, "
-                                  f"and {size} of them are sampled per step.")
-            return [int(i) for i in rng.choice(pool, size=size, replace=False, p=p / p.sum())]
+            """`size` distinct tiers of `pool`, uniformly."""
+            if size == 1:
+                return [int(rng.integers(pool[0], pool[-1] + 1))]
+            return rng.choice(pool, size=size, replace=False).tolist()
 
         if k >= 3:
             return sorted({0, n - 1, *pick(list(range(1, n - 1)), k - 2)})
@@ -276,18 +274,16 @@ class OmniMethod(_Functional):
             return sorted({n - 1, *pick(list(range(n - 1)), 1)})
         return pick(list(range(n)), 1)
 
-    def _tier_params(self, sel: tf.Tensor, weights: dict[str, Any] | None = None, affine: dict[str, Any] | None = None) -> dict[str, tf.Tensor]:
-        """The shared weights (or `weights`, with `affine` for the tiers' private affine) under each selected tier's
-        masks, with a leading tier axis."""
+    def _tier_params(self, sel: tf.Tensor, weights: dict[str, Any] | None = None) -> dict[str, tf.Tensor]:
+        """The shared weights (or `weights`) under each selected tier's masks, with a leading tier axis."""
         k = tf.shape(sel)[0]
         w = weights if weights is not None else {n: self.var(n) for n in self.names}
-        aff = affine if affine is not None else {n: self.module.affine[n.replace("/", ".")] for n in self.affine_names}
-        out = {n: w[n][None] * tf.gather(self.mask(n), sel) if n in self.pruned else tf.broadcast_to(w[n][None], tf.concat([[k], tf.shape(w[n])], 0))
-               for n in self.names}
-        for n in self.affine_names:  # the tiers' private gains per output column (kernels) and bias offsets
-            a = tf.gather(aff[n], sel)
-            out[n] = out[n] + a if n.endswith("/bias") else out[n] * a[:, None, :]
-        return out
+        return {
+            n: w[n][None] * tf.gather(self.mask(n), sel)
+            if n in self.pruned
+            else tf.broadcast_to(w[n][None], tf.concat([[k], tf.shape(w[n])], 0))
+            for n in self.names
+        }
 
     def _sub_batches(self, step: int, batch_size: int, sel: list[int], share: float, salt: int) -> list[np.ndarray]:
         """Each selected tier's rows of the batch: a seeded random `share` of it."""
@@ -296,27 +292,50 @@ class OmniMethod(_Functional):
         idx = np.stack([np.sort(rng.choice(batch_size, size=sub, replace=False)) for _ in sel]).astype(np.int32)
         return [np.array(sel, np.int32), idx]
 
-    def _tiers_loss(self, logits: tf.Tensor, enc: tf.Tensor, idx: tf.Tensor, labels: tf.Tensor, frames: tf.Tensor, label_lengths: tf.Tensor,
-                    first_emit: tf.Tensor | None) -> tf.Tensor:
+    def _tiers_loss(
+        self,
+        logits: tf.Tensor,
+        enc: tf.Tensor,
+        idx: tf.Tensor,
+        labels: tf.Tensor,
+        frames: tf.Tensor,
+        label_lengths: tf.Tensor,
+        first_emit: tf.Tensor | None,
+    ) -> tf.Tensor:
         """`_loss` of (K, B', ...) logits and encoder outputs, tier k's rows of the batch being idx[k] (labels, frames
         and first_emit are the whole batch's, gathered here)."""
         rows = lambda t: _tier_rows(t, idx)  # noqa: E731
-        return self._loss(_merge_tiers(logits), _merge_tiers(enc), rows(labels), rows(frames), rows(label_lengths), None if first_emit is None else rows(first_emit))
+        return self._loss(
+            _merge_tiers(logits),
+            _merge_tiers(enc),
+            rows(labels),
+            rows(frames),
+            rows(label_lengths),
+            None if first_emit is None else rows(first_emit),
+        )
 
     def loss(self, feats, pred_in, labels, frames, label_lengths, *extra):  # noqa: ANN001, ANN201
         sel, idx = extra
-        enc, _, logits = forward(self.cfg, self._tier_params(sel), tf.gather(feats, idx), tf.gather(pred_in, idx), parts=True)
+        enc, _, logits = forward(
+            self.cfg, self._tier_params(sel), tf.gather(feats, idx), tf.gather(pred_in, idx), parts=True
+        )
         return self._tiers_loss(logits, enc, idx, labels, frames, label_lengths, self._first_emit(feats, frames))
 
     def result(self) -> tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]]]:
         params = {n: self.var(n).numpy() for n in self.names}
-        masks = {tier_name(t): {n: self.mask(n)[i].numpy() > 0.5 for n in self.pruned} for i, t in enumerate(self.tiers)}
+        masks = {
+            tier_name(t): {n: self.mask(n)[i].numpy() > 0.5 for n in self.pruned} for i, t in enumerate(self.tiers)
+        }
         return params, masks
 
     def meta(self) -> dict[str, Any]:
         sp = self.cfg.sparsity
-        return {"method": self.name, "tiers": list(self.tiers), "tiers_per_step": min(sp.tiers_per_step, len(self.tiers)), "tier_batch": sp.tier_batch,
-                **({"tier_weights": list(self.tier_weights)} if self.tier_weights else {}), **({"tier_affine": True} if self.affine_names else {})}
+        return {
+            "method": self.name,
+            "tiers": list(self.tiers),
+            "tiers_per_step": min(sp.tiers_per_step, len(self.tiers)),
+            "tier_batch": sp.tier_batch,
+        }
 
 
 def _merge_tiers(t: tf.Tensor) -> tf.Tensor:
@@ -348,8 +367,14 @@ class CspMethod(_Functional):
     def __init__(self, cfg: ModelConfig, vocab: int, total_steps: int, tier: int | None) -> None:
         super().__init__(cfg, vocab, total_steps, tier)
         blocks = {n: _block_norms(tf.zeros(self.var(n).shape), cfg.sparsity.block).shape for n in self.pruned}
-        self.module.keep = {n.replace("/", "."): tf.Variable(tf.ones(blocks[n]), trainable=False, name=f"keep_{n.replace('/', '_')}") for n in self.pruned}
-        self.module.lam = {n.replace("/", "."): tf.Variable(0.0, trainable=False, name=f"lam_{n.replace('/', '_')}") for n in self.pruned}
+        self.module.keep = {
+            n.replace("/", "."): tf.Variable(tf.ones(blocks[n]), trainable=False, name=f"keep_{n.replace('/', '_')}")
+            for n in self.pruned
+        }
+        self.module.lam = {
+            n.replace("/", "."): tf.Variable(0.0, trainable=False, name=f"lam_{n.replace('/', '_')}")
+            for n in self.pruned
+        }
         self.module.frozen = tf.Variable(False, trainable=False, name="frozen")
         # real entries per block (edge blocks may be partial): constant per kernel
         self.block_sizes = {n: _block_norms(tf.ones(self.var(n).shape), cfg.sparsity.block) ** 2 for n in self.pruned}
@@ -394,13 +419,17 @@ class CspMethod(_Functional):
         return w * _expand(scale, tuple(w.shape), self.cfg.sparsity.block)
 
     def params_now(self, frac: tf.Tensor) -> dict[str, tf.Tensor]:
-        return {n: self.compress(n, self.var(n), frac) if n in self.pruned else tf.identity(self.var(n)) for n in self.names}
+        return {
+            n: self.compress(n, self.var(n), frac) if n in self.pruned else tf.identity(self.var(n)) for n in self.names
+        }
 
     def loss(self, feats, pred_in, labels, frames, label_lengths, *extra):  # noqa: ANN001, ANN201
         (frac,) = extra
         params = {n: self.compress(n, self.var(n), frac) if n in self.pruned else self.var(n) for n in self.names}
         # straight-through: the forward pass sees x = S(w), the gradient reaches w as if x = w
-        params = {n: self.var(n) + tf.stop_gradient(p - self.var(n)) if n in self.pruned else p for n, p in params.items()}
+        params = {
+            n: self.var(n) + tf.stop_gradient(p - self.var(n)) if n in self.pruned else p for n, p in params.items()
+        }
         enc, _, logits = forward(self.cfg, {n: p[None] for n, p in params.items()}, feats, pred_in, parts=True)
         return self._loss(logits[0], enc[0], labels, frames, label_lengths, self._first_emit(feats, frames))
 
@@ -416,7 +445,10 @@ class CspMethod(_Functional):
             w.assign(w * (1.0 - (1.0 - beta) * pruned))
 
     def result(self) -> tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]]]:
-        params = {n: v.numpy().astype(np.float32) for n, v in self.params_now(tf.constant(self.tier / 100, tf.float32)).items()}
+        params = {
+            n: v.numpy().astype(np.float32)
+            for n, v in self.params_now(tf.constant(self.tier / 100, tf.float32)).items()
+        }
         return params, {tier_name(self.tier): {n: params[n] != 0 for n in self.pruned}}
 
 
@@ -433,7 +465,8 @@ class AatMethod(OmniMethod):
 
     Tiers sharing weights (omni): the fine-tuning keeps ONE set of weights and trains
     `aat.tiers_per_step` tiers per step (the densest + the sparsest + sampled ones), each
-    on an `aat.tier_batch` share of the batch, one update per step, each tier with its own activation ranges, since a sparser tier
+    on an `aat.tier_batch` share of the batch, one update per step, each tier with its own activation ranges, since a
+    sparser tier
     has other activation statistics. A single-tier checkpoint (dense, tfmot, csp) trains its tier
     on the whole batch.
     """
@@ -449,27 +482,36 @@ class AatMethod(OmniMethod):
             self.name = "finetune"
         self.init_meta = dict(init.meta)
         self.tiers = tuple(init.tiers)
-        self.tier_weights = ()  # the fine-tuning samples its tiers uniformly
         self.dense_base = not init.masks
         for n in self.names:
             self.var(n).assign(init.params[n])
         masks = [init.masks[tier_name(t)] if init.masks else {} for t in self.tiers]
-        self.module.masks = {n.replace("/", "."): tf.Variable(np.stack([m.get(n, np.ones(self.var(n).shape, bool)) for m in masks]).astype(np.float32),
-                                                              trainable=False, name=f"mask_{n.replace('/', '_')}") for n in self.pruned}
-        self._make_affine(init.affine if init.affine else None)  # the tiers' private affine fine-tunes with the weights
-        # the checkpoint as it was, frozen (weights, private affine): the float teacher of `aat.distill`
-        self.teacher = None if cfg.aat.distill == 0 else ({n: tf.constant(init.params[n]) for n in self.names},
-                                                          {n: tf.constant(self.module.affine[n.replace("/", ".")].numpy()) for n in self.affine_names})
+        self.module.masks = {
+            n.replace("/", "."): tf.Variable(
+                np.stack([m.get(n, np.ones(self.var(n).shape, bool)) for m in masks]).astype(np.float32),
+                trainable=False,
+                name=f"mask_{n.replace('/', '_')}",
+            )
+            for n in self.pruned
+        }
+        # the checkpoint as it was, frozen: the float teacher of `aat.distill`
+        self.teacher = None if cfg.aat.distill == 0 else {n: tf.constant(init.params[n]) for n in self.names}
         self.points = range_points(cfg.encoder.layers)
-        self.module.ranges = {p.replace("/", "."): tf.Variable(tf.zeros((len(self.tiers), 2)), trainable=False, name=f"range_{p.replace('/', '_')}")
-                              for p in self.points}
+        self.module.ranges = {
+            p.replace("/", "."): tf.Variable(
+                tf.zeros((len(self.tiers), 2)), trainable=False, name=f"range_{p.replace('/', '_')}"
+            )
+            for p in self.points
+        }
         self.sub_batch = cfg.aat.tier_batch if len(self.tiers) > 1 else 1.0
         self.start_ranges = None
-        if emulate and cfg.aat.calibrated_start is not None:
+        if emulate:
             missing = [t for t in self.tiers if tier_name(t) not in init.ranges]
             if missing:
-                raise InternalError(f"aat.range_init = calibration needs the calibrated ranges of every tier; tier {missing[0]} has none.")
-            self.start_ranges = {p: np.stack([init.ranges[tier_name(t)][p] for t in self.tiers]).astype(np.float32) for p in self.points}
+                raise InternalError(f"AAT starts from the calibrated ranges of every tier; tier {missing[0]} has none.")
+            self.start_ranges = {
+                p: np.stack([init.ranges[tier_name(t)][p] for t in self.tiers]).astype(np.float32) for p in self.points
+            }
 
     def range_var(self, point: str) -> tf.Variable:
         return self.module.ranges[point.replace("/", ".")]
@@ -480,65 +522,32 @@ class AatMethod(OmniMethod):
         return a.learning_rate, a.warmup_steps, self.total_steps
 
     def prepare(self, batch: Any) -> None:
-        """Start every tier's ranges where the converter's calibration puts them, or at the min/max of the float model
-        over the first batches (`aat.range_init`)."""
-        if not self.emulate:
-            return
-        if self.start_ranges is not None:
+        """Start every tier's ranges where the converter's calibration puts them; they stay there (the weights adapt
+        to the fixed int8 grid)."""
+        if self.emulate:
             for p in self.points:
                 self.range_var(p).assign(self.start_ranges[p])
-            return
-
-        @tf.function(reduce_retracing=True)
-        def observe(feats: tf.Tensor, pred_in: tf.Tensor, tier: tf.Tensor) -> dict[str, tuple[tf.Tensor, tf.Tensor]]:
-            q = Emulated(None)
-            forward(self.cfg, self._tier_params(tier[None]), feats, pred_in, q)
-            return q.seen
-
-        lo = {p: np.full(len(self.tiers), np.inf, np.float32) for p in self.points}
-        hi = {p: np.full(len(self.tiers), -np.inf, np.float32) for p in self.points}
-        for step in range(self.cfg.aat.calibration_batches):
-            b = batch(step)
-            for i in range(len(self.tiers)):
-                seen = observe(tf.constant(b.feats), tf.constant(b.pred_in), tf.constant(i, tf.int32))
-                for p, (l, h) in seen.items():
-                    lo[p][i] = min(lo[p][i], float(l[0]))
-                    hi[p][i] = max(hi[p][i], float(h[0]))
-        for p in self.points:
-            self.range_var(p).assign(np.stack([lo[p], hi[p]], axis=1))
 
     def before_step(self, step: int, batch_size: int) -> list[np.ndarray]:
-        return self._sub_batches(step, batch_size, self.select_tiers(step, self.cfg.aat.tiers_per_step), self.sub_batch, 9)
+        return self._sub_batches(
+            step, batch_size, self.select_tiers(step, self.cfg.aat.tiers_per_step), self.sub_batch, 9
+        )
 
     def loss(self, feats, pred_in, labels, frames, label_lengths, *extra):  # noqa: ANN001, ANN201
         sel, idx = extra
         q = Emulated({p: tf.gather(self.range_var(p), sel) for p in self.points}) if self.emulate else FLOAT
         feats_k, pred_k = tf.gather(feats, idx), tf.gather(pred_in, idx)
         enc, _, logits = forward(self.cfg, self._tier_params(sel), feats_k, pred_k, q, parts=True)
-        if self.emulate:
-            self._track_ranges(sel, q.seen)
         loss = self._tiers_loss(logits, enc, idx, labels, frames, label_lengths, self._first_emit(feats, frames))
         if self.teacher is None:
             return loss
         # distillation: the same tier of the checkpoint as it was, in float, is the target at every lattice node
-        _, _, teacher = forward(self.cfg, self._tier_params(sel, *self.teacher), feats_k, pred_k, FLOAT, parts=True)
-        kl = lattice_kl(_merge_tiers(teacher), _merge_tiers(logits), _tier_rows(frames, idx), _tier_rows(label_lengths, idx))
+        _, _, teacher = forward(self.cfg, self._tier_params(sel, self.teacher), feats_k, pred_k, FLOAT, parts=True)
+        kl = lattice_kl(
+            _merge_tiers(teacher), _merge_tiers(logits), _tier_rows(frames, idx), _tier_rows(label_lengths, idx)
+        )
         a = self.cfg.aat.distill
         return (1.0 - a) * loss + a * kl
-
-    def _track_ranges(self, sel: tf.Tensor, seen: dict[str, tuple[tf.Tensor, tf.Tensor]]) -> None:
-        """Fold what each selected tier's activations spanned in this batch into its ranges."""
-        a = self.cfg.aat
-        if a.range_tracking == "frozen":
-            return
-        for p, (lo, hi) in seen.items():
-            v = self.range_var(p)
-            old = tf.gather(v, sel)
-            if a.range_tracking == "minmax":
-                new = tf.stack([tf.minimum(old[:, 0], lo), tf.maximum(old[:, 1], hi)], axis=1)
-            else:
-                new = a.ema_decay * old + (1 - a.ema_decay) * tf.stack([lo, hi], axis=1)
-            v.scatter_nd_update(sel[:, None], new)
 
     def result(self) -> tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]]]:
         params, masks = super().result()
@@ -551,11 +560,23 @@ class AatMethod(OmniMethod):
 
     def meta(self) -> dict[str, Any]:
         a = self.cfg.aat
-        info = {"steps": self.total_steps, "learning_rate": a.learning_rate, "tiers": list(self.tiers), "distill": a.distill}
+        info = {
+            "steps": self.total_steps,
+            "learning_rate": a.learning_rate,
+            "tiers": list(self.tiers),
+            "distill": a.distill,
+        }
         if not self.emulate:
             return {**self.init_meta, "float_finetune": info}
-        return {**self.init_meta, "aat": {**info, "tiers_per_step": min(a.tiers_per_step, len(self.tiers)), "tier_batch": self.sub_batch, "range_tracking": a.range_tracking,
-                                          "range_init": a.range_init, "ema_decay": a.ema_decay, "calibration_batches": a.calibration_batches}}
+        return {
+            **self.init_meta,
+            "aat": {
+                **info,
+                "tiers_per_step": min(a.tiers_per_step, len(self.tiers)),
+                "tier_batch": self.sub_batch,
+                "ranges": "calibrated, frozen",
+            },
+        }
 
 
 def check_method(name: str, cfg: ModelConfig, tier: int | None) -> None:
@@ -566,20 +587,27 @@ def check_method(name: str, cfg: ModelConfig, tier: int | None) -> None:
         cfg.sparsity.check_tier(tier)
     if name in ("tfmot", "csp"):
         if tier is None:
-            raise ConfigError(f"method {name} trains one model per tier; pass --tier (one of {', '.join(map(str, cfg.sparsity.tiers))}).")
+            raise ConfigError(
+                f"method {name} trains one model per tier; pass --tier (one of "
+                f"{', '.join(map(str, cfg.sparsity.tiers))})."
+            )
         if tier == 0:
             raise ConfigError(f"tier 0 is the dense model; train it with --method dense, not {name}.")
     elif name == "dense" and tier not in (None, 0):
-        raise ConfigError(f"method dense trains tier 0 only, got --tier {tier}; use tfmot, omni or csp for sparse tiers.")
-    if name in ("omni", "csp") and cfg.train.dropout > 0:
-        raise ConfigError(f"train.dropout is implemented for methods dense and tfmot (the Keras training model), not {name}; set it to 0.")
+        raise ConfigError(
+            f"method dense trains tier 0 only, got --tier {tier}; use tfmot, omni or csp for sparse tiers."
+        )
 
 
-def make_method(name: str, cfg: ModelConfig, vocab: int, total_steps: int, tier: int | None = None, init: Any = None) -> Method:
+def make_method(
+    name: str, cfg: ModelConfig, vocab: int, total_steps: int, tier: int | None = None, init: Any = None
+) -> Method:
     """`name` one of METHODS, or "aat" to fine-tune the checkpoint `init` with the int8 kernels emulated."""
     if name in ("aat", "finetune"):
         if init is None:
             raise InternalError(f"{name} fine-tunes a trained checkpoint; none given.")
         return AatMethod(cfg, vocab, total_steps, init, emulate=name == "aat")
     check_method(name, cfg, tier)
-    return {"dense": Method, "tfmot": TfmotMethod, "omni": OmniMethod, "csp": CspMethod}[name](cfg, vocab, total_steps, tier if name in ("tfmot", "csp") else None)
+    return {"dense": Method, "tfmot": TfmotMethod, "omni": OmniMethod, "csp": CspMethod}[name](
+        cfg, vocab, total_steps, tier if name in ("tfmot", "csp") else None
+    )

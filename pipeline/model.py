@@ -3,7 +3,7 @@
 Training runs `ClippedLSTM` layers over whole utterances. Export uses the same
 `lstm_step` written from `Dense` + sigmoid/tanh + multiply/add, unrolled over one chunk,
 with the recurrent state as explicit inputs and outputs: it converts to int8
-FULLY_CONNECTED/LOGISTIC/TANH/MUL/ADD (DESIGN.md: the Keras LSTM with
+FULLY_CONNECTED/LOGISTIC/TANH/MUL/ADD (docs/design.md: the Keras LSTM with
 `initial_state` crashes the int8 converter), runs in LiteRT and TFLM and maps onto
 the Ethos-U NPU. `tests/test_model.py` proves both compute the same function.
 
@@ -16,6 +16,7 @@ Parameters are a flat dict `name -> np.ndarray`, the names being
     pred_proj/kernel (P, D) pred_proj/bias (D,)
     joint_out/kernel (D, V) joint_out/bias (V,)
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -25,6 +26,7 @@ from .cells import ClippedLSTM, lstm_sequence, lstm_step
 from .config import LSTM_WEIGHTS, ModelConfig
 from .errors import ArtifactError
 from .quant import FLOAT, STEP_POINTS, Quant
+
 
 def layer_names(cfg: ModelConfig) -> dict[str, tuple[str, ...]]:
     """Every parameterized layer of the model and the weight names it holds, in order."""
@@ -36,15 +38,28 @@ def param_shapes(cfg: ModelConfig, vocab_size: int) -> dict[str, tuple[int, ...]
     shapes: dict[str, tuple[int, ...]] = {}
     din = e.stack * cfg.frontend.n_mels
     for i in range(e.layers):
-        shapes.update({f"enc{i}/kernel": (din, 4 * e.units), f"enc{i}/recurrent_kernel": (e.units, 4 * e.units), f"enc{i}/bias": (4 * e.units,)})
+        shapes.update(
+            {
+                f"enc{i}/kernel": (din, 4 * e.units),
+                f"enc{i}/recurrent_kernel": (e.units, 4 * e.units),
+                f"enc{i}/bias": (4 * e.units,),
+            }
+        )
         din = e.units
-    shapes.update({
-        "enc_proj/kernel": (e.units, d), "enc_proj/bias": (d,),
-        "pred_embed/embeddings": (vocab_size, p.embed),
-        "pred_lstm/kernel": (p.embed, 4 * p.units), "pred_lstm/recurrent_kernel": (p.units, 4 * p.units), "pred_lstm/bias": (4 * p.units,),
-        "pred_proj/kernel": (p.units, d), "pred_proj/bias": (d,),
-        "joint_out/kernel": (d, vocab_size), "joint_out/bias": (vocab_size,),
-    })
+    shapes.update(
+        {
+            "enc_proj/kernel": (e.units, d),
+            "enc_proj/bias": (d,),
+            "pred_embed/embeddings": (vocab_size, p.embed),
+            "pred_lstm/kernel": (p.embed, 4 * p.units),
+            "pred_lstm/recurrent_kernel": (p.units, 4 * p.units),
+            "pred_lstm/bias": (4 * p.units,),
+            "pred_proj/kernel": (p.units, d),
+            "pred_proj/bias": (d,),
+            "joint_out/kernel": (d, vocab_size),
+            "joint_out/bias": (vocab_size,),
+        }
+    )
     return shapes
 
 
@@ -55,7 +70,10 @@ def check_params(cfg: ModelConfig, vocab_size: int, params: dict[str, np.ndarray
         if name not in params:
             raise ArtifactError(f"{source}: parameter {name} is missing; the checkpoint is from another model config.")
         if tuple(params[name].shape) != shape:
-            raise ArtifactError(f"{source}: parameter {name} has shape {tuple(params[name].shape)}, config {cfg.name!r} needs {shape}; the checkpoint is from another model config.")
+            raise ArtifactError(
+                f"{source}: parameter {name} has shape {tuple(params[name].shape)}, config {cfg.name!r} needs "
+                f"{shape}; the checkpoint is from another model config."
+            )
     extra = sorted(set(params) - set(want))
     if extra:
         raise ArtifactError(f"{source}: unexpected parameter {extra[0]}; the checkpoint is from another model config.")
@@ -82,8 +100,6 @@ def build_training_model(cfg: ModelConfig, vocab_size: int, encoder_out: bool = 
     x = stack_frames(feats, e.stack)
     for i in range(e.layers):
         x = ClippedLSTM(e.units, e.cell_clip, name=f"enc{i}")(x)
-        if cfg.train.dropout > 0:  # active only when called with training=True; holds no weights
-            x = keras.layers.Dropout(cfg.train.dropout, name=f"enc{i}_dropout")(x)
     enc = keras.layers.Dense(cfg.joiner.dim, name="enc_proj")(x)
     y = keras.layers.Embedding(vocab_size, p.embed, name="pred_embed")(pred_in)
     y = ClippedLSTM(p.units, p.cell_clip, name="pred_lstm")(y)
@@ -124,7 +140,9 @@ def _cell_layers(params: dict[str, np.ndarray], lname: str) -> tuple[keras.layer
     return dx, dh
 
 
-def _dense(params: dict[str, np.ndarray], lname: str, kernel_key: str = "kernel", use_bias: bool = True) -> keras.layers.Dense:
+def _dense(
+    params: dict[str, np.ndarray], lname: str, kernel_key: str = "kernel", use_bias: bool = True
+) -> keras.layers.Dense:
     k = params[f"{lname}/{kernel_key}"]
     d = keras.layers.Dense(k.shape[1], use_bias=use_bias, name=lname)
     d.build((None, k.shape[0]))
@@ -171,7 +189,9 @@ def build_predictor_export(cfg: ModelConfig, params: dict[str, np.ndarray], q: Q
     embed = _dense(params, "pred_embed", kernel_key="embeddings", use_bias=False)
     dx, dh = _cell_layers(params, "pred_lstm")
     xw = q.act("pred_lstm/xw", dx(q.act("pred_embed", embed(q.act("token", onehot)))))
-    h, c = lstm_step(xw, q.act("pred_lstm/h", h0), q.act("pred_lstm/c", c0), dh, cfg.predictor.cell_clip or None, q, "pred_lstm")
+    h, c = lstm_step(
+        xw, q.act("pred_lstm/h", h0), q.act("pred_lstm/c", c0), dh, cfg.predictor.cell_clip or None, q, "pred_lstm"
+    )
     out = q.act("pred_proj", _dense(params, "pred_proj")(h))
     return keras.Model([onehot, h0, c0], [out, h, c], name="predictor")
 
@@ -190,8 +210,16 @@ def build_joiner_export(cfg: ModelConfig, params: dict[str, np.ndarray], q: Quan
 # Functional training graph over a leading tier axis
 
 
-def _lstm_seq(x: tf.Tensor, kernel: tf.Tensor, recurrent: tf.Tensor, bias: tf.Tensor, units: int, cell_clip: float | None,
-              q: Quant = FLOAT, layer: str = "") -> tf.Tensor:
+def _lstm_seq(
+    x: tf.Tensor,
+    kernel: tf.Tensor,
+    recurrent: tf.Tensor,
+    bias: tf.Tensor,
+    units: int,
+    cell_clip: float | None,
+    q: Quant = FLOAT,
+    layer: str = "",
+) -> tf.Tensor:
     """x (K, B, T, D), kernel (K, D, 4H), recurrent (K, H, 4H), bias (K, 4H) → (K, B, T, H)."""
     xw = q.act(f"{layer}/xw", tf.einsum("kbtd,kdh->kbth", x, q.kernel(kernel)) + bias[:, None, None, :])
     xw = tf.transpose(xw, [2, 0, 1, 3])  # time-major for scan
@@ -218,8 +246,14 @@ def _lstm_seq(x: tf.Tensor, kernel: tf.Tensor, recurrent: tf.Tensor, bias: tf.Te
     return tf.transpose(hs, [1, 2, 0, 3])
 
 
-def forward(cfg: ModelConfig, params: dict[str, tf.Tensor], feats: tf.Tensor, pred_in: tf.Tensor, q: Quant = FLOAT,
-            parts: bool = False) -> tf.Tensor | tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+def forward(
+    cfg: ModelConfig,
+    params: dict[str, tf.Tensor],
+    feats: tf.Tensor,
+    pred_in: tf.Tensor,
+    q: Quant = FLOAT,
+    parts: bool = False,
+) -> tf.Tensor | tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """The training model as a function of its parameters, each with a leading axis K.
 
     K variants of the weights (sparsity tiers, fake-quantized copies...) run on the same
@@ -238,11 +272,42 @@ def forward(cfg: ModelConfig, params: dict[str, tf.Tensor], feats: tf.Tensor, pr
     shape = tf.shape(feats)
     x = tf.reshape(q.act("features", feats), [shape[0], shape[1], -1, e.stack * cfg.frontend.n_mels])
     for i in range(e.layers):
-        x = _lstm_seq(x, params[f"enc{i}/kernel"], params[f"enc{i}/recurrent_kernel"], params[f"enc{i}/bias"], e.units, e.cell_clip or None, q, f"enc{i}")
-    enc = q.act("enc_proj", tf.einsum("kbth,khd->kbtd", x, q.kernel(params["enc_proj/kernel"])) + params["enc_proj/bias"][:, None, None, :])
-    y = q.act("pred_embed", tf.gather(q.kernel(params["pred_embed/embeddings"]), pred_in, axis=1, batch_dims=1))  # (K, B, U+1, E)
-    y = _lstm_seq(y, params["pred_lstm/kernel"], params["pred_lstm/recurrent_kernel"], params["pred_lstm/bias"], p.units, p.cell_clip or None, q, "pred_lstm")
-    pred = q.act("pred_proj", tf.einsum("kbuh,khd->kbud", y, q.kernel(params["pred_proj/kernel"])) + params["pred_proj/bias"][:, None, None, :])
+        x = _lstm_seq(
+            x,
+            params[f"enc{i}/kernel"],
+            params[f"enc{i}/recurrent_kernel"],
+            params[f"enc{i}/bias"],
+            e.units,
+            e.cell_clip or None,
+            q,
+            f"enc{i}",
+        )
+    enc = q.act(
+        "enc_proj",
+        tf.einsum("kbth,khd->kbtd", x, q.kernel(params["enc_proj/kernel"])) + params["enc_proj/bias"][:, None, None, :],
+    )
+    y = q.act(
+        "pred_embed", tf.gather(q.kernel(params["pred_embed/embeddings"]), pred_in, axis=1, batch_dims=1)
+    )  # (K, B, U+1, E)
+    y = _lstm_seq(
+        y,
+        params["pred_lstm/kernel"],
+        params["pred_lstm/recurrent_kernel"],
+        params["pred_lstm/bias"],
+        p.units,
+        p.cell_clip or None,
+        q,
+        "pred_lstm",
+    )
+    pred = q.act(
+        "pred_proj",
+        tf.einsum("kbuh,khd->kbud", y, q.kernel(params["pred_proj/kernel"]))
+        + params["pred_proj/bias"][:, None, None, :],
+    )
     joint = q.tanh(q.act("joint_sum", enc[:, :, :, None, :] + pred[:, :, None, :, :]))
-    logits = q.act("logits", tf.einsum("kbtud,kdv->kbtuv", joint, q.kernel(params["joint_out/kernel"])) + params["joint_out/bias"][:, None, None, None, :])
+    logits = q.act(
+        "logits",
+        tf.einsum("kbtud,kdv->kbtuv", joint, q.kernel(params["joint_out/kernel"]))
+        + params["joint_out/bias"][:, None, None, None, :],
+    )
     return (enc, pred, logits) if parts else logits

@@ -3,6 +3,7 @@
 Every figure here is an estimate by Vela's performance model, not a measurement, and
 the manifest labels it so (tool, version, accelerator, system config, memory mode).
 """
+
 from __future__ import annotations
 
 import csv
@@ -48,15 +49,33 @@ def _vela() -> str:
 
 
 def tool_info(npu: NpuConfig) -> dict[str, Any]:
-    return {"tool": "ethos-u-vela", "version": importlib.metadata.version("ethos-u-vela"), "accelerator": npu.accelerator,
-            "system_config": npu.system_config, "memory_mode": npu.memory_mode, "config_file": npu.config_file}
+    return {
+        "tool": "ethos-u-vela",
+        "version": importlib.metadata.version("ethos-u-vela"),
+        "accelerator": npu.accelerator,
+        "system_config": npu.system_config,
+        "memory_mode": npu.memory_mode,
+        "config_file": npu.config_file,
+    }
 
 
 def compile_for_npu(model: Path, npu: NpuConfig, out_dir: Path) -> NpuReport:
     """Run Vela on `model`; write `<stem>_vela.tflite` and its summary into `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [_vela(), str(model), "--accelerator-config", npu.accelerator, "--config", str(TARGETS_DIR / npu.config_file),
-           "--system-config", npu.system_config, "--memory-mode", npu.memory_mode, "--output-dir", str(out_dir)]
+    cmd = [
+        _vela(),
+        str(model),
+        "--accelerator-config",
+        npu.accelerator,
+        "--config",
+        str(TARGETS_DIR / npu.config_file),
+        "--system-config",
+        npu.system_config,
+        "--memory-mode",
+        npu.memory_mode,
+        "--output-dir",
+        str(out_dir),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or proc.stdout.strip().splitlines() or ["no output"])[-1]
@@ -67,9 +86,14 @@ def compile_for_npu(model: Path, npu: NpuConfig, out_dir: Path) -> NpuReport:
         with open(summary, newline="") as fh:
             row = next(csv.DictReader(fh))
         return NpuReport(
-            f"{model.stem}_vela.tflite", float(row["inference_time"]), int(float(row["cycles_total"])), int(float(row["cycles_npu"])),
-            int(float(row["sram_memory_used"]) * 1024), int(float(row["off_chip_flash_memory_used"]) * 1024),
-            counts.get("NPU", 0), counts.get("CPU", 0),
+            f"{model.stem}_vela.tflite",
+            float(row["inference_time"]),
+            int(float(row["cycles_total"])),
+            int(float(row["cycles_npu"])),
+            int(float(row["sram_memory_used"]) * 1024),
+            int(float(row["off_chip_flash_memory_used"]) * 1024),
+            counts.get("NPU", 0),
+            counts.get("CPU", 0),
         )
     except (OSError, StopIteration, KeyError, ValueError) as exc:
         raise ArtifactError(f"Vela's summary {summary} is missing or unreadable ({exc}).") from None

@@ -4,12 +4,13 @@ A bad output path, a full disk, too little memory, an incomplete corpus or a tes
 transcript the vocabulary cannot spell stops a command in seconds, before anything is
 written, instead of after minutes of training.
 """
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from .audio import check_audio
 from .config import ModelConfig
@@ -106,20 +107,29 @@ def check_paths(outputs: list[Output], work_dir: Path | None, src: DataSource | 
     """Each output is writable, replaceable (`fsutil.check_replaceable`) and apart from the work folder and from every
     dataset; the work folder is writable and apart from every dataset."""
     roots = dataset_roots(src) if src is not None else []
-    places = [(o.path, f"the {o.holds} ({o.path})") for o in outputs] + ([(work_dir, f"the work folder ({work_dir})")] if work_dir else [])
+    places = [(o.path, f"the {o.holds} ({o.path})") for o in outputs] + (
+        [(work_dir, f"the work folder ({work_dir})")] if work_dir else []
+    )
     for path, what in places:
         for root, name in roots:
             if inside(path, root) or inside(root, path):
-                raise OutputError(f"{what} overlaps {name} at {root}; the pipeline never writes into a dataset: choose a folder outside it.")
+                raise OutputError(
+                    f"{what} overlaps {name} at {root}; the pipeline never writes into a dataset: choose a folder "
+                    "outside it."
+                )
     for o in outputs:
         if work_dir is not None and (inside(o.path, work_dir) or inside(work_dir, o.path)):
-            raise OutputError(f"the {o.holds} ({o.path}) and the work folder ({work_dir}) overlap; give them separate folders.")
+            raise OutputError(
+                f"the {o.holds} ({o.path}) and the work folder ({work_dir}) overlap; give them separate folders."
+            )
         check_writable(o.path, o.holds)
         check_replaceable(o.path, o.holds, o.legacy)
     for a in outputs:
         for b in outputs:
             if a is not b and a.path != b.path and inside(a.path, b.path):
-                raise OutputError(f"the {a.holds} ({a.path}) lies inside the {b.holds} ({b.path}); give them separate folders.")
+                raise OutputError(
+                    f"the {a.holds} ({a.path}) lies inside the {b.holds} ({b.path}); give them separate folders."
+                )
     if work_dir is not None:
         check_writable(work_dir, "work folder")
 
@@ -131,14 +141,22 @@ def check_resources(cfg: ModelConfig, src: DataSource, work_dir: Path) -> None:
     disk = CACHED_MARGIN if cached else need.disk_bytes
     free = free_bytes(work_dir)
     if free < disk:
-        what = "its outputs" if cached else f"the corpus ({_gb(need.corpus_bytes)}), its features ({_gb(need.feature_bytes)}) and the models"
-        raise HostError(f"the work folder {work_dir} has {_gb(free)} free, and model {cfg.name} needs about {_gb(disk)} there for "
-                        f"{what}: free some space or pass --work-dir on another disk.")
+        what = (
+            "its outputs"
+            if cached
+            else f"the corpus ({_gb(need.corpus_bytes)}), its features ({_gb(need.feature_bytes)}) and the models"
+        )
+        raise HostError(
+            f"the work folder {work_dir} has {_gb(free)} free, and model {cfg.name} needs about {_gb(disk)} there for "
+            f"{what}: free some space or pass --work-dir on another disk."
+        )
     mem = available_memory()
     if not cached and mem is not None and need.memory_bytes > mem:
-        raise HostError(f"model {cfg.name} needs about {_gb(need.memory_bytes)} of memory for its training features "
-                        f"({_gb(need.feature_bytes)}, held in memory with their augmented copies) and this machine has "
-                        f"{_gb(mem)} available: lower [data] train_utterances or [augment] copies.")
+        raise HostError(
+            f"model {cfg.name} needs about {_gb(need.memory_bytes)} of memory for its training features "
+            f"({_gb(need.feature_bytes)}, held in memory with their augmented copies) and this machine has "
+            f"{_gb(mem)} available: lower [data] train_utterances or [augment] copies."
+        )
 
 
 def check_corpus(src: DataSource) -> None:
@@ -158,8 +176,11 @@ def check_corpus(src: DataSource) -> None:
             missing = sorted(set(u.text) - chars)
             if missing:
                 chars = ", ".join(repr(c) for c in missing[:10])
-                raise DataError(f"{src.manifests[split]}: utterance {u.id}'s transcript has {chars}, which no training "
-                                f"transcript has, so the model could never output them; add training speech with them or normalize the text.")
+                raise DataError(
+                    f"{src.manifests[split]}: utterance {u.id}'s transcript has {chars}, which no training "
+                    "transcript has, so the model could never output them; add training speech with them or "
+                    "normalize the text."
+                )
 
 
 def preflight(cfg: ModelConfig | None, src: DataSource | None, work_dir: Path | None, outputs: list[Output]) -> None:

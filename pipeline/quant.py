@@ -31,17 +31,12 @@ training rounds and the tensors the converter quantizes are the same by construc
 - `Tap`: export graphs exposing every range point's tensors, to read the ranges the
   converter's calibration gives them (where AAT starts, `export.calibrated_ranges`).
 """
+
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable
-
-import numpy as np
+from collections.abc import Iterable
 
 from ._tf import tf
-
-if TYPE_CHECKING:
-    from .config import ModelConfig
-    from .runtimes import Graph
 
 QMIN, QMAX = 0, 255  # FakeQuant's 8-bit grid; TFLite int8 = grid - 128
 LSTM_POINTS = ("xw", "rh", "z", "fc", "ig", "c", "h")  # input FC, recurrent FC, gates, f*c, i*g, cell, hidden
@@ -106,7 +101,7 @@ class Quant:
     def kernel(self, w: tf.Tensor) -> tf.Tensor:
         return w
 
-    def child(self) -> "Quant":
+    def child(self) -> Quant:
         """The quantizer a loop body uses (Emulated records what the body saw separately)."""
         return self
 
@@ -150,7 +145,7 @@ class Emulated(Quant):
     def kernel(self, w: tf.Tensor) -> tf.Tensor:
         return w if self.ranges is None else quantize_kernel(w)
 
-    def child(self) -> "Emulated":
+    def child(self) -> Emulated:
         return Emulated(self.ranges)
 
     def observe(self, seen: dict[str, tuple[tf.Tensor, tf.Tensor]]) -> None:
@@ -189,56 +184,3 @@ def int8_params(lo: float, hi: float) -> tuple[float, int]:
     """(scale, int8 zero point) of the tensor a range becomes in the .tflite."""
     nmin, _, scale = (float(t) for t in nudged(tf.constant(lo, tf.float32), tf.constant(hi, tf.float32)))
     return scale, int(round(QMIN - nmin / scale)) - 128
-
-
-
-
-def stream_encoder(graph: "Graph", feats: np.ndarray, chunk: int) -> np.ndarray:
-    """encoder_out of every frame of `feats` (a whole number of chunks), run chunk by chunk with the state fed back."""
-    state = {s.name: np.zeros(s.shape, np.float32) for s in graph.inputs if s.name != "features"}
-    outs = []
-    for i in range(len(feats) // chunk):
-        o = graph(features=feats[None, i * chunk : (i + 1) * chunk], **state)
-        state = {k: o[f"{k}_out"] for k in state}
-        outs.append(o["encoder_out"][0])
-    return np.concatenate(outs)
-
-
-def emulation_agreement(cfg: "ModelConfig", params: dict[str, np.ndarray], ranges: dict[str, np.ndarray], int8: dict[str, "Graph"],
-                        utterances: list[tuple[np.ndarray, list[int]]], blank: int = 0) -> dict[str, float]:
-    """Share of int8 outputs within one int8 step of the emulation, per graph output.
-
-    For each (normalized features, token ids) utterance: the emulated forward pass runs over the
-    whole utterance (as in training); the int8 graphs run as an app runs them: the encoder chunk
-    by chunk with its state fed back, the predictor token by token from the blank, the joiner on
-    every (encoder frame, predictor output) pair.
-    """
-    from .model import forward
-
-    vocab = params["pred_embed/embeddings"].shape[0]
-    chunk = cfg.chunk_feature_frames
-    batched = {k: tf.constant(v[None]) for k, v in params.items()}
-    q = Emulated({k: tf.constant(np.asarray(v, np.float32)[None]) for k, v in ranges.items()})
-    scale = {s.name: s.scale for g in int8.values() for s in g.outputs}
-    hits = {"encoder_out": [0, 0], "predictor_out": [0, 0], "logits": [0, 0]}
-    for feats, tokens in utterances:
-        n = -(-len(feats) // chunk) * chunk
-        padded = np.zeros((n, feats.shape[1]), np.float32)
-        padded[: len(feats)] = feats
-        pred_in = np.array([[blank, *tokens]], np.int32)
-        enc_e, pred_e, logits_e = (t.numpy()[0, 0] for t in forward(cfg, batched, tf.constant(padded[None]), tf.constant(pred_in), q, parts=True))
-        enc = stream_encoder(int8["encoder"], padded, chunk)
-        pr = int8["predictor"]
-        state = {s.name: np.zeros(s.shape, np.float32) for s in pr.inputs if s.name != "token"}
-        pred = []
-        for k in pred_in[0]:
-            o = pr(token=np.eye(vocab, dtype=np.float32)[k][None], **state)
-            state = {s: o[f"{s}_out"] for s in state}
-            pred.append(o["predictor_out"][0])
-        pred = np.stack(pred)
-        jo = int8["joiner"]
-        logits = np.stack([[jo(encoder_frame=enc[t][None], predictor_out=pred[u][None])["logits"][0] for u in range(len(pred))] for t in range(len(enc))])
-        for name, got, want in (("encoder_out", enc, enc_e), ("predictor_out", pred, pred_e), ("logits", logits, logits_e)):
-            hits[name][0] += int(np.sum(np.abs(got - want) <= scale[name] * (1 + 1e-4)))
-            hits[name][1] += got.size
-    return {k: h / max(n, 1) for k, (h, n) in hits.items()}

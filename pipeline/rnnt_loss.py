@@ -11,18 +11,24 @@ one cumulative log-sum-exp: with E[u] = sum_{j<u} emit[t, j] and a[u] = alpha[t-
 blank[t-1, u], alpha[t, u] = E[u] + logcumsumexp_{k<=u}(a[k] - E[k]). One `tf.scan`
 step per frame, vectorized over batch and labels.
 """
+
 from __future__ import annotations
 
 from ._tf import tf
-
 
 # log-probability given to a forbidden emission: exp(-1000) is 0 in float32, and values of this size keep the
 # prefix-sum recursion exact to ~1e-4 (a larger penalty would lose precision there)
 FORBIDDEN = -1000.0
 
 
-def rnnt_log_likelihood(logits: tf.Tensor, labels: tf.Tensor, frames: tf.Tensor, label_lengths: tf.Tensor, blank: int = 0,
-                        first_emit: tf.Tensor | None = None) -> tf.Tensor:
+def rnnt_log_likelihood(
+    logits: tf.Tensor,
+    labels: tf.Tensor,
+    frames: tf.Tensor,
+    label_lengths: tf.Tensor,
+    blank: int = 0,
+    first_emit: tf.Tensor | None = None,
+) -> tf.Tensor:
     """log p(y | x) per utterance.
 
     logits: (B, T, U+1, V) float32 joiner outputs (unnormalized).
@@ -62,8 +68,14 @@ def rnnt_log_likelihood(logits: tf.Tensor, labels: tf.Tensor, frames: tf.Tensor,
     return final_alpha + final_blank
 
 
-def rnnt_loss(logits: tf.Tensor, labels: tf.Tensor, frames: tf.Tensor, label_lengths: tf.Tensor, blank: int = 0,
-              first_emit: tf.Tensor | None = None) -> tf.Tensor:
+def rnnt_loss(
+    logits: tf.Tensor,
+    labels: tf.Tensor,
+    frames: tf.Tensor,
+    label_lengths: tf.Tensor,
+    blank: int = 0,
+    first_emit: tf.Tensor | None = None,
+) -> tf.Tensor:
     """Mean negative log-likelihood per utterance, (B,) → scalar."""
     return -tf.reduce_mean(rnnt_log_likelihood(logits, labels, frames, label_lengths, blank, first_emit))
 
@@ -88,7 +100,9 @@ def onset_frames(feats: tf.Tensor, frames: tf.Tensor, stack: int, rel: float, sk
     return tf.cast(tf.argmax(tf.cast(above, tf.int32), axis=1), tf.int32) // stack
 
 
-def ctc_loss(logits: tf.Tensor, labels: tf.Tensor, frames: tf.Tensor, label_lengths: tf.Tensor, blank: int = 0) -> tf.Tensor:
+def ctc_loss(
+    logits: tf.Tensor, labels: tf.Tensor, frames: tf.Tensor, label_lengths: tf.Tensor, blank: int = 0
+) -> tf.Tensor:
     """Mean CTC negative log-likelihood per utterance of per-frame logits (B, T, V), the auxiliary
     encoder loss. An utterance whose labels cannot fit its frames (CTC needs a frame per label plus
     one blank between repeats) would have infinite loss and NaN gradients: it counts zero and is
@@ -114,12 +128,17 @@ def ctc_loss(logits: tf.Tensor, labels: tf.Tensor, frames: tf.Tensor, label_leng
     return tf.reduce_sum(tf.where(fits, nll, 0.0)) / count
 
 
-def lattice_kl(teacher_logits: tf.Tensor, student_logits: tf.Tensor, frames: tf.Tensor, label_lengths: tf.Tensor) -> tf.Tensor:
+def lattice_kl(
+    teacher_logits: tf.Tensor, student_logits: tf.Tensor, frames: tf.Tensor, label_lengths: tf.Tensor
+) -> tf.Tensor:
     """Mean over utterances of KL(teacher || student) of the output distributions, summed over the utterance's valid
     lattice nodes (t < frames, u <= label_lengths): a distillation loss on the scale of the RNN-T loss (which also
     sums over one utterance's lattice). Logits (B, T, U+1, V); frames, label_lengths (B,). Gradients reach the
     student only."""
     t_logp = tf.nn.log_softmax(tf.stop_gradient(teacher_logits), axis=-1)
     kl = tf.reduce_sum(tf.exp(t_logp) * (t_logp - tf.nn.log_softmax(student_logits, axis=-1)), axis=-1)  # (B, T, U+1)
-    valid = (tf.sequence_mask(frames, tf.shape(kl)[1])[:, :, None] & tf.sequence_mask(label_lengths + 1, tf.shape(kl)[2])[:, None, :])
+    valid = (
+        tf.sequence_mask(frames, tf.shape(kl)[1])[:, :, None]
+        & tf.sequence_mask(label_lengths + 1, tf.shape(kl)[2])[:, None, :]
+    )
     return tf.reduce_mean(tf.reduce_sum(tf.where(valid, kl, 0.0), axis=[1, 2]))

@@ -6,13 +6,15 @@ the manifest tells app teams to:
 
     q = clip(round(x / scale) + zero_point, -128, 127)      x = (q - zero_point) * scale
 """
+
 from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -43,12 +45,27 @@ class TensorSpec:
         return ((q.astype(np.float32) - self.zero_point) * self.scale).astype(np.float32)
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "tensor_name": self.tensor_name, "index": self.index, "shape": list(self.shape),
-                "dtype": self.dtype, "scale": self.scale, "zero_point": self.zero_point}
+        return {
+            "name": self.name,
+            "tensor_name": self.tensor_name,
+            "index": self.index,
+            "shape": list(self.shape),
+            "dtype": self.dtype,
+            "scale": self.scale,
+            "zero_point": self.zero_point,
+        }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TensorSpec":
-        return cls(d["name"], d["tensor_name"], int(d["index"]), tuple(d["shape"]), d["dtype"], float(d["scale"]), int(d["zero_point"]))
+    def from_dict(cls, d: dict) -> TensorSpec:
+        return cls(
+            d["name"],
+            d["tensor_name"],
+            int(d["index"]),
+            tuple(d["shape"]),
+            d["dtype"],
+            float(d["scale"]),
+            int(d["zero_point"]),
+        )
 
 
 class Graph(Protocol):
@@ -86,11 +103,22 @@ def describe(model: bytes) -> tuple[list[TensorSpec], list[TensorSpec]]:
         for name, d in sig_details.items():
             full = by_index[d["index"]]
             scale, zp = full["quantization"]
-            out.append(TensorSpec(name, full["name"], pos[d["index"]], tuple(int(s) for s in full["shape"]),
-                                  np.dtype(full["dtype"]).name, float(scale), int(zp)))
+            out.append(
+                TensorSpec(
+                    name,
+                    full["name"],
+                    pos[d["index"]],
+                    tuple(int(s) for s in full["shape"]),
+                    np.dtype(full["dtype"]).name,
+                    float(scale),
+                    int(zp),
+                )
+            )
         return sorted(out, key=lambda s: s.index)
 
-    return specs(runner.get_input_details(), it.get_input_details()), specs(runner.get_output_details(), it.get_output_details())
+    return specs(runner.get_input_details(), it.get_input_details()), specs(
+        runner.get_output_details(), it.get_output_details()
+    )
 
 
 class LiteRTGraph:
@@ -119,7 +147,9 @@ def _tflm_interpreter(path: Path, arena: int):  # noqa: ANN202
 
 def _tflm_fits(path: Path, arena: int) -> bool:
     """Probe in a child process: TFLM may segfault on a too-small arena."""
-    proc = subprocess.run([sys.executable, "-m", "pipeline.tflm_probe", str(path), str(arena)], capture_output=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline.tflm_probe", str(path), str(arena)], capture_output=True, timeout=300
+    )
     return proc.returncode == 0
 
 

@@ -6,7 +6,7 @@ layers in `dense_layers` (by default the joiner's output layer: pruned per kerne
 (16, 1) blocks at 90% it keeps 14 of its 136 blocks, so some tokens lose every input and
 can never be emitted). Biases and the token embedding are not pruned either. Weights are pruned in blocks of
 `block` = (rows along the kernel's input dimension, columns along its output): Keras's
-`(16, 1)` is the one TFLite's sparse encoding stores compactly (DESIGN.md).
+`(16, 1)` is the one TFLite's sparse encoding stores compactly (docs/design.md).
 
 Masks are ranked, not thresholded: the blocks of each kernel are ordered once by mean
 |w| (TFMOT's block pooling), and tier s prunes the weakest blocks holding s% of the
@@ -14,6 +14,7 @@ weights. With one
 ranking for every tier, a block pruned at a lower tier is pruned at every higher
 one, which is the nesting omni-sparsity needs.
 """
+
 from __future__ import annotations
 
 import math
@@ -36,39 +37,36 @@ class SparsityConfig:
     update_every: int = 100  # steps between mask updates (tfmot, omni)
     # layers whose kernels stay dense at every tier; the tier's percentage counts the rest
     dense_layers: tuple[str, ...] = ("joint_out",)
-    # omni: tiers trained per step and the share of the batch each of them trains on. The sparsest tier every step
-    # plus one sampled from the others, each on half the batch (1.34x a dense step): on tiny at 4,000 steps (lr 1e-3,
-    # CTC, first-label restriction) 17.4/17.8/18.0/24.0/40.4% int8 at 0/50/70/80/90, within x1.1 of TFMOT's per-tier
-    # models at every tier, where one sampled tier on the whole batch (1.00x) left tier 90 collapsed (86.6%);
-    # reports/sparsity/README.md
+    # omni: tiers trained per step, each on this share of the batch. 2 = the sparsest tier every step plus one
+    # sampled from the others (one sampled tier alone left the sparsest tier untrained: 86.6% WER at tier 90);
+    # 3+ = the densest and the sparsest plus sampled ones
     tiers_per_step: int = 2
     tier_batch: float = 0.5
-    # omni: relative odds of each tier (one weight per tier, in `tiers` order) wherever a tier is sampled; the
-    # tiers trained every step (the sparsest with 2+ per step, the densest with 3+) ignore theirs. Empty: uniform.
-    tier_weights: tuple[float, ...] = ()
-    # omni: each tier also gets its own gain per output column of every pruned kernel and its own offset of that
-    # layer's bias (a few hundred numbers per tier, like the private batch-norm statistics of slimmable networks):
-    # a sparser tier's pre-activations are smaller, which one shared set of weights cannot match for every tier.
-    # Folded into the tier's kernel and bias at export (same graph, same sparsity).
-    tier_affine: bool = False
     # csp: the compression error (what soft-thresholding removed) is fed back into the
     # dense weights, decayed by this factor per step (1: keep all, 0: plain proximal step)
     csp_feedback: float = 0.99
 
     def __post_init__(self) -> None:
-        check(len(self.tiers) >= 1 and all(0 <= t < 100 for t in self.tiers), f"field `tiers` must be percentages in 0..99, got {self.tiers}.")
-        check(list(self.tiers) == sorted(set(self.tiers)), f"field `tiers` must be strictly increasing, got {self.tiers}.")
-        check(len(self.block) == 2 and all(1 <= b <= 64 for b in self.block), f"field `block` must be two sizes in 1..64, got {self.block}.")
+        check(
+            len(self.tiers) >= 1 and all(0 <= t < 100 for t in self.tiers),
+            f"field `tiers` must be percentages in 0..99, got {self.tiers}.",
+        )
+        check(
+            list(self.tiers) == sorted(set(self.tiers)), f"field `tiers` must be strictly increasing, got {self.tiers}."
+        )
+        check(
+            len(self.block) == 2 and all(1 <= b <= 64 for b in self.block),
+            f"field `block` must be two sizes in 1..64, got {self.block}.",
+        )
         check(0 <= self.begin < self.end <= 1, f"need 0 <= begin < end <= 1, got begin={self.begin}, end={self.end}.")
         check(self.update_every >= 1, f"field `update_every` must be >= 1, got {self.update_every}.")
         check(1 <= self.tiers_per_step, f"field `tiers_per_step` must be >= 1, got {self.tiers_per_step}.")
         check(0 < self.tier_batch <= 1, f"field `tier_batch` must be in (0, 1], got {self.tier_batch}.")
-        check(not self.tier_weights or len(self.tier_weights) == len(self.tiers),
-              f"field `tier_weights` needs one weight per tier ({len(self.tiers)}), got {len(self.tier_weights)}.")
-        check(all(w >= 0 and math.isfinite(w) for w in self.tier_weights) and (not self.tier_weights or sum(self.tier_weights) > 0),
-              f"field `tier_weights` must be non-negative with a positive sum, got {self.tier_weights}.")
         check(0 <= self.csp_feedback <= 1, f"field `csp_feedback` must be in 0..1, got {self.csp_feedback}.")
-        check(len(set(self.dense_layers)) == len(self.dense_layers), f"field `dense_layers` names a layer twice: {self.dense_layers}.")
+        check(
+            len(set(self.dense_layers)) == len(self.dense_layers),
+            f"field `dense_layers` names a layer twice: {self.dense_layers}.",
+        )
 
     def prunes(self, name: str) -> bool:
         """Whether parameter `name` ("layer/weight") is pruned: 2-D kernels outside `dense_layers`."""
@@ -76,7 +74,9 @@ class SparsityConfig:
 
     def check_tier(self, tier: int) -> int:
         if tier not in self.tiers:
-            raise ConfigError(f"unknown sparsity tier {tier}; the model config's tiers are {', '.join(map(str, self.tiers))}.")
+            raise ConfigError(
+                f"unknown sparsity tier {tier}; the model config's tiers are {', '.join(map(str, self.tiers))}."
+            )
         return tier
 
     def ramp(self, step: int, total: int, tier: int) -> float:
@@ -144,7 +144,9 @@ def block_sparsity(mask: np.ndarray, block: tuple[int, int]) -> float:
     return float(np.mean(kept == 0))
 
 
-def tier_masks(params: dict[str, np.ndarray], fractions: dict[int, float], sp: SparsityConfig) -> dict[int, dict[str, np.ndarray]]:
+def tier_masks(
+    params: dict[str, np.ndarray], fractions: dict[int, float], sp: SparsityConfig
+) -> dict[int, dict[str, np.ndarray]]:
     """{tier: {param: keep-mask}} over every parameter `sp` prunes."""
     out: dict[int, dict[str, np.ndarray]] = {t: {} for t in fractions}
     for name, w in params.items():
@@ -158,28 +160,18 @@ def apply_masks(params: dict[str, np.ndarray], masks: dict[str, np.ndarray]) -> 
     return {k: (v * masks[k]).astype(np.float32) if k in masks else v for k, v in params.items()}
 
 
-def affine_params(names: list[str], sp: SparsityConfig) -> list[str]:
-    """The parameters a tier's private affine touches (`tier_affine`): the pruned kernels (gain per output column)
-    and the biases of their layers (offset)."""
-    layers = {n.split("/")[0] for n in names if sp.prunes(n)}
-    return [n for n in names if sp.prunes(n) or (n.endswith("/bias") and n.split("/")[0] in layers)]
-
-
-def apply_affine(params: dict[str, np.ndarray], affine: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Fold one tier's private affine into its parameters: a kernel's entry is a gain per output column, a bias's an offset."""
-    out = dict(params)
-    for k, a in affine.items():
-        out[k] = (params[k] + a if k.endswith("/bias") else params[k] * a[None, :]).astype(np.float32)
-    return out
-
-
 def sparsity_of(params: dict[str, np.ndarray], sp: SparsityConfig) -> dict[str, int | float]:
     """Counts over the weights `sp` prunes and over all parameters."""
     pr = [v for k, v in params.items() if sp.prunes(k)]
     n = int(sum(v.size for v in pr))
     nz = int(sum(np.count_nonzero(v) for v in pr))
-    return {"prunable_parameters": n, "prunable_nonzero": nz, "sparsity": 1 - nz / n if n else 0.0,
-            "parameters": int(sum(v.size for v in params.values())), "nonzero_parameters": int(sum(np.count_nonzero(v) for v in params.values()))}
+    return {
+        "prunable_parameters": n,
+        "prunable_nonzero": nz,
+        "sparsity": 1 - nz / n if n else 0.0,
+        "parameters": int(sum(v.size for v in params.values())),
+        "nonzero_parameters": int(sum(np.count_nonzero(v) for v in params.values())),
+    }
 
 
 def tier_name(tier: int) -> str:

@@ -8,6 +8,7 @@ int8 WER decoded in LiteRT (and TFLM with `tflm`); overall: the mean over folds,
 worst fold and a 95% interval over folds (Student's t: the spread between speakers, which
 is what a new speaker draws from). Recipe choices are made on the mean and the worst fold.
 """
+
 from __future__ import annotations
 
 import csv
@@ -44,7 +45,7 @@ class Fold:
 
 
 def make_folds(speakers: tuple[str, ...] = FSDD_SPEAKERS, voices: tuple[str, ...] = VOICES) -> list[Fold]:
-    """One fold per speaker; the voice families dealt round-robin over the folds (7 families, 5 folds: 2, 2, 1, 1, 1)."""
+    """One fold per speaker; the voice families dealt round-robin over the folds (7 over 5 folds: 2, 2, 1, 1, 1)."""
     return [Fold(s, tuple(voices[i :: len(speakers)])) for i, s in enumerate(speakers)]
 
 
@@ -64,7 +65,10 @@ class FoldRow:
 def _t_interval(values: list[float]) -> tuple[float, float]:
     if len(values) < 2:
         return (math.nan, math.nan)
-    m, half = statistics.fmean(values), T975.get(len(values) - 1, 1.96) * statistics.stdev(values) / math.sqrt(len(values))
+    m, half = (
+        statistics.fmean(values),
+        T975.get(len(values) - 1, 1.96) * statistics.stdev(values) / math.sqrt(len(values)),
+    )
     return m - half, m + half
 
 
@@ -79,24 +83,45 @@ def summarize(rows: list[FoldRow], test_set: str, column: str = "wer_int8") -> d
     means = {f: statistics.fmean(v) for f, v in per_fold.items()}
     worst = max(means, key=means.__getitem__)
     lo, hi = _t_interval(list(means.values()))
-    return {"mean": statistics.fmean(means.values()), "worst": means[worst], "worst_fold": worst, "interval95": (lo, hi), "folds": len(means)}
+    return {
+        "mean": statistics.fmean(means.values()),
+        "worst": means[worst],
+        "worst_fold": worst,
+        "interval95": (lo, hi),
+        "folds": len(means),
+    }
 
 
-def bench_speakers(model: str | None, data: DataOptions, paths: BuildPaths, out: Path, seeds: list[int], target: str = "watch",
-                   steps: int | None = None, speakers: tuple[str, ...] = FSDD_SPEAKERS, tflm: bool = False) -> list[FoldRow]:
-    """Train and measure every fold (and seed) through the stage cache; write speakers.csv, speakers.md, speakers.png."""
+def bench_speakers(
+    model: str | None,
+    data: DataOptions,
+    paths: BuildPaths,
+    out: Path,
+    seeds: list[int],
+    target: str = "watch",
+    steps: int | None = None,
+    speakers: tuple[str, ...] = FSDD_SPEAKERS,
+    tflm: bool = False,
+) -> list[FoldRow]:
+    """Train and measure every fold (and seed) through the stage cache; write speakers.csv, .md and .png."""
     profile = load_target(target)
     cfg = load_model_config(model or profile.build.model)
     method = profile.build.method if profile.build.method in ("dense", "omni") else "dense"
     cache, src = begin(cfg, data, paths.work_dir, [Output(out, "speakers bench report")])
     if src.kind != "fsdd":
-        raise ConfigError("bench speakers holds out recorded speakers, so it needs FSDD (--fsdd-dir or PIPELINE_FSDD_DIR); none was found.")
+        raise ConfigError(
+            "bench speakers holds out recorded speakers, so it needs FSDD (--fsdd-dir or PIPELINE_FSDD_DIR); none was "
+            "found."
+        )
     recipe = load_calibration_recipe(profile.build.calibration)
     rows: list[FoldRow] = []
     for seed in seeds:
         for fold in make_folds(tuple(speakers)):
-            fcfg = replace(cfg, data=replace(cfg.data, fsdd_test_speakers=(fold.speaker,), synth_test_voices=fold.voices),
-                           train=replace(cfg.train, seed=seed))
+            fcfg = replace(
+                cfg,
+                data=replace(cfg.data, fsdd_test_speakers=(fold.speaker,), synth_test_voices=fold.voices),
+                train=replace(cfg.train, seed=seed),
+            )
             fcfg, corpus = stage_corpus(cache, fcfg, src)
             feats = stage_features(cache, fcfg, corpus)
             ckpt, train = stage_train(cache, fcfg, feats, steps, method=method)
@@ -107,7 +132,9 @@ def bench_speakers(model: str | None, data: DataOptions, paths: BuildPaths, out:
     return rows
 
 
-def _measure_fold(cache: Any, seed: int, fold: Fold, ckpt: Path, export: tuple[Path, dict[str, Any]], corpus: Any, tflm: bool) -> list[FoldRow]:
+def _measure_fold(
+    cache: Any, seed: int, fold: Fold, ckpt: Path, export: tuple[Path, dict[str, Any]], corpus: Any, tflm: bool
+) -> list[FoldRow]:
     from .runtimes import tflm_min_arena
 
     def run(tmp: Path) -> dict[str, Any]:
@@ -119,22 +146,45 @@ def _measure_fold(cache: Any, seed: int, fold: Fold, ckpt: Path, export: tuple[P
             feats, refs, seconds = _eval_sets(corpus, ck, only=split)[split]
             wer = {}
             for name, folder in (("float", "float32"), ("int8", "int8")):
-                t = _transducer(ck.config, ck.tokenizer, {g: LiteRTGraph((export[0] / folder / f"{g}.tflite").read_bytes()) for g in GRAPHS})
+                t = _transducer(
+                    ck.config,
+                    ck.tokenizer,
+                    {g: LiteRTGraph((export[0] / folder / f"{g}.tflite").read_bytes()) for g in GRAPHS},
+                )
                 wer[name] = score(t, ck.tokenizer, feats, refs, seconds, desc=f"{fold.speaker} {split} {name}").wer
             if tflm:
-                graphs = {g: TFLMGraph(export[0] / "int8" / f"{g}.tflite", tflm_min_arena(export[0] / "int8" / f"{g}.tflite")) for g in GRAPHS}
-                wer["int8_tflm"] = score(_transducer(ck.config, ck.tokenizer, graphs), ck.tokenizer, feats, refs, seconds, desc="tflm").wer
+                graphs = {
+                    g: TFLMGraph(export[0] / "int8" / f"{g}.tflite", tflm_min_arena(export[0] / "int8" / f"{g}.tflite"))
+                    for g in GRAPHS
+                }
+                wer["int8_tflm"] = score(
+                    _transducer(ck.config, ck.tokenizer, graphs), ck.tokenizer, feats, refs, seconds, desc="tflm"
+                ).wer
             out[split] = {"utterances": len(refs), "words": sum(len(r.split()) for r in refs), "wer": wer}
         return out
 
     key = {"export": export[1]["key"], "tflm": tflm, "splits": ["test_unseen", "test_voices"]}
     _, m = cache.run("speakers", key, run)
     rows = []
-    for split, test_set, who in (("test_unseen", "recorded", fold.speaker), ("test_voices", "synthesized", "+".join(fold.voices))):
+    for split, test_set, who in (
+        ("test_unseen", "recorded", fold.speaker),
+        ("test_voices", "synthesized", "+".join(fold.voices)),
+    ):
         if split in m:
             e = m[split]
-            rows.append(FoldRow(seed, fold.speaker, test_set, who, e["utterances"], e["words"], round(e["wer"]["float"], 5),
-                                round(e["wer"]["int8"], 5), round(e["wer"]["int8_tflm"], 5) if "int8_tflm" in e["wer"] else None))
+            rows.append(
+                FoldRow(
+                    seed,
+                    fold.speaker,
+                    test_set,
+                    who,
+                    e["utterances"],
+                    e["words"],
+                    round(e["wer"]["float"], 5),
+                    round(e["wer"]["int8"], 5),
+                    round(e["wer"]["int8_tflm"], 5) if "int8_tflm" in e["wer"] else None,
+                )
+            )
     return rows
 
 
@@ -154,21 +204,37 @@ def write_speakers_report(rows: list[FoldRow], out: Path, model: str, steps: int
             w = csv.DictWriter(fh, fieldnames=[f.name for f in fields(FoldRow)])
             w.writeheader()
             w.writerows(asdict(r) for r in rows)
-        lines = [f"# Speakers bench: model `{model}`, {steps} training steps, seeds {', '.join(map(str, seeds))}", "",
-                 "Leave-one-speaker-out over the FSDD speakers (each fold trains on the other four and synthesized voices) and "
-                 "leave-one-voice-family-out over the espeak-ng voices (each fold's families say no training speech). "
-                 "WER decoded in LiteRT (int8 in TFLM where given).", "",
-                 "| fold | seed | test set | held out | words | float | int8 | int8 - float | int8 TFLM |", "| --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+        lines = [
+            f"# Speakers bench: model `{model}`, {steps} training steps, seeds {', '.join(map(str, seeds))}",
+            "",
+            "Leave-one-speaker-out over the FSDD speakers (each fold trains on the other four and synthesized voices) "
+            "and "
+            "leave-one-voice-family-out over the espeak-ng voices (each fold's families say no training speech). "
+            "WER decoded in LiteRT (int8 in TFLM where given).",
+            "",
+            "| fold | seed | test set | held out | words | float | int8 | int8 - float | int8 TFLM |",
+            "| --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
         for r in rows:
-            lines.append(f"| {r.fold} | {r.seed} | {r.test_set} | {r.held_out} | {r.words} | {_pct(r.wer_float)} | {_pct(r.wer_int8)} | "
-                         f"{100 * (r.wer_int8 - r.wer_float):+.1f} | {_pct(r.wer_int8_tflm)} |")
-        lines += ["", "| test set | WER | mean over folds | worst fold | 95% interval over folds |", "| --- | --- | ---: | --- | --- |"]
+            lines.append(
+                f"| {r.fold} | {r.seed} | {r.test_set} | {r.held_out} | {r.words} | {_pct(r.wer_float)} | "
+                f"{_pct(r.wer_int8)} | "
+                f"{100 * (r.wer_int8 - r.wer_float):+.1f} | {_pct(r.wer_int8_tflm)} |"
+            )
+        lines += [
+            "",
+            "| test set | WER | mean over folds | worst fold | 95% interval over folds |",
+            "| --- | --- | ---: | --- | --- |",
+        ]
         for test_set in ("recorded", "synthesized"):
             for column, label in (("wer_float", "float"), ("wer_int8", "int8 LiteRT"), ("wer_int8_tflm", "int8 TFLM")):
                 s = summarize(rows, test_set, column)
                 if s:
                     lo, hi = s["interval95"]
-                    lines.append(f"| {test_set} | {label} | {_pct(s['mean'])} | {_pct(s['worst'])} ({s['worst_fold']}) | {_pct(lo)} .. {_pct(hi)} |")
+                    lines.append(
+                        f"| {test_set} | {label} | {_pct(s['mean'])} | {_pct(s['worst'])} ({s['worst_fold']}) | "
+                        f"{_pct(lo)} .. {_pct(hi)} |"
+                    )
         (tmp / "speakers.md").write_text("\n".join(lines) + "\n")
         fig, axes = plt.subplots(1, 2, figsize=(11, 4))
         for ax, test_set in zip(axes, ("recorded", "synthesized")):

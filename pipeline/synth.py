@@ -5,13 +5,14 @@ range and rate; train and test speakers are disjoint. Digits are synthesized one
 word at a time, trimmed, resampled to the model rate and joined by the same
 connected-digit recipe as FSDD, so the two sources give the same splits.
 """
+
 from __future__ import annotations
 
 import ctypes
-import multiprocessing
-import zlib
 import itertools
 import logging
+import multiprocessing
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,13 +55,23 @@ class Espeak:
         try:
             import espeakng_loader
         except ImportError:
-            raise DataError("synthesized speech needs the `espeakng-loader` package (pip install espeakng-loader).") from None
+            raise DataError(
+                "synthesized speech needs the `espeakng-loader` package (pip install espeakng-loader)."
+            ) from None
         self._lib = ctypes.CDLL(espeakng_loader.get_library_path())
         self._libc = ctypes.CDLL(None)
         self._libc.srand.argtypes = [ctypes.c_uint]
         self._lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
-        self._lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
-                                           ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
+        self._lib.espeak_Synth.argtypes = [
+            ctypes.c_char_p,
+            ctypes.c_size_t,
+            ctypes.c_uint,
+            ctypes.c_int,
+            ctypes.c_uint,
+            ctypes.c_uint,
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+        ]
         rate = self._lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, espeakng_loader.get_data_path().encode(), 0)
         if rate <= 0:
             raise DataError("espeak-ng failed to initialize (its voice data is missing).")
@@ -100,9 +111,19 @@ def make_speakers(n: int, rng: np.random.Generator, voices: tuple[str, ...] = VO
     """`n` voice+variant speakers of `voices` with random pitch, range and rate: distinct voice+variant pairs while
     there are enough, then each pair again (with other pitch, range and rate)."""
     combos = [f"{v}+{x}" if x else v for v, x in itertools.product(voices, VARIANTS)]
-    picks = rng.choice(len(combos), size=n, replace=False) if n <= len(combos) else np.resize(rng.permutation(len(combos)), n)
+    picks = (
+        rng.choice(len(combos), size=n, replace=False)
+        if n <= len(combos)
+        else np.resize(rng.permutation(len(combos)), n)
+    )
     return [
-        SynthSpeaker(f"synth{i:02d}", combos[j], int(rng.integers(30, 71)), int(rng.integers(20, 81)), int(rng.integers(130, 191)))
+        SynthSpeaker(
+            f"synth{i:02d}",
+            combos[j],
+            int(rng.integers(30, 71)),
+            int(rng.integers(20, 81)),
+            int(rng.integers(130, 191)),
+        )
         for i, j in enumerate(picks)
     ]
 
@@ -112,7 +133,9 @@ def _say_all(jobs: list[tuple[str, SynthSpeaker, int, int]]) -> tuple[int, list[
     return engine.sample_rate, [engine.say(word, spk, rate, pitch) for word, spk, rate, pitch in jobs]
 
 
-def synthesize_recordings(speakers: list[SynthSpeaker], takes: int, sample_rate: int, rng: np.random.Generator) -> list[tuple[Recording, int]]:
+def synthesize_recordings(
+    speakers: list[SynthSpeaker], takes: int, sample_rate: int, rng: np.random.Generator
+) -> list[tuple[Recording, int]]:
     """Every digit `takes` times per speaker, with small rate/pitch jitter per take.
 
     espeak-ng keeps synthesis state across utterances inside the library (a second run in
@@ -138,25 +161,33 @@ def synthesize_recordings(speakers: list[SynthSpeaker], takes: int, sample_rate:
     return out
 
 
-def prepare_synth(out_dir: Path, sample_rate: int, recipe: SynthRecipe, connect: ConnectRecipe, seed: int) -> dict[str, Path]:
+def prepare_synth(
+    out_dir: Path, sample_rate: int, recipe: SynthRecipe, connect: ConnectRecipe, seed: int
+) -> dict[str, Path]:
     """Write `train`, `test_seen`, `test_unseen` splits of synthesized connected digits."""
     rng = np.random.default_rng(seed)
     voices = tuple(v for v in VOICES if v not in recipe.test_voices)
     speakers = make_speakers(recipe.train_speakers + recipe.test_speakers, rng, voices)
     train_spk = speakers[: recipe.train_speakers]
-    test_spk = [SynthSpeaker(f"synth-test{i:02d}", s.voice, s.pitch, s.pitch_range, s.rate)
-                for i, s in enumerate(speakers[recipe.train_speakers :])]
+    test_spk = [
+        SynthSpeaker(f"synth-test{i:02d}", s.voice, s.pitch, s.pitch_range, s.rate)
+        for i, s in enumerate(speakers[recipe.train_speakers :])
+    ]
     log.info("synthesizing %d speakers x %d takes x 10 digits with espeak-ng", len(speakers), recipe.takes)
     train_recs = synthesize_recordings(train_spk, recipe.takes, sample_rate, rng)
     unseen = [r for r, _ in synthesize_recordings(test_spk, max(1, recipe.takes // 2), sample_rate, rng)]
     splits = {
-        "train": build_split([r for r, t in train_recs if t > 0], out_dir, "train", sample_rate, rng, connect, recipe.train_utterances),
+        "train": build_split(
+            [r for r, t in train_recs if t > 0], out_dir, "train", sample_rate, rng, connect, recipe.train_utterances
+        ),
         "test_seen": build_split([r for r, t in train_recs if t == 0], out_dir, "test_seen", sample_rate, rng, connect),
         "test_unseen": build_split(unseen, out_dir, "test_unseen", sample_rate, rng, connect),
     }
     if recipe.test_voices:
-        held = [SynthSpeaker(f"synth-{s.voice}-{i:02d}", s.voice, s.pitch, s.pitch_range, s.rate)
-                for i, s in enumerate(make_speakers(recipe.test_speakers, rng, recipe.test_voices))]
+        held = [
+            SynthSpeaker(f"synth-{s.voice}-{i:02d}", s.voice, s.pitch, s.pitch_range, s.rate)
+            for i, s in enumerate(make_speakers(recipe.test_speakers, rng, recipe.test_voices))
+        ]
         recs = [r for r, _ in synthesize_recordings(held, max(1, recipe.takes // 2), sample_rate, rng)]
         splits["test_voices"] = build_split(recs, out_dir, "test_voices", sample_rate, rng, connect)
     return splits

@@ -4,6 +4,7 @@
 artifact may cost there; `[build]` the build options (model, calibration recipe,
 tiers). A profile may `extends` another.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -3,6 +3,7 @@
 Exit 0 if TFLM allocates and invokes MODEL in ARENA_BYTES, 1 if not. TFLM can crash
 the process outright on tiny arenas, which is why probes never run in the parent.
 """
+
 from __future__ import annotations
 
 import os

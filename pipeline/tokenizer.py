@@ -1,9 +1,11 @@
 """Character tokenizer saved with the model: id 0 is the RNN-T blank."""
+
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from .errors import ConfigError, DataError
 
@@ -26,7 +28,7 @@ class CharTokenizer:
             raise ConfigError(f"tokenizer characters must be distinct single characters, got {self.chars!r}.")
 
     @classmethod
-    def fit(cls, texts: Iterable[str]) -> "CharTokenizer":
+    def fit(cls, texts: Iterable[str]) -> CharTokenizer:
         chars = sorted({c for t in texts for c in normalize_text(t)})
         return cls(tuple(chars))
 
@@ -49,7 +51,10 @@ class CharTokenizer:
         table = {c: i + 1 for i, c in enumerate(self.chars)}
         bad = sorted({c for c in norm if c not in table})
         if bad:
-            raise DataError(f"{where} has characters outside the vocabulary: {''.join(bad)!r} (vocabulary: {''.join(self.chars)!r}).")
+            raise DataError(
+                f"{where} has characters outside the vocabulary: {''.join(bad)!r} (vocabulary: "
+                f"{''.join(self.chars)!r})."
+            )
         return [table[c] for c in norm]
 
     def decode(self, ids: Iterable[int]) -> str:
@@ -59,7 +64,7 @@ class CharTokenizer:
         return {"type": "char", "blank_id": 0, "vocab": self.vocab}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "CharTokenizer":
+    def from_dict(cls, d: dict[str, Any]) -> CharTokenizer:
         vocab = d.get("vocab")
         if d.get("type") != "char" or not isinstance(vocab, list) or not vocab or vocab[0] != BLANK:
             raise ConfigError(f"not a character tokenizer: {d!r:.200}")

@@ -5,6 +5,7 @@ Every config type in the project (models, targets, calibration recipes) goes thr
 with the file, the field, the value and what is allowed. A file may say
 `extends = "other"` to inherit every field of `other.toml` in the same folder.
 """
+
 from __future__ import annotations
 
 import copy
@@ -138,9 +139,7 @@ def _build(cls: type[T], data: dict[str, Any], where: str) -> T:
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ConfigError(
-            f"{where}: unknown field `{unknown[0]}`; allowed fields are {', '.join(sorted(fields))}."
-        )
+        raise ConfigError(f"{where}: unknown field `{unknown[0]}`; allowed fields are {', '.join(sorted(fields))}.")
     kwargs = {}
     for name, f in fields.items():
         if name in data:
@@ -174,7 +173,9 @@ def load_named(cls: type[T], name_or_path: str, folder: Path, kind: str) -> T:
             known = ", ".join(sorted(q.stem for q in folder.glob("*.toml") if not q.stem.startswith("_")))
             raise ConfigError(f"unknown {kind} {name_or_path!r}; known {kind}s: {known}.")
     if not read_toml(p):
-        raise ConfigError(f"{p} is empty: a {kind} file sets at least one field (`extends = \"<name>\"` starts from another one).")
+        raise ConfigError(
+            f'{p} is empty: a {kind} file sets at least one field (`extends = "<name>"` starts from another one).'
+        )
     data = read_toml_with_extends(p)
     data.setdefault("name", p.stem)
     return load_dataclass(cls, data, str(p))

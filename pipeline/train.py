@@ -4,14 +4,15 @@ The batch order is a pure function of (seed, step), and SpecAugment draws from a
 stateless generator keyed by (seed, step), so a run resumed from a checkpoint sees
 exactly the batches it would have seen without the interruption.
 """
+
 from __future__ import annotations
 
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from tqdm import tqdm
@@ -35,14 +36,19 @@ class Batch:
     frames: np.ndarray  # (B,) encoder frames
     label_lengths: np.ndarray  # (B,)
 
-
-    def shard(self, worker: int, workers: int) -> "Batch":
+    def shard(self, worker: int, workers: int) -> Batch:
         """This worker's rows of the global batch (every worker builds the same global batch)."""
         if workers == 1:
             return self
         rows = np.array_split(np.arange(len(self.frames)), workers)[worker]
         u = max(int(self.label_lengths[rows].max()), 1)
-        return Batch(self.feats[rows], self.pred_in[rows, : u + 1], self.labels[rows, :u], self.frames[rows], self.label_lengths[rows])
+        return Batch(
+            self.feats[rows],
+            self.pred_in[rows, : u + 1],
+            self.labels[rows, :u],
+            self.frames[rows],
+            self.label_lengths[rows],
+        )
 
 
 class Batcher:
@@ -54,7 +60,9 @@ class Batcher:
         self.data, self.stack, self.seed = data, stack, seed
         order = np.argsort([len(f) for f in data.feats], kind="stable")
         # a short last bucket is kept unless it cannot give every worker a row
-        self.buckets = [b for b in (order[i : i + batch_size] for i in range(0, len(order), batch_size)) if len(b) >= min_rows]
+        self.buckets = [
+            b for b in (order[i : i + batch_size] for i in range(0, len(order), batch_size)) if len(b) >= min_rows
+        ]
 
     def batch(self, step: int) -> Batch:
         epoch, pos = divmod(step, len(self.buckets))
@@ -80,8 +88,12 @@ def spec_augment(x: tf.Tensor, aug: AugmentConfig, seed: tf.Tensor) -> tf.Tensor
     SpecAugment's zeroed (= mean, after normalization) time and frequency bands."""
     b, t, m = tf.shape(x)[0], tf.shape(x)[1], tf.shape(x)[2]
     if aug.freq_warp > 0:  # VTLP-style: bin j takes the value at j * alpha (linear interpolation, clamped)
-        alpha = 1 + aug.freq_warp * (2 * tf.random.stateless_uniform([b, 1], seed=tf.stack([seed, tf.constant(90, tf.int64)])) - 1)
-        pos = tf.clip_by_value(tf.cast(tf.range(m), tf.float32)[None, :] * alpha, 0.0, tf.cast(m - 1, tf.float32))  # (B, M)
+        alpha = 1 + aug.freq_warp * (
+            2 * tf.random.stateless_uniform([b, 1], seed=tf.stack([seed, tf.constant(90, tf.int64)])) - 1
+        )
+        pos = tf.clip_by_value(
+            tf.cast(tf.range(m), tf.float32)[None, :] * alpha, 0.0, tf.cast(m - 1, tf.float32)
+        )  # (B, M)
         lo = tf.cast(tf.floor(pos), tf.int32)
         hi = tf.minimum(lo + 1, m - 1)
         w = (pos - tf.floor(pos))[:, None, :]
@@ -92,7 +104,9 @@ def spec_augment(x: tf.Tensor, aug: AugmentConfig, seed: tf.Tensor) -> tf.Tensor
         coef = aug.channel_sigma * tf.random.stateless_normal([b, 3], seed=tf.stack([seed, tf.constant(91, tf.int64)]))
         x = x + tf.matmul(coef, basis)[:, None, :]
     keep = tf.ones_like(x, dtype=tf.bool)
-    for k, (count, width, axis_len, axis) in enumerate(((aug.time_masks, aug.time_mask_frames, t, 1), (aug.freq_masks, aug.freq_mask_bins, m, 2))):
+    for k, (count, width, axis_len, axis) in enumerate(
+        ((aug.time_masks, aug.time_mask_frames, t, 1), (aug.freq_masks, aug.freq_mask_bins, m, 2))
+    ):
         for j in range(count):
             u = tf.random.stateless_uniform([b, 2], seed=tf.stack([seed, tf.cast(10 * k + j, tf.int64)]))
             w = tf.cast(u[:, 0] * (width + 1), tf.int32)
@@ -120,24 +134,30 @@ class TrainResult:
     wall_seconds: float  # of this invocation (a resumed run counts only its own part)
     masks: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # tier name → param → keep mask
     method_meta: dict = field(default_factory=dict)
-    ranges: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # tier name → point → learned int8 (min, max) (AAT)
-    affine: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # tier name → param → private gain/offset (omni tier_affine)
+    ranges: dict[str, dict[str, np.ndarray]] = field(
+        default_factory=dict
+    )  # tier name → point → learned int8 (min, max) (AAT)
 
 
-def _optimizer(train: TrainConfig, weight_decay: float) -> keras.optimizers.Optimizer:
-    """Adam, or AdamW with decoupled `weight_decay` on every weight but the biases."""
-    if weight_decay == 0:
-        return keras.optimizers.Adam(learning_rate=train.learning_rate, global_clipnorm=train.clip_norm)
-    opt = keras.optimizers.AdamW(learning_rate=train.learning_rate, weight_decay=weight_decay, global_clipnorm=train.clip_norm)
-    opt.exclude_from_weight_decay(var_names=["bias"])
-    return opt
+def _optimizer(train: TrainConfig) -> keras.optimizers.Optimizer:
+    """Adam with global gradient-norm clipping."""
+    return keras.optimizers.Adam(learning_rate=train.learning_rate, global_clipnorm=train.clip_norm)
 
 
 class Trainer:
     """Owns the model, optimizer and checkpoint manager of one training run in `work_dir`."""
 
-    def __init__(self, cfg: ModelConfig, data: FeatureSet, work_dir: Path, method: str = "dense", tier: int | None = None,
-                 steps: int | None = None, dist: Distribution | None = None, init: ModelCheckpoint | None = None) -> None:
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        data: FeatureSet,
+        work_dir: Path,
+        method: str = "dense",
+        tier: int | None = None,
+        steps: int | None = None,
+        dist: Distribution | None = None,
+        init: ModelCheckpoint | None = None,
+    ) -> None:
         """`method` "aat" fine-tunes the checkpoint `init` (accelerator-aware training, `cfg.aat`); "finetune" does
         the same steps in float (the control for AAT)."""
         self.cfg, self.data, self.work_dir = cfg, data, Path(work_dir)
@@ -149,25 +169,20 @@ class Trainer:
         if self.dist.name != "default" and method != "dense":
             raise ConfigError(f"--strategy {self.dist.name} is implemented for --method dense only, not {method}.")
         if self.dist.workers > cfg.train.batch_size:
-            raise ConfigError(f"{self.dist.workers} workers cannot share a batch of {cfg.train.batch_size}; raise train.batch_size.")
+            raise ConfigError(
+                f"{self.dist.workers} workers cannot share a batch of {cfg.train.batch_size}; raise train.batch_size."
+            )
         keras.utils.set_random_seed(cfg.train.seed)
         with self.dist.strategy.scope():
             self.method = make_method(method, cfg, data.tokenizer.size, self.total_steps, tier, init)
-            self.optimizer = _optimizer(cfg.train, 0.0 if tuning else cfg.train.weight_decay)
+            self.optimizer = _optimizer(cfg.train)
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
             # the smoothed loss the run reports, saved with each checkpoint so a resumed run reports what an
             # uninterrupted one would
             self.loss_ema = tf.Variable(float("nan"), dtype=tf.float64, trainable=False, name="loss_ema")
-        # Polyak averaging of the weights (`train.weight_ema`): a shadow copy the checkpoint holds and result() reports
-        self.ema_decay = 0.0 if tuning else cfg.train.weight_ema
-        if self.ema_decay > 0 and method not in ("dense", "omni"):
-            raise ConfigError(f"train.weight_ema is implemented for --method dense and omni, not {method}; set it to 0.")
-        self.ema = tf.Module()
-        if self.ema_decay > 0:
-            with self.dist.strategy.scope():
-                self.ema.shadow = [tf.Variable(v.read_value(), trainable=False, name=f"ema_{i}") for i, v in enumerate(self.method.trainable)]
-        self.ckpt = tf.train.Checkpoint(optimizer=self.optimizer, step=self.step, loss_ema=self.loss_ema, **self.method.trackables(),
-                                        **({"ema": self.ema} if self.ema_decay > 0 else {}))
+        self.ckpt = tf.train.Checkpoint(
+            optimizer=self.optimizer, step=self.step, loss_ema=self.loss_ema, **self.method.trackables()
+        )
         # every worker saves (saving may run collectives); only the chief's folder is the run's
         folder = "ckpt" if self.dist.chief else f"ckpt-worker{self.dist.worker}"
         self.manager = tf.train.CheckpointManager(self.ckpt, str(self.work_dir / folder), max_to_keep=2)
@@ -182,7 +197,10 @@ class Trainer:
         try:
             self.ckpt.restore(latest).assert_existing_objects_matched()
         except (tf.errors.OpError, AssertionError, ValueError) as exc:
-            raise ArtifactError(f"training checkpoint {latest} cannot be restored ({str(exc).splitlines()[0]}); delete {self.work_dir} to start over.") from None
+            raise ArtifactError(
+                f"training checkpoint {latest} cannot be restored ({str(exc).splitlines()[0]}); delete "
+                f"{self.work_dir} to start over."
+            ) from None
         log.info("resumed from %s at step %d", latest, int(self.step.numpy()))
         return int(self.step.numpy())
 
@@ -192,15 +210,21 @@ class Trainer:
             self.manager.save(checkpoint_number=step)
         except (tf.errors.OpError, OSError) as exc:
             detail = exc.message if isinstance(exc, tf.errors.OpError) else str(exc)
-            raise HostError(f"cannot write the training checkpoint of step {step} in {self.manager.directory}: "
-                            f"{detail.splitlines()[0] if detail else type(exc).__name__}.") from None
+            raise HostError(
+                f"cannot write the training checkpoint of step {step} in {self.manager.directory}: "
+                f"{detail.splitlines()[0] if detail else type(exc).__name__}."
+            ) from None
 
     def _make_train_step(self) -> Callable:
         cfg = self.cfg
         m = cfg.frontend.n_mels
         sig = [
-            tf.TensorSpec((None, None, m), tf.float32), tf.TensorSpec((None, None), tf.int32), tf.TensorSpec((None, None), tf.int32),
-            tf.TensorSpec((None,), tf.int32), tf.TensorSpec((None,), tf.int32), tf.TensorSpec((), tf.int64),
+            tf.TensorSpec((None, None, m), tf.float32),
+            tf.TensorSpec((None, None), tf.int32),
+            tf.TensorSpec((None, None), tf.int32),
+            tf.TensorSpec((None,), tf.int32),
+            tf.TensorSpec((None,), tf.int32),
+            tf.TensorSpec((), tf.int64),
         ]
 
         method, strategy = self.method, self.dist.strategy
@@ -220,11 +244,6 @@ class Trainer:
             feats = spec_augment(feats, cfg.augment, tf.cast(self.seed, tf.int64) * 1_000_003 + step)
             self.optimizer.learning_rate.assign(learning_rate(step, *method.schedule))
             per_replica = strategy.run(replica_step, args=(feats, pred_in, labels, frames, label_lengths, step, *extra))
-            if self.ema_decay > 0:
-                s = tf.cast(step, tf.float32)
-                d = tf.minimum(self.ema_decay, (1.0 + s) / (10.0 + s))
-                for shadow, v in zip(self.ema.shadow, method.trainable):
-                    shadow.assign(d * shadow + (1.0 - d) * v)
             return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
 
         return train_step
@@ -239,11 +258,24 @@ class Trainer:
         writer = tf.summary.create_file_writer(str(self.work_dir / "tensorboard"))
         t0 = time.monotonic()
         loss_ema = float(self.loss_ema.numpy()) if start_step else float("nan")
-        with writer.as_default(), tqdm(total=self.total_steps, initial=start_step, desc=f"train {self.cfg.name} {self.method.name}", unit="step", leave=False) as bar:
+        with (
+            writer.as_default(),
+            tqdm(
+                total=self.total_steps,
+                initial=start_step,
+                desc=f"train {self.cfg.name} {self.method.name}",
+                unit="step",
+                leave=False,
+            ) as bar,
+        ):
             for step in range(start_step, min(until or self.total_steps, self.total_steps)):
                 b = self.batcher.batch(step).shard(self.dist.worker, self.dist.workers)
                 extra = self.method.before_step(step, len(b.frames))
-                loss = float(self._train_step(b.feats, b.pred_in, b.labels, b.frames, b.label_lengths, tf.constant(step, tf.int64), *extra).numpy())
+                loss = float(
+                    self._train_step(
+                        b.feats, b.pred_in, b.labels, b.frames, b.label_lengths, tf.constant(step, tf.int64), *extra
+                    ).numpy()
+                )
                 if not math.isfinite(loss):
                     raise InternalError(f"training loss became {loss} at step {step}; lower train.learning_rate.")
                 loss_ema = loss if math.isnan(loss_ema) else 0.95 * loss_ema + 0.05 * loss
@@ -257,9 +289,13 @@ class Trainer:
                     self.loss_ema.assign(loss_ema)
                     self._save(step + 1)
         wall = time.monotonic() - t0
-        log.info("trained %s (%s) to step %d in %.0f s, loss %.3f", self.cfg.name, self.method.name, self.total_steps, wall, loss_ema)
-        if self.ema_decay > 0:  # the averaged weights are the result (the optimizer's own state is not needed after)
-            for shadow, v in zip(self.ema.shadow, self.method.trainable):
-                v.assign(shadow)
+        log.info(
+            "trained %s (%s) to step %d in %.0f s, loss %.3f",
+            self.cfg.name,
+            self.method.name,
+            self.total_steps,
+            wall,
+            loss_ema,
+        )
         params, masks = self.method.result()
-        return TrainResult(params, self.total_steps, loss_ema, wall, masks, self.method.meta(), self.method.ranges(), self.method.affine())
+        return TrainResult(params, self.total_steps, loss_ema, wall, masks, self.method.meta(), self.method.ranges())

@@ -1,4 +1,5 @@
 """Verification: decode with artifacts in real runtimes and score (WER with jiwer); check a device folder."""
+
 from __future__ import annotations
 
 import json
@@ -11,11 +12,11 @@ import jiwer
 import numpy as np
 from tqdm import tqdm
 
-from .decode import DecodeStats, Transducer, greedy_decode
 from .audio import read_wav
+from .contract import graph_file
+from .decode import DecodeStats, Transducer, greedy_decode
 from .errors import ArtifactError, DataError
 from .frontend import FrontendConfig, Normalizer, log_mel, mel_filterbank, pad_edges
-from .contract import graph_file
 from .runtimes import LiteRTGraph, TFLMGraph
 from .tokenizer import CharTokenizer
 
@@ -42,7 +43,14 @@ class Score:
         return self.seconds_compute / max(self.seconds_audio, 1e-9)
 
 
-def score(t: Transducer, tok: CharTokenizer, feats: list[np.ndarray], refs: list[str], seconds_audio: float, desc: str = "decode") -> Score:
+def score(
+    t: Transducer,
+    tok: CharTokenizer,
+    feats: list[np.ndarray],
+    refs: list[str],
+    seconds_audio: float,
+    desc: str = "decode",
+) -> Score:
     """Greedy-decode every utterance (features already normalized) and compute WER."""
     hyps, stats = [], DecodeStats()
     enc_rtf, dec_rtf, per_chunk = [], [], []
@@ -58,7 +66,9 @@ def score(t: Transducer, tok: CharTokenizer, feats: list[np.ndarray], refs: list
     compute = time.perf_counter() - t0
     errors = utterance_errors(list(refs), hyps)
     words = sum(len(r.split()) for r in refs)
-    return Score(sum(errors) / words, len(refs), words, seconds_audio, compute, stats, hyps, errors, enc_rtf, dec_rtf, per_chunk)
+    return Score(
+        sum(errors) / words, len(refs), words, seconds_audio, compute, stats, hyps, errors, enc_rtf, dec_rtf, per_chunk
+    )
 
 
 def utterance_errors(refs: list[str], hyps: list[str]) -> list[int]:
@@ -70,7 +80,9 @@ def utterance_errors(refs: list[str], hyps: list[str]) -> list[int]:
     return out
 
 
-def paired_bootstrap(errors_a: list[int], errors_b: list[int], words: list[int], resamples: int = 10000, seed: int = 0) -> tuple[float, float, float]:
+def paired_bootstrap(
+    errors_a: list[int], errors_b: list[int], words: list[int], resamples: int = 10000, seed: int = 0
+) -> tuple[float, float, float]:
     """WER(b) - WER(a) on the same utterances, with a 95% interval from resampling utterances (paired bootstrap).
 
     Whole utterances are resampled, so the interval reflects how much the difference depends on which
@@ -110,22 +122,50 @@ def check_folder(folder: Path) -> dict:
     return manifest
 
 
-def transducer_from_manifest(folder: Path, manifest: dict, runtime: str) -> tuple[Transducer, FrontendConfig, Normalizer, CharTokenizer]:
+def transducer_from_manifest(
+    folder: Path, manifest: dict, runtime: str
+) -> tuple[Transducer, FrontendConfig, Normalizer, CharTokenizer]:
     """Everything needed to decode, built from the manifest alone (runtime: litert | tflm)."""
     fe = manifest["frontend"]
-    cfg = FrontendConfig(sample_rate=fe["sample_rate"], win_ms=fe["win_samples"] * 1000 / fe["sample_rate"], hop_ms=fe["hop_samples"] * 1000 / fe["sample_rate"],
-                         n_fft=fe["n_fft"], n_mels=fe["n_mels"], fmin=fe["fmin"], fmax=fe["fmax"], log_floor=fe["log_floor"])
+    cfg = FrontendConfig(
+        sample_rate=fe["sample_rate"],
+        win_ms=fe["win_samples"] * 1000 / fe["sample_rate"],
+        hop_ms=fe["hop_samples"] * 1000 / fe["sample_rate"],
+        n_fft=fe["n_fft"],
+        n_mels=fe["n_mels"],
+        fmin=fe["fmin"],
+        fmax=fe["fmax"],
+        log_floor=fe["log_floor"],
+    )
     if not np.allclose(mel_filterbank(cfg), np.array(fe["mel_filterbank"]), atol=1e-6):
         raise ArtifactError(f"{folder}: the manifest's mel filterbank differs from the one its parameters define.")
     graphs: dict[str, Any] = {}
     xnnpack = manifest["model"]["sparsity"]["litert_op_resolver"] == "BUILTIN"
     for name, g in manifest["graphs"].items():
         path = graph_file(folder, g, f"graphs.{name}", str(Path(folder) / "manifest.json"))
-        graphs[name] = TFLMGraph(path, g["tflm_arena_bytes"]) if runtime == "tflm" else LiteRTGraph(path.read_bytes(), manifest["target"].get("threads", 1), xnnpack)
+        graphs[name] = (
+            TFLMGraph(path, g["tflm_arena_bytes"])
+            if runtime == "tflm"
+            else LiteRTGraph(path.read_bytes(), manifest["target"].get("threads", 1), xnnpack)
+        )
     st, dec, tok = manifest["streaming"], manifest["decode"], manifest["tokenizer"]
-    t = Transducer(graphs["encoder"], graphs["predictor"], graphs["joiner"], st["chunk_feature_frames"], st["stack"], len(tok["vocab"]),
-                   tok["blank_id"], dec["max_symbols_per_frame"], fe["hop_samples"] / fe["sample_rate"])
-    return t, cfg, Normalizer(tuple(fe["mean"]), tuple(fe["std"]), int(fe.get("cmn_prior_frames", 0))), CharTokenizer.from_dict(tok)
+    t = Transducer(
+        graphs["encoder"],
+        graphs["predictor"],
+        graphs["joiner"],
+        st["chunk_feature_frames"],
+        st["stack"],
+        len(tok["vocab"]),
+        tok["blank_id"],
+        dec["max_symbols_per_frame"],
+        fe["hop_samples"] / fe["sample_rate"],
+    )
+    return (
+        t,
+        cfg,
+        Normalizer(tuple(fe["mean"]), tuple(fe["std"]), int(fe.get("cmn_prior_frames", 0))),
+        CharTokenizer.from_dict(tok),
+    )
 
 
 def manifest_edge_padding(manifest: dict) -> int:
@@ -134,7 +174,9 @@ def manifest_edge_padding(manifest: dict) -> int:
 
 
 def manifest_features(manifest: dict, fe: FrontendConfig, norm: Normalizer, corpus: Corpus) -> list[np.ndarray]:
-    """Normalized features of `corpus` as the manifest's frontend presents them to the model (its edge padding included)."""
+    """Normalized features of `corpus` as the manifest's frontend presents them to the model (its edge padding
+    included).
+    """
     from .features import utterance_features
 
     return [norm(f) for f in utterance_features(corpus, fe, edge_padding_samples=manifest_edge_padding(manifest))]
@@ -163,7 +205,14 @@ def verify_dist(folder: Path, corpus_path: Path | None = None, limit: int = 5) -
             corpus = read_manifest(corpus_path)
             sub = type(corpus)(corpus.utterances[:limit], corpus.root)
             feats = manifest_features(manifest, fe, norm, sub)
-        s = score(t, tok, feats, [u.text for u in sub.utterances], sum(u.duration for u in sub.utterances), desc=f"verify {rt}")
+        s = score(
+            t,
+            tok,
+            feats,
+            [u.text for u in sub.utterances],
+            sum(u.duration for u in sub.utterances),
+            desc=f"verify {rt}",
+        )
         result[rt] = s.wer
     return result
 
@@ -176,18 +225,23 @@ class Transcript:
     compute_seconds: float  # frontend + greedy decode
 
 
-def transcribe(folder: Path, wavs: list[Path], runtime: str = "litert", mix_stereo: bool = False, edge_padding: bool = True) -> list[Transcript]:
+def transcribe(
+    folder: Path, wavs: list[Path], runtime: str = "litert", mix_stereo: bool = False, edge_padding: bool = True
+) -> list[Transcript]:
     """Transcribe WAV files with a device folder's graphs, through its manifest alone (what an app does).
 
     The folder is checked first (schema, every sha256); every file is read before any is decoded, so a bad file
     stops the command before it prints anything. Files at another sample rate are resampled to the model's. The
-    frontend's `edge_padding_samples` zeros at both ends of each file are added as its formula says (`edge_padding=False`:
+    frontend's `edge_padding_samples` zeros at both ends of each file are added as its formula says
+    (`edge_padding=False`:
     without them, to see what they do).
     """
     folder = Path(folder)
     manifest = check_folder(folder)
     if runtime == "tflm" and any("tflm_arena_bytes" not in g for g in manifest["graphs"].values()):
-        raise ArtifactError(f"{folder} is built for {manifest['target']['runtime']}, not TFLM: its manifest has no TFLM arena sizes.")
+        raise ArtifactError(
+            f"{folder} is built for {manifest['target']['runtime']}, not TFLM: its manifest has no TFLM arena sizes."
+        )
     t, fe, norm, tok = transducer_from_manifest(folder, manifest, runtime)
     audio = []
     for path in wavs:

@@ -1,4 +1,3 @@
-import os
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,9 @@ def tone_wav(tmp_path):
     return p
 
 
-def make_fsdd_folder(root: Path, speakers=("george", "jackson", "nicolas", "theo", "yweweler"), per_digit=6, sr=8000) -> Path:
+def make_fsdd_folder(
+    root: Path, speakers=("george", "jackson", "nicolas", "theo", "yweweler"), per_digit=6, sr=8000
+) -> Path:
     """A tiny FSDD look-alike: tones at digit-specific pitches, named like the real files."""
     from pipeline.audio import write_wav
 

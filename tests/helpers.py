@@ -1,4 +1,5 @@
 """Small domain helpers for numerical checks in tests."""
+
 from __future__ import annotations
 
 import itertools
@@ -42,4 +43,6 @@ def assert_sparsity(weights: np.ndarray, target: float, tol: float = 0.005) -> N
 
 def run_cli(*args, cwd=None) -> subprocess.CompletedProcess:
     """`python -m pipeline.cli ARGS` in a fresh process (exit code, stdout and stderr as a user sees them)."""
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=600
+    )

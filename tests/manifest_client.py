@@ -2,6 +2,7 @@
 
 Deliberately imports nothing from `pipeline`: every number comes from the manifest.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,11 @@ class ManifestDecoder:
             it = Interpreter(model_path=str(self.dist / g["file"]), experimental_op_resolver_type=resolver)
             it.allocate_tensors()
             by_name = {d["name"]: d["index"] for d in it.get_input_details() + it.get_output_details()}
-            self.graphs[name] = (it, {t["name"]: (t, by_name[t["tensor_name"]]) for t in g["inputs"]},
-                                 {t["name"]: (t, by_name[t["tensor_name"]]) for t in g["outputs"]})
+            self.graphs[name] = (
+                it,
+                {t["name"]: (t, by_name[t["tensor_name"]]) for t in g["inputs"]},
+                {t["name"]: (t, by_name[t["tensor_name"]]) for t in g["outputs"]},
+            )
 
     # frontend, exactly as the manifest's formula says
     def features(self, wav_path: Path) -> np.ndarray:
@@ -50,11 +54,19 @@ class ManifestDecoder:
         it, ins, outs = self.graphs[graph]
         for name, (t, idx) in ins.items():
             x = np.asarray(inputs[name], np.float32).reshape(t["shape"])
-            q = np.clip(np.round(x / t["scale"]) + t["zero_point"], -128, 127).astype(np.int8) if t["dtype"] == "int8" else x
+            q = (
+                np.clip(np.round(x / t["scale"]) + t["zero_point"], -128, 127).astype(np.int8)
+                if t["dtype"] == "int8"
+                else x
+            )
             it.set_tensor(idx, q)
         it.invoke()
-        return {name: (it.get_tensor(idx).astype(np.float32) - t["zero_point"]) * t["scale"] if t["dtype"] == "int8" else it.get_tensor(idx)
-                for name, (t, idx) in outs.items()}
+        return {
+            name: (it.get_tensor(idx).astype(np.float32) - t["zero_point"]) * t["scale"]
+            if t["dtype"] == "int8"
+            else it.get_tensor(idx)
+            for name, (t, idx) in outs.items()
+        }
 
     def decode(self, wav_path: Path) -> str:
         m, st, dec, tok = self.m, self.m["streaming"], self.m["decode"], self.m["tokenizer"]
@@ -81,7 +93,11 @@ class ManifestDecoder:
         valid = math.ceil(len(feats) / st["stack"])
         done, emitted = 0, []
         for i in range(n_chunks):
-            out = self.run("encoder", features=padded[None, i * c : (i + 1) * c], **{s["input"]: states[s["input"]] for s in enc_states})
+            out = self.run(
+                "encoder",
+                features=padded[None, i * c : (i + 1) * c],
+                **{s["input"]: states[s["input"]] for s in enc_states},
+            )
             for s in enc_states:
                 states[s["input"]] = out[s["output"]]
             for frame in out[dec["encoder_output"]][0]:
@@ -89,7 +105,11 @@ class ManifestDecoder:
                     break
                 done += 1
                 for _ in range(dec["max_symbols_per_frame"]):
-                    k = int(np.argmax(self.run("joiner", encoder_frame=frame[None], predictor_out=pred)[dec["joiner_output"]]))
+                    k = int(
+                        np.argmax(
+                            self.run("joiner", encoder_frame=frame[None], predictor_out=pred)[dec["joiner_output"]]
+                        )
+                    )
                     if k == tok["blank_id"]:
                         break
                     emitted.append(k)

@@ -3,6 +3,7 @@
 Runs the CLI in-process (`pipeline.cli.main`), so each case costs milliseconds; the
 subprocess tests in test_cli.py prove the same for the installed entry point.
 """
+
 import errno
 import json
 import os
@@ -32,34 +33,123 @@ def _file(tmp, name, text):
 # (case id, argv builder given tmp_path, expected words in the one error sentence)
 CLI_CASES = [
     ("unknown-model", lambda t: ["build", "--target", "watch", "--model", "nosuch"], "unknown model 'nosuch'"),
-    ("unknown-tier", lambda t: ["build", "--target", "watch", "--model", MICRO, "--tier", "60"], "unknown sparsity tier 60"),
-    ("tier-for-dense", lambda t: ["train", "--model", MICRO, "--tier", "50", "--out", str(t / "ck")], "method dense trains tier 0 only"),
-    ("per-tier-method-without-tier", lambda t: ["train", "--model", MICRO, "--method", "csp", "--out", str(t / "ck")], "pass --tier"),
+    (
+        "unknown-tier",
+        lambda t: ["build", "--target", "watch", "--model", MICRO, "--tier", "60"],
+        "unknown sparsity tier 60",
+    ),
+    (
+        "tier-for-dense",
+        lambda t: ["train", "--model", MICRO, "--tier", "50", "--out", str(t / "ck")],
+        "method dense trains tier 0 only",
+    ),
+    (
+        "per-tier-method-without-tier",
+        lambda t: ["train", "--model", MICRO, "--method", "csp", "--out", str(t / "ck")],
+        "pass --tier",
+    ),
     ("unknown-method", lambda t: ["build", "--target", "watch", "--method", "magic"], "Invalid value for '--method'"),
     ("zero-steps", lambda t: ["build", "--target", "watch", "--steps", "0"], "Invalid value for '--steps'"),
     ("bench-tiers-not-integers", lambda t: ["bench", "sparsity", "--tiers", "5x"], "comma-separated integers"),
     ("bench-unknown-method", lambda t: ["bench", "sparsity", "--methods", "dense,magic"], "unknown method 'magic'"),
-    ("bench-calibration-not-a-checkpoint", lambda t: ["bench", "calibration", "--init", str(t), "--report", str(t / "r")], "has no model.json"),
-    ("bench-calibration-seeds-not-integers", lambda t: ["bench", "calibration", "--init", str(t), "--seeds", "a"], "comma-separated integers"),
+    (
+        "bench-calibration-not-a-checkpoint",
+        lambda t: ["bench", "calibration", "--init", str(t), "--report", str(t / "r")],
+        "has no model.json",
+    ),
+    (
+        "bench-calibration-seeds-not-integers",
+        lambda t: ["bench", "calibration", "--init", str(t), "--seeds", "a"],
+        "comma-separated integers",
+    ),
     ("verify-folder-without-manifest", lambda t: ["verify", str(t)], "does not exist (not a device artifact folder)"),
-    ("verify-manifest-not-json", lambda t: ["verify", str(t / "d")] if (t / "d").mkdir() or _file(t / "d", "manifest.json", "{oops") else [],
-     "is not readable JSON"),
-    ("verify-manifest-fails-schema", lambda t: ["verify", str(t / "d")] if (t / "d").mkdir() or _file(t / "d", "manifest.json", '{"schema_version": "1.0"}') else [],
-     "schema"),
-    ("fsdd-dir-is-a-file", lambda t: ["build", "--target", "watch", "--model", MICRO, "--data", "fsdd", "--fsdd-dir", _file(t, "f", "x")], "fsdd"),
-    ("train-manifest-missing", lambda t: ["build", "--target", "watch", "--model", MICRO, "--data", "manifest", "--train-manifest", str(t / "no.jsonl"),
-                                          "--test-manifest", str(t / "no2.jsonl")], "no.jsonl"),
-    ("work-dir-not-writable", lambda t: ["build", "--target", "watch", "--model", MICRO, "--data", "synth", "--work-dir", _file(t, "blocker", "x") + "/w"],
-     "is a file, so the work folder cannot be written"),
-    ("model-config-unknown-field", lambda t: ["build", "--target", "watch", "--model", _file(t, "m.toml", "[encoder]\nlayerz = 2\n")], "layerz"),
-    ("model-config-wrong-type", lambda t: ["build", "--target", "watch", "--model", _file(t, "m.toml", "[encoder]\nunits = 'wide'\n")], "units"),
+    (
+        "verify-manifest-not-json",
+        lambda t: ["verify", str(t / "d")] if (t / "d").mkdir() or _file(t / "d", "manifest.json", "{oops") else [],
+        "is not readable JSON",
+    ),
+    (
+        "verify-manifest-fails-schema",
+        lambda t: (
+            ["verify", str(t / "d")]
+            if (t / "d").mkdir() or _file(t / "d", "manifest.json", '{"schema_version": "1.0"}')
+            else []
+        ),
+        "schema",
+    ),
+    (
+        "fsdd-dir-is-a-file",
+        lambda t: ["build", "--target", "watch", "--model", MICRO, "--data", "fsdd", "--fsdd-dir", _file(t, "f", "x")],
+        "fsdd",
+    ),
+    (
+        "train-manifest-missing",
+        lambda t: [
+            "build",
+            "--target",
+            "watch",
+            "--model",
+            MICRO,
+            "--data",
+            "manifest",
+            "--train-manifest",
+            str(t / "no.jsonl"),
+            "--test-manifest",
+            str(t / "no2.jsonl"),
+        ],
+        "no.jsonl",
+    ),
+    (
+        "work-dir-not-writable",
+        lambda t: [
+            "build",
+            "--target",
+            "watch",
+            "--model",
+            MICRO,
+            "--data",
+            "synth",
+            "--work-dir",
+            _file(t, "blocker", "x") + "/w",
+        ],
+        "is a file, so the work folder cannot be written",
+    ),
+    (
+        "model-config-unknown-field",
+        lambda t: ["build", "--target", "watch", "--model", _file(t, "m.toml", "[encoder]\nlayerz = 2\n")],
+        "layerz",
+    ),
+    (
+        "model-config-wrong-type",
+        lambda t: ["build", "--target", "watch", "--model", _file(t, "m.toml", "[encoder]\nunits = 'wide'\n")],
+        "units",
+    ),
     ("target-extends-cycle", lambda t: ["build", "--target", _file(t, "a.toml", 'extends = "a"\n')], "cycle"),
-    ("init-without-aat", lambda t: ["train", "--model", MICRO, "--init", str(t), "--out", str(t / "ck")], "--init, --aat-steps and --aat-config belong to --aat"),
-    ("init-is-not-a-checkpoint", lambda t: ["train", "--aat", "--init", str(t), "--out", str(t / "ck")], "has no model.json"),
-    ("init-with-method", lambda t: ["train", "--aat", "--init", str(t), "--method", "omni", "--out", str(t / "ck")], "--init fine-tunes a trained checkpoint"),
-    ("aat-config-out-of-range", lambda t: ["build", "--target", "watch", "--model", _file(t, "m.toml", "[aat]\nema_decay = 1.5\n")], "ema_decay"),
-    ("sparsity-tiers-not-increasing", lambda t: ["build", "--target", "watch", "--model", _file(t, "m.toml", "[sparsity]\ntiers = [50, 0]\n")],
-     "strictly increasing"),
+    (
+        "init-without-aat",
+        lambda t: ["train", "--model", MICRO, "--init", str(t), "--out", str(t / "ck")],
+        "--init, --aat-steps and --aat-config belong to --aat",
+    ),
+    (
+        "init-is-not-a-checkpoint",
+        lambda t: ["train", "--aat", "--init", str(t), "--out", str(t / "ck")],
+        "has no model.json",
+    ),
+    (
+        "init-with-method",
+        lambda t: ["train", "--aat", "--init", str(t), "--method", "omni", "--out", str(t / "ck")],
+        "--init fine-tunes a trained checkpoint",
+    ),
+    (
+        "aat-config-out-of-range",
+        lambda t: ["build", "--target", "watch", "--model", _file(t, "m.toml", "[aat]\ndistill = 1.5\n")],
+        "distill",
+    ),
+    (
+        "sparsity-tiers-not-increasing",
+        lambda t: ["build", "--target", "watch", "--model", _file(t, "m.toml", "[sparsity]\ntiers = [50, 0]\n")],
+        "strictly increasing",
+    ),
 ]
 
 
@@ -78,7 +168,9 @@ def test_cli_bad_input(tmp_path, capsys, monkeypatch, case, argv, words):
     assert "Traceback" not in err
     assert words.lower() in err.lower(), err
     assert not (tmp_path / "dist").exists() and not (tmp_path / "ck").exists()
-    assert not [p for p in tmp_path.rglob("*") if p.name.endswith((".partial", ".tmp"))], "half-written output left behind"
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith((".partial", ".tmp"))], (
+        "half-written output left behind"
+    )
     assert len(sorted(p.name for p in tmp_path.rglob("*"))) >= len(before)
 
 

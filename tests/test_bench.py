@@ -1,21 +1,45 @@
 """Bench commands: the report writer and the latency probe (the long runs themselves are commands, not tests)."""
+
 from pipeline.bench import Row, bench_latency, write_report
 from tests.conftest import FIXTURES
 
 
 def _row(method, tier, wer, sparse=None, seconds=100.0, cycles=1000):
-    return Row(method, tier, tier / 100, 1000, int(1000 * (1 - tier / 100)), wer, wer, 5000, sparse, 4000, cycles, 10 * cycles, seconds, 100)
+    return Row(
+        method,
+        tier,
+        tier / 100,
+        1000,
+        int(1000 * (1 - tier / 100)),
+        wer,
+        wer,
+        5000,
+        sparse,
+        4000,
+        cycles,
+        10 * cycles,
+        seconds,
+        100,
+    )
 
 
 def test_report_has_table_ratios_and_pareto_plot(tmp_path):
-    rows = [_row("dense", 0, 0.2), _row("tfmot", 90, 0.4, 1500, cycles=400), _row("omni", 0, 0.21, seconds=150.0),
-            _row("omni", 90, 0.42, 1400, seconds=150.0, cycles=380), _row("csp", 90, 0.38, 1450, cycles=390)]
+    rows = [
+        _row("dense", 0, 0.2),
+        _row("tfmot", 90, 0.4, 1500, cycles=400),
+        _row("omni", 0, 0.21, seconds=150.0),
+        _row("omni", 90, 0.42, 1400, seconds=150.0, cycles=380),
+        _row("csp", 90, 0.38, 1450, cycles=390),
+    ]
     words = [5] * 10
     errors = {("tfmot", 90): {"int8": [2] * 10, "words": words}, ("omni", 90): {"int8": [2] * 9 + [3], "words": words}}
     write_report(rows, tmp_path / "rep", "micro", 100, errors)
     md = (tmp_path / "rep" / "sparsity.md").read_text()
-    assert "Omni wall time / dense wall time at the same steps: 1.50" in md
-    assert "tier 90: omni int8 WER 42.0% vs TFMOT 40.0% (ratio 1.05, target <= 1.10; omni - TFMOT +2.0 points, 95% CI +0.0..+6.0" in md
+    assert "Omni wall time / dense wall time at equal steps: 1.50" in md
+    assert (
+        "tier 90: omni int8 WER 42.0% vs TFMOT 40.0% (ratio 1.05, target <= 1.10; omni - TFMOT +2.0 points, 95% CI "
+        "+0.0..+6.0" in md
+    )
     assert "CSP int8 WER 38.0% vs TFMOT magnitude pruning 40.0%" in md
     assert "0.38x dense" in md  # omni tier 90 NPU cycles per encoder chunk
     csv_lines = (tmp_path / "rep" / "sparsity.csv").read_text().splitlines()
@@ -90,7 +114,26 @@ def test_quant_report_states_the_interval_and_significant_tiers(tmp_path):
     from pipeline.bench import QuantRow, write_quant_report
 
     def row(tier, diff, lo, hi):
-        return QuantRow("omni", tier, 0.15, 0.16, 0.15, 0.16, 0.16 + diff, 0.01, 0.01 + diff, None, 100, 100, True, 400, 60.0, diff, lo, hi)
+        return QuantRow(
+            "omni",
+            tier,
+            0.15,
+            0.16,
+            0.15,
+            0.16,
+            0.16 + diff,
+            0.01,
+            0.01 + diff,
+            None,
+            100,
+            100,
+            True,
+            400,
+            60.0,
+            diff,
+            lo,
+            hi,
+        )
 
     write_quant_report([row(0, -0.004, -0.012, 0.004), row(90, 0.02, 0.006, 0.034)], tmp_path / "r", "micro")
     md = (tmp_path / "r" / "quant.md").read_text()
@@ -103,8 +146,14 @@ def test_calibration_report_states_each_seed_the_spread_and_the_furthest_differe
     from pipeline.bench import CalibrationRow, write_calibration_report
     from pipeline.calibrate import load_calibration_recipe
 
-    rows = [CalibrationRow(70, 11, 0.18, 0.19), CalibrationRow(70, 12, 0.18, 0.21, 0.02, 0.004, 0.036), CalibrationRow(70, 13, 0.18, 0.18, -0.01, -0.02, 0.0),
-            CalibrationRow(90, 11, 0.5, 0.6), CalibrationRow(90, 12, 0.5, 0.55, -0.05, -0.08, -0.02), CalibrationRow(90, 13, 0.5, 0.62, 0.02, 0.0, 0.04)]
+    rows = [
+        CalibrationRow(70, 11, 0.18, 0.19),
+        CalibrationRow(70, 12, 0.18, 0.21, 0.02, 0.004, 0.036),
+        CalibrationRow(70, 13, 0.18, 0.18, -0.01, -0.02, 0.0),
+        CalibrationRow(90, 11, 0.5, 0.6),
+        CalibrationRow(90, 12, 0.5, 0.55, -0.05, -0.08, -0.02),
+        CalibrationRow(90, 13, 0.5, 0.62, 0.02, 0.0, 0.04),
+    ]
     write_calibration_report(rows, tmp_path / "r", "micro", load_calibration_recipe("default"))
     md = (tmp_path / "r" / "calibration.md").read_text()
     assert "| 70 | 18.0% | 19.0% | 21.0% | 18.0% | 3.0 | +2.0 (+0.4..+3.6) |" in md

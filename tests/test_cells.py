@@ -11,7 +11,10 @@ def _pair(units=6, clip=None):
     ours.build(x.shape)
     ref = keras.layers.LSTM(units, return_sequences=True)
     ref.build(x.shape)
-    w = [np.random.default_rng(i).normal(0, 0.8, size=v.shape).astype(np.float32) for i, v in enumerate(ref.get_weights())]
+    w = [
+        np.random.default_rng(i).normal(0, 0.8, size=v.shape).astype(np.float32)
+        for i, v in enumerate(ref.get_weights())
+    ]
     ref.set_weights(w)
     ours.set_weights(w)
     return x, ours, ref
@@ -41,7 +44,9 @@ def test_config_round_trip_keeps_every_field():
 def _scanned(xw, rk, clip):
     """Every (h, c) of `lstm_step` scanned over xw, the gradient left to autograd."""
     zeros = tf.zeros(tf.concat([tf.shape(xw)[1:-1], [rk.shape[-2]]], 0))
-    return tf.scan(lambda c, x: lstm_step(x, c[0], c[1], lambda s: tf.matmul(s, rk), clip), xw, initializer=(zeros, zeros))
+    return tf.scan(
+        lambda c, x: lstm_step(x, c[0], c[1], lambda s: tf.matmul(s, rk), clip), xw, initializer=(zeros, zeros)
+    )
 
 
 @pytest.mark.parametrize("clip", [None, 0.6])
@@ -62,7 +67,8 @@ def test_lstm_sequence_matches_the_scanned_step_in_value_and_gradient(clip, lead
             loss = tf.reduce_sum(tf.sin(3 * y) * w)
         results.append((y.numpy(), *[g.numpy() for g in tape.gradient(loss, [xw, rk])]))
     if clip:
-        assert 0.05 < np.mean(np.abs(_scanned(xw, rk, None)[1].numpy()) > clip) < 0.95  # the clip bites on part of the states
+        assert (
+            0.05 < np.mean(np.abs(_scanned(xw, rk, None)[1].numpy()) > clip) < 0.95
+        )  # the clip bites on part of the states
     for ours, ref in zip(*results):
         np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-5)
-

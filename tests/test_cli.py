@@ -1,4 +1,5 @@
 """User mistakes: one sentence, exit code 2, nothing half-written."""
+
 import json
 
 from tests.conftest import FIXTURES
@@ -28,8 +29,19 @@ def test_malformed_target_toml(tmp_path):
 
 
 def test_missing_dataset_directory(tmp_path):
-    r = run("build", "--target", "watch", "--data", "fsdd", "--fsdd-dir", str(tmp_path / "nowhere"),
-            "--out", str(tmp_path / "dist"), "--work-dir", str(tmp_path / "w"))
+    r = run(
+        "build",
+        "--target",
+        "watch",
+        "--data",
+        "fsdd",
+        "--fsdd-dir",
+        str(tmp_path / "nowhere"),
+        "--out",
+        str(tmp_path / "dist"),
+        "--work-dir",
+        str(tmp_path / "w"),
+    )
     assert r.returncode == 2 and "does not exist" in one_sentence(r.stderr)
     assert not (tmp_path / "dist").exists()
 
@@ -40,9 +52,23 @@ def test_corrupt_wav_in_user_corpus(tmp_path):
     row = json.dumps({"audio_filepath": "audio/bad.wav", "duration": 1.0, "text": "one"})
     (tmp_path / "train.jsonl").write_text(row + "\n")
     (tmp_path / "test.jsonl").write_text(row + "\n")
-    r = run("build", "--target", "watch", "--model", str(FIXTURES / "micro.toml"), "--data", "manifest",
-            "--train-manifest", str(tmp_path / "train.jsonl"), "--test-manifest", str(tmp_path / "test.jsonl"),
-            "--out", str(tmp_path / "dist"), "--work-dir", str(tmp_path / "w"))
+    r = run(
+        "build",
+        "--target",
+        "watch",
+        "--model",
+        str(FIXTURES / "micro.toml"),
+        "--data",
+        "manifest",
+        "--train-manifest",
+        str(tmp_path / "train.jsonl"),
+        "--test-manifest",
+        str(tmp_path / "test.jsonl"),
+        "--out",
+        str(tmp_path / "dist"),
+        "--work-dir",
+        str(tmp_path / "w"),
+    )
     assert r.returncode == 2 and "bad.wav is not a valid WAV file: its header is cut short" in one_sentence(r.stderr)
     assert not (tmp_path / "dist").exists()
     assert not list((tmp_path / "w" / "cache").glob("features/*/stage.json"))
@@ -60,7 +86,16 @@ def test_targets_lists_profiles():
 
 def test_broken_aat_recipe(tmp_path):
     (tmp_path / "recipe.toml").write_text("[aat]\nsteps = 0\n")
-    r = run("train", "--aat", "--aat-config", str(tmp_path / "recipe.toml"), "--init", str(tmp_path / "ck"), "--out", str(tmp_path / "out"))
+    r = run(
+        "train",
+        "--aat",
+        "--aat-config",
+        str(tmp_path / "recipe.toml"),
+        "--init",
+        str(tmp_path / "ck"),
+        "--out",
+        str(tmp_path / "out"),
+    )
     assert r.returncode == 2 and "steps" in one_sentence(r.stderr)
     assert not (tmp_path / "out").exists()
     r = run("train", "--aat-config", str(tmp_path / "recipe.toml"), "--out", str(tmp_path / "out"))

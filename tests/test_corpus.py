@@ -15,13 +15,16 @@ def test_manifest_round_trip(tmp_path):
     assert Utterance.from_dict(utts[0].to_dict()) == utts[0]
 
 
-@pytest.mark.parametrize("line, message", [
-    ("{not json", "not valid JSON"),
-    ('{"audio_filepath": "a.wav", "duration": 1}', "missing field `text`"),
-    ('{"audio_filepath": "a.wav", "duration": 1, "text": "   "}', "transcript `text` is empty"),
-    ('{"audio_filepath": "a.wav", "duration": -1, "text": "one"}', "above 0 and at most 3600"),
-    ('[1, 2]', "expected a JSON object"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("{not json", "not valid JSON"),
+        ('{"audio_filepath": "a.wav", "duration": 1}', "missing field `text`"),
+        ('{"audio_filepath": "a.wav", "duration": 1, "text": "   "}', "transcript `text` is empty"),
+        ('{"audio_filepath": "a.wav", "duration": -1, "text": "one"}', "above 0 and at most 3600"),
+        ("[1, 2]", "expected a JSON object"),
+    ],
+)
 def test_bad_lines_name_file_and_line(tmp_path, line, message):
     p = tmp_path / "m.jsonl"
     p.write_text('{"audio_filepath": "x.wav", "duration": 1, "text": "one"}\n' + line + "\n")

@@ -9,7 +9,9 @@ from pipeline.errors import ConfigError, DataError
 
 def _corpus(tmp_path, tone_wav):
     for name in ("train", "dev"):
-        (tmp_path / f"{name}.jsonl").write_text(json.dumps({"audio_filepath": tone_wav.name, "duration": 0.5, "text": "one"}) + "\n")
+        (tmp_path / f"{name}.jsonl").write_text(
+            json.dumps({"audio_filepath": tone_wav.name, "duration": 0.5, "text": "one"}) + "\n"
+        )
     return DataOptions("manifest", train_manifest=tmp_path / "train.jsonl", test_manifests=(tmp_path / "dev.jsonl",))
 
 

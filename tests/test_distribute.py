@@ -1,4 +1,5 @@
 """Multi-worker training on tf.distribute: two worker processes on 127.0.0.1 end with identical weights."""
+
 import json
 import os
 import re
@@ -37,12 +38,36 @@ def test_two_workers_train_to_identical_weights_and_the_loss_falls(tmp_path):
     workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
     procs = []
     for i in range(2):
-        env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}}),
-               "CUDA_VISIBLE_DEVICES": ""}
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "train", "--model", str(cfg), "--data", "synth", "--strategy", "multi-worker",
-             "--out", str(tmp_path / f"ck{i}"), "--work-dir", str(tmp_path / f"w{i}")],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path))
+        env = {
+            **os.environ,
+            "TF_CONFIG": json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}}),
+            "CUDA_VISIBLE_DEVICES": "",
+        }
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "pipeline.cli",
+                    "train",
+                    "--model",
+                    str(cfg),
+                    "--data",
+                    "synth",
+                    "--strategy",
+                    "multi-worker",
+                    "--out",
+                    str(tmp_path / f"ck{i}"),
+                    "--work-dir",
+                    str(tmp_path / f"w{i}"),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+                cwd=tmp_path,
+            )
+        )
     outs = []
     try:
         for p in procs:
@@ -68,13 +93,20 @@ def _epoch_loss(cfg, features, params):
     total = 0.0
     for step in range(len(batcher.buckets)):
         b = batcher.batch(step)
-        logits = forward(cfg, {k: tf.constant(v)[None] for k, v in params.items()}, tf.constant(b.feats), tf.constant(b.pred_in))[0]
+        logits = forward(
+            cfg, {k: tf.constant(v)[None] for k, v in params.items()}, tf.constant(b.feats), tf.constant(b.pred_in)
+        )[0]
         total += float(rnnt_loss(logits, b.labels, b.frames, b.label_lengths))
     return total / len(batcher.buckets)
 
 
 def test_multi_worker_without_tf_config_is_a_clear_error(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
-    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "train", "--strategy", "multi-worker", "--out", str(tmp_path / "ck")],
-                       capture_output=True, text=True, env=env, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "train", "--strategy", "multi-worker", "--out", str(tmp_path / "ck")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert r.returncode == 2 and "needs the TF_CONFIG environment variable" in r.stderr

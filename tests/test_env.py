@@ -14,9 +14,9 @@ print(out.shape)
 
 
 def test_importing_the_package_turns_tensorflows_onednn_kernels_off():
-    import pipeline  # noqa: F401
     from tensorflow.python.util import _pywrap_util_port
 
+    import pipeline  # noqa: F401
     from pipeline._tf import tf  # noqa: F401
 
     assert not _pywrap_util_port.IsMklEnabled()

@@ -56,8 +56,11 @@ def test_bad_frontend_values_are_refused():
 
 def _utterances(prior_frames: int = 0):
     rng = np.random.default_rng(2)
-    feats = [rng.normal(3, 2, size=(int(rng.integers(20, 120)), 40)).astype(np.float32) + rng.normal(0, 1.5, size=40).astype(np.float32)
-             for _ in range(12)]  # each utterance with its own static offset per bin, as a speaker or a microphone gives
+    feats = [
+        rng.normal(3, 2, size=(int(rng.integers(20, 120)), 40)).astype(np.float32)
+        + rng.normal(0, 1.5, size=40).astype(np.float32)
+        for _ in range(12)
+    ]  # each utterance with its own static offset per bin, as a speaker or a microphone gives
     return feats, Normalizer.fit(feats, prior_frames)
 
 
@@ -77,7 +80,9 @@ def test_streaming_mean_normalization_fits_unit_variance_and_removes_a_static_of
     t = np.arange(len(x) - 20, len(x))[:, None]
     np.testing.assert_allclose(shifted, 2.0 / np.asarray(norm.std) * 30 / (30 + t + 1), rtol=1e-4)
     global_only = Normalizer.fit(feats)
-    np.testing.assert_allclose(global_only(x + 2.0) - global_only(x), np.broadcast_to(2.0 / np.asarray(global_only.std), x.shape), rtol=1e-4)
+    np.testing.assert_allclose(
+        global_only(x + 2.0) - global_only(x), np.broadcast_to(2.0 / np.asarray(global_only.std), x.shape), rtol=1e-4
+    )
 
 
 @pytest.mark.parametrize(("prior_frames", "edge"), [(0, 0), (25, 0), (25, 800)])
@@ -95,5 +100,8 @@ def test_the_manifest_frontend_formula_gives_the_reference_features(prior_frames
     norm = Normalizer.fit([log_mel(x, cfg.frontend) + 1.0, log_mel(x[::-1].copy(), cfg.frontend)], prior_frames)
     client = ManifestDecoder.__new__(ManifestDecoder)  # only its frontend: the manifest's section, no graphs
     client.m = {"frontend": frontend_section(cfg, norm, edge, "why")}
-    assert client.m["frontend"]["cmn_prior_frames"] == prior_frames and client.m["frontend"]["edge_padding_samples"] == edge
+    assert (
+        client.m["frontend"]["cmn_prior_frames"] == prior_frames
+        and client.m["frontend"]["edge_padding_samples"] == edge
+    )
     np.testing.assert_allclose(client.features(tone_wav), norm(log_mel(pad_edges(x, edge), cfg.frontend)), atol=1e-4)

@@ -11,7 +11,9 @@ from tests.conftest import SHARED_FSDD, make_fsdd_folder
 
 def test_prepare_follows_the_protocol_split(tmp_path):
     src = make_fsdd_folder(tmp_path / "fsdd")
-    splits = prepare_fsdd(src, tmp_path / "out", 8000, FsddRecipe(train_utterances=20, test_indices=(0, 1)), ConnectRecipe(), seed=3)
+    splits = prepare_fsdd(
+        src, tmp_path / "out", 8000, FsddRecipe(train_utterances=20, test_indices=(0, 1)), ConnectRecipe(), seed=3
+    )
     train, seen, unseen = (read_manifest(splits[k]) for k in ("train", "test_seen", "test_unseen"))
     assert len(train) == 20
     assert {u.speaker for u in unseen.utterances} == {"yweweler"}
@@ -24,8 +26,12 @@ def test_prepare_follows_the_protocol_split(tmp_path):
 
 def test_prepare_is_reproducible(tmp_path):
     src = make_fsdd_folder(tmp_path / "fsdd", per_digit=2)
-    a = prepare_fsdd(src, tmp_path / "a", 8000, FsddRecipe(train_utterances=5, test_indices=(0, 0)), ConnectRecipe(), seed=1)
-    b = prepare_fsdd(src, tmp_path / "b", 8000, FsddRecipe(train_utterances=5, test_indices=(0, 0)), ConnectRecipe(), seed=1)
+    a = prepare_fsdd(
+        src, tmp_path / "a", 8000, FsddRecipe(train_utterances=5, test_indices=(0, 0)), ConnectRecipe(), seed=1
+    )
+    b = prepare_fsdd(
+        src, tmp_path / "b", 8000, FsddRecipe(train_utterances=5, test_indices=(0, 0)), ConnectRecipe(), seed=1
+    )
     for k in a:
         assert a[k].read_text() == b[k].read_text()
         for ua, ub in zip(read_manifest(a[k]).utterances, read_manifest(b[k]).utterances):

@@ -8,6 +8,7 @@ random edits of a real manifest beside its real graphs). The test suite runs the
 
     .venv/bin/python -m pytest tests/test_fuzz.py -p no:randomly --hypothesis-profile fuzz --hypothesis-show-statistics
 """
+
 import copy
 import json
 import shutil
@@ -28,14 +29,48 @@ from pipeline.targets import TargetProfile
 from pipeline.tomlconf import load_named
 from pipeline.verify import check_folder
 
-
-KEYS = ["device", "runtime", "threads", "npu", "budgets", "rtf", "encoder", "units", "train", "steps", "name", "extends", "split",
-        "utterances", "sparsity", "tiers", "block", "method", "tier_batch", "data", "train_utterances", "augment", "copies", "frontend"]
-scalars = st.one_of(st.integers(-10**12, 10**12), st.floats(allow_nan=False, allow_infinity=False, width=32), st.booleans(), st.text(max_size=8))
-toml_values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(KEYS), inner, max_size=4)),
-                           max_leaves=10)
-json_values = st.recursive(st.one_of(scalars, st.none()), lambda inner: st.one_of(st.lists(inner, max_size=3),
-                           st.dictionaries(st.text(max_size=12), inner, max_size=4)), max_leaves=10)
+KEYS = [
+    "device",
+    "runtime",
+    "threads",
+    "npu",
+    "budgets",
+    "rtf",
+    "encoder",
+    "units",
+    "train",
+    "steps",
+    "name",
+    "extends",
+    "split",
+    "utterances",
+    "sparsity",
+    "tiers",
+    "block",
+    "method",
+    "tier_batch",
+    "data",
+    "train_utterances",
+    "augment",
+    "copies",
+    "frontend",
+]
+scalars = st.one_of(
+    st.integers(-(10**12), 10**12),
+    st.floats(allow_nan=False, allow_infinity=False, width=32),
+    st.booleans(),
+    st.text(max_size=8),
+)
+toml_values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(KEYS), inner, max_size=4)),
+    max_leaves=10,
+)
+json_values = st.recursive(
+    st.one_of(scalars, st.none()),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=12), inner, max_size=4)),
+    max_leaves=10,
+)
 
 
 def _toml(d: dict, prefix: str = "") -> str:
@@ -65,9 +100,18 @@ def _only_own_errors(folder: Path, fn, *args) -> None:
     assert _listing(folder) == before, "a loader wrote or deleted a file"
 
 
-@given(st.one_of(st.text(max_size=200),
-                 st.dictionaries(st.sampled_from(["device", "budgets", "build", "name", "encoder", "train", "split", "extends", "sparsity", "data"]),
-                                 toml_values, max_size=4).map(_toml)))
+@given(
+    st.one_of(
+        st.text(max_size=200),
+        st.dictionaries(
+            st.sampled_from(
+                ["device", "budgets", "build", "name", "encoder", "train", "split", "extends", "sparsity", "data"]
+            ),
+            toml_values,
+            max_size=4,
+        ).map(_toml),
+    )
+)
 def test_config_loaders_raise_only_config_errors(text):
     with tempfile.TemporaryDirectory() as d:
         p = Path(d) / "x.toml"
@@ -77,10 +121,21 @@ def test_config_loaders_raise_only_config_errors(text):
             _only_own_errors(Path(d), load_named, cls, str(p), Path(d), "config")
 
 
-@given(st.lists(st.one_of(st.text(max_size=60), st.dictionaries(st.sampled_from(["audio_filepath", "duration", "text", "speaker", "id"]),
-                                                                 st.one_of(st.text(max_size=10), st.floats(), st.integers(), st.none(),
-                                                                           st.lists(st.integers(), max_size=2)), max_size=5).map(json.dumps)),
-                max_size=5))
+@given(
+    st.lists(
+        st.one_of(
+            st.text(max_size=60),
+            st.dictionaries(
+                st.sampled_from(["audio_filepath", "duration", "text", "speaker", "id"]),
+                st.one_of(
+                    st.text(max_size=10), st.floats(), st.integers(), st.none(), st.lists(st.integers(), max_size=2)
+                ),
+                max_size=5,
+            ).map(json.dumps),
+        ),
+        max_size=5,
+    )
+)
 def test_corpus_reader_raises_only_data_errors(lines):
     with tempfile.TemporaryDirectory() as d:
         p = Path(d) / "m.jsonl"

@@ -1,11 +1,21 @@
 """The exported streaming graphs compute the same function as the trained model."""
+
 import numpy as np
 import pytest
 
 from pipeline.config import load_model_config
 from pipeline.errors import ArtifactError
-from pipeline.model import (build_encoder_export, build_joiner_export, build_predictor_export, build_training_model,
-                            check_params, encoder_state_names, get_params, param_shapes, set_params)
+from pipeline.model import (
+    build_encoder_export,
+    build_joiner_export,
+    build_predictor_export,
+    build_training_model,
+    check_params,
+    encoder_state_names,
+    get_params,
+    param_shapes,
+    set_params,
+)
 from tests.conftest import FIXTURES
 
 VOCAB = 7
@@ -40,7 +50,11 @@ def test_streaming_encoder_chunks_equal_full_sequence_lstm(trained):
     from pipeline._tf import keras
 
     n_chunks = 3
-    feats = np.random.default_rng(1).normal(size=(1, n_chunks * cfg.chunk_feature_frames, cfg.frontend.n_mels)).astype(np.float32)
+    feats = (
+        np.random.default_rng(1)
+        .normal(size=(1, n_chunks * cfg.chunk_feature_frames, cfg.frontend.n_mels))
+        .astype(np.float32)
+    )
     enc_proj = keras.Model(model.inputs[0], model.get_layer("enc_proj").output)
     want = enc_proj(feats).numpy()[0]
     export = build_encoder_export(cfg, params)

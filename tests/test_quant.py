@@ -1,4 +1,5 @@
 """Accelerator-aware training: the emulated int8 forward pass against the real int8 .tflite, and the AAT phase."""
+
 import dataclasses
 
 import numpy as np
@@ -11,7 +12,8 @@ from pipeline.config import load_model_config
 from pipeline.decode import Transducer
 from pipeline.export import calibrated_ranges, convert_all
 from pipeline.model import build_training_model, forward, get_params
-from pipeline.quant import FLOAT, Emulated, emulation_agreement, fake_quant, int8_params, quantize_kernel, range_points, stream_encoder
+from pipeline.parity import emulation_agreement, stream_encoder
+from pipeline.quant import FLOAT, Emulated, fake_quant, int8_params, quantize_kernel, range_points
 from pipeline.runtimes import LiteRTGraph
 from pipeline.sparsity import tier_name
 from pipeline.train import Trainer
@@ -64,7 +66,10 @@ def parity():
     rep = representative_inputs(float_t, utts, CalibrationRecipe("test", utterances=6))
     int8 = {g: LiteRTGraph(b) for g, b in convert_all(cfg, params, rep, ranges=ranges).items()}
     emulated = Emulated({k: tf.constant(v[None]) for k, v in ranges.items()})
-    enc, pred, logits = (t.numpy()[0, 0] for t in forward(cfg, batched, tf.constant(utts[0][None]), tf.constant(TOKENS), emulated, parts=True))
+    enc, pred, logits = (
+        t.numpy()[0, 0]
+        for t in forward(cfg, batched, tf.constant(utts[0][None]), tf.constant(TOKENS), emulated, parts=True)
+    )
     return cfg, params, ranges, utts[0], int8, floats, (enc, pred, logits)
 
 
@@ -85,13 +90,21 @@ def test_export_adopts_the_learned_ranges(parity):
     cfg, _, ranges, _, int8, _, _ = parity
     outs = {s.name: s for g in int8.values() for s in g.outputs}
     ins = {s.name: s for g in int8.values() for s in g.inputs}
-    for name, point in [("encoder_out", "enc_proj"), ("predictor_out", "pred_proj"), ("logits", "logits"), ("enc0_c_out", "enc0/c")]:
+    for name, point in [
+        ("encoder_out", "enc_proj"),
+        ("predictor_out", "pred_proj"),
+        ("logits", "logits"),
+        ("enc0_c_out", "enc0/c"),
+    ]:
         scale, zp = int8_params(*ranges[point])
         assert outs[name].scale == pytest.approx(scale, rel=1e-5) and outs[name].zero_point == zp, name
     # a state leaves one chunk and enters the next on the same grid: requantizing it is exact
     for s in ("enc0_h", "enc0_c", "pred_h", "pred_c"):
         assert (ins[s].scale, ins[s].zero_point) == (outs[f"{s}_out"].scale, outs[f"{s}_out"].zero_point)
-    assert (ins["encoder_frame"].scale, ins["encoder_frame"].zero_point) == (outs["encoder_out"].scale, outs["encoder_out"].zero_point)
+    assert (ins["encoder_frame"].scale, ins["encoder_frame"].zero_point) == (
+        outs["encoder_out"].scale,
+        outs["encoder_out"].zero_point,
+    )
 
 
 def test_emulated_forward_matches_the_int8_tflite_within_one_step(parity):
@@ -110,20 +123,41 @@ def test_emulated_forward_matches_the_int8_tflite_within_one_step(parity):
 def omni_ck(random_features, tmp_path_factory):
     cfg = load_model_config(str(FIXTURES / "micro.toml"))
     sp = dataclasses.replace(cfg.sparsity, tiers=(0, 50, 90), begin=0.2, end=0.6, update_every=3)
-    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=20, checkpoint_every=10, batch_size=4), sparsity=sp,
-                              predictor=dataclasses.replace(cfg.predictor, embed=24, units=24),
-                              aat=dataclasses.replace(cfg.aat, steps=12, calibration_batches=2))
+    cfg = dataclasses.replace(
+        cfg,
+        train=dataclasses.replace(cfg.train, steps=20, checkpoint_every=10, batch_size=4),
+        sparsity=sp,
+        predictor=dataclasses.replace(cfg.predictor, embed=24, units=24),
+        aat=dataclasses.replace(cfg.aat, steps=12),
+    )
     result = Trainer(cfg, random_features, tmp_path_factory.mktemp("omni"), "omni").run()
-    ck = ModelCheckpoint(cfg, result.params, random_features.tokenizer, random_features.normalizer, result.masks, result.method_meta)
-    return dataclasses.replace(ck, ranges={tier_name(t): _calibrate(cfg, ck.tier_params(t), random_features.feats[:4]) for t in ck.tiers})
+    ck = ModelCheckpoint(
+        cfg, result.params, random_features.tokenizer, random_features.normalizer, result.masks, result.method_meta
+    )
+    return dataclasses.replace(
+        ck, ranges={tier_name(t): _calibrate(cfg, ck.tier_params(t), random_features.feats[:4]) for t in ck.tiers}
+    )
 
 
 def _calibrate(cfg, params, utts):
-    """What stage_aat does before AAT: each tier's ranges from the converter's calibration (float graphs streamed over `utts`)."""
+    """What stage_aat does before AAT: each tier's ranges from the converter's calibration (float graphs streamed over
+    `utts`).
+    """
     floats = {g: LiteRTGraph(b) for g, b in convert_all(cfg, params).items()}
     vocab = params["pred_embed/embeddings"].shape[0]
-    t = Transducer(floats["encoder"], floats["predictor"], floats["joiner"], cfg.chunk_feature_frames, cfg.encoder.stack, vocab, 0, 4)
-    return calibrated_ranges(cfg, params, representative_inputs(t, utts, CalibrationRecipe("test", utterances=len(utts))))
+    t = Transducer(
+        floats["encoder"],
+        floats["predictor"],
+        floats["joiner"],
+        cfg.chunk_feature_frames,
+        cfg.encoder.stack,
+        vocab,
+        0,
+        4,
+    )
+    return calibrated_ranges(
+        cfg, params, representative_inputs(t, utts, CalibrationRecipe("test", utterances=len(utts)))
+    )
 
 
 def test_calibrated_ranges_are_the_ranges_the_converter_calibrates(parity):
@@ -132,49 +166,64 @@ def test_calibrated_ranges_are_the_ranges_the_converter_calibrates(parity):
     them ("union") or the average of their ranges ("mean", inside the union)."""
     cfg, params, *_ = parity
     rng = np.random.default_rng(5)
-    utts = [rng.normal(size=(cfg.chunk_feature_frames * CHUNKS, cfg.frontend.n_mels)).astype(np.float32) for _ in range(4)]
+    utts = [
+        rng.normal(size=(cfg.chunk_feature_frames * CHUNKS, cfg.frontend.n_mels)).astype(np.float32) for _ in range(4)
+    ]
     floats = {g: LiteRTGraph(b) for g, b in convert_all(cfg, params).items()}
-    t = Transducer(floats["encoder"], floats["predictor"], floats["joiner"], cfg.chunk_feature_frames, cfg.encoder.stack, VOCAB, 0, 4)
+    t = Transducer(
+        floats["encoder"],
+        floats["predictor"],
+        floats["joiner"],
+        cfg.chunk_feature_frames,
+        cfg.encoder.stack,
+        VOCAB,
+        0,
+        4,
+    )
     rep = representative_inputs(t, utts, CalibrationRecipe("test", utterances=4))
-    union, mean = calibrated_ranges(cfg, params, rep, "union"), calibrated_ranges(cfg, params, rep, "mean")
-    for ranges in (union, mean):
-        assert sorted(ranges) == sorted(range_points(cfg.encoder.layers)) and all(lo < hi for lo, hi in ranges.values())
+    union = calibrated_ranges(cfg, params, rep)
+    assert sorted(union) == sorted(range_points(cfg.encoder.layers)) and all(lo < hi for lo, hi in union.values())
     ptq = {g: LiteRTGraph(b) for g, b in convert_all(cfg, params, rep).items()}
-    specs = {(s.name, io): s for g in ptq.values() for io, group in (("in", g.inputs), ("out", g.outputs)) for s in group}
-    for ranges in (union, mean):
-        for name, io, point in [("logits", "out", "logits"), ("features", "in", "features")]:
-            scale, zp = int8_params(*ranges[point])
-            assert specs[(name, io)].scale == pytest.approx(scale, rel=1e-5) and specs[(name, io)].zero_point == zp, name
-    for name, point in [("enc0_h", "enc0/h"), ("enc0_c", "enc0/c"), ("pred_h", "pred_lstm/h"), ("pred_c", "pred_lstm/c")]:
+    specs = {
+        (s.name, io): s for g in ptq.values() for io, group in (("in", g.inputs), ("out", g.outputs)) for s in group
+    }
+    for name, io, point in [("logits", "out", "logits"), ("features", "in", "features")]:
+        scale, zp = int8_params(*union[point])
+        assert specs[(name, io)].scale == pytest.approx(scale, rel=1e-5) and specs[(name, io)].zero_point == zp, name
+    for name, point in [
+        ("enc0_h", "enc0/h"),
+        ("enc0_c", "enc0/c"),
+        ("pred_h", "pred_lstm/h"),
+        ("pred_c", "pred_lstm/c"),
+    ]:
         tensors = []
         for n, io in ((name, "in"), (f"{name}_out", "out")):
             s = specs[(n, io)]
-            tensors.append(((-128 - s.zero_point) * s.scale, (127 - s.zero_point) * s.scale, s.scale))  # the tensor's int8 range
+            tensors.append(
+                ((-128 - s.zero_point) * s.scale, (127 - s.zero_point) * s.scale, s.scale)
+            )  # the tensor's int8 range
         for lo, hi, step in tensors:
             assert union[point][0] <= lo + step and union[point][1] >= hi - step, (name, union[point], (lo, hi))
-        assert union[point][0] <= mean[point][0] < mean[point][1] <= union[point][1], (name, union[point], mean[point])
-    # enc_proj names two tensors, encoder_out and the joiner's encoder_frame: "mean" is the average of their ranges
-    pair = [((-128 - s.zero_point) * s.scale, (127 - s.zero_point) * s.scale) for s in (specs[("encoder_out", "out")], specs[("encoder_frame", "in")])]
-    np.testing.assert_allclose(mean["enc_proj"], np.mean(pair, axis=0), atol=specs[("encoder_out", "out")].scale)
-    assert any(not np.allclose(union[p], mean[p]) for p in union)
 
 
-def test_aat_starts_from_the_calibrated_ranges_or_the_first_batches(omni_ck, random_features, tmp_path):
+def test_aat_starts_from_the_calibrated_ranges_and_keeps_them(omni_ck, random_features, tmp_path):
     cfg = omni_ck.config
-    frozen = dataclasses.replace(cfg, aat=dataclasses.replace(cfg.aat, steps=2, range_tracking="frozen"))
-    assert cfg.aat.range_init == "calibration"
+    frozen = dataclasses.replace(cfg, aat=dataclasses.replace(cfg.aat, steps=2))
     run = Trainer(frozen, random_features, tmp_path / "c", "aat", init=omni_ck).run()
     for t, r in omni_ck.ranges.items():
         for p, v in r.items():
             np.testing.assert_array_equal(run.ranges[t][p], v)
-    assert run.method_meta["aat"]["range_init"] == "calibration"
-    batches = dataclasses.replace(frozen, aat=dataclasses.replace(frozen.aat, range_init="batches"))
-    other = Trainer(batches, random_features, tmp_path / "b", "aat", init=dataclasses.replace(omni_ck, ranges={})).run()
-    assert any(not np.allclose(other.ranges[t][p], v) for t, r in omni_ck.ranges.items() for p, v in r.items())
+    assert run.method_meta["aat"]["ranges"] == "calibrated, frozen"
     from pipeline.errors import InternalError
 
     with pytest.raises(InternalError, match="calibrated ranges of every tier"):
-        Trainer(frozen, random_features, tmp_path / "x", "aat", init=dataclasses.replace(omni_ck, ranges={"tier00": omni_ck.ranges["tier00"]}))
+        Trainer(
+            frozen,
+            random_features,
+            tmp_path / "x",
+            "aat",
+            init=dataclasses.replace(omni_ck, ranges={"tier00": omni_ck.ranges["tier00"]}),
+        )
 
 
 def test_aat_fine_tunes_every_tier_keeps_masks_and_round_trips_ranges(omni_ck, random_features, tmp_path):
@@ -189,11 +238,15 @@ def test_aat_fine_tunes_every_tier_keeps_masks_and_round_trips_ranges(omni_ck, r
         tier_params = {k: v * masks[k] if k in masks else v for k, v in result.params.items()}
         assert all(np.all(tier_params[k][~m] == 0) for k, m in masks.items())
         r = result.ranges[tier_name(t)]
-        assert set(r) == set(range_points(cfg.encoder.layers)) and all(np.isfinite(v).all() and v[0] < v[1] for v in r.values())
+        assert set(r) == set(range_points(cfg.encoder.layers)) and all(
+            np.isfinite(v).all() and v[0] < v[1] for v in r.values()
+        )
     # tiers see different activations, so they keep different ranges; and the weights moved
     assert not np.allclose(result.ranges["tier00"]["enc0/h"], result.ranges["tier90"]["enc0/h"])
     assert any(not np.allclose(result.params[k], omni_ck.params[k]) for k in result.params if cfg.sparsity.prunes(k))
-    ck = ModelCheckpoint(cfg, result.params, omni_ck.tokenizer, omni_ck.normalizer, result.masks, result.method_meta, result.ranges)
+    ck = ModelCheckpoint(
+        cfg, result.params, omni_ck.tokenizer, omni_ck.normalizer, result.masks, result.method_meta, result.ranges
+    )
     ck.save(tmp_path / "ck")
     back = ModelCheckpoint.load(tmp_path / "ck", expect=cfg)
     for t, r in result.ranges.items():
@@ -221,36 +274,23 @@ def test_corrupt_ranges_in_a_checkpoint_are_refused(omni_ck, tmp_path):
         ModelCheckpoint.load(tmp_path / "ck")
 
 
-def test_minmax_ranges_only_widen_ema_ranges_follow_the_batches_and_frozen_ranges_stay(omni_ck, random_features, tmp_path):
-    cfg = omni_ck.config
-    short = dataclasses.replace(cfg, aat=dataclasses.replace(cfg.aat, steps=4))
-    calib = Trainer(dataclasses.replace(short, aat=dataclasses.replace(short.aat, steps=1)), random_features, tmp_path / "c", "aat", init=omni_ck)
-    calib.method.prepare(calib.batcher.batch)
-    start = calib.method.ranges()
-    grown = Trainer(dataclasses.replace(short, aat=dataclasses.replace(short.aat, range_tracking="minmax")), random_features,
-                    tmp_path / "m", "aat", init=omni_ck).run().ranges
-    ema = Trainer(dataclasses.replace(short, aat=dataclasses.replace(short.aat, range_tracking="ema", ema_decay=0.5)), random_features,
-                  tmp_path / "e", "aat", init=omni_ck).run().ranges
-    for t, r in start.items():
-        for p, (lo, hi) in r.items():
-            assert grown[t][p][0] <= lo + 1e-6 and grown[t][p][1] >= hi - 1e-6, (t, p)
-    assert any(not np.allclose(ema[t][p], grown[t][p]) for t in start for p in start[t])
-    frozen_run = Trainer(dataclasses.replace(short, aat=dataclasses.replace(short.aat, range_tracking="frozen")), random_features,
-                         tmp_path / "f", "aat", init=omni_ck).run()
-    for t, r in start.items():  # the calibration's ranges, unchanged by the steps; the weights still moved
-        for p, v in r.items():
-            np.testing.assert_array_equal(frozen_run.ranges[t][p], v)
-    assert any(not np.allclose(frozen_run.params[k], omni_ck.params[k]) for k in omni_ck.params if cfg.sparsity.prunes(k))
-
-
 def test_aat_fine_tunes_the_sparsest_and_a_sampled_tier_or_the_configured_number(omni_ck, random_features, tmp_path):
     cfg = omni_ck.config
     assert cfg.aat.tiers_per_step == 2  # the sparsest tier every step plus one sampled tier, as omni trains
     default = Trainer(cfg, random_features, tmp_path / "a", "aat", init=omni_ck)
     picked = [default.method.before_step(step, cfg.train.batch_size) for step in range(12)]
-    assert all(len(sel) == 2 and sel[-1] == 2 and idx.shape == (2, round(cfg.aat.tier_batch * cfg.train.batch_size)) for sel, idx in picked)
+    assert all(
+        len(sel) == 2 and sel[-1] == 2 and idx.shape == (2, round(cfg.aat.tier_batch * cfg.train.batch_size))
+        for sel, idx in picked
+    )
     assert {int(sel[0]) for sel, _ in picked} == {0, 1}
-    three = Trainer(dataclasses.replace(cfg, aat=dataclasses.replace(cfg.aat, tiers_per_step=3)), random_features, tmp_path / "b", "aat", init=omni_ck)
+    three = Trainer(
+        dataclasses.replace(cfg, aat=dataclasses.replace(cfg.aat, tiers_per_step=3)),
+        random_features,
+        tmp_path / "b",
+        "aat",
+        init=omni_ck,
+    )
     for step in range(5):  # three tiers held, three per step: all of them
         assert three.method.before_step(step, cfg.train.batch_size)[0].tolist() == [0, 1, 2]
 
@@ -262,10 +302,21 @@ def test_an_aat_recipe_file_replaces_the_configs_aat_section(omni_ck, tmp_path):
     good = tmp_path / "low_lr.toml"
     good.write_text("[aat]\nlearning_rate = 2e-5\ntiers_per_step = 1\ntier_batch = 1.0\n")
     recipe = load_aat_config(good)
-    assert (recipe.learning_rate, recipe.tiers_per_step, recipe.tier_batch, recipe.steps) == (2e-5, 1, 1.0, 400)  # unset: defaults
-    for text, message in [("[aat]\nlearning_rate = 2.0\n", "learning_rate"), ("[aat]\nlr = 1e-4\n", "lr"), ("[aat]\ndistill = 1.5\n", "distill"),
-                          ("[aat]\ngate = \"maybe\"\n", "gate"), ("[aat]\ngate_split = \"train\"\n", "gate_split"),
-                          ("[train]\nsteps = 3\n", "exactly one \\[aat\\] table, not train"), ("[aat\n", "not valid TOML")]:
+    assert (recipe.learning_rate, recipe.tiers_per_step, recipe.tier_batch, recipe.steps) == (
+        2e-5,
+        1,
+        1.0,
+        400,
+    )  # unset: defaults
+    for text, message in [
+        ("[aat]\nlearning_rate = 2.0\n", "learning_rate"),
+        ("[aat]\nlr = 1e-4\n", "lr"),
+        ("[aat]\ndistill = 1.5\n", "distill"),
+        ('[aat]\ngate = "maybe"\n', "gate"),
+        ('[aat]\ngate_split = "train"\n', "gate_split"),
+        ("[train]\nsteps = 3\n", "exactly one \\[aat\\] table, not train"),
+        ("[aat\n", "not valid TOML"),
+    ]:
         (tmp_path / "bad.toml").write_text(text)
         with pytest.raises(ConfigError, match=message):
             load_aat_config(tmp_path / "bad.toml")
@@ -296,7 +347,9 @@ def test_lattice_kl_sums_valid_nodes_of_the_teachers_kl_and_only_the_student_get
         got = lattice_kl(t, s, tf.constant(frames), tf.constant(lengths))
     assert float(got) == pytest.approx(want, rel=1e-5)
     assert tape.gradient(got, t) is None and np.abs(tape.gradient(got, s).numpy()).sum() > 0
-    assert float(lattice_kl(t, tf.constant(teacher), tf.constant(frames), tf.constant(lengths))) == pytest.approx(0.0, abs=1e-6)
+    assert float(lattice_kl(t, tf.constant(teacher), tf.constant(frames), tf.constant(lengths))) == pytest.approx(
+        0.0, abs=1e-6
+    )
 
 
 def test_distillation_pulls_toward_the_checkpoint_itself(omni_ck, random_features, tmp_path):

@@ -6,6 +6,7 @@ half-written was left. Cases that need no training run the CLI in-process (milli
 those that need a real disk-full or a real permission problem run it in a child process
 with a file-size limit (RLIMIT_FSIZE) or as an unprivileged user.
 """
+
 import json
 import os
 import resource
@@ -52,13 +53,16 @@ def _no_partials(root: Path) -> None:
     assert not [p for p in root.rglob("*") if p.name.endswith((".partial", ".tmp"))], "half-written output left behind"
 
 
-# ----------------------------------------------------------------------------- row 1, 2: outputs the pipeline did not write
+# ----------------------------------------------------------------------------- row 1, 2: outputs the pipeline did not
+# write
 
 
 def test_train_refuses_an_out_folder_holding_the_users_files_before_any_work(tmp_path, capsys):
     before = _user_folder(tmp_path / "D")
     t0 = time.monotonic()
-    code, err = _run(["train", "--model", MICRO, "--data", "synth", "--out", tmp_path / "D", "--work-dir", tmp_path / "w"], capsys)
+    code, err = _run(
+        ["train", "--model", MICRO, "--data", "synth", "--out", tmp_path / "D", "--work-dir", tmp_path / "w"], capsys
+    )
     assert code == 2 and "already holds files the pipeline did not write" in err and str(tmp_path / "D") in err
     assert _snapshot(tmp_path / "D") == before
     assert time.monotonic() - t0 < 30 and not (tmp_path / "w" / "cache").exists()  # refused before the first stage
@@ -67,8 +71,22 @@ def test_train_refuses_an_out_folder_holding_the_users_files_before_any_work(tmp
 def test_train_refuses_an_out_folder_inside_the_dataset(tmp_path, capsys):
     fsdd = make_fsdd_folder(tmp_path / "fsdd", per_digit=2)
     before = _snapshot(fsdd)
-    code, err = _run(["train", "--model", MICRO, "--data", "fsdd", "--fsdd-dir", fsdd, "--out", fsdd / "recordings",
-                      "--work-dir", tmp_path / "w"], capsys)
+    code, err = _run(
+        [
+            "train",
+            "--model",
+            MICRO,
+            "--data",
+            "fsdd",
+            "--fsdd-dir",
+            fsdd,
+            "--out",
+            fsdd / "recordings",
+            "--work-dir",
+            tmp_path / "w",
+        ],
+        capsys,
+    )
     assert code == 2 and "never writes into a dataset" in err
     assert _snapshot(fsdd) == before
 
@@ -76,16 +94,44 @@ def test_train_refuses_an_out_folder_inside_the_dataset(tmp_path, capsys):
 def test_build_refuses_a_device_folder_holding_a_user_file(tmp_path, capsys):
     (tmp_path / "D" / "watch").mkdir(parents=True)
     (tmp_path / "D" / "watch" / "mine.txt").write_text("keep me")
-    code, err = _run(["build", "--target", "watch", "--model", MICRO, "--data", "synth", "--out", tmp_path / "D",
-                      "--work-dir", tmp_path / "w"], capsys)
+    code, err = _run(
+        [
+            "build",
+            "--target",
+            "watch",
+            "--model",
+            MICRO,
+            "--data",
+            "synth",
+            "--out",
+            tmp_path / "D",
+            "--work-dir",
+            tmp_path / "w",
+        ],
+        capsys,
+    )
     assert code == 2 and "did not write" in err and str(tmp_path / "D" / "watch") in err
     assert (tmp_path / "D" / "watch" / "mine.txt").read_text() == "keep me"
 
 
 def test_a_work_folder_of_the_users_is_refused_and_ours_is_marked(tmp_path, capsys):
     before = _user_folder(tmp_path / "home")
-    code, err = _run(["build", "--target", "watch", "--model", MICRO, "--data", "synth", "--out", tmp_path / "dist",
-                      "--work-dir", tmp_path / "home"], capsys)
+    code, err = _run(
+        [
+            "build",
+            "--target",
+            "watch",
+            "--model",
+            MICRO,
+            "--data",
+            "synth",
+            "--out",
+            tmp_path / "dist",
+            "--work-dir",
+            tmp_path / "home",
+        ],
+        capsys,
+    )
     assert code == 2 and "work folder" in err and _snapshot(tmp_path / "home") == before
     from pipeline.cache import open_cache
     from pipeline.fsutil import MARKER
@@ -96,8 +142,22 @@ def test_a_work_folder_of_the_users_is_refused_and_ours_is_marked(tmp_path, caps
 
 
 def test_out_and_work_folder_may_not_nest(tmp_path, capsys):
-    code, err = _run(["build", "--target", "watch", "--model", MICRO, "--data", "synth", "--out", tmp_path / "w" / "dist",
-                      "--work-dir", tmp_path / "w"], capsys)
+    code, err = _run(
+        [
+            "build",
+            "--target",
+            "watch",
+            "--model",
+            MICRO,
+            "--data",
+            "synth",
+            "--out",
+            tmp_path / "w" / "dist",
+            "--work-dir",
+            tmp_path / "w",
+        ],
+        capsys,
+    )
     assert code == 2 and "overlap" in err
 
 
@@ -142,8 +202,23 @@ def test_download_onto_a_disk_that_fills_leaves_nothing_and_says_so_in_one_sente
     src = make_fsdd_folder(tmp_path / "src", per_digit=3)
     archive = _zip_of(src, tmp_path / "fsdd.zip")
     dest = tmp_path / "out" / "fsdd"
-    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "download-fsdd", str(dest), "--url", archive.as_uri(), "--sha256", "0" * 64],
-                       capture_output=True, text=True, timeout=300, preexec_fn=_limited(200_000))
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.cli",
+            "download-fsdd",
+            str(dest),
+            "--url",
+            archive.as_uri(),
+            "--sha256",
+            "0" * 64,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=_limited(200_000),
+    )
     assert r.returncode == 3, r.stderr
     (line,) = [x for x in r.stderr.splitlines() if x.startswith("error:")]
     assert "cannot write" in line and len(line) < 300
@@ -159,20 +234,47 @@ def test_download_into_a_file_or_a_folder_of_the_users_is_refused(tmp_path, caps
     assert code == 2 and "did not write" in err and _snapshot(tmp_path / "data") == before
 
 
-# ----------------------------------------------------------------------------- row 6, 8, 10, 11: checked before any work
+# ----------------------------------------------------------------------------- row 6, 8, 10, 11: checked before any
+# work
 
 
 def test_absurd_corpus_size_is_refused_with_the_limit(tmp_path, capsys):
     (tmp_path / "m.toml").write_text('extends = "tiny"\n')
     text = (FIXTURES / "micro.toml").read_text().replace("train_utterances = 40", "train_utterances = 1000000000")
     (tmp_path / "big.toml").write_text(text)
-    code, err = _run(["build", "--target", "watch", "--model", tmp_path / "big.toml", "--out", tmp_path / "d", "--work-dir", tmp_path / "w"], capsys)
+    code, err = _run(
+        [
+            "build",
+            "--target",
+            "watch",
+            "--model",
+            tmp_path / "big.toml",
+            "--out",
+            tmp_path / "d",
+            "--work-dir",
+            tmp_path / "w",
+        ],
+        capsys,
+    )
     assert code == 2 and "train_utterances" in err and "at most 100,000" in err
 
 
 def test_empty_model_config_is_refused(tmp_path, capsys):
     (tmp_path / "empty.toml").write_text("# nothing yet\n")
-    code, err = _run(["build", "--target", "watch", "--model", tmp_path / "empty.toml", "--out", tmp_path / "d", "--work-dir", tmp_path / "w"], capsys)
+    code, err = _run(
+        [
+            "build",
+            "--target",
+            "watch",
+            "--model",
+            tmp_path / "empty.toml",
+            "--out",
+            tmp_path / "d",
+            "--work-dir",
+            tmp_path / "w",
+        ],
+        capsys,
+    )
     assert code == 2 and "is empty" in err
 
 
@@ -188,17 +290,45 @@ def test_an_out_path_that_cannot_be_a_folder_is_refused_before_training(tmp_path
 def _user_corpus(tmp_path: Path, train_text: str, test_text: str) -> list[str]:
     (tmp_path / "audio").mkdir()
     write_wav(tmp_path / "audio" / "a.wav", 0.1 * np.sin(np.arange(8000) / 5), 8000)
-    (tmp_path / "train.jsonl").write_text(json.dumps({"audio_filepath": "audio/a.wav", "duration": 1.0, "text": train_text}) + "\n")
-    (tmp_path / "test.jsonl").write_text(json.dumps({"audio_filepath": "audio/a.wav", "duration": 1.0, "text": test_text}) + "\n")
-    return ["--data", "manifest", "--train-manifest", str(tmp_path / "train.jsonl"), "--test-manifest", str(tmp_path / "test.jsonl")]
+    (tmp_path / "train.jsonl").write_text(
+        json.dumps({"audio_filepath": "audio/a.wav", "duration": 1.0, "text": train_text}) + "\n"
+    )
+    (tmp_path / "test.jsonl").write_text(
+        json.dumps({"audio_filepath": "audio/a.wav", "duration": 1.0, "text": test_text}) + "\n"
+    )
+    return [
+        "--data",
+        "manifest",
+        "--train-manifest",
+        str(tmp_path / "train.jsonl"),
+        "--test-manifest",
+        str(tmp_path / "test.jsonl"),
+    ]
 
 
 def test_a_test_transcript_the_vocabulary_cannot_spell_is_refused_before_training(tmp_path, capsys):
     data = _user_corpus(tmp_path, "one two", "café")
-    code, err = _run(["build", "--target", "watch", "--model", MICRO, *data, "--out", tmp_path / "d", "--work-dir", tmp_path / "w"], capsys)
+    code, err = _run(
+        ["build", "--target", "watch", "--model", MICRO, *data, "--out", tmp_path / "d", "--work-dir", tmp_path / "w"],
+        capsys,
+    )
     assert code == 2 and "test.jsonl" in err and "'é'" in err
     assert not (tmp_path / "w" / "cache").exists()
-    code, err = _run(["build", "--target", "watch", "--model", MICRO, *data, "--out", tmp_path / "audio" / "d", "--work-dir", tmp_path / "w"], capsys)
+    code, err = _run(
+        [
+            "build",
+            "--target",
+            "watch",
+            "--model",
+            MICRO,
+            *data,
+            "--out",
+            tmp_path / "audio" / "d",
+            "--work-dir",
+            tmp_path / "w",
+        ],
+        capsys,
+    )
     assert code == 2 and "never writes into a dataset" in err
 
 
@@ -213,12 +343,40 @@ def test_verify_refuses_a_negative_limit(tmp_path, capsys):
 
 
 def test_an_fsdd_folder_the_user_named_must_exist_no_silent_fallback(tmp_path, capsys):
-    code, err = _run(["build", "--target", "watch", "--model", MICRO, "--fsdd-dir", tmp_path / "nonexistent", "--out", tmp_path / "d",
-                      "--work-dir", tmp_path / "w"], capsys)
+    code, err = _run(
+        [
+            "build",
+            "--target",
+            "watch",
+            "--model",
+            MICRO,
+            "--fsdd-dir",
+            tmp_path / "nonexistent",
+            "--out",
+            tmp_path / "d",
+            "--work-dir",
+            tmp_path / "w",
+        ],
+        capsys,
+    )
     assert code == 2 and "does not exist" in err and str(tmp_path / "nonexistent") in err
     (tmp_path / "file").write_text("x")
-    code, err = _run(["build", "--target", "watch", "--model", MICRO, "--fsdd-dir", tmp_path / "file", "--out", tmp_path / "d",
-                      "--work-dir", tmp_path / "w"], capsys)
+    code, err = _run(
+        [
+            "build",
+            "--target",
+            "watch",
+            "--model",
+            MICRO,
+            "--fsdd-dir",
+            tmp_path / "file",
+            "--out",
+            tmp_path / "d",
+            "--work-dir",
+            tmp_path / "w",
+        ],
+        capsys,
+    )
     assert code == 2 and "is a file, not a folder" in err
 
 
@@ -226,8 +384,24 @@ def test_half_a_dataset_is_refused(tmp_path, capsys):
     fsdd = make_fsdd_folder(tmp_path / "fsdd", per_digit=4)
     for p in sorted((fsdd / "recordings").iterdir())[::2]:
         p.unlink()
-    code, err = _run(["build", "--target", "watch", "--model", MICRO, "--data", "fsdd", "--fsdd-dir", fsdd, "--out", tmp_path / "d",
-                      "--work-dir", tmp_path / "w"], capsys)
+    code, err = _run(
+        [
+            "build",
+            "--target",
+            "watch",
+            "--model",
+            MICRO,
+            "--data",
+            "fsdd",
+            "--fsdd-dir",
+            fsdd,
+            "--out",
+            tmp_path / "d",
+            "--work-dir",
+            tmp_path / "w",
+        ],
+        capsys,
+    )
     assert code == 2 and "is incomplete" in err
 
 
@@ -242,12 +416,17 @@ def test_too_little_disk_is_refused_with_the_estimate(tmp_path, capsys):
     cfg = load_model_config("tiny")
     need = estimate(cfg, resolve_source(DataOptions("synth")))
     assert 100e6 < need.disk_bytes < 20e9  # the tiny recipe: corpus + features, about a gigabyte
-    huge = replace(cfg, data=replace(cfg.data, train_utterances=100_000, synth_train_utterances=100_000), augment=replace(cfg.augment, copies=100))
+    huge = replace(
+        cfg,
+        data=replace(cfg.data, train_utterances=100_000, synth_train_utterances=100_000),
+        augment=replace(cfg.augment, copies=20),
+    )
     with pytest.raises(HostError, match="free some space|memory"):
         check_resources(huge, resolve_source(DataOptions("synth")), tmp_path)
 
 
-# ----------------------------------------------------------------------------- row 7: environment problems are HostErrors
+# ----------------------------------------------------------------------------- row 7: environment problems are
+# HostErrors
 
 
 def test_a_full_disk_while_writing_a_training_checkpoint_is_a_host_error(tmp_path):
@@ -264,13 +443,16 @@ from pipeline.train import Trainer
 rng = np.random.default_rng(0)
 tok = CharTokenizer(tuple("abc "))
 fs = FeatureSet([rng.normal(size=(30, 40)).astype(np.float32) for _ in range(16)],
-                [rng.integers(1, 4, size=3).astype(np.int32) for _ in range(16)], Normalizer((0.0,) * 40, (1.0,) * 40), tok)
+                [rng.integers(1, 4, size=3).astype(np.int32) for _ in range(16)],
+                Normalizer((0.0,) * 40, (1.0,) * 40), tok)
 try:
-    Trainer(load_model_config({MICRO!r}), fs, Path({str(tmp_path / 'w')!r}), steps=4).run()
+    Trainer(load_model_config({MICRO!r}), fs, Path({str(tmp_path / "w")!r}), steps=4).run()
 except HostError as exc:
     print(exc); sys.exit(3)
 """
-    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, preexec_fn=_limited(30_000))
+    r = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, preexec_fn=_limited(30_000)
+    )
     assert r.returncode == 3, r.stderr[-2000:]
     assert "cannot write the training checkpoint" in r.stdout
 
@@ -289,8 +471,25 @@ def _unprivileged() -> list[str]:
 
 def test_an_unreadable_dataset_folder_or_file_is_a_host_error(tmp_path):
     fsdd = make_fsdd_folder(tmp_path / "fsdd", per_digit=1)
-    args = [*_unprivileged(), sys.executable, "-m", "pipeline.cli", "build", "--target", "watch", "--model", MICRO, "--data", "fsdd",
-            "--fsdd-dir", str(fsdd), "--out", str(tmp_path / "d"), "--work-dir", str(tmp_path / "w")]
+    args = [
+        *_unprivileged(),
+        sys.executable,
+        "-m",
+        "pipeline.cli",
+        "build",
+        "--target",
+        "watch",
+        "--model",
+        MICRO,
+        "--data",
+        "fsdd",
+        "--fsdd-dir",
+        str(fsdd),
+        "--out",
+        str(tmp_path / "d"),
+        "--work-dir",
+        str(tmp_path / "w"),
+    ]
     one = sorted((fsdd / "recordings").iterdir())[0]
     one.chmod(0o000)
     try:
@@ -305,7 +504,8 @@ def test_an_unreadable_dataset_folder_or_file_is_a_host_error(tmp_path):
         one.chmod(0o644)
 
 
-# ----------------------------------------------------------------------------- row 9, 10: messages that say what is wrong
+# ----------------------------------------------------------------------------- row 9, 10: messages that say what is
+# wrong
 
 
 WAV = wav_bytes(np.zeros(800), 8000)
@@ -317,14 +517,17 @@ def _header(rate: int) -> bytes:
     return bytes(b)
 
 
-@pytest.mark.parametrize("name, data, words", [
-    ("empty", b"", "0 bytes, not a WAV file"),
-    ("header-cut", WAV[:30], "header is cut short"),
-    ("data-cut", WAV[:144], "truncated: its header says 1,600 bytes of samples, the file holds 100"),
-    ("zero-hz", _header(0), "sample rate of 0 Hz"),
-    ("one-hz", _header(1), "sampled at 1 Hz"),
-    ("text", b"hello, I am not audio", "not a WAV file"),
-])
+@pytest.mark.parametrize(
+    "name, data, words",
+    [
+        ("empty", b"", "0 bytes, not a WAV file"),
+        ("header-cut", WAV[:30], "header is cut short"),
+        ("data-cut", WAV[:144], "truncated: its header says 1,600 bytes of samples, the file holds 100"),
+        ("zero-hz", _header(0), "sample rate of 0 Hz"),
+        ("one-hz", _header(1), "sampled at 1 Hz"),
+        ("text", b"hello, I am not audio", "not a WAV file"),
+    ],
+)
 def test_a_bad_audio_file_is_named_with_what_is_wrong(tmp_path, name, data, words):
     from pipeline.audio import read_wav
 

@@ -14,9 +14,13 @@ def test_loglik_matches_brute_force_with_padding(seed):
     frames = np.array([5, 3, 1], np.int32)
     label_lengths = np.array([3, 1, 2], np.int32)
     labels = rng.integers(1, vocab, size=(batch, u_max)).astype(np.int32)
-    got = rnnt_log_likelihood(tf.constant(logits), tf.constant(labels), tf.constant(frames), tf.constant(label_lengths)).numpy()
+    got = rnnt_log_likelihood(
+        tf.constant(logits), tf.constant(labels), tf.constant(frames), tf.constant(label_lengths)
+    ).numpy()
     for b in range(batch):
-        want = brute_force_rnnt_loglik(logits[b, : frames[b], : label_lengths[b] + 1], list(labels[b, : label_lengths[b]]))
+        want = brute_force_rnnt_loglik(
+            logits[b, : frames[b], : label_lengths[b] + 1], list(labels[b, : label_lengths[b]])
+        )
         np.testing.assert_allclose(got[b], want, rtol=1e-5, atol=1e-4)
 
 
@@ -31,12 +35,21 @@ def test_first_label_restriction_matches_brute_force(seed):
     label_lengths = np.array([3, 2, 1, 0], np.int32)
     labels = rng.integers(1, vocab, size=(batch, u_max)).astype(np.int32)
     first_emit = np.array([2, 0, 9, 3], np.int32)
-    got = rnnt_log_likelihood(tf.constant(logits), tf.constant(labels), tf.constant(frames), tf.constant(label_lengths),
-                              first_emit=tf.constant(first_emit)).numpy()
-    free = rnnt_log_likelihood(tf.constant(logits), tf.constant(labels), tf.constant(frames), tf.constant(label_lengths)).numpy()
+    got = rnnt_log_likelihood(
+        tf.constant(logits),
+        tf.constant(labels),
+        tf.constant(frames),
+        tf.constant(label_lengths),
+        first_emit=tf.constant(first_emit),
+    ).numpy()
+    free = rnnt_log_likelihood(
+        tf.constant(logits), tf.constant(labels), tf.constant(frames), tf.constant(label_lengths)
+    ).numpy()
     for b in range(batch):
         fe = min(first_emit[b], frames[b] - 1)
-        want = brute_force_rnnt_loglik(logits[b, : frames[b], : label_lengths[b] + 1], list(labels[b, : label_lengths[b]]), first_emit=fe)
+        want = brute_force_rnnt_loglik(
+            logits[b, : frames[b], : label_lengths[b] + 1], list(labels[b, : label_lengths[b]]), first_emit=fe
+        )
         np.testing.assert_allclose(got[b], want, rtol=1e-5, atol=1e-4)
     assert got[0] < free[0] - 1e-3 and got[1] == pytest.approx(free[1]) and got[3] == pytest.approx(free[3])
 
@@ -55,7 +68,6 @@ def test_onset_frames_finds_the_first_loud_frame():
     assert got.tolist() == [2, 0, 3]
 
 
-
 def test_onset_frames_skips_the_leading_zeros_of_edge_padding():
     """Digital zeros before a quiet lead-in are quieter than it: without `skip` the lead-in's first frame passes `rel`
     of the range and is taken for the onset; skipping the encoder frames that hold the zeros finds the speech."""
@@ -66,6 +78,7 @@ def test_onset_frames_skips_the_leading_zeros_of_edge_padding():
     frames = tf.constant([10], tf.int32)
     assert onset_frames(tf.constant(x), frames, 3, 0.3).numpy().tolist() == [2]  # the lead-in, just past the zeros
     assert onset_frames(tf.constant(x), frames, 3, 0.3, skip=2).numpy().tolist() == [5]
+
 
 def test_padding_does_not_change_loss_or_gradient_of_real_entries():
     rng = np.random.default_rng(9)
@@ -92,7 +105,9 @@ def test_gradient_is_finite_for_long_lattice():
     rng = np.random.default_rng(1)
     x = tf.Variable(rng.normal(size=(2, 120, 31, 17)).astype(np.float32) * 5)
     with tf.GradientTape() as tape:
-        ll = rnnt_log_likelihood(x, tf.constant(rng.integers(1, 17, (2, 30)), tf.int32), tf.constant([120, 60]), tf.constant([30, 12]))
+        ll = rnnt_log_likelihood(
+            x, tf.constant(rng.integers(1, 17, (2, 30)), tf.int32), tf.constant([120, 60]), tf.constant([30, 12])
+        )
     g = tape.gradient(ll, x).numpy()
     assert np.all(np.isfinite(ll.numpy())) and np.all(np.isfinite(g))
 
@@ -134,10 +149,16 @@ def test_ctc_loss_gradient_matches_finite_differences():
 
     rng = np.random.default_rng(5)
     logits = rng.normal(size=(2, 6, 4)).astype(np.float64)
-    labels, frames, lengths = np.array([[1, 3, 3], [2, 0, 0]], np.int32), np.array([6, 4], np.int32), np.array([3, 1], np.int32)
+    labels, frames, lengths = (
+        np.array([[1, 3, 3], [2, 0, 0]], np.int32),
+        np.array([6, 4], np.int32),
+        np.array([3, 1], np.int32),
+    )
 
     def f(z: np.ndarray) -> float:
-        return float(ctc_loss(tf.constant(z, tf.float32), tf.constant(labels), tf.constant(frames), tf.constant(lengths)))
+        return float(
+            ctc_loss(tf.constant(z, tf.float32), tf.constant(labels), tf.constant(frames), tf.constant(lengths))
+        )
 
     x = tf.Variable(logits.astype(np.float32))
     with tf.GradientTape() as tape:

@@ -1,4 +1,5 @@
 """Safe loading: no pickle, no unsafe deserialization, no shell=True anywhere in the package."""
+
 import re
 from pathlib import Path
 
@@ -20,11 +21,20 @@ FORBIDDEN = {
 
 @pytest.mark.parametrize("what", sorted(FORBIDDEN))
 def test_package_has_no_unsafe_loading(what):
-    hits = [f"{p.name}:{i}" for p in SOURCES for i, line in enumerate(p.read_text().splitlines(), 1) if re.search(FORBIDDEN[what], line)]
+    hits = [
+        f"{p.name}:{i}"
+        for p in SOURCES
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if re.search(FORBIDDEN[what], line)
+    ]
     assert not hits, f"{what} used at {hits}"
 
 
 def test_npz_files_are_loaded_without_pickle():
-    loads = [f"{p.name}:{i}" for p in SOURCES for i, line in enumerate(p.read_text().splitlines(), 1)
-             if "np.load(" in line and "allow_pickle=False" not in line]
+    loads = [
+        f"{p.name}:{i}"
+        for p in SOURCES
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if "np.load(" in line and "allow_pickle=False" not in line
+    ]
     assert not loads, f"np.load without allow_pickle=False at {loads}"

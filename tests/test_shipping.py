@@ -1,4 +1,5 @@
 """Shipping files: the Dockerfile lints clean, the CI workflow parses and only runs commands the CLI has."""
+
 import shlex
 import shutil
 import subprocess
@@ -15,14 +16,18 @@ WORKFLOW = ROOT / ".github" / "workflows" / "artifacts.yml"
 
 def test_dockerfile_is_clean_under_hadolint():
     hadolint = shutil.which("hadolint") or str(Path(__import__("sys").executable).parent / "hadolint")
-    r = subprocess.run([hadolint, "--failure-threshold", "info", str(ROOT / "Dockerfile")], capture_output=True, text=True)
+    r = subprocess.run(
+        [hadolint, "--failure-threshold", "info", str(ROOT / "Dockerfile")], capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stdout + r.stderr
 
 
 def test_dockerfile_runs_as_non_root_with_pipeline_entrypoint_and_volumes():
     text = (ROOT / "Dockerfile").read_text()
     assert 'ENTRYPOINT ["pipeline"]' in text and "USER 10001" in text and 'VOLUME ["/data", "/work"]' in text
-    assert "-c requirements.lock" in text and "-c requirements.lock" in (ROOT / "Makefile").read_text()  # the README's install
+    assert (
+        "-c requirements.lock" in text and "-c requirements.lock" in (ROOT / "Makefile").read_text()
+    )  # the README's install
 
 
 def _workflow():

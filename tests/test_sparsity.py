@@ -1,4 +1,5 @@
 """Sparsity tiers: nested masks, exact tier sparsity, pruned weights stay zero, methods train."""
+
 import dataclasses
 
 import numpy as np
@@ -6,7 +7,7 @@ import pytest
 
 from pipeline.checkpoint import ModelCheckpoint
 from pipeline.config import load_model_config
-from pipeline.errors import ArtifactError, ConfigError
+from pipeline.errors import ConfigError
 from pipeline.methods import make_method
 from pipeline.sparsity import SparsityConfig, block_sparsity, nested_masks, tier_masks, tier_name
 from pipeline.train import Trainer
@@ -23,8 +24,12 @@ def data(random_features):
 def _cfg(steps=20, **sparsity):
     cfg = load_model_config(str(FIXTURES / "micro.toml"))
     sp = dataclasses.replace(cfg.sparsity, tiers=TIERS, begin=0.2, end=0.6, update_every=3, **sparsity)
-    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=steps, checkpoint_every=10, batch_size=4), sparsity=sp,
-                               predictor=dataclasses.replace(cfg.predictor, embed=24, units=24))  # every kernel spans several (16, 1) blocks
+    return dataclasses.replace(
+        cfg,
+        train=dataclasses.replace(cfg.train, steps=steps, checkpoint_every=10, batch_size=4),
+        sparsity=sp,
+        predictor=dataclasses.replace(cfg.predictor, embed=24, units=24),
+    )  # every kernel spans several (16, 1) blocks
 
 
 @pytest.mark.parametrize("block", [(1, 1), (16, 1), (4, 2)])
@@ -100,28 +105,33 @@ def test_per_tier_methods_reach_the_tier_and_keep_pruned_weights_zero(data, tmp_
         _check_tier(result.params, masks, 80)
 
 
-@pytest.mark.parametrize("affine", [False, True])
-def test_omni_resume_restores_masks(data, tmp_path, affine):
-    cfg = _cfg(tier_affine=affine)
+def test_omni_resume_restores_masks(data, tmp_path):
+    cfg = _cfg()
     straight = Trainer(cfg, data, tmp_path / "a", "omni").run()
     Trainer(cfg, data, tmp_path / "b", "omni").run(until=10)  # interrupted after the step-10 checkpoint
     resumed = Trainer(cfg, data, tmp_path / "b", "omni").run(resume=True)
     for t in TIERS:
         for k, m in straight.masks[tier_name(t)].items():
             np.testing.assert_array_equal(resumed.masks[tier_name(t)][k], m)
-        for k, v in straight.affine.get(tier_name(t), {}).items():
-            np.testing.assert_allclose(resumed.affine[tier_name(t)][k], v, atol=1e-5)
-    assert bool(straight.affine) == affine
     for k, v in straight.params.items():
         np.testing.assert_allclose(resumed.params[k], v, atol=1e-5)
 
 
 def test_tier_masks_cover_every_prunable_parameter():
     rng = np.random.default_rng(2)
-    params = {"enc0/kernel": rng.normal(size=(40, 64)), "enc0/bias": rng.normal(size=(64,)), "pred_embed/embeddings": rng.normal(size=(5, 8)),
-              "joint_out/kernel": rng.normal(size=(32, 12))}
-    assert set(tier_masks(params, {90: 0.9}, SparsityConfig())[90]) == {"enc0/kernel"}  # the output layer stays dense by default
-    assert set(tier_masks(params, {90: 0.9}, SparsityConfig(dense_layers=()))[90]) == {"enc0/kernel", "joint_out/kernel"}
+    params = {
+        "enc0/kernel": rng.normal(size=(40, 64)),
+        "enc0/bias": rng.normal(size=(64,)),
+        "pred_embed/embeddings": rng.normal(size=(5, 8)),
+        "joint_out/kernel": rng.normal(size=(32, 12)),
+    }
+    assert set(tier_masks(params, {90: 0.9}, SparsityConfig())[90]) == {
+        "enc0/kernel"
+    }  # the output layer stays dense by default
+    assert set(tier_masks(params, {90: 0.9}, SparsityConfig(dense_layers=()))[90]) == {
+        "enc0/kernel",
+        "joint_out/kernel",
+    }
 
 
 @pytest.mark.parametrize("method", ["omni", "tfmot"])
@@ -142,7 +152,9 @@ def test_a_checkpoint_from_before_dense_layers_keeps_every_kernel_pruned(data, t
 
     cfg = _cfg(steps=12, dense_layers=())
     result = Trainer(cfg, data, tmp_path / "w", "omni").run()
-    ModelCheckpoint(cfg, result.params, data.tokenizer, data.normalizer, result.masks, {"method": "omni"}).save(tmp_path / "ck")
+    ModelCheckpoint(cfg, result.params, data.tokenizer, data.normalizer, result.masks, {"method": "omni"}).save(
+        tmp_path / "ck"
+    )
     info = json.loads((tmp_path / "ck" / "model.json").read_text())
     del info["config"]["sparsity"]["dense_layers"]
     (tmp_path / "ck" / "model.json").write_text(json.dumps(info))
@@ -173,37 +185,6 @@ def test_omni_trains_every_tier_and_always_the_sparsest(per_step):
         assert all(0 in p for p in picks)
 
 
-@pytest.mark.parametrize("per_step", [1, 2, 3])
-def test_omni_tier_weights_set_how_often_each_sampled_tier_trains(per_step):
-    from pipeline.methods import OmniMethod
-
-    weights = (0.0, 1.0, 3.0, 4.0)
-    cfg = _cfg()
-    cfg = dataclasses.replace(cfg, sparsity=dataclasses.replace(cfg.sparsity, tiers_per_step=per_step, tier_weights=weights))
-    m = OmniMethod(cfg, 5, 100, None)
-    picks = [m.select_tiers(s) for s in range(1200)]
-    counts = np.bincount(np.concatenate(picks), minlength=len(TIERS)) / len(picks)
-    if per_step == 1:  # one tier per step, at the weights' odds; a zero weight never trains
-        np.testing.assert_allclose(counts, np.array(weights) / sum(weights), atol=0.04)
-    elif per_step == 2:  # the sparsest always; the other at the odds of the rest (0 : 1 : 3)
-        np.testing.assert_allclose(counts, [0, 0.25, 0.75, 1.0], atol=0.04)
-    else:  # densest + sparsest always, one of the middle two at 1 : 3
-        np.testing.assert_allclose(counts, [1.0, 0.25, 0.75, 1.0], atol=0.04)
-
-
-def test_omni_tier_weights_that_cannot_fill_a_step_are_config_errors():
-    from pipeline.methods import OmniMethod
-
-    cfg = _cfg()
-    with pytest.raises(ConfigError, match="tier_weights"):
-        SparsityConfig(tiers=TIERS, tier_weights=(1.0, 1.0))
-    with pytest.raises(ConfigError, match="tier_weights"):
-        SparsityConfig(tiers=TIERS, tier_weights=(0.0, -1.0, 1.0, 1.0))
-    starved = dataclasses.replace(cfg.sparsity, tiers=(0, 50, 80, 90), tiers_per_step=4, tier_weights=(1.0, 0.0, 1.0, 1.0))
-    with pytest.raises(ConfigError, match="fewer than 2"):
-        OmniMethod(dataclasses.replace(cfg, sparsity=starved), 5, 100, None)
-
-
 @pytest.mark.parametrize("method,tier", [("dense", None), ("tfmot", 80), ("omni", None), ("csp", 80)])
 def test_auxiliary_ctc_head_trains_resumes_and_stays_out_of_the_checkpoint(data, tmp_path, method, tier):
     """train.ctc_weight adds the CTC loss of a training-only head: the first step's loss grows by it, the head
@@ -218,7 +199,10 @@ def test_auxiliary_ctc_head_trains_resumes_and_stays_out_of_the_checkpoint(data,
     extra = with_ctc.method.before_step(0, len(b.frames))
     head0 = with_ctc.method.ctc_head.get_weights()[0].copy()
     assert plain.method.ctc_head is None
-    assert float(with_ctc._train_step(*_args(b, 0), *extra)) > float(plain._train_step(*_args(b, 0), *plain.method.before_step(0, len(b.frames)))) + 0.1
+    assert (
+        float(with_ctc._train_step(*_args(b, 0), *extra))
+        > float(plain._train_step(*_args(b, 0), *plain.method.before_step(0, len(b.frames)))) + 0.1
+    )
     assert not np.allclose(with_ctc.method.ctc_head.get_weights()[0], head0)  # the head got a gradient
     straight = Trainer(aux, data, tmp_path / "s", method, tier).run()
     check_params(aux, data.tokenizer.size, straight.params, "trained")  # no ctc_head among them
@@ -236,52 +220,16 @@ def test_first_label_onset_restriction_reaches_every_loss_path(data, tmp_path, m
 
     cfg = _cfg()
     restricted = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, first_label_onset=0.9))
-    plain, onset = Trainer(cfg, data, tmp_path / "p", method, tier), Trainer(restricted, data, tmp_path / "o", method, tier)
+    plain, onset = (
+        Trainer(cfg, data, tmp_path / "p", method, tier),
+        Trainer(restricted, data, tmp_path / "o", method, tier),
+    )
     b = onset.batcher.batch(0)
     free = float(plain._train_step(*_args(b, 0), *plain.method.before_step(0, len(b.frames))))
     got = float(onset._train_step(*_args(b, 0), *onset.method.before_step(0, len(b.frames))))
     assert np.isfinite(got) and got > free + 1e-3
     with pytest.raises(ConfigError, match="first_label_onset"):
         dataclasses.replace(cfg.train, first_label_onset=1.0)
-
-
-def test_omni_tier_affine_trains_round_trips_and_exports_the_function_it_trained(data, tmp_path):
-    """`sparsity.tier_affine`: each tier's private gains/offsets train, survive the checkpoint, and the exported
-    parameters of a tier (`tier_params`: masked, affine folded in) compute what training computed for that tier."""
-    import tensorflow as tf
-
-    from pipeline.model import forward
-
-    cfg = _cfg(tier_affine=True)
-    trainer = Trainer(cfg, data, tmp_path / "w", "omni")
-    result = trainer.run()
-    assert set(result.affine) == {tier_name(t) for t in TIERS}
-    assert set(result.affine[tier_name(90)]) == {k for k in result.params if cfg.sparsity.prunes(k)} | {
-        f"{k.split('/')[0]}/bias" for k in result.params if cfg.sparsity.prunes(k) and f"{k.split('/')[0]}/bias" in result.params}
-    gains = result.affine[tier_name(90)]["enc0/kernel"]
-    assert not np.allclose(gains, 1.0), "the tier's gains did not train"
-    ck = ModelCheckpoint(cfg, result.params, data.tokenizer, data.normalizer, result.masks, {"method": "omni"}, affine=result.affine)
-    ck.save(tmp_path / "ck")
-    back = ModelCheckpoint.load(tmp_path / "ck", expect=cfg)
-    np.testing.assert_array_equal(back.affine[tier_name(90)]["enc0/kernel"], gains)
-    rng = np.random.default_rng(0)
-    feats = tf.constant(rng.normal(size=(2, 24, cfg.frontend.n_mels)).astype(np.float32))
-    pred_in = tf.constant(rng.integers(0, data.tokenizer.size, size=(2, 3)).astype(np.int32))
-    for i, t in enumerate(TIERS):
-        trained = forward(cfg, trainer.method._tier_params(tf.constant([i])), feats, pred_in)
-        exported = forward(cfg, {k: tf.constant(v)[None] for k, v in back.tier_params(t).items()}, feats, pred_in)
-        np.testing.assert_allclose(exported.numpy(), trained.numpy(), rtol=1e-5, atol=1e-5)
-        for k, m in back.masks[tier_name(t)].items():  # folding keeps the tier's sparsity exactly
-            assert np.all(back.tier_params(t)[k][~m] == 0)
-    tuned = make_method("finetune", cfg, data.tokenizer.size, 5, init=back)  # AAT and its float control start from the tiers' affine
-    for i, t in enumerate(TIERS):
-        start = tuned._tier_params(tf.constant([i]))
-        for k, v in back.tier_params(t).items():
-            np.testing.assert_allclose(start[k][0].numpy(), v, rtol=1e-6, atol=1e-7)
-    broken = {**result.affine, tier_name(90): {k: v for k, v in result.affine[tier_name(90)].items() if k != "enc0/kernel"}}
-    ModelCheckpoint(cfg, result.params, data.tokenizer, data.normalizer, result.masks, {"method": "omni"}, affine=broken).save(tmp_path / "bad")
-    with pytest.raises(ArtifactError, match="private affine of tier90"):
-        ModelCheckpoint.load(tmp_path / "bad")
 
 
 def test_pad_edges_moves_the_first_label_onset_past_the_leading_zeros(data, tmp_path):
@@ -296,6 +244,8 @@ def test_pad_edges_moves_the_first_label_onset_past_the_leading_zeros(data, tmp_
     x[0, :3] = 5.0  # loud in the first encoder frame, inside the zeros' frames
     x[0, 20:] = 4.0
     frames = tf.constant([10], tf.int32)
-    onset = {name: int(Trainer(c, data, tmp_path / name, "dense").method._first_emit(tf.constant(x), frames)[0])
-             for name, c in (("plain", plain), ("padded", padded))}
+    onset = {
+        name: int(Trainer(c, data, tmp_path / name, "dense").method._first_emit(tf.constant(x), frames)[0])
+        for name, c in (("plain", plain), ("padded", padded))
+    }
     assert onset == {"plain": 0, "padded": 20 // 3}

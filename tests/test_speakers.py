@@ -1,4 +1,5 @@
 """`bench speakers`: leave-one-speaker-out and leave-one-voice-family-out folds, measured and summarized."""
+
 import csv
 
 import pytest
@@ -18,10 +19,16 @@ def test_every_speaker_and_every_voice_family_is_held_out_exactly_once():
 
 
 def test_summary_averages_seeds_within_a_fold_then_folds():
-    rows = [FoldRow(s, f, "recorded", f, 10, 50, 0.0, w, None) for s, f, w in
-            [(1, "a", 0.10), (2, "a", 0.20), (1, "b", 0.05), (2, "b", 0.05), (1, "c", 0.30), (2, "c", 0.30)]]
+    rows = [
+        FoldRow(s, f, "recorded", f, 10, 50, 0.0, w, None)
+        for s, f, w in [(1, "a", 0.10), (2, "a", 0.20), (1, "b", 0.05), (2, "b", 0.05), (1, "c", 0.30), (2, "c", 0.30)]
+    ]
     s = summarize(rows, "recorded")
-    assert s["mean"] == pytest.approx((0.15 + 0.05 + 0.30) / 3) and s["worst"] == pytest.approx(0.30) and s["worst_fold"] == "c"
+    assert (
+        s["mean"] == pytest.approx((0.15 + 0.05 + 0.30) / 3)
+        and s["worst"] == pytest.approx(0.30)
+        and s["worst_fold"] == "c"
+    )
     lo, hi = s["interval95"]
     assert lo < s["mean"] < hi
     assert summarize(rows, "synthesized") == {}
@@ -33,11 +40,24 @@ def test_bench_speakers_trains_one_model_per_fold_and_reports_both_held_out_sets
 
     fsdd = make_fsdd_folder(tmp_path / "fsdd", per_digit=6)
     model = tmp_path / "micro_synth.toml"
-    model.write_text(f'extends = "{(FIXTURES / "micro").as_posix()}"\n[data]\nsynth_train_utterances = 20\nsynth_speakers = 4\n')
-    rows = bench_speakers(str(model), DataOptions("fsdd", fsdd_dir=fsdd), BuildPaths(tmp_path / "dist", tmp_path / "w"), tmp_path / "r",
-                          seeds=[1], steps=5, speakers=("george", "yweweler"))
-    assert [(r.fold, r.test_set) for r in rows] == [("george", "recorded"), ("george", "synthesized"),
-                                                    ("yweweler", "recorded"), ("yweweler", "synthesized")]
+    model.write_text(
+        f'extends = "{(FIXTURES / "micro").as_posix()}"\n[data]\nsynth_train_utterances = 20\nsynth_speakers = 4\n'
+    )
+    rows = bench_speakers(
+        str(model),
+        DataOptions("fsdd", fsdd_dir=fsdd),
+        BuildPaths(tmp_path / "dist", tmp_path / "w"),
+        tmp_path / "r",
+        seeds=[1],
+        steps=5,
+        speakers=("george", "yweweler"),
+    )
+    assert [(r.fold, r.test_set) for r in rows] == [
+        ("george", "recorded"),
+        ("george", "synthesized"),
+        ("yweweler", "recorded"),
+        ("yweweler", "synthesized"),
+    ]
     assert rows[0].held_out == "george" and rows[1].held_out == "+".join(make_folds(("george", "yweweler"))[0].voices)
     assert all(r.words > 0 and 0 <= r.wer_int8 for r in rows)
     with open(tmp_path / "r" / "speakers.csv") as fh:

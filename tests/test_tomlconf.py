@@ -27,7 +27,7 @@ def test_default_calibration_recipe_loads():
 
 def test_unknown_field_names_file_field_and_allowed(tmp_path):
     p = tmp_path / "m.toml"
-    p.write_text('[encoder]\nlayerz = 2\n')
+    p.write_text("[encoder]\nlayerz = 2\n")
     with pytest.raises(ConfigError, match=r"m\.toml.*unknown field `layerz`.*allowed fields are .*layers"):
         load_model_config(str(p))
 
@@ -41,7 +41,7 @@ def test_wrong_type_names_field_and_value(tmp_path):
 
 def test_out_of_range_value_is_refused(tmp_path):
     p = tmp_path / "m.toml"
-    p.write_text('[encoder]\nunits = 0\n')
+    p.write_text("[encoder]\nunits = 0\n")
     with pytest.raises(ConfigError, match="units"):
         load_model_config(str(p))
 
@@ -84,7 +84,10 @@ def test_more_synthesized_speakers_than_espeak_voices_is_refused(tmp_path):
 
 def test_synthesized_fields_replace_augment_and_train_only_for_a_synthesized_corpus(tmp_path):
     p = tmp_path / "m.toml"
-    p.write_text("[augment]\ncopies = 2\n[train]\nsteps = 50\n[synthesized.augment]\nreverb_prob = 0.5\n[synthesized.train]\nsteps = 70\n")
+    p.write_text(
+        "[augment]\ncopies = 2\n[train]\nsteps = 50\n[synthesized.augment]\nreverb_prob = "
+        "0.5\n[synthesized.train]\nsteps = 70\n"
+    )
     cfg = load_model_config(str(p))
     synth = cfg.for_source("synth")
     assert (synth.augment.reverb_prob, synth.augment.copies, synth.train.steps, synth.synthesized) == (0.5, 2, 70, {})
@@ -92,12 +95,25 @@ def test_synthesized_fields_replace_augment_and_train_only_for_a_synthesized_cor
     assert synth.for_source("synth") == synth and ModelConfig.from_dict(cfg.to_dict()) == cfg
 
 
-@pytest.mark.parametrize("body, message", [
-    ("[synthesized.augment]\nreverb = 0.5\n", r"with its \[synthesized\] fields: field `augment`: unknown field `reverb`; allowed fields are .*reverb_prob"),
-    ("[synthesized.augment]\nreverb_prob = 2.0\n", r"with its \[synthesized\] fields: .*reverb_prob` must be in 0..1"),
-    ("[synthesized.encoder]\nunits = 8\n", r"\[synthesized\] may set \[synthesized.augment\] and \[synthesized.train\] only, got `encoder`"),
-    ("[synthesized]\naugment = 3\n", r"\[synthesized\] field `augment` must be a table"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (
+            "[synthesized.augment]\nreverb = 0.5\n",
+            r"with its \[synthesized\] fields: field `augment`: unknown field `reverb`; allowed fields are "
+            r".*reverb_prob",
+        ),
+        (
+            "[synthesized.augment]\nreverb_prob = 2.0\n",
+            r"with its \[synthesized\] fields: .*reverb_prob` must be in 0..1",
+        ),
+        (
+            "[synthesized.encoder]\nunits = 8\n",
+            r"\[synthesized\] may set \[synthesized.augment\] and \[synthesized.train\] only, got `encoder`",
+        ),
+        ("[synthesized]\naugment = 3\n", r"\[synthesized\] field `augment` must be a table"),
+    ],
+)
 def test_a_bad_synthesized_field_is_refused_when_the_file_is_read(tmp_path, body, message):
     p = tmp_path / "m.toml"
     p.write_text(body)

@@ -18,7 +18,9 @@ def _with_train(cfg, **kw):
 
 
 def _cfg(steps=12, every=6):
-    return _with_train(load_model_config(str(FIXTURES / "micro.toml")), steps=steps, checkpoint_every=every, batch_size=4)
+    return _with_train(
+        load_model_config(str(FIXTURES / "micro.toml")), steps=steps, checkpoint_every=every, batch_size=4
+    )
 
 
 def test_batches_are_a_function_of_seed_and_step(data):
@@ -77,9 +79,11 @@ def test_reverberation_keeps_level_and_length_and_decays_by_60_db_in_rt60():
     y = reverberate(x, 0.3, 8000, rng)
     assert y.shape == x.shape and y.dtype == np.float32
     assert np.sqrt(np.mean(y**2)) == pytest.approx(np.sqrt(np.mean(x**2)), rel=1e-4)
-    assert np.abs(y[:100]).max() < 1e-6 < abs(y[100])  # causal: nothing before the impulse (FFT rounding aside), the direct sound at it
+    assert (
+        np.abs(y[:100]).max() < 1e-6 < abs(y[100])
+    )  # causal: nothing before the impulse (FFT rounding aside), the direct sound at it
     energy = y**2
-    assert energy[100 + 2400 + 80:].sum() < 1e-5 * energy.sum() < energy[100 + 80 : 100 + 800].sum()  # gone after rt60
+    assert energy[100 + 2400 + 80 :].sum() < 1e-5 * energy.sum() < energy[100 + 80 : 100 + 800].sum()  # gone after rt60
 
 
 def test_reverberation_draws_nothing_when_off_so_existing_recipes_keep_their_copies():
@@ -88,11 +92,14 @@ def test_reverberation_draws_nothing_when_off_so_existing_recipes_keep_their_cop
 
     x = np.random.default_rng(0).standard_normal(4000).astype(np.float32) * 0.1
     rng = np.random.default_rng(9)
+    plain = AugmentConfig(trim_prob=0.0, noise_slope=(0.0, 0.0))  # white noise, no cut: the draws before either existed
     for _ in range(4):
-        augment_waveform(x, AugmentConfig(), rng, 8000)
-    # the generator's next draw after four default copies, as the code before `reverb_prob` existed left it
+        augment_waveform(x, plain, rng, 8000)
+    # the generator's next draw after four such copies, as the code before `reverb_prob` existed left it
     assert rng.random() == 0.17109409213349913
-    on = augment_waveform(x, AugmentConfig(reverb_prob=1.0, noise_prob=0.0, speed=(1.0,), gain_db=(0.0, 0.0)), rng, 8000)
+    on = augment_waveform(
+        x, AugmentConfig(reverb_prob=1.0, noise_prob=0.0, speed=(1.0,), gain_db=(0.0, 0.0)), rng, 8000
+    )
     assert on.shape == x.shape and not np.allclose(on, x)
     with pytest.raises(Exception, match="rt60_s"):
         AugmentConfig(rt60_s=(0.5, 0.1))
@@ -126,85 +133,18 @@ def test_coloured_noise_has_the_slope_asked_for_and_white_keeps_its_draws():
         assert abs(np.std(y) - 1) < 1e-6
         assert abs(np.log(octave_ratio(y)) / np.log(8) - slope) < 0.1
     x = np.random.default_rng(1).standard_normal(8000).astype(np.float32) * 0.1
-    aug = dict(speed=(1.0,), gain_db=(0.0, 0.0), noise_prob=1.0, noise_snr_db=(0.0, 0.0))
-    white = augment_waveform(x, AugmentConfig(**aug), np.random.default_rng(5), 8000)
-    again = augment_waveform(x, AugmentConfig(**aug, noise_slope=(0.0, 0.0)), np.random.default_rng(5), 8000)
-    np.testing.assert_array_equal(white, again)  # the default draws the same white noise as before the field existed
+    aug = dict(speed=(1.0,), gain_db=(0.0, 0.0), noise_prob=1.0, noise_snr_db=(0.0, 0.0), trim_prob=0.0)
+    white = augment_waveform(x, AugmentConfig(**aug, noise_slope=(0.0, 0.0)), np.random.default_rng(5), 8000)
+    rng = np.random.default_rng(
+        5
+    )  # white noise draws what it drew before the slope existed: speed, gain, coin, SNR, noise
+    rng.choice((1.0,)), rng.uniform(0.0, 0.0), rng.random(), rng.uniform(0.0, 0.0)
+    expected = x + rng.standard_normal(len(x)).astype(np.float32) * np.sqrt(np.mean(x**2) + 1e-10)
+    np.testing.assert_allclose(white, np.clip(expected, -1, 1), atol=1e-6)
     brown = augment_waveform(x, AugmentConfig(**aug, noise_slope=(2.0, 2.0)), np.random.default_rng(5), 8000)
-    assert octave_ratio(brown - x) > 8 ** 1.8 and abs(np.mean((brown - x) ** 2) / np.mean(x**2) - 1) < 0.05  # 0 dB SNR
+    assert octave_ratio(brown - x) > 8**1.8 and abs(np.mean((brown - x) ** 2) / np.mean(x**2) - 1) < 0.05  # 0 dB SNR
     with pytest.raises(Exception, match="noise_slope"):
         AugmentConfig(noise_slope=(2.0, 1.0))
-
-
-def test_dropout_acts_in_training_only_and_adds_no_weights(data):
-    from pipeline.model import build_training_model, get_params, set_params
-
-    cfg = _cfg()
-    plain, dropped = build_training_model(cfg, data.tokenizer.size), build_training_model(_with_train(cfg, dropout=0.5), data.tokenizer.size)
-    params = get_params(plain, cfg)
-    set_params(dropped, cfg, params)  # same parameters: the dropout model's weights are exactly the plain model's
-    assert set(get_params(dropped, cfg)) == set(params)
-    b = Batcher(data, 4, cfg.encoder.stack, seed=1).batch(0)
-    ref = plain([b.feats, b.pred_in], training=False).numpy()
-    np.testing.assert_allclose(dropped([b.feats, b.pred_in], training=False).numpy(), ref, atol=1e-6)  # what export computes
-    assert not np.allclose(dropped([b.feats, b.pred_in], training=True).numpy(), ref, atol=1e-3)
-
-
-def test_dropout_is_refused_where_the_training_model_is_not_keras(data, tmp_path):
-    from pipeline.errors import ConfigError
-
-    with pytest.raises(ConfigError, match="train.dropout"):
-        Trainer(_with_train(_cfg(), dropout=0.1), data, tmp_path, method="omni")
-
-
-def test_weight_decay_shrinks_kernels_and_leaves_biases_alone(data, tmp_path):
-    # one step from the same start on the same batch: AdamW's step is Adam's plus the decoupled decay
-    # -weight_decay x learning rate x w, applied to every weight but the biases
-    from pipeline.train import learning_rate
-
-    cfg = _with_train(_cfg(steps=1, every=1), learning_rate=1e-2, warmup_steps=0)
-    plain_trainer = Trainer(cfg, data, tmp_path / "a")
-    before, lr = plain_trainer.method.result()[0], float(learning_rate(0, *plain_trainer.method.schedule))
-    plain = plain_trainer.run().params
-    decayed = Trainer(_with_train(cfg, weight_decay=0.5), data, tmp_path / "b").run().params
-    assert lr > 1e-3
-    for name, w in before.items():
-        shift = 0.0 if name.endswith("/bias") else -0.5 * lr * w
-        np.testing.assert_allclose(decayed[name] - plain[name], shift, atol=2e-6, err_msg=name)
-    assert any(np.abs(decayed[n] - plain[n]).max() > 1e-4 for n in before if not n.endswith("/bias"))
-
-
-def test_weight_ema_result_is_the_warmed_up_moving_average_of_the_step_weights(data, tmp_path):
-    # the average only reads the weights, so a plain run's weights after each step are the averaged run's too
-    cfg = _with_train(_cfg(steps=3, every=1), learning_rate=1e-2, warmup_steps=0)
-    plain = Trainer(cfg, data, tmp_path / "a")
-    weights = [plain.method.result()[0]]
-    for step in range(1, 4):
-        weights.append(Trainer(cfg, data, tmp_path / "a").run(resume=step > 1, until=step).params)
-    averaged = Trainer(_with_train(cfg, weight_ema=0.9), data, tmp_path / "b").run().params
-    for name in weights[0]:
-        expect = weights[0][name]
-        for step in range(3):
-            d = min(0.9, (1 + step) / (10 + step))
-            expect = d * expect + (1 - d) * weights[step + 1][name]
-        np.testing.assert_allclose(averaged[name], expect, atol=1e-6, err_msg=name)
-    assert any(np.abs(averaged[n] - weights[3][n]).max() > 1e-4 for n in weights[0])
-
-
-def test_weight_ema_survives_an_interruption(data, tmp_path):
-    cfg = _with_train(_cfg(), weight_ema=0.5)
-    straight = Trainer(cfg, data, tmp_path / "a").run()
-    Trainer(cfg, data, tmp_path / "b", steps=6).run()
-    resumed = Trainer(cfg, data, tmp_path / "b").run(resume=True)
-    for k in straight.params:
-        np.testing.assert_allclose(resumed.params[k], straight.params[k], atol=1e-5, err_msg=k)
-
-
-def test_weight_ema_is_refused_for_methods_it_does_not_cover(data, tmp_path):
-    from pipeline.errors import ConfigError
-
-    with pytest.raises(ConfigError, match="train.weight_ema"):
-        Trainer(_with_train(_cfg(), weight_ema=0.99), data, tmp_path, method="csp", tier=50)
 
 
 def test_pad_edges_gives_every_training_copy_the_decode_contracts_zeros_after_augmentation(tmp_path):
@@ -220,7 +160,9 @@ def test_pad_edges_gives_every_training_copy_the_decode_contracts_zeros_after_au
     corpus, tok = read_manifest(tmp_path / "m.jsonl"), CharTokenizer(tuple("one "))
     plain, padded = (compute_training_features(corpus, cfg, tok, 0, edge) for edge in (0, 800))
     hop = cfg.frontend.hop_samples
-    assert len(plain.feats) == len(padded.feats) == 1 + cfg.augment.copies  # the same copies (the same draws), each padded
+    assert (
+        len(plain.feats) == len(padded.feats) == 1 + cfg.augment.copies
+    )  # the same copies (the same draws), each padded
     for a, b in zip(plain.feats, padded.feats):
         assert len(b) == len(a) + 2 * 800 // hop
     assert padded.normalizer.mean[0] < plain.normalizer.mean[0]  # the zeros are in the statistics: the mean is lower
