@@ -1,5 +1,6 @@
 """The documents a user reads stay true to the code: the manifest contract names every field the schema requires,
 and the README and docs carry no history notes."""
+
 import json
 import re
 from pathlib import Path
@@ -22,8 +23,14 @@ def test_the_manifest_contract_names_every_section_and_required_field_of_the_sch
 def test_readme_is_a_short_user_guide_and_product_files_carry_no_history():
     readme = (ROOT / "README.md").read_text()
     assert len(readme.splitlines()) <= 250
-    for path in [ROOT / "README.md", ROOT / "RESULTS.md", *ROOT.glob("docs/*.md"), *ROOT.glob("models/*.toml"),
-                 *ROOT.glob("targets/*.toml"), *ROOT.glob("calibration/*.toml")]:
+    for path in [
+        ROOT / "README.md",
+        ROOT / "RESULTS.md",
+        *ROOT.glob("docs/*.md"),
+        *ROOT.glob("models/*.toml"),
+        *ROOT.glob("targets/*.toml"),
+        *ROOT.glob("calibration/*.toml"),
+    ]:
         assert not re.search(r"\bsession\b", path.read_text(), re.IGNORECASE), path
     for path in (ROOT / "pipeline").rglob("*.py"):
         text = re.sub(r"clear_session", "", path.read_text())  # a Keras function name, not a history note
