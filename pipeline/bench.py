@@ -14,28 +14,20 @@ from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from .build import (
-    BuildPaths,
-    _eval_sets,
-    _transducer,
-    begin,
-    stage_corpus,
-    stage_data,
-    stage_export,
-    stage_features,
-    stage_train,
-)
-from .cache import StageCache
+from .build import BuildPaths
+from .cache import Artifact, StageCache
 from .calibrate import CalibrationRecipe, load_calibration_recipe
 from .checkpoint import ModelCheckpoint
 from .config import AatConfig, load_model_config
 from .data import DataOptions
+from .evaluate import eval_sets
 from .export import GRAPHS
 from .fsutil import atomic_directory
 from .methods import check_method
 from .npu import compile_for_npu
 from .preflight import Output
 from .runtimes import LiteRTGraph
+from .stages import begin, stage_corpus, stage_data, stage_export, stage_features, stage_train, transducer
 from .targets import load_target
 from .verify import paired_bootstrap, score
 
@@ -68,27 +60,29 @@ def _measure(
     cache: StageCache,
     method: str,
     tier: int,
-    ckpt_dir: Path,
-    train: dict[str, Any],
+    trained: Artifact,
     corpus: Any,
     target_name: str,
     recipe: CalibrationRecipe | None = None,
-) -> tuple[Row, tuple[Path, dict[str, Any]], dict[str, list[int]]]:
+    timed: bool = True,
+) -> tuple[Row, Artifact, dict[str, list[int]]]:
     """One tier of one checkpoint: its export (through the stage cache, calibrated with `recipe`, default the target's)
-    measured; returns the row, the export (folder, summary with its key) and the word errors of every test utterance
-    ({"float32": [...], "int8": [...], "words": reference words})."""
+    measured; returns the row, the export and the word errors of every test utterance ({"float32": [...], "int8":
+    [...], "words": reference words}). `timed=False`: the row's training time is reported apart (or not at all)."""
     target = load_target(target_name)
     recipe = recipe or load_calibration_recipe(target.build.calibration)
-    export_dir, export = stage_export(cache, ckpt_dir, train["key"], corpus, recipe, tier)
+    exported = stage_export(cache, trained, corpus, recipe, tier)
+    export_dir, export = exported.folder, {"key": exported.key, **exported.summary}
+    train = trained.summary if timed else {"wall_seconds": 0.0, "steps": 0}
 
     def run(tmp: Path) -> dict[str, Any]:
-        ck = ModelCheckpoint.load(ckpt_dir)
-        feats, refs, seconds = _eval_sets(corpus, ck)[SPLIT]
+        ck = ModelCheckpoint.load(trained.folder)
+        feats, refs, seconds = eval_sets(corpus, ck)[SPLIT]
         wer = {}
         stats = None
         errors: dict[str, list[int]] = {"words": [len(r.split()) for r in refs]}
         for variant in ("float32", "int8"):
-            t = _transducer(
+            t = transducer(
                 ck.config,
                 ck.tokenizer,
                 {g: LiteRTGraph((export_dir / variant / f"{g}.tflite").read_bytes()) for g in GRAPHS},
@@ -109,7 +103,7 @@ def _measure(
         }
 
     key = {"export": export["key"], "split": SPLIT, "npu": asdict(target.device.npu), "per_utterance": True}
-    _, m = cache.run("bench", key, run)
+    m = cache.run("bench", key, run).summary
     sp, enc = export["sparsity"], export.get("sparse_encoded_weights")
     row = Row(
         method,
@@ -129,7 +123,7 @@ def _measure(
         enc["values"] + enc["index"] if enc else None,
         enc["nonzero"] if enc else None,
     )
-    return row, (export_dir, export), m["errors"]
+    return row, exported, m["errors"]
 
 
 def read_rows(path: Path) -> list[Row]:
@@ -178,18 +172,18 @@ def bench_sparsity(
     errors: dict[tuple[str, int], dict[str, list[int]]] = {}
 
     def measure(method: str, tier: int, ckpt: Path, train: dict[str, Any]) -> None:
-        row, _, errors[method, tier] = _measure(cache, method, tier, ckpt, train, corpus, target)
+        row, _, errors[method, tier] = _measure(cache, method, tier, trained, corpus, target)
         rows.append(row)
         log.info("%s", row)
 
     for method in methods:
         if method in ("dense", "omni"):
-            ckpt, train = stage_train(cache, cfg, feats, steps, method=method)
+            trained = stage_train(cache, cfg, feats, steps, method=method)
             for tier in [0] if method == "dense" else [0, *tiers] if 0 not in tiers else tiers:
-                measure(method, tier, ckpt, train)
+                measure(method, tier, trained)
         else:
             for tier in (t for t in tiers if t > 0):
-                measure(method, tier, *stage_train(cache, cfg, feats, steps, method=method, tier=tier))
+                measure(method, tier, stage_train(cache, cfg, feats, steps, method=method, tier=tier))
     earlier = [r for p in merge for r in read_rows(p) if (r.method, r.tier) not in {(x.method, x.tier) for x in rows}]
     merged = {(r.method, r.tier) for r in earlier}
     rows = earlier + rows
@@ -339,7 +333,7 @@ def bench_train_speed(
     cfg = load_model_config(model)
     cache, src = begin(cfg, data, paths.work_dir, [])
     cfg, corpus = stage_corpus(cache, cfg, src)
-    features_dir, _ = stage_features(cache, cfg, corpus)
+    features_dir = stage_features(cache, cfg, corpus).folder
     from .features import FeatureSet
 
     fs = FeatureSet.load(features_dir / "features.npz")
@@ -466,7 +460,7 @@ class QuantRow:
     aat_minus_ptq: float | None = None
     aat_minus_ptq_low: float | None = None
     aat_minus_ptq_high: float | None = None
-    # what `build --aat` ships for this tier ([aat] gate, build.stage_aat_gate): "aat" or "ptq" (the trained model's
+    # what `build --aat` ships for this tier ([aat] gate, gate.stage_aat_gate): "aat" or "ptq" (the trained model's
     # PTQ),
     # the gate split's float WER, the low end of the 95% interval of PTQ - float there, the int8 WER of both, and the
     # shipped graphs' WER here, minus the trained PTQ's and the control PTQ's
@@ -502,11 +496,6 @@ def _chosen_tiers(held: list[int], tiers: list[int] | None, method: str) -> list
     return chosen
 
 
-def _untimed(stage: tuple[Path, dict[str, Any]]) -> dict[str, Any]:
-    """A stage's summary as `_measure` takes it, for rows whose training time is reported apart (or not at all)."""
-    return {**stage[1], "wall_seconds": 0.0, "steps": 0}
-
-
 def bench_quant(
     model: str,
     method: str,
@@ -527,8 +516,9 @@ def bench_quant(
     AAT and the control fine-tune it once for every tier it holds, with `aat` as the recipe if given (else the
     config's).
     """
-    from .build import check_gate_split, checkpoint_stage_input, stage_aat, stage_aat_gate
     from .errors import ConfigError
+    from .gate import check_gate_split, stage_aat_gate
+    from .stages import checkpoint_stage_input, stage_aat
 
     cfg = load_model_config(model)
     if init is not None:
@@ -545,18 +535,16 @@ def bench_quant(
         base = stage_train(
             cache, cfg, feats, steps, method=method, tier=tiers[0] if method in ("tfmot", "csp") else None
         )
-    chosen = _chosen_tiers(ModelCheckpoint.load(base[0]).tiers, tiers, method)
+    chosen = _chosen_tiers(ModelCheckpoint.load(base.folder).tiers, tiers, method)
     tuned = cfg if aat is None else replace(cfg, aat=aat)
     recipe = load_calibration_recipe(load_target(target).build.calibration)  # the calibration _measure's exports use
     check_gate_split(tuned, corpus)
     aat_stage = stage_aat(cache, tuned, feats, base, corpus, recipe, aat_steps)
     control = stage_aat(cache, tuned, feats, base, corpus, recipe, aat_steps, emulate=False)
 
-    def measure(
-        stage: tuple[Path, dict[str, Any]], tier: int
-    ) -> tuple[Row, tuple[Path, dict[str, Any]], dict[str, list[int]]]:
+    def measure(stage: Artifact, tier: int) -> tuple[Row, Artifact, dict[str, list[int]]]:
         # training time is reported once below, not per row
-        return _measure(cache, method, tier, stage[0], _untimed(stage), corpus, target)
+        return _measure(cache, method, tier, stage, corpus, target, timed=False)
 
     rows = []
     for tier in chosen:
@@ -566,13 +554,14 @@ def bench_quant(
             measure(aat_stage, tier),
         )
         same = all(
-            _operators(ptq_export[0] / "int8" / f"{g}.tflite") == _operators(aat_export[0] / "int8" / f"{g}.tflite")
+            _operators(ptq_export.folder / "int8" / f"{g}.tflite")
+            == _operators(aat_export.folder / "int8" / f"{g}.tflite")
             for g in GRAPHS
         )
         gap_ptq = ft.wer_int8 - ft.wer_float
         closed = lambda wer: round(1 - (wer - ft.wer_float) / gap_ptq, 3) if gap_ptq > 0 else None  # noqa: E731, B023 (share of the PTQ gap `wer` closes; called in this iteration)
         diff, lo, hi = paired_bootstrap(ft_err["int8"], aat_err["int8"], ft_err["words"])
-        gate = stage_aat_gate(cache, base_export, aat_export, aat_stage[0], corpus, tuned.aat)
+        gate = stage_aat_gate(cache, base_export, aat_export, aat_stage.folder, corpus, tuned.aat)
         shipped = after.wer_int8 if gate["shipped"] == "aat" else before.wer_int8
         rows.append(
             QuantRow(
@@ -589,8 +578,8 @@ def bench_quant(
                 ft.npu_encoder_cycles,
                 after.npu_encoder_cycles,
                 same,
-                aat_stage[1]["aat"]["steps"],
-                round(aat_stage[1]["aat"]["wall_seconds"], 1),
+                aat_stage.summary["aat"]["steps"],
+                round(aat_stage.summary["aat"]["wall_seconds"], 1),
                 round(diff, 5),
                 round(lo, 5),
                 round(hi, 5),
@@ -742,8 +731,8 @@ def bench_calibration(
     calibration recipe with each of `seeds` (other utterances, other recorded inputs; same count). How far int8 WER
     moves
     with the calibration alone is the yardstick for any other int8 change of a few points (AAT, a new recipe)."""
-    from .build import checkpoint_stage_input
     from .errors import ConfigError
+    from .stages import checkpoint_stage_input
 
     seeds = list(dict.fromkeys(seeds))
     if not seeds:
@@ -758,9 +747,7 @@ def bench_calibration(
     for tier in chosen:
         first: dict[str, list[int]] | None = None
         for seed in seeds:
-            row, _, err = _measure(
-                cache, method, tier, base[0], _untimed(base), corpus, target, replace(recipe, seed=seed)
-            )
+            row, _, err = _measure(cache, method, tier, base, corpus, target, replace(recipe, seed=seed), timed=False)
             first = first or err
             diff, lo, hi = paired_bootstrap(first["int8"], err["int8"], err["words"])
             rows.append(
@@ -824,10 +811,10 @@ def bench_parity(
     (`parity.emulation_agreement`)."""
     import dataclasses
 
-    from .build import checkpoint_stage_input, decode_features
     from .corpus import read_manifest
     from .errors import ConfigError
     from .parity import emulation_agreement
+    from .stages import checkpoint_stage_input, decode_features
 
     ck = ModelCheckpoint.load(init)
     cfg = ck.config
@@ -841,7 +828,7 @@ def bench_parity(
     corpus = stage_data(cache, cfg, src)
     # the int8 graphs as `pipeline build` exports them (same stage, same calibration recipe)
     recipe = load_calibration_recipe(load_target(target).build.calibration)
-    export_dir, _ = stage_export(cache, init, checkpoint_stage_input(init)[1]["key"], corpus, recipe, tier)
+    export_dir = stage_export(cache, checkpoint_stage_input(init), corpus, recipe, tier).folder
     int8 = {g: LiteRTGraph((export_dir / "int8" / f"{g}.tflite").read_bytes()) for g in GRAPHS}
     full = read_manifest(corpus.splits[SPLIT])
     test = dataclasses.replace(full, utterances=full.utterances[:utterances])

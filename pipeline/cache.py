@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,15 @@ from .errors import ArtifactError, OutputError, host_error
 from .fsutil import MARKER, atomic_directory, atomic_write_json, marker, read_marker
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """What a stage wrote: its folder, the key that identifies it (inputs and code) and its summary."""
+
+    folder: Path
+    key: dict[str, Any]
+    summary: dict[str, Any]
 
 
 def digest(obj: Any) -> str:
@@ -65,10 +75,8 @@ class StageCache:
         """A persistent scratch folder for a stage that can resume (e.g. training checkpoints)."""
         return self.root / stage / f"{key[:20]}.work"
 
-    def run(
-        self, stage: str, key_parts: dict[str, Any], fn: Callable[[Path], dict[str, Any]]
-    ) -> tuple[Path, dict[str, Any]]:
-        """Return (folder, summary) of `stage` for these inputs, running `fn(staging_folder)` if needed."""
+    def run(self, stage: str, key_parts: dict[str, Any], fn: Callable[[Path], dict[str, Any]]) -> Artifact:
+        """The artifact of `stage` for these inputs, running `fn(staging_folder)` (it returns the summary) if needed."""
         key = digest(key_parts)
         out = self.folder(stage, key)
         done = out / "stage.json"
@@ -76,14 +84,14 @@ class StageCache:
             try:
                 info = json.loads(done.read_text())
                 log.info("%s: reusing %s", stage, out)
-                return out, info["summary"]
+                return Artifact(out, key_parts, info["summary"])
             except (OSError, ValueError, KeyError):
                 log.warning("%s: cached summary %s is unreadable, rebuilding", stage, done)
         log.info("%s: running", stage)
         with atomic_directory(out) as tmp:
             summary = fn(tmp)
             atomic_write_json(tmp / "stage.json", {"stage": stage, "key": key, "inputs": key_parts, "summary": summary})
-        return out, summary
+        return Artifact(out, key_parts, summary)
 
     def load_summary(self, folder: Path) -> dict[str, Any]:
         try:

@@ -235,12 +235,12 @@ def train(
     """Prepare data and train one model (or one set of sparsity tiers); writes a checkpoint folder (params.npz +
     model.json).
     """
-    from .build import begin, stage_corpus, stage_features, stage_train
     from .checkpoint import ModelCheckpoint, checkpoint_output
     from .config import load_aat_config, load_model_config
     from .distribute import make_distribution
     from .fsutil import atomic_directory
     from .methods import check_method
+    from .stages import begin, stage_corpus, stage_features, stage_train
 
     if (init is not None or aat_steps is not None or aat_config is not None) and not aat:
         raise click.UsageError("--init, --aat-steps and --aat-config belong to --aat.")
@@ -253,7 +253,7 @@ def train(
     cfg = load_model_config(model)
     base = None
     if init is not None:
-        from .build import checkpoint_stage_input
+        from .stages import checkpoint_stage_input
 
         cfg = ModelCheckpoint.load(init).config
         base = checkpoint_stage_input(init)
@@ -268,16 +268,17 @@ def train(
     feats = stage_features(cache, cfg, corpus)
     if base is None:
         base = stage_train(cache, cfg, feats, steps, resume=resume, method=method, tier=tier, dist=dist)
-    ckpt, summary = base
+    ckpt, summary = base.folder, base.summary
     if aat:
-        from .build import stage_aat
         from .calibrate import load_calibration_recipe
+        from .stages import stage_aat
 
         # the default recipe is every target's calibration (targets/*.toml); export calibrates with the same
-        ckpt, summary = stage_aat(
-            cache, cfg, feats, base, corpus, load_calibration_recipe("default"), aat_steps, resume=resume
+        tuned = stage_aat(cache, cfg, feats, base, corpus, load_calibration_recipe("default"), aat_steps, resume=resume)
+        ckpt, summary = (
+            tuned.folder,
+            {"steps": tuned.summary["aat"]["steps"], "final_loss": tuned.summary["aat"]["final_loss"]},
         )
-        summary = {"steps": summary["aat"]["steps"], "final_loss": summary["aat"]["final_loss"]}
     target = checkpoint_output(out)
     with atomic_directory(target.path, target.holds, target.legacy) as tmp:
         for f in ckpt.iterdir():

@@ -105,9 +105,8 @@ def mel_filterbank(cfg: FrontendConfig) -> np.ndarray:
     return fb
 
 
-EDGE_PADDING_MS = (
-    100  # the decode contract's zeros at each end of the project's own corpora (build.edge_padding_samples)
-)
+# the decode contract's zeros at each end of the project's own corpora (stages.edge_padding_samples)
+EDGE_PADDING_MS = 100
 
 
 def edge_padding_default(fe: FrontendConfig) -> int:

@@ -19,17 +19,20 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from .build import BuildPaths, _eval_sets, _transducer, begin, stage_corpus, stage_export, stage_features, stage_train
+from .build import BuildPaths
+from .cache import Artifact
 from .calibrate import load_calibration_recipe
 from .checkpoint import ModelCheckpoint
 from .config import load_model_config
 from .data import DataOptions
 from .errors import ConfigError
+from .evaluate import eval_sets
 from .export import GRAPHS
 from .fsdd import FSDD_SPEAKERS
 from .fsutil import atomic_directory
 from .preflight import Output
 from .runtimes import LiteRTGraph, TFLMGraph
+from .stages import begin, stage_corpus, stage_export, stage_features, stage_train, transducer
 from .synth import VOICES
 from .targets import load_target
 from .verify import score
@@ -124,16 +127,16 @@ def bench_speakers(
             )
             fcfg, corpus = stage_corpus(cache, fcfg, src)
             feats = stage_features(cache, fcfg, corpus)
-            ckpt, train = stage_train(cache, fcfg, feats, steps, method=method)
-            export = stage_export(cache, ckpt, train["key"], corpus, recipe, 0)
-            rows += _measure_fold(cache, seed, fold, ckpt, export, corpus, tflm)
+            trained = stage_train(cache, fcfg, feats, steps, method=method)
+            export = stage_export(cache, trained, corpus, recipe, 0)
+            rows += _measure_fold(cache, seed, fold, trained.folder, export, corpus, tflm)
             log.info("fold %s seed %d: %s", fold.speaker, seed, [asdict(r) for r in rows[-2:]])
     write_speakers_report(rows, out, cfg.name, steps or cfg.train.steps, seeds)
     return rows
 
 
 def _measure_fold(
-    cache: Any, seed: int, fold: Fold, ckpt: Path, export: tuple[Path, dict[str, Any]], corpus: Any, tflm: bool
+    cache: Any, seed: int, fold: Fold, ckpt: Path, export: Artifact, corpus: Any, tflm: bool
 ) -> list[FoldRow]:
     from .runtimes import tflm_min_arena
 
@@ -143,28 +146,30 @@ def _measure_fold(
         for split in ("test_unseen", "test_voices"):
             if split not in corpus.splits:
                 continue
-            feats, refs, seconds = _eval_sets(corpus, ck, only=split)[split]
+            feats, refs, seconds = eval_sets(corpus, ck, only=split)[split]
             wer = {}
             for name, folder in (("float", "float32"), ("int8", "int8")):
-                t = _transducer(
+                t = transducer(
                     ck.config,
                     ck.tokenizer,
-                    {g: LiteRTGraph((export[0] / folder / f"{g}.tflite").read_bytes()) for g in GRAPHS},
+                    {g: LiteRTGraph((export.folder / folder / f"{g}.tflite").read_bytes()) for g in GRAPHS},
                 )
                 wer[name] = score(t, ck.tokenizer, feats, refs, seconds, desc=f"{fold.speaker} {split} {name}").wer
             if tflm:
                 graphs = {
-                    g: TFLMGraph(export[0] / "int8" / f"{g}.tflite", tflm_min_arena(export[0] / "int8" / f"{g}.tflite"))
+                    g: TFLMGraph(
+                        export.folder / "int8" / f"{g}.tflite", tflm_min_arena(export.folder / "int8" / f"{g}.tflite")
+                    )
                     for g in GRAPHS
                 }
                 wer["int8_tflm"] = score(
-                    _transducer(ck.config, ck.tokenizer, graphs), ck.tokenizer, feats, refs, seconds, desc="tflm"
+                    transducer(ck.config, ck.tokenizer, graphs), ck.tokenizer, feats, refs, seconds, desc="tflm"
                 ).wer
             out[split] = {"utterances": len(refs), "words": sum(len(r.split()) for r in refs), "wer": wer}
         return out
 
-    key = {"export": export[1]["key"], "tflm": tflm, "splits": ["test_unseen", "test_voices"]}
-    _, m = cache.run("speakers", key, run)
+    key = {"export": export.key, "tflm": tflm, "splits": ["test_unseen", "test_voices"]}
+    m = cache.run("speakers", key, run).summary
     rows = []
     for split, test_set, who in (
         ("test_unseen", "recorded", fold.speaker),

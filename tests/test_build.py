@@ -6,10 +6,11 @@ import shutil
 
 import pytest
 
-from pipeline.build import BuildPaths, build, ships_aat, sparsest_tier
+from pipeline.build import BuildPaths, build
 from pipeline.data import DataOptions
 from pipeline.errors import ArtifactError
 from pipeline.fsutil import sha256_file
+from pipeline.gate import ships_aat, sparsest_tier
 from pipeline.manifest import validate_manifest
 from pipeline.verify import verify_dist
 from tests.conftest import FIXTURES
@@ -130,15 +131,15 @@ def test_decoding_with_only_the_manifest_matches_the_pipeline(built):
 
 def _pipeline_hypotheses(paths, manifest_path, corpus, n, edge=None):
     """The pipeline's int8 LiteRT words (`edge`: zeros at each end of the audio; default: the manifest's)."""
-    from pipeline.build import _transducer
     from pipeline.checkpoint import ModelCheckpoint
     from pipeline.decode import greedy_decode
     from pipeline.features import utterance_features
     from pipeline.runtimes import LiteRTGraph
+    from pipeline.stages import transducer
 
     ck_dir = _dense_checkpoint(paths)
     ck = ModelCheckpoint.load(ck_dir)
-    t = _transducer(
+    t = transducer(
         ck.config,
         ck.tokenizer,
         {

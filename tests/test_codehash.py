@@ -5,7 +5,7 @@ import shutil
 import pytest
 
 from pipeline import codehash
-from pipeline.build import stage_train
+from pipeline.stages import stage_train
 
 
 def _cycles(graph):
@@ -47,24 +47,25 @@ def package_copy(tmp_path, monkeypatch):
 
 
 def test_a_comment_in_manifest_py_does_not_invalidate_the_train_stage(package_copy):
-    before = codehash.code_digest(stage_train, "train", "checkpoint")
+    before = codehash.code_digest(stage_train, "stages", "train", "checkpoint")
     with open(package_copy / "manifest.py", "a") as fh:
         fh.write("\n# a comment an editor added\n")
     codehash._module.cache_clear()
-    assert codehash.code_digest(stage_train, "train", "checkpoint") == before
+    assert codehash.code_digest(stage_train, "stages", "train", "checkpoint") == before
     (package_copy / "train.py").write_text(
         (package_copy / "train.py").read_text().replace('"""Training loop', '"""The training loop', 1) + "\n# note\n"
     )
     codehash._module.cache_clear()
-    assert codehash.code_digest(stage_train, "train", "checkpoint") == before  # docstrings and comments are not code
+    # docstrings and comments are not code
+    assert codehash.code_digest(stage_train, "stages", "train", "checkpoint") == before
     (package_copy / "train.py").write_text(
         (package_copy / "train.py").read_text().replace("else 0.95 * loss_ema", "else 0.9 * loss_ema")
     )
     codehash._module.cache_clear()
-    assert codehash.code_digest(stage_train, "train", "checkpoint") != before  # code the stage runs
+    assert codehash.code_digest(stage_train, "stages", "train", "checkpoint") != before  # code the stage runs
 
 
 def test_the_train_stage_does_not_depend_on_the_manifest_or_verification_code():
-    deps = codehash.closure("train", "checkpoint")
+    deps = codehash.closure("stages", "train", "checkpoint")
     assert "manifest" not in deps and "verify" not in deps and "build" not in deps
     assert {"methods", "model", "rnnt_loss", "features"} <= set(deps)
