@@ -44,16 +44,13 @@ def _wav_data_problem(raw: bytes, size: int | None = None) -> str | None:
     return "its header is cut short (no `data` chunk)"
 
 
-def check_audio(path: Path) -> None:
-    """The checks of `read_wav` that need only a file's header (missing, empty, not audio, a cut or truncated WAV, no
-    samples, too low a sample rate), for checking a whole corpus before any work."""
-    import soundfile
-
-    path = Path(path)
+def _load(path: Path, limit: int | None = None) -> bytes:
+    """The file's bytes (its first `limit` bytes), refused with a sentence naming what is wrong: missing, a folder,
+    empty, a cut or truncated WAV; a file the machine cannot read is a `HostError`."""
     try:
         size = path.stat().st_size
         with open(path, "rb") as fh:
-            head = fh.read(1 << 16)
+            data = fh.read() if limit is None else fh.read(limit)
     except FileNotFoundError:
         raise DataError(f"audio file {path} does not exist.") from None
     except IsADirectoryError:
@@ -62,13 +59,29 @@ def check_audio(path: Path) -> None:
         raise host_error("read the audio file", path, exc) from None
     if size == 0:
         raise DataError(f"audio file {path}: 0 bytes, not a WAV file.")
-    problem = _wav_data_problem(head, size) if head[:4] in (b"RIFF", b"RIFX") else None
+    problem = _wav_data_problem(data, size) if data[:4] in (b"RIFF", b"RIFX") else None
     if problem:
         raise DataError(f"audio file {path} is not a valid WAV file: {problem}.")
+    return data
+
+
+def _info(path: Path, source: object, head: bytes) -> object:
+    """libsndfile's header of `source` (the file, or its bytes), refused if it is not audio, holds no samples or is
+    sampled below `MIN_SAMPLE_RATE`."""
+    import soundfile
+
     try:
-        info = soundfile.info(str(path))
+        info = soundfile.info(source)
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-        raise _undecodable(path, head, exc) from None
+        if head[:4] not in (b"RIFF", b"RIFX"):
+            raise DataError(
+                f"audio file {path} is not a WAV file, nor another format libsndfile reads (FLAC, OGG, ...): it "
+                f"starts with {head[:8]!r}."
+            ) from None
+        detail = str(exc).rsplit(": ", 1)[-1].rstrip(".")
+        if "SF_INFO" in detail:
+            detail = "its header gives a sample rate of 0 Hz or no channels"
+        raise DataError(f"audio file {path} cannot be decoded as a WAV file: {detail}.") from None
     if info.samplerate < MIN_SAMPLE_RATE:
         raise DataError(
             f"audio file {path} is sampled at {info.samplerate} Hz; the pipeline reads audio at {MIN_SAMPLE_RATE:,} "
@@ -76,55 +89,33 @@ def check_audio(path: Path) -> None:
         )
     if info.frames == 0:
         raise DataError(f"audio file {path} holds no samples.")
+    return info
 
 
-def _undecodable(path: Path, head: bytes, exc: Exception) -> DataError:
-    if head[:4] not in (b"RIFF", b"RIFX"):
-        return DataError(
-            f"audio file {path} is not a WAV file, nor another format libsndfile reads (FLAC, OGG, ...): it starts "
-            f"with {head[:8]!r}."
-        )
-    detail = str(exc).rsplit(": ", 1)[-1].rstrip(".")
-    if "SF_INFO" in detail:
-        detail = "its header gives a sample rate of 0 Hz or no channels"
-    return DataError(f"audio file {path} cannot be decoded as a WAV file: {detail}.")
+def check_audio(path: Path) -> None:
+    """The checks of `read_wav` that need only a file's header (missing, empty, not audio, a cut or truncated WAV, no
+    samples, too low a sample rate), for checking a whole corpus before any work."""
+    path = Path(path)
+    _info(path, str(path), _load(path, 1 << 16))
 
 
 def read_wav(path: Path, sample_rate: int, *, allow_resample: bool = True, mix_stereo: bool = False) -> np.ndarray:
     """Read an audio file (WAV of any integer or float encoding, or any format libsndfile reads, e.g. FLAC) as mono
     float32 in [-1, 1] at `sample_rate` Hz; integer PCM is scaled by 1 / 2^(bits - 1), float kept as it is.
 
-    Raises `DataError` naming the file and what is wrong with it: missing, empty, not audio, a cut or truncated WAV,
-    no samples, a sample rate below `MIN_SAMPLE_RATE`, more than one channel (unless `mix_stereo`: the channels are
-    averaged), or another sample rate when `allow_resample` is false (else polyphase resampling, `resample`); a file
-    the machine cannot read is a `HostError`.
+    Raises `DataError` naming the file and what is wrong with it (`_load`, `_info`), more than one channel (unless
+    `mix_stereo`: the channels are averaged), or another sample rate when `allow_resample` is false (else polyphase
+    resampling, `resample`); a file the machine cannot read is a `HostError`.
     """
     import soundfile
 
     path = Path(path)
+    raw = _load(path)
+    _info(path, io.BytesIO(raw), raw)
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"audio file {path} does not exist.") from None
-    except IsADirectoryError:
-        raise DataError(f"audio file {path} is a folder, not a file.") from None
-    except OSError as exc:
-        raise host_error("read the audio file", path, exc) from None
-    if not raw:
-        raise DataError(f"audio file {path}: 0 bytes, not a WAV file.")
-    problem = _wav_data_problem(raw) if raw[:4] in (b"RIFF", b"RIFX") else None
-    if problem:
-        raise DataError(f"audio file {path} is not a valid WAV file: {problem}.")
-    try:
-        info = soundfile.info(io.BytesIO(raw))
-        if info.samplerate < MIN_SAMPLE_RATE:
-            raise DataError(
-                f"audio file {path} is sampled at {info.samplerate} Hz; the pipeline reads audio at "
-                f"{MIN_SAMPLE_RATE:,} Hz or more."
-            )
         x, rate = soundfile.read(io.BytesIO(raw), dtype="float32", always_2d=True)
-    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-        raise _undecodable(path, raw, exc) from None
+    except (soundfile.LibsndfileError, RuntimeError, ValueError) as exc:
+        raise DataError(f"audio file {path} cannot be decoded: {str(exc).rsplit(': ', 1)[-1].rstrip('.')}.") from None
     frames, channels = x.shape
     if frames == 0:
         raise DataError(f"audio file {path} holds no samples.")

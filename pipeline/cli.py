@@ -371,6 +371,17 @@ def bench() -> None:
     """Long measurements (not unit tests): each writes a report folder (Markdown, CSV, charts)."""
 
 
+def report_option(name: str) -> Callable:
+    """`--report`: the bench's output folder, `bench/<name>` by default."""
+    return click.option(
+        "--report",
+        type=click.Path(path_type=Path),
+        default=Path("bench") / name,
+        show_default=True,
+        help="output folder.",
+    )
+
+
 def _int_list(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
     try:
         return [int(v) for v in value.split(",") if v.strip()]
@@ -401,13 +412,7 @@ def _positive_int_list(ctx: click.Context, param: click.Parameter, value: str) -
     default=None,
     help="training steps of every run (default: the model config's).",
 )
-@click.option(
-    "--report",
-    type=click.Path(path_type=Path),
-    default=Path("bench/sparsity"),
-    show_default=True,
-    help="output folder.",
-)
+@report_option("sparsity")
 @click.option(
     "--merge",
     type=click.Path(path_type=Path, exists=True, dir_okay=False),
@@ -480,13 +485,7 @@ def bench_sparsity(
     help="training steps of every fold (default: the model config's).",
 )
 @click.option("--tflm", is_flag=True, help="also decode the int8 graphs in TFLM (slower).")
-@click.option(
-    "--report",
-    type=click.Path(path_type=Path),
-    default=Path("bench/speakers"),
-    show_default=True,
-    help="output folder.",
-)
+@report_option("speakers")
 @data_options
 @path_options
 def bench_speakers(
@@ -561,9 +560,7 @@ def bench_speakers(
     default=None,
     help="a trained checkpoint folder to start from instead of training one.",
 )
-@click.option(
-    "--report", type=click.Path(path_type=Path), default=Path("bench/quant"), show_default=True, help="output folder."
-)
+@report_option("quant")
 @data_options
 @path_options
 def bench_quant(
@@ -619,13 +616,7 @@ def bench_quant(
     help="calibration seeds (the target recipe's seed is replaced by each in turn).",
 )
 @click.option("--target", default="watch", show_default=True, help="target profile whose calibration recipe is varied.")
-@click.option(
-    "--report",
-    type=click.Path(path_type=Path),
-    default=Path("bench/calibration"),
-    show_default=True,
-    help="output folder.",
-)
+@report_option("calibration")
 @data_options
 @path_options
 def bench_calibration(
