@@ -168,9 +168,12 @@ def build(
 
 def _wrote(manifest: Path) -> None:
     click.echo(f"wrote {manifest}")
-    caveat = json.loads(Path(manifest).read_text())["evaluation"].get("caveat")
-    if caveat:
-        click.echo(f"note: {caveat}.", err=True)
+    evaluation = json.loads(Path(manifest).read_text())["evaluation"]
+    if evaluation.get("caveat"):
+        click.echo(f"note: {evaluation['caveat']}.", err=True)
+    for name, s in evaluation["sets"].items():
+        if s.get("caveat"):
+            click.echo(f"note: {name}: {s['caveat']}.", err=True)
 
 
 @cli.command()

@@ -77,6 +77,19 @@ def stage_reference(cache: StageCache, export: Artifact, ckpt_dir: Path, corpus:
     return cache.run("reference", key, run).summary
 
 
+MIN_SPEAKERS = 3  # an evaluation set with fewer distinct speakers gets a caveat in the manifest
+
+
+def wer_by_speaker(speakers: list[str], word_errors: list[int], refs: list[str]) -> dict[str, float]:
+    """WER of each speaker's utterances: their word errors over their reference words."""
+    errors: dict[str, list[int]] = {}
+    for spk, e, r in zip(speakers, word_errors, refs, strict=True):
+        errors.setdefault(spk, [0, 0])
+        errors[spk][0] += e
+        errors[spk][1] += len(r.split())
+    return {spk: round(e / max(n, 1), 5) for spk, (e, n) in sorted(errors.items())}
+
+
 def stage_verify(
     cache: StageCache,
     export: Artifact,
@@ -124,9 +137,19 @@ def stage_verify(
                 "audio_seconds": round(seconds, 3),
                 "wer": {"float32_litert": reference["float32_wer"][split]},
             }
+            speakers = [u.speaker for u in read_manifest(corpus.splits[split]).utterances]
+            entry["speakers"] = sorted(set(speakers))
+            if len(entry["speakers"]) < MIN_SPEAKERS:
+                entry["caveat"] = (
+                    f"this figure rests on {len(entry['speakers'])} speaker(s): WER on speakers the model has never "
+                    "heard varies far more from one to the next; see the leave-one-speaker-out figures (pipeline "
+                    "bench speakers) for what a new speaker should expect"
+                )
             for name, t in runtimes.items():
                 s: Score = score(t, tok, feats, refs, seconds, desc=f"{split} {name}")
                 entry["wer"][name] = round(s.wer, 5)
+                if name == "int8_litert":
+                    entry["wer_by_speaker"] = wer_by_speaker(speakers, s.word_errors, refs)
                 if name == "int8_litert" and split == EVAL_SPLITS[0]:
                     latency = {
                         "encoder_rtf": _percentiles(s.encoder_rtf),

@@ -677,3 +677,12 @@ def test_a_second_build_from_scratch_reproduces_the_manifest(built, tmp_path):
         assert again["graphs"][g]["npu"]["sha256"] == first["graphs"][g]["npu"]["sha256"]
     for k in ("config_sha256", "data_sha256", "code_sha256", "git_commit", "tool_versions"):
         assert again["build"][k] == first["build"][k], k
+
+
+def test_each_evaluation_set_names_its_speakers_their_wer_and_a_caveat_when_there_are_fewer_than_three(built):
+    m = json.loads(built[1].read_text())
+    for name, s in m["evaluation"]["sets"].items():
+        assert s["speakers"] and set(s["wer_by_speaker"]) == set(s["speakers"]), name
+        per = s["wer_by_speaker"].values()
+        assert min(per) - 1e-9 <= s["wer"]["int8_litert"] <= max(per) + 1e-9, name  # the overall WER is their mix
+        assert ("caveat" in s) == (len(s["speakers"]) < 3), name
