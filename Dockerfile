@@ -24,7 +24,7 @@ RUN pip install --no-cache-dir -c requirements.lock -e . \
     && chown 10001:10001 /work
 
 # /data: datasets (FSDD at /data/fsdd; without it the build synthesizes speech);
-# /work: dist/ (artifacts + manifests), reports/ and the .pipeline stage cache
+# /work: dist/ (artifacts + manifests), bench/ reports and the .pipeline stage cache
 VOLUME ["/data", "/work"]
 WORKDIR /work
 USER 10001:10001

@@ -39,7 +39,7 @@ def test_workflow_parses_and_uploads_dist_and_reports():
     assert {"test", "artifacts"} <= set(wf["jobs"])
     steps = wf["jobs"]["artifacts"]["steps"]
     upload = next(s for s in steps if s.get("uses", "").startswith("actions/upload-artifact"))
-    assert "work/dist/" in upload["with"]["path"] and "work/reports/" in upload["with"]["path"]
+    assert "work/dist/" in upload["with"]["path"] and "work/bench/" in upload["with"]["path"]
     assert any(s.get("run") == "make test" for s in wf["jobs"]["test"]["steps"])
 
 
