@@ -488,6 +488,11 @@ def bench_sparsity(
     help="training steps of every fold (default: the model config's).",
 )
 @click.option("--tflm", is_flag=True, help="also decode the int8 graphs in TFLM (slower).")
+@click.option(
+    "--synthesized-only",
+    is_flag=True,
+    help="instead: one model trained on synthesized speech alone, tested on every FSDD speaker.",
+)
 @report_option("speakers")
 @data_options
 @path_options
@@ -498,6 +503,7 @@ def bench_speakers(
     speakers: str,
     steps: int | None,
     tflm: bool,
+    synthesized_only: bool,
     report: Path,
     source: str,
     fsdd_dir: Path | None,
@@ -530,6 +536,7 @@ def bench_speakers(
         steps,
         chosen,
         tflm,
+        synthesized_only,
     )
     click.echo((report / "speakers.md").read_text())
 

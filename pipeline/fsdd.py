@@ -211,3 +211,15 @@ def prepare_fsdd(
         "test_seen": build_split(seen, out_dir, "test_seen", sample_rate, rng, connect),
         "test_unseen": build_split(unseen, out_dir, "test_unseen", sample_rate, rng, connect),
     }
+
+
+def prepare_fsdd_speakers(
+    fsdd_dir: Path, out_dir: Path, sample_rate: int, connect: ConnectRecipe, seed: int
+) -> dict[str, Path]:
+    """Every recording of each FSDD speaker once, as connected-digit utterances: {speaker: JSONL manifest}."""
+    recs = load_recordings(fsdd_dir, sample_rate, FSDD_SPEAKERS)
+    rng = np.random.default_rng(seed)
+    return {
+        spk: build_split([r for r, _ in recs if r.speaker == spk], out_dir, spk, sample_rate, rng, connect)
+        for spk in FSDD_SPEAKERS
+    }

@@ -23,11 +23,13 @@ from .config import ModelConfig
 from .corpus import Corpus, read_manifest
 from .data import DataOptions, DataSource, prepare, recipe_key, resolve_source
 from .decode import Transducer
+from .digits import ConnectRecipe
 from .distribute import Distribution
 from .errors import InternalError
 from .export import GRAPHS, calibrated_ranges, convert_all, sparse_weight_bytes
 from .features import FeatureSet, compute_training_features, utterance_features
 from .frontend import FrontendConfig, edge_padding_default
+from .fsdd import prepare_fsdd_speakers
 from .fsutil import sha256_file
 from .preflight import Output, preflight
 from .runtimes import LiteRTGraph
@@ -73,6 +75,21 @@ def stage_data(cache: StageCache, cfg: ModelConfig, src: DataSource) -> Prepared
     if "train" not in splits:
         raise InternalError("the data stage produced no training split.")
     return PreparedData(src, data.folder, key, splits)
+
+
+def stage_fsdd_speakers(cache: StageCache, cfg: ModelConfig, src: DataSource) -> PreparedData:
+    """Every recording of each FSDD speaker as connected digits, one split per speaker (named after them): the test
+    sets of a model that never heard any of them (trained on synthesized speech)."""
+    connect = ConnectRecipe(min_digits=cfg.data.min_digits, max_digits=cfg.data.max_digits)
+    key = {**recipe_key(src, cfg), "every_speaker": True, "code": code_digest(stage_fsdd_speakers, "stages", "fsdd")}
+
+    def run(tmp: Path) -> dict[str, Any]:
+        splits = prepare_fsdd_speakers(src.fsdd_dir, tmp, cfg.frontend.sample_rate, connect, cfg.data.seed)  # type: ignore[arg-type]
+        return {"splits": {k: str(v.relative_to(tmp)) for k, v in splits.items()}}
+
+    data = cache.run("fsdd_speakers", key, run)
+    splits = {k: data.folder / v for k, v in data.summary["splits"].items()}
+    return PreparedData(src, data.folder, key, {"train": next(iter(splits.values())), **splits})
 
 
 def stage_corpus(cache: StageCache, cfg: ModelConfig, src: DataSource) -> tuple[ModelConfig, PreparedData]:

@@ -67,3 +67,26 @@ def test_bench_speakers_trains_one_model_per_fold_and_reports_both_held_out_sets
     # the held-out speaker's recordings are the fold's unseen test and nowhere in its training split
     train = (next((tmp_path / "w" / "cache" / "data").glob("*/train.jsonl"))).read_text()
     assert ("george" in train) != ("yweweler" in train)
+
+
+@pytest.mark.slow
+def test_a_synthesized_only_model_is_tested_on_every_recording_of_each_fsdd_speaker(tmp_path):
+    from pipeline.speakers import bench_speakers
+
+    fsdd = make_fsdd_folder(tmp_path / "fsdd", per_digit=2)
+    rows = bench_speakers(
+        str(FIXTURES / "micro.toml"),
+        DataOptions("fsdd", fsdd_dir=fsdd),
+        BuildPaths(tmp_path / "d", tmp_path / "w"),
+        tmp_path / "r",
+        seeds=[1],
+        steps=5,
+        speakers=("george", "theo"),
+        synthesized_only=True,
+    )
+    assert [(r.fold, r.held_out, r.test_set) for r in rows] == [
+        ("synthesized-only", "george", "recorded"),
+        ("synthesized-only", "theo", "recorded"),
+    ]
+    assert all(r.words == 20 for r in rows)  # 10 digits x 2 takes, every recording once
+    assert "synthesized speech only" in (tmp_path / "r" / "speakers.md").read_text()
