@@ -555,3 +555,33 @@ def test_an_absurd_duration_names_the_limit(tmp_path):
     (tmp_path / "m.jsonl").write_text(json.dumps({"audio_filepath": "a.wav", "duration": 1e12, "text": "one"}) + "\n")
     with pytest.raises(DataError, match="at most 3600"):
         read_manifest(tmp_path / "m.jsonl")
+
+
+def test_a_read_only_out_folder_is_a_host_error_before_training(tmp_path):
+    (tmp_path / "ro").mkdir()
+    (tmp_path / "ro").chmod(0o555)
+    try:
+        r = subprocess.run(
+            [
+                *_unprivileged(),
+                sys.executable,
+                "-m",
+                "pipeline.cli",
+                "train",
+                "--model",
+                MICRO,
+                "--data",
+                "synth",
+                "--out",
+                str(tmp_path / "ro" / "ck"),
+                "--work-dir",
+                str(tmp_path / "w"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert r.returncode == 3 and "is not writable" in r.stderr, r.stderr[-2000:]
+        assert not (tmp_path / "w" / "cache").exists()
+    finally:
+        (tmp_path / "ro").chmod(0o755)

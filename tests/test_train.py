@@ -53,6 +53,8 @@ def test_resumed_run_ends_where_an_uninterrupted_run_ends(data, tmp_path):
     resumed = Trainer(_cfg(), data, tmp_path / "b").run(resume=True)
     for k in straight.params:
         np.testing.assert_allclose(resumed.params[k], straight.params[k], atol=1e-5, err_msg=k)
+    # the smoothed loss it records is the one the uninterrupted run records, not one restarted at the resume step
+    assert resumed.final_loss == pytest.approx(straight.final_loss, rel=1e-5)
 
 
 def test_channel_and_warp_augmentation_are_per_utterance_constant_over_time_and_seeded():
