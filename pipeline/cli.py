@@ -66,6 +66,31 @@ aat_config_option = click.option(
 )
 
 
+def aat_steps_option(fn: Callable) -> Callable:
+    return click.option(
+        "--aat-steps",
+        type=click.IntRange(min=1),
+        default=None,
+        help="AAT fine-tuning steps (default: the model config's aat.steps).",
+    )(fn)
+
+
+def init_option(help_text: str) -> Callable:
+    """`--init`: a trained checkpoint folder to start from."""
+    return click.option("--init", "init", type=click.Path(path_type=Path), default=None, help=help_text)
+
+
+def report_option(name: str) -> Callable:
+    """`--report`: the bench's output folder, `bench/<name>` by default."""
+    return click.option(
+        "--report",
+        type=click.Path(path_type=Path),
+        default=Path("bench") / name,
+        show_default=True,
+        help="output folder.",
+    )
+
+
 def method_options(fn: Callable) -> Callable:
     fn = click.option(
         "--tier", type=int, default=None, help="sparsity tier in percent (one of the model config's tiers)."
@@ -195,20 +220,9 @@ def _wrote(manifest: Path) -> None:
     help="then fine-tune every tier with the int8 kernels emulated (accelerator-aware training); "
     "the checkpoint also holds the learned int8 ranges, which export uses.",
 )
-@click.option(
-    "--aat-steps",
-    type=click.IntRange(min=1),
-    default=None,
-    help="fine-tuning steps (default: the model config's aat.steps).",
-)
+@aat_steps_option
 @aat_config_option
-@click.option(
-    "--init",
-    "init",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="with --aat: fine-tune this trained checkpoint folder instead of training one first.",
-)
+@init_option("with --aat: fine-tune this trained checkpoint folder instead of training one first.")
 @data_options
 @click.option(
     "--work-dir",
@@ -372,17 +386,6 @@ def transcribe(
 @cli.group()
 def bench() -> None:
     """Long measurements (not unit tests): each writes a report folder (Markdown, CSV, charts)."""
-
-
-def report_option(name: str) -> Callable:
-    """`--report`: the bench's output folder, `bench/<name>` by default."""
-    return click.option(
-        "--report",
-        type=click.Path(path_type=Path),
-        default=Path("bench") / name,
-        show_default=True,
-        help="output folder.",
-    )
 
 
 def _int_list(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
@@ -556,20 +559,9 @@ def bench_speakers(
 @click.option(
     "--steps", type=click.IntRange(min=1), default=None, help="base training steps (default: the model config's)."
 )
-@click.option(
-    "--aat-steps",
-    type=click.IntRange(min=1),
-    default=None,
-    help="AAT fine-tuning steps (default: the model config's aat.steps).",
-)
+@aat_steps_option
 @aat_config_option
-@click.option(
-    "--init",
-    "init",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="a trained checkpoint folder to start from instead of training one.",
-)
+@init_option("a trained checkpoint folder to start from instead of training one.")
 @report_option("quant")
 @data_options
 @path_options

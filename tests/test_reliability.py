@@ -37,6 +37,11 @@ def _run(argv, capsys):
     return exc.value.code, (lines[0] if lines else err)
 
 
+def _build_argv(out: Path, work: Path, *args) -> list:
+    """`pipeline build --target watch` of the micro model with `args`, writing to `out` with its cache in `work`."""
+    return ["build", "--target", "watch", "--model", MICRO, *args, "--out", out, "--work-dir", work]
+
+
 def _snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
@@ -95,19 +100,7 @@ def test_build_refuses_a_device_folder_holding_a_user_file(tmp_path, capsys):
     (tmp_path / "D" / "watch").mkdir(parents=True)
     (tmp_path / "D" / "watch" / "mine.txt").write_text("keep me")
     code, err = _run(
-        [
-            "build",
-            "--target",
-            "watch",
-            "--model",
-            MICRO,
-            "--data",
-            "synth",
-            "--out",
-            tmp_path / "D",
-            "--work-dir",
-            tmp_path / "w",
-        ],
+        _build_argv(tmp_path / "D", tmp_path / "w", "--data", "synth"),
         capsys,
     )
     assert code == 2 and "did not write" in err and str(tmp_path / "D" / "watch") in err
@@ -117,19 +110,7 @@ def test_build_refuses_a_device_folder_holding_a_user_file(tmp_path, capsys):
 def test_a_work_folder_of_the_users_is_refused_and_ours_is_marked(tmp_path, capsys):
     before = _user_folder(tmp_path / "home")
     code, err = _run(
-        [
-            "build",
-            "--target",
-            "watch",
-            "--model",
-            MICRO,
-            "--data",
-            "synth",
-            "--out",
-            tmp_path / "dist",
-            "--work-dir",
-            tmp_path / "home",
-        ],
+        _build_argv(tmp_path / "dist", tmp_path / "home", "--data", "synth"),
         capsys,
     )
     assert code == 2 and "work folder" in err and _snapshot(tmp_path / "home") == before
@@ -143,19 +124,7 @@ def test_a_work_folder_of_the_users_is_refused_and_ours_is_marked(tmp_path, caps
 
 def test_out_and_work_folder_may_not_nest(tmp_path, capsys):
     code, err = _run(
-        [
-            "build",
-            "--target",
-            "watch",
-            "--model",
-            MICRO,
-            "--data",
-            "synth",
-            "--out",
-            tmp_path / "w" / "dist",
-            "--work-dir",
-            tmp_path / "w",
-        ],
+        _build_argv(tmp_path / "w" / "dist", tmp_path / "w", "--data", "synth"),
         capsys,
     )
     assert code == 2 and "overlap" in err
@@ -315,18 +284,7 @@ def test_a_test_transcript_the_vocabulary_cannot_spell_is_refused_before_trainin
     assert code == 2 and "test.jsonl" in err and "'é'" in err
     assert not (tmp_path / "w" / "cache").exists()
     code, err = _run(
-        [
-            "build",
-            "--target",
-            "watch",
-            "--model",
-            MICRO,
-            *data,
-            "--out",
-            tmp_path / "audio" / "d",
-            "--work-dir",
-            tmp_path / "w",
-        ],
+        _build_argv(tmp_path / "audio" / "d", tmp_path / "w", *data),
         capsys,
     )
     assert code == 2 and "never writes into a dataset" in err
@@ -344,37 +302,13 @@ def test_verify_refuses_a_negative_limit(tmp_path, capsys):
 
 def test_an_fsdd_folder_the_user_named_must_exist_no_silent_fallback(tmp_path, capsys):
     code, err = _run(
-        [
-            "build",
-            "--target",
-            "watch",
-            "--model",
-            MICRO,
-            "--fsdd-dir",
-            tmp_path / "nonexistent",
-            "--out",
-            tmp_path / "d",
-            "--work-dir",
-            tmp_path / "w",
-        ],
+        _build_argv(tmp_path / "d", tmp_path / "w", "--fsdd-dir", tmp_path / "nonexistent"),
         capsys,
     )
     assert code == 2 and "does not exist" in err and str(tmp_path / "nonexistent") in err
     (tmp_path / "file").write_text("x")
     code, err = _run(
-        [
-            "build",
-            "--target",
-            "watch",
-            "--model",
-            MICRO,
-            "--fsdd-dir",
-            tmp_path / "file",
-            "--out",
-            tmp_path / "d",
-            "--work-dir",
-            tmp_path / "w",
-        ],
+        _build_argv(tmp_path / "d", tmp_path / "w", "--fsdd-dir", tmp_path / "file"),
         capsys,
     )
     assert code == 2 and "is a file, not a folder" in err
@@ -385,21 +319,7 @@ def test_half_a_dataset_is_refused(tmp_path, capsys):
     for p in sorted((fsdd / "recordings").iterdir())[::2]:
         p.unlink()
     code, err = _run(
-        [
-            "build",
-            "--target",
-            "watch",
-            "--model",
-            MICRO,
-            "--data",
-            "fsdd",
-            "--fsdd-dir",
-            fsdd,
-            "--out",
-            tmp_path / "d",
-            "--work-dir",
-            tmp_path / "w",
-        ],
+        _build_argv(tmp_path / "d", tmp_path / "w", "--data", "fsdd", "--fsdd-dir", fsdd),
         capsys,
     )
     assert code == 2 and "is incomplete" in err
