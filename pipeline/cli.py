@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -53,9 +54,21 @@ def data_options(fn: Callable) -> Callable:
             help="your own test corpus (JSONL); repeatable.",
         ),
     ]
+
+    @functools.wraps(fn)
+    def wrapper(
+        *args: Any,
+        source: str,
+        fsdd_dir: Path | None,
+        train_manifest: Path | None,
+        test_manifest: tuple[Path, ...],
+        **kwargs: Any,
+    ) -> Any:
+        return fn(*args, data=DataOptions(source, fsdd_dir, train_manifest, tuple(test_manifest)), **kwargs)
+
     for opt in reversed(opts):
-        fn = opt(fn)
-    return fn
+        wrapper = opt(wrapper)
+    return wrapper
 
 
 aat_config_option = click.option(
@@ -121,12 +134,6 @@ def path_options(fn: Callable) -> Callable:
     )(fn)
 
 
-def _data(
-    source: str, fsdd_dir: Path | None, train_manifest: Path | None, test_manifest: tuple[Path, ...]
-) -> DataOptions:
-    return DataOptions(source, fsdd_dir, train_manifest, tuple(test_manifest))
-
-
 @click.group()
 @click.option("-v", "--verbose", is_flag=True, help="debug logging and tracebacks.")
 @click.pass_context
@@ -167,15 +174,12 @@ def build(
     method: str | None,
     tier: int | None,
     aat: bool | None,
-    source: str,
-    fsdd_dir: Path | None,
-    train_manifest: Path | None,
-    test_manifest: tuple[Path, ...],
+    data: DataOptions,
     out_dir: Path,
     work_dir: Path,
 ) -> None:
     """Data → train → int8 export → verify in the device runtime → dist/<target>/ + manifest.json."""
-    data, paths = _data(source, fsdd_dir, train_manifest, test_manifest), BuildPaths(out_dir, work_dir)
+    paths = BuildPaths(out_dir, work_dir)
     if all_targets == (target is not None):
         raise click.UsageError("give exactly one of --target NAME or --all-targets.")
     if all_targets:
@@ -243,10 +247,7 @@ def train(
     aat_steps: int | None,
     aat_config: Path | None,
     init: Path | None,
-    source: str,
-    fsdd_dir: Path | None,
-    train_manifest: Path | None,
-    test_manifest: tuple[Path, ...],
+    data: DataOptions,
     work_dir: Path,
 ) -> None:
     """Prepare data and train one model (or one set of sparsity tiers); writes a checkpoint folder (params.npz +
@@ -280,7 +281,7 @@ def train(
         cfg = dataclasses.replace(cfg, aat=recipe)
     method = method or "dense"
     check_method(method, cfg, tier)
-    cache, src = begin(cfg, _data(source, fsdd_dir, train_manifest, test_manifest), work_dir, [checkpoint_output(out)])
+    cache, src = begin(cfg, data, work_dir, [checkpoint_output(out)])
     cfg, corpus = stage_corpus(cache, cfg, src)
     feats = stage_features(cache, cfg, corpus)
     if base is None:
@@ -434,10 +435,7 @@ def bench_sparsity(
     steps: int | None,
     report: Path,
     merge: tuple[Path, ...],
-    source: str,
-    fsdd_dir: Path | None,
-    train_manifest: Path | None,
-    test_manifest: tuple[Path, ...],
+    data: DataOptions,
     out_dir: Path,
     work_dir: Path,
 ) -> None:
@@ -454,7 +452,7 @@ def bench_sparsity(
         model,
         chosen,
         tiers,
-        _data(source, fsdd_dir, train_manifest, test_manifest),
+        data,
         BuildPaths(out_dir, work_dir),
         report,
         steps,
@@ -508,10 +506,7 @@ def bench_speakers(
     tflm: bool,
     synthesized_only: bool,
     report: Path,
-    source: str,
-    fsdd_dir: Path | None,
-    train_manifest: Path | None,
-    test_manifest: tuple[Path, ...],
+    data: DataOptions,
     out_dir: Path,
     work_dir: Path,
 ) -> None:
@@ -531,7 +526,7 @@ def bench_speakers(
         raise click.BadParameter("give at least one seed.", param_hint="--seeds")
     run(
         model,
-        _data(source, fsdd_dir, train_manifest, test_manifest),
+        data,
         BuildPaths(out_dir, work_dir),
         report,
         seeds,
@@ -574,10 +569,7 @@ def bench_quant(
     aat_config: Path | None,
     init: Path | None,
     report: Path,
-    source: str,
-    fsdd_dir: Path | None,
-    train_manifest: Path | None,
-    test_manifest: tuple[Path, ...],
+    data: DataOptions,
     out_dir: Path,
     work_dir: Path,
 ) -> None:
@@ -594,7 +586,7 @@ def bench_quant(
         model,
         method,
         tiers or None,
-        _data(source, fsdd_dir, train_manifest, test_manifest),
+        data,
         BuildPaths(out_dir, work_dir),
         report,
         steps,
@@ -627,10 +619,7 @@ def bench_calibration(
     seeds: list[int],
     target: str,
     report: Path,
-    source: str,
-    fsdd_dir: Path | None,
-    train_manifest: Path | None,
-    test_manifest: tuple[Path, ...],
+    data: DataOptions,
     out_dir: Path,
     work_dir: Path,
 ) -> None:
@@ -643,7 +632,7 @@ def bench_calibration(
         init,
         tiers or None,
         seeds,
-        _data(source, fsdd_dir, train_manifest, test_manifest),
+        data,
         BuildPaths(out_dir, work_dir),
         report,
         target,
@@ -669,19 +658,14 @@ def bench_parity(
     init: Path,
     tier: int | None,
     utterances: int,
-    source: str,
-    fsdd_dir: Path | None,
-    train_manifest: Path | None,
-    test_manifest: tuple[Path, ...],
+    data: DataOptions,
     out_dir: Path,
     work_dir: Path,
 ) -> None:
     """Share of the int8 .tflite's outputs within one int8 step of the AAT emulation, on real utterances."""
     from .bench import bench_parity as run
 
-    tier, rates = run(
-        init, tier, _data(source, fsdd_dir, train_manifest, test_manifest), BuildPaths(out_dir, work_dir), utterances
-    )
+    tier, rates = run(init, tier, data, BuildPaths(out_dir, work_dir), utterances)
     click.echo(
         f"tier {tier}, {utterances} utterances: "
         + ", ".join(f"{k} {100 * v:.2f}%" for k, v in rates.items())
@@ -718,10 +702,7 @@ def bench_train_speed(
     variants: str,
     steps: int,
     rounds: int,
-    source: str,
-    fsdd_dir: Path | None,
-    train_manifest: Path | None,
-    test_manifest: tuple[Path, ...],
+    data: DataOptions,
     out_dir: Path,
     work_dir: Path,
 ) -> None:
@@ -740,7 +721,7 @@ def bench_train_speed(
     speeds = run(
         model,
         chosen,
-        _data(source, fsdd_dir, train_manifest, test_manifest),
+        data,
         BuildPaths(out_dir, work_dir),
         steps,
         rounds=rounds,
