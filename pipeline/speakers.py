@@ -68,11 +68,9 @@ class FoldRow:
 def _t_interval(values: list[float]) -> tuple[float, float]:
     if len(values) < 2:
         return (math.nan, math.nan)
-    m, half = (
-        statistics.fmean(values),
-        T975.get(len(values) - 1, 1.96) * statistics.stdev(values) / math.sqrt(len(values)),
-    )
-    return m - half, m + half
+    m = statistics.fmean(values)
+    half = T975.get(len(values) - 1, 1.96) * statistics.stdev(values) / math.sqrt(len(values))
+    return max(0.0, m - half), m + half  # a WER is never below 0
 
 
 def summarize(rows: list[FoldRow], test_set: str, column: str = "wer_int8") -> dict[str, Any]:
