@@ -153,7 +153,7 @@ def _synthesized_only(
     for spk in speakers:
         one = replace(every, splits={"train": every.splits["train"], "test_unseen": every.splits[spk]})
         rows += _measure_fold(cache, seed, Fold(spk, ()), trained.folder, export, one, False)
-    return [replace(r, fold="synthesized-only") for r in rows]
+    return rows
 
 
 def _measure_fold(
@@ -189,7 +189,9 @@ def _measure_fold(
             out[split] = {"utterances": len(refs), "words": sum(len(r.split()) for r in refs), "wer": wer}
         return out
 
-    key = {"export": export.key, "tflm": tflm, "splits": ["test_unseen", "test_voices"]}
+    # the test sets are part of the key: one export is measured on several corpora (--synthesized-only)
+    tests = {s: corpus.splits[s].name for s in ("test_unseen", "test_voices") if s in corpus.splits}
+    key = {"export": export.key, "tflm": tflm, "data": corpus.key, "tests": tests}
     m = cache.run("speakers", key, run).summary
     rows = []
     for split, test_set, who in (

@@ -85,8 +85,10 @@ def test_a_synthesized_only_model_is_tested_on_every_recording_of_each_fsdd_spea
         synthesized_only=True,
     )
     assert [(r.fold, r.held_out, r.test_set) for r in rows] == [
-        ("synthesized-only", "george", "recorded"),
-        ("synthesized-only", "theo", "recorded"),
+        ("george", "george", "recorded"),
+        ("theo", "theo", "recorded"),
     ]
     assert all(r.words == 20 for r in rows)  # 10 digits x 2 takes, every recording once
+    # one export measured on two speakers' recordings: two measurements, not one reused
+    assert len(list((tmp_path / "w" / "cache" / "speakers").glob("*/stage.json"))) == 2
     assert "synthesized speech only" in (tmp_path / "r" / "speakers.md").read_text()
