@@ -391,25 +391,8 @@ def _unprivileged() -> list[str]:
 
 def test_an_unreadable_dataset_folder_or_file_is_a_host_error(tmp_path):
     fsdd = make_fsdd_folder(tmp_path / "fsdd", per_digit=1)
-    args = [
-        *_unprivileged(),
-        sys.executable,
-        "-m",
-        "pipeline.cli",
-        "build",
-        "--target",
-        "watch",
-        "--model",
-        MICRO,
-        "--data",
-        "fsdd",
-        "--fsdd-dir",
-        str(fsdd),
-        "--out",
-        str(tmp_path / "d"),
-        "--work-dir",
-        str(tmp_path / "w"),
-    ]
+    build = _build_argv(tmp_path / "d", tmp_path / "w", "--data", "fsdd", "--fsdd-dir", fsdd)
+    args = [*_unprivileged(), sys.executable, "-m", "pipeline.cli", *map(str, build)]
     one = sorted((fsdd / "recordings").iterdir())[0]
     one.chmod(0o000)
     try:
