@@ -18,7 +18,13 @@ COPY pipeline ./pipeline
 COPY models ./models
 COPY targets ./targets
 COPY calibration ./calibration
-RUN pip install --no-cache-dir -c requirements.lock -e . \
+# gcc builds ttspico (SVOX Pico, a speech synthesizer shipped as source) and leaves again; flite is the optional
+# third synthesis engine (`synth_engines = [..., "flite"]`)
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev flite \
+    && pip install --no-cache-dir -c requirements.lock -e . \
+    && apt-get purge -y gcc libc6-dev && apt-get autoremove -y && rm -rf /var/lib/apt/lists/* \
     && pipeline --help > /dev/null \
     && mkdir -p /data /work \
     && chown 10001:10001 /work

@@ -16,7 +16,7 @@ from .errors import ConfigError
 from .frontend import FrontendConfig
 from .fsdd import FSDD_SPEAKERS
 from .sparsity import SparsityConfig
-from .synth import VARIANTS, VOICES, SynthRecipe
+from .synth import ENGINES, VARIANTS, VOICES, SynthRecipe
 from .tomlconf import check, load_dataclass, load_named, read_toml_with_extends, to_dict
 
 LSTM_WEIGHTS = ("kernel", "recurrent_kernel", "bias")
@@ -209,8 +209,12 @@ class DataConfig:
     # extra training utterances spoken by synthesized espeak-ng voices, mixed into a real corpus (FSDD) for speaker
     # variety; never used for testing
     synth_train_utterances: int = 1500
-    # how many espeak-ng voice+variant speakers say the synthesized training speech (besides the test voices)
+    # how many speakers of each engine say the synthesized training speech (besides the test voices); espeak-ng's
+    # are voice+variant pairs
     synth_speakers: int = 96
+    # the text-to-speech engines that say it (pipeline/synth.py ENGINES), each an equal share of the utterances;
+    # `flite` needs the Debian package of that name
+    synth_engines: tuple[str, ...] = ("espeak-ng",)
     # FSDD speakers held out of training: the unseen-speaker test (leave-one-speaker-out folds move it)
     fsdd_test_speakers: tuple[str, ...] = ("yweweler",)
     # espeak-ng voices (families of variants) that say no synthesized training speech; when set, a `test_voices`
@@ -235,6 +239,13 @@ class DataConfig:
             f"field `synth_speakers` must be in 1..{most} (espeak-ng voices and variants), got {self.synth_speakers}.",
         )
         check(self.train_utterances >= 1, f"field `train_utterances` must be >= 1, got {self.train_utterances}.")
+        check(
+            bool(self.synth_engines)
+            and len(set(self.synth_engines)) == len(self.synth_engines)
+            and all(e in ENGINES for e in self.synth_engines),
+            f"field `synth_engines` must name one or more distinct engines of {', '.join(ENGINES)}, got "
+            f"{list(self.synth_engines)}.",
+        )
         unknown = [s for s in self.fsdd_test_speakers if s not in FSDD_SPEAKERS]
         check(
             self.fsdd_test_speakers and not unknown and len(self.fsdd_test_speakers) < len(FSDD_SPEAKERS),

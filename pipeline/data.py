@@ -128,33 +128,51 @@ def prepare(src: DataSource, cfg: ModelConfig, out_dir: Path) -> dict[str, Path]
         fsdd = FsddRecipe.holding_out(cfg.data.fsdd_test_speakers, cfg.data.train_utterances)
         splits = prepare_fsdd(src.fsdd_dir, out_dir, cfg.frontend.sample_rate, fsdd, connect, cfg.data.seed)  # type: ignore[arg-type]
         if cfg.data.synth_train_utterances:
-            synth = SynthRecipe(
-                train_speakers=cfg.data.synth_speakers,
-                train_utterances=cfg.data.synth_train_utterances,
-                test_voices=cfg.data.synth_test_voices,
-            )
-            extra = prepare_synth(out_dir / "synth", cfg.frontend.sample_rate, synth, connect, cfg.data.seed)
-            mixed = list(read_manifest(splits["train"]).utterances)
-            mixed += [
-                replace(u, audio_filepath=f"synth/{u.audio_filepath}") for u in read_manifest(extra["train"]).utterances
-            ]
+            extra = prepare_synthesized(out_dir, cfg, connect, cfg.data.synth_train_utterances, "synth")
+            mixed = list(read_manifest(splits["train"]).utterances) + list(read_manifest(extra["train"]).utterances)
             write_manifest(splits["train"], mixed)
             if "test_voices" in extra:
-                held = [
-                    replace(u, audio_filepath=f"synth/{u.audio_filepath}")
-                    for u in read_manifest(extra["test_voices"]).utterances
-                ]
-                write_manifest(out_dir / "test_voices.jsonl", held)
+                write_manifest(out_dir / "test_voices.jsonl", read_manifest(extra["test_voices"]).utterances)
                 splits["test_voices"] = out_dir / "test_voices.jsonl"
         return splits
     if src.kind == "synth":
-        synth = SynthRecipe(
-            train_speakers=cfg.data.synth_speakers,
-            train_utterances=cfg.data.train_utterances,
-            test_voices=cfg.data.synth_test_voices,
-        )
-        return prepare_synth(out_dir, cfg.frontend.sample_rate, synth, connect, cfg.data.seed)
+        return prepare_synthesized(out_dir, cfg, connect, cfg.data.train_utterances, "")
     return dict(src.manifests or {})
+
+
+def prepare_synthesized(
+    out_dir: Path, cfg: ModelConfig, connect: ConnectRecipe, utterances: int, folder: str
+) -> dict[str, Path]:
+    """Synthesized connected digits from every engine of `cfg.data.synth_engines` (an equal share of `utterances`
+    each), written under `out_dir/folder` (espeak-ng) and `out_dir/<folder>-<engine>` (the others); returns
+    {split: manifest}, each engine's splits joined in one manifest in `out_dir` whose paths are relative to it."""
+    engines = cfg.data.synth_engines
+    shares = [utterances // len(engines) + (i < utterances % len(engines)) for i in range(len(engines))]
+    merged: dict[str, list] = {}
+    for engine, share in zip(engines, shares):
+        sub = folder if engine == "espeak-ng" else f"{folder}-{engine}".lstrip("-")
+        recipe = SynthRecipe(
+            train_speakers=cfg.data.synth_speakers,
+            train_utterances=max(1, share),
+            test_voices=cfg.data.synth_test_voices,
+            engine=engine,
+        )
+        splits = prepare_synth(
+            out_dir / sub if sub else out_dir, cfg.frontend.sample_rate, recipe, connect, cfg.data.seed
+        )
+        for split, path in splits.items():
+            rel = [
+                replace(u, audio_filepath=f"{sub}/{u.audio_filepath}") if sub else u
+                for u in read_manifest(path).utterances
+            ]
+            merged.setdefault(split, []).extend(rel)
+    out = {}
+    for split, utts in merged.items():
+        path = out_dir / f"{folder}{'_' if folder else ''}{split}.jsonl"
+        if folder or len(engines) > 1:
+            write_manifest(path, utts)
+        out[split] = path
+    return out
 
 
 def describe_split(kind: str, split: str, cfg: ModelConfig | None = None) -> str:

@@ -20,6 +20,7 @@ from .digits import ConnectRecipe
 from .errors import DataError, HostError, OutputError
 from .fsdd import FsddRecipe, check_complete, recordings_dir
 from .fsutil import check_replaceable, check_writable, free_bytes, inside
+from .synth import check_engine
 
 log = logging.getLogger(__name__)
 
@@ -188,5 +189,8 @@ def preflight(cfg: ModelConfig | None, src: DataSource | None, work_dir: Path | 
     check_paths(outputs, work_dir, src)
     if src is not None:
         check_corpus(src)
+        if cfg is not None and (src.kind == "synth" or (src.kind == "fsdd" and cfg.data.synth_train_utterances)):
+            for engine in cfg.data.synth_engines:
+                check_engine(engine)  # an engine that cannot run here is named before any stage
         if cfg is not None and work_dir is not None:
             check_resources(cfg, src, work_dir)

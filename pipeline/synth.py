@@ -1,9 +1,18 @@
-"""Offline speech: spoken digits synthesized with espeak-ng (library shipped by `espeakng-loader`).
+"""Offline speech: spoken digits synthesized by text-to-speech engines.
 
-Each synthetic "speaker" is an espeak-ng English voice with a variant, pitch, pitch
-range and rate; train and test speakers are disjoint. Digits are synthesized one
-word at a time, trimmed, resampled to the model rate and joined by the same
-connected-digit recipe as FSDD, so the two sources give the same splits.
+Engines (`ENGINES`):
+
+- `espeak-ng` (formant synthesis; the library ships in `espeakng-loader`): each speaker is an English voice with a
+  variant, pitch, pitch range and rate.
+- `pico` (SVOX Pico, HMM synthesis; `ttspico` on PyPI, built from source): its two English voices (en-US, en-GB,
+  both female) with a pitch, a rate and a vocal-tract scale.
+- `flite` (CMU Flite, unit selection / clustergen voices of real speakers; the Debian package `flite`, an optional
+  extra): its English voices awb, rms, slt, kal16 with a pitch, a duration stretch and a vocal-tract scale.
+
+The vocal-tract scale a of a pico or flite speaker plays the engine's audio a times faster: formants and pitch rise by
+a, the word gets 1/a as long, like a shorter (a > 1) or longer (a < 1) vocal tract. Train and test speakers are
+disjoint. Digits are synthesized one word at a time, trimmed, resampled to the model rate and joined by the same
+connected-digit recipe as FSDD, so every source gives the same splits.
 """
 
 from __future__ import annotations
@@ -12,8 +21,11 @@ import ctypes
 import itertools
 import logging
 import multiprocessing
+import shutil
+import subprocess
+import tempfile
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +38,9 @@ log = logging.getLogger(__name__)
 
 VOICES = ("en-us", "en", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-gb-x-gbclan", "en-gb-x-gbcwmd")
 VARIANTS = ("", "m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5", "klatt", "klatt2", "klatt3")
+ENGINES = ("espeak-ng", "pico", "flite")
+PICO_VOICES = ("en-US", "en-GB")
+FLITE_VOICES = ("awb", "rms", "slt", "kal16")
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _RATE, _PITCH, _RANGE = 1, 3, 4
 
@@ -37,15 +52,24 @@ class SynthRecipe:
     takes: int = 6  # recordings per digit per speaker; take 0 is the seen-speaker test take
     train_utterances: int = 3000
     test_voices: tuple[str, ...] = ()  # voices that say no training speech; they say the `test_voices` split
+    engine: str = "espeak-ng"
 
 
 @dataclass(frozen=True)
 class SynthSpeaker:
     name: str
     voice: str
-    pitch: int
-    pitch_range: int
-    rate: int
+    pitch: int  # espeak-ng: 0-100; pico: percent of the voice's own; flite: mean F0 in Hz
+    pitch_range: int  # espeak-ng only
+    rate: int  # espeak-ng: words per minute; pico: percent; flite: duration stretch in percent
+    engine: str = "espeak-ng"
+    tract: float = 1.0  # vocal-tract scale (pico, flite): the audio is played this much faster
+
+    def jittered(self, rng: np.random.Generator) -> tuple[int, int]:
+        """One take's rate and pitch: the speaker's own with a small random change."""
+        if self.engine == "espeak-ng":
+            return int(self.rate * rng.uniform(0.9, 1.1)), int(np.clip(self.pitch + rng.integers(-5, 6), 0, 100))
+        return int(self.rate * rng.uniform(0.92, 1.08)), int(self.pitch * rng.uniform(0.95, 1.05))
 
 
 class Espeak:
@@ -97,7 +121,11 @@ class Espeak:
         self._chunks = []
         # espeak-ng's noise sources draw from its own generator (seeded from the clock) and from
         # libc rand(): seed both per utterance so the same recipe synthesizes the same audio
-        seed = zlib.crc32(f"{text}|{speaker}|{rate}|{pitch}".encode())
+        who = (
+            f"SynthSpeaker(name={speaker.name!r}, voice={speaker.voice!r}, pitch={speaker.pitch}, "
+            f"pitch_range={speaker.pitch_range}, rate={speaker.rate})"
+        )
+        seed = zlib.crc32(f"{text}|{who}|{rate}|{pitch}".encode())
         self._lib.espeak_ng_SetRandSeed(seed)
         self._libc.srand(seed)
         data = text.encode() + b"\0"
@@ -105,6 +133,89 @@ class Espeak:
         if not self._chunks:
             raise DataError(f"espeak-ng produced no audio for {text!r} with voice {speaker.voice!r}.")
         return np.concatenate(self._chunks).astype(np.float32) / 32768.0
+
+
+class Pico:
+    """SVOX Pico through `ttspico`: 16 kHz speech, pitch and rate in percent of the voice's own."""
+
+    sample_rate = 16000
+
+    def __init__(self) -> None:
+        try:
+            import ttspico
+        except ImportError:
+            raise DataError("synthesized speech by `pico` needs the `ttspico` package (pip install ttspico).") from None
+        self._engines = {v: ttspico.TtsEngine(v) for v in PICO_VOICES}
+
+    def say(self, text: str, speaker: SynthSpeaker, rate: int, pitch: int) -> np.ndarray:
+        engine = self._engines[speaker.voice]
+        engine.set_property("rate", rate)
+        engine.set_property("pitch", pitch)
+        audio = engine.speak(text)
+        if not audio:
+            raise DataError(f"pico produced no audio for {text!r} with voice {speaker.voice!r}.")
+        return np.frombuffer(audio, np.int16).astype(np.float32) / 32768.0
+
+
+class Flite:
+    """CMU Flite's command-line synthesizer (Debian package `flite`): one call per word, WAV out."""
+
+    def __init__(self) -> None:
+        self._exe = shutil.which("flite")
+        if self._exe is None:
+            raise DataError(
+                "synthesized speech by `flite` needs CMU Flite's `flite` program on PATH (Debian: apt install flite)."
+            )
+        self._dir = tempfile.mkdtemp(prefix="pipeline-flite-")
+        self.sample_rate = 0
+
+    def say(self, text: str, speaker: SynthSpeaker, rate: int, pitch: int) -> np.ndarray:
+        import soundfile
+
+        out = f"{self._dir}/word.wav"
+        cmd = [self._exe, "-voice", speaker.voice, "--setf", f"int_f0_target_mean={pitch}"]
+        cmd += ["--setf", f"duration_stretch={rate / 100:.3f}", "-t", text, "-o", out]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise DataError(f"flite failed on {text!r} with voice {speaker.voice!r}: {done.stderr.strip()[:200]}")
+        x, self.sample_rate = soundfile.read(out, dtype="float32")
+        return x
+
+
+def _engine(name: str) -> Espeak | Pico | Flite:
+    return {"espeak-ng": Espeak, "pico": Pico, "flite": Flite}[name]()
+
+
+def check_engine(name: str) -> None:
+    """Raise DataError naming what to install when engine `name` cannot run here."""
+    if name == "pico":
+        Pico()
+    elif name == "flite":
+        Flite()
+    elif name == "espeak-ng":
+        try:
+            import espeakng_loader  # noqa: F401
+        except ImportError:
+            raise DataError(
+                "synthesized speech needs the `espeakng-loader` package (pip install espeakng-loader)."
+            ) from None
+
+
+def make_engine_speakers(n: int, rng: np.random.Generator, engine: str, voices: tuple[str, ...]) -> list[SynthSpeaker]:
+    """`n` speakers of a pico or flite voice set: voices in turn, each with a random pitch, rate and vocal-tract
+    scale (pico's voices are women's: scales below 1 and low pitches make men's voices of them)."""
+    out = []
+    for i in range(n):
+        voice = voices[int(rng.integers(len(voices)))]
+        tract = float(rng.uniform(0.8, 1.15))
+        if engine == "pico":
+            pitch, rate = int(rng.integers(60, 141)), int(rng.integers(80, 131))
+        else:
+            male = voice in ("awb", "rms", "kal16")
+            pitch = int(rng.integers(85, 151)) if male else int(rng.integers(150, 241))
+            rate = int(rng.integers(80, 126))
+        out.append(SynthSpeaker(f"{engine}{i:02d}", voice, pitch, 0, rate, engine, round(tract, 3)))
+    return out
 
 
 def make_speakers(n: int, rng: np.random.Generator, voices: tuple[str, ...] = VOICES) -> list[SynthSpeaker]:
@@ -128,9 +239,15 @@ def make_speakers(n: int, rng: np.random.Generator, voices: tuple[str, ...] = VO
     ]
 
 
-def _say_all(jobs: list[tuple[str, SynthSpeaker, int, int]]) -> tuple[int, list[np.ndarray]]:
-    engine = Espeak()
-    return engine.sample_rate, [engine.say(word, spk, rate, pitch) for word, spk, rate, pitch in jobs]
+def _say_all(engine_name: str, jobs: list[tuple[str, SynthSpeaker, int, int]]) -> list[tuple[int, np.ndarray]]:
+    """Every job's (sample rate, samples); a speaker's vocal-tract scale a is applied by reading the audio as if it
+    were sampled a times faster."""
+    engine = _engine(engine_name)
+    out = []
+    for word, spk, rate, pitch in jobs:
+        x = engine.say(word, spk, rate, pitch)
+        out.append((int(round(engine.sample_rate * spk.tract)), x))
+    return out
 
 
 def synthesize_recordings(
@@ -146,15 +263,17 @@ def synthesize_recordings(
     for spk in speakers:
         for take in range(takes):
             for digit, word in enumerate(DIGIT_WORDS):
-                rate = int(spk.rate * rng.uniform(0.9, 1.1))
-                pitch = int(np.clip(spk.pitch + rng.integers(-5, 6), 0, 100))
+                rate, pitch = spk.jittered(rng)
                 jobs.append((word, spk, rate, pitch))
                 keys.append((spk.name, digit, take))
                 gains.append(rng.uniform(-12, 0))
+    engines = {spk.engine for spk in speakers}
+    if len(engines) > 1:
+        raise ValueError(f"synthesize_recordings takes one engine's speakers, got {sorted(engines)}")
     with multiprocessing.get_context("spawn").Pool(1) as pool:
-        engine_rate, audio = pool.apply(_say_all, (jobs,))
+        audio = pool.apply(_say_all, (engines.pop() if engines else "espeak-ng", jobs))
     out = []
-    for (name, digit, take), x, gain in zip(keys, audio, gains):
+    for (name, digit, take), (engine_rate, x), gain in zip(keys, audio, gains):
         x = trim_silence(resample(x, engine_rate, sample_rate), sample_rate)
         x = x * (10 ** (gain / 20) / max(1e-6, float(np.abs(x).max())))
         out.append((Recording(name, digit, x.astype(np.float32)), take))
@@ -166,14 +285,18 @@ def prepare_synth(
 ) -> dict[str, Path]:
     """Write `train`, `test_seen`, `test_unseen` splits of synthesized connected digits."""
     rng = np.random.default_rng(seed)
-    voices = tuple(v for v in VOICES if v not in recipe.test_voices)
-    speakers = make_speakers(recipe.train_speakers + recipe.test_speakers, rng, voices)
+    total = recipe.train_speakers + recipe.test_speakers
+    if recipe.engine == "espeak-ng":
+        voices = tuple(v for v in VOICES if v not in recipe.test_voices)
+        speakers = make_speakers(total, rng, voices)
+    else:
+        speakers = make_engine_speakers(
+            total, rng, recipe.engine, PICO_VOICES if recipe.engine == "pico" else FLITE_VOICES
+        )
     train_spk = speakers[: recipe.train_speakers]
-    test_spk = [
-        SynthSpeaker(f"synth-test{i:02d}", s.voice, s.pitch, s.pitch_range, s.rate)
-        for i, s in enumerate(speakers[recipe.train_speakers :])
-    ]
-    log.info("synthesizing %d speakers x %d takes x 10 digits with espeak-ng", len(speakers), recipe.takes)
+    prefix = "synth" if recipe.engine == "espeak-ng" else recipe.engine
+    test_spk = [replace(s, name=f"{prefix}-test{i:02d}") for i, s in enumerate(speakers[recipe.train_speakers :])]
+    log.info("synthesizing %d speakers x %d takes x 10 digits with %s", len(speakers), recipe.takes, recipe.engine)
     train_recs = synthesize_recordings(train_spk, recipe.takes, sample_rate, rng)
     unseen = [r for r, _ in synthesize_recordings(test_spk, max(1, recipe.takes // 2), sample_rate, rng)]
     splits = {
@@ -183,7 +306,7 @@ def prepare_synth(
         "test_seen": build_split([r for r, t in train_recs if t == 0], out_dir, "test_seen", sample_rate, rng, connect),
         "test_unseen": build_split(unseen, out_dir, "test_unseen", sample_rate, rng, connect),
     }
-    if recipe.test_voices:
+    if recipe.test_voices and recipe.engine == "espeak-ng":
         held = [
             SynthSpeaker(f"synth-{s.voice}-{i:02d}", s.voice, s.pitch, s.pitch_range, s.rate)
             for i, s in enumerate(make_speakers(recipe.test_speakers, rng, recipe.test_voices))

@@ -54,3 +54,38 @@ def test_synthesized_training_speech_is_spoken_by_the_configured_number_of_voice
     train = {u.speaker for u in read_manifest(splits["train"]).utterances}
     unseen = {u.speaker for u in read_manifest(splits["test_unseen"]).utterances}
     assert len(train) == 3 and not train & unseen
+
+
+def test_every_configured_engine_says_its_share_of_the_synthesized_speech(tmp_path):
+    from dataclasses import replace
+
+    import numpy as np
+
+    from pipeline.audio import read_wav
+    from pipeline.config import load_model_config
+    from pipeline.corpus import read_manifest
+    from pipeline.data import prepare
+
+    cfg = load_model_config("tiny")
+    cfg = replace(
+        cfg, data=replace(cfg.data, train_utterances=41, synth_speakers=2, synth_engines=("espeak-ng", "pico"))
+    )
+    splits = prepare(resolve_source(DataOptions("synth")), cfg, tmp_path)
+    train = read_manifest(splits["train"])
+    by_engine = {}
+    for u in train.utterances:
+        by_engine.setdefault("pico" if u.speaker.startswith("pico") else "espeak-ng", []).append(u)
+    assert sorted(len(v) for v in by_engine.values()) == [20, 21]
+    for utts in by_engine.values():  # each engine's audio is there, readable and not silent
+        x = read_wav(train.audio_path(utts[0]), 8000)
+        assert np.abs(x).max() > 0.01
+    unseen = {u.speaker for u in read_manifest(splits["test_unseen"]).utterances}
+    assert {s.split("-")[0] for s in unseen} == {"synth", "pico"} and not unseen & {u.speaker for u in train.utterances}
+
+
+def test_an_engine_that_is_not_installed_is_named_with_what_to_install(monkeypatch):
+    from pipeline.synth import check_engine
+
+    monkeypatch.setenv("PATH", "")
+    with pytest.raises(DataError, match="apt install flite"):
+        check_engine("flite")
