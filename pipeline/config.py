@@ -220,6 +220,10 @@ class DataConfig:
     # espeak-ng voices (families of variants) that say no synthesized training speech; when set, a `test_voices`
     # split of connected digits spoken by them is held out (leave-one-voice-family-out folds)
     synth_test_voices: tuple[str, ...] = ()
+    # engines that say no training speech; when set, a `test_engines` split of connected digits said by speakers of
+    # each (as many as `synth_test_voices` gives a family) is held out: how the model does on a synthesizer it never
+    # heard
+    synth_test_engines: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("train_utterances", "synth_train_utterances"):
@@ -245,6 +249,13 @@ class DataConfig:
             and all(e in ENGINES for e in self.synth_engines),
             f"field `synth_engines` must name one or more distinct engines of {', '.join(ENGINES)}, got "
             f"{list(self.synth_engines)}.",
+        )
+        check(
+            all(e in ENGINES for e in self.synth_test_engines)
+            and len(set(self.synth_test_engines)) == len(self.synth_test_engines)
+            and not set(self.synth_test_engines) & set(self.synth_engines),
+            f"field `synth_test_engines` must name distinct engines of {', '.join(ENGINES)} that are not in "
+            f"`synth_engines`, got {list(self.synth_test_engines)}.",
         )
         unknown = [s for s in self.fsdd_test_speakers if s not in FSDD_SPEAKERS]
         check(

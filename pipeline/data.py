@@ -17,7 +17,7 @@ from .corpus import read_manifest, write_manifest
 from .digits import ConnectRecipe
 from .errors import ConfigError, DataError
 from .fsdd import FSDD_SPEAKERS, FsddRecipe, prepare_fsdd, recordings_digest, recordings_dir
-from .synth import SynthRecipe, prepare_synth
+from .synth import SynthRecipe, prepare_engine_test, prepare_synth
 from .tomlconf import to_dict
 
 log = logging.getLogger(__name__)
@@ -134,9 +134,12 @@ def prepare(src: DataSource, cfg: ModelConfig, out_dir: Path) -> dict[str, Path]
             if "test_voices" in extra:
                 write_manifest(out_dir / "test_voices.jsonl", read_manifest(extra["test_voices"]).utterances)
                 splits["test_voices"] = out_dir / "test_voices.jsonl"
+        splits.update(prepare_engine_tests(out_dir, cfg, connect))
         return splits
     if src.kind == "synth":
-        return prepare_synthesized(out_dir, cfg, connect, cfg.data.train_utterances, "")
+        splits = prepare_synthesized(out_dir, cfg, connect, cfg.data.train_utterances, "")
+        splits.update(prepare_engine_tests(out_dir, cfg, connect))
+        return splits
     return dict(src.manifests or {})
 
 
@@ -175,6 +178,21 @@ def prepare_synthesized(
     return out
 
 
+def prepare_engine_tests(out_dir: Path, cfg: ModelConfig, connect: ConnectRecipe) -> dict[str, Path]:
+    """{"test_engines": manifest} of speech said by `cfg.data.synth_test_engines` (none: {})."""
+    utts = []
+    for engine in cfg.data.synth_test_engines:
+        sub = f"held-{engine}"
+        path = prepare_engine_test(
+            out_dir / sub, cfg.frontend.sample_rate, engine, SynthRecipe(), connect, cfg.data.seed
+        )
+        utts += [replace(u, audio_filepath=f"{sub}/{u.audio_filepath}") for u in read_manifest(path).utterances]
+    if not utts:
+        return {}
+    write_manifest(out_dir / "test_engines.jsonl", utts)
+    return {"test_engines": out_dir / "test_engines.jsonl"}
+
+
 def describe_split(kind: str, split: str, cfg: ModelConfig | None = None) -> str:
     if kind == "fsdd" and cfg is not None and split in ("test_unseen", "test_seen"):
         held = cfg.data.fsdd_test_speakers
@@ -184,6 +202,9 @@ def describe_split(kind: str, split: str, cfg: ModelConfig | None = None) -> str
             )
         trained = "/".join(s for s in FSDD_SPEAKERS if s not in held)
         return f"FSDD speakers {trained}, recordings 0-4 (held out), connected 1-6 digits"
+    if split == "test_engines" and cfg is not None:
+        engines = ", ".join(cfg.data.synth_test_engines)
+        return f"speech synthesized by {engines} (an engine that says no training speech), connected 1-6 digits"
     if split == "test_voices" and cfg is not None:
         voices = ", ".join(cfg.data.synth_test_voices)
         return f"espeak-ng voices {voices} (no training speech in them), connected 1-6 digits"

@@ -189,8 +189,9 @@ def preflight(cfg: ModelConfig | None, src: DataSource | None, work_dir: Path | 
     check_paths(outputs, work_dir, src)
     if src is not None:
         check_corpus(src)
-        if cfg is not None and (src.kind == "synth" or (src.kind == "fsdd" and cfg.data.synth_train_utterances)):
-            for engine in cfg.data.synth_engines:
+        if cfg is not None and src.kind in ("fsdd", "synth"):
+            used = src.kind == "synth" or cfg.data.synth_train_utterances > 0
+            for engine in (cfg.data.synth_engines if used else ()) + cfg.data.synth_test_engines:
                 check_engine(engine)  # an engine that cannot run here is named before any stage
         if cfg is not None and work_dir is not None:
             check_resources(cfg, src, work_dir)

@@ -3,7 +3,8 @@
 Leave-one-speaker-out over every recorded FSDD speaker: fold k trains on the other four
 (plus synthesized voices) and tests on every recording of speaker k. Each fold also holds
 one or two espeak-ng voice families out of the synthesized training speech and tests on
-them (leave-one-voice-family-out), so five trainings measure both. Per fold: float and
+them (leave-one-voice-family-out), and on speech of every synthesis engine the recipe does not train on
+that runs here (`test_engines`: an engine it never heard), so five trainings measure all three. Per fold: float and
 int8 WER decoded in LiteRT (and TFLM with `tflm`); overall: the mean over folds, the
 worst fold and a 95% interval over folds (Student's t: the spread between speakers, which
 is what a new speaker draws from). Recipe choices are made on the mean and the worst fold.
@@ -25,7 +26,7 @@ from .calibrate import load_calibration_recipe
 from .checkpoint import ModelCheckpoint
 from .config import load_model_config
 from .data import DataOptions, resolve_source
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 from .evaluate import eval_sets
 from .export import GRAPHS
 from .fsdd import FSDD_SPEAKERS
@@ -33,11 +34,13 @@ from .fsutil import atomic_directory
 from .preflight import Output
 from .runtimes import LiteRTGraph, TFLMGraph
 from .stages import begin, stage_corpus, stage_export, stage_features, stage_fsdd_speakers, stage_train, transducer
-from .synth import VOICES
+from .synth import ENGINES, VOICES, check_engine
 from .targets import load_target
 from .verify import score
 
 log = logging.getLogger(__name__)
+SPLITS = ("test_unseen", "test_voices", "test_engines")
+TEST_SETS = ("recorded", "synthesized", "other engine")
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}  # Student's t, 97.5%
 
 
@@ -56,7 +59,7 @@ def make_folds(speakers: tuple[str, ...] = FSDD_SPEAKERS, voices: tuple[str, ...
 class FoldRow:
     seed: int
     fold: str  # the held-out FSDD speaker
-    test_set: str  # recorded (the held-out speaker) | synthesized (the held-out voice families)
+    test_set: str  # recorded (the held-out speaker) | synthesized (the held-out voice families) | other engine
     held_out: str  # who speaks the test set
     utterances: int
     words: int
@@ -118,6 +121,7 @@ def bench_speakers(
             "found."
         )
     recipe = load_calibration_recipe(profile.build.calibration)
+    cfg = replace(cfg, data=replace(cfg.data, synth_test_engines=other_engines(cfg)))
     rows: list[FoldRow] = []
     if synthesized_only:
         rows = [r for seed in seeds for r in _synthesized_only(cache, cfg, src, recipe, method, seed, steps, speakers)]
@@ -138,6 +142,21 @@ def bench_speakers(
             log.info("fold %s seed %d: %s", fold.speaker, seed, [asdict(r) for r in rows[-2:]])
     write_speakers_report(rows, out, cfg.name, steps or cfg.train.steps, seeds)
     return rows
+
+
+def other_engines(cfg: Any) -> tuple[str, ...]:
+    """The synthesis engines `cfg` does not train on that can run here (flite needs its Debian package)."""
+    out = []
+    for engine in ENGINES:
+        if engine in cfg.data.synth_engines:
+            continue
+        try:
+            check_engine(engine)
+        except DataError as exc:
+            log.warning("no %s test set: %s", engine, exc)
+            continue
+        out.append(engine)
+    return tuple(out)
 
 
 def _synthesized_only(
@@ -164,7 +183,7 @@ def _measure_fold(
     def run(tmp: Path) -> dict[str, Any]:
         ck = ModelCheckpoint.load(ckpt)
         out = {}
-        for split in ("test_unseen", "test_voices"):
+        for split in SPLITS:
             if split not in corpus.splits:
                 continue
             feats, refs, seconds = eval_sets(corpus, ck, only=split)[split]
@@ -190,13 +209,14 @@ def _measure_fold(
         return out
 
     # the test sets are part of the key: one export is measured on several corpora (--synthesized-only)
-    tests = {s: corpus.splits[s].name for s in ("test_unseen", "test_voices") if s in corpus.splits}
+    tests = {s: corpus.splits[s].name for s in SPLITS if s in corpus.splits}
     key = {"export": export.key, "tflm": tflm, "data": corpus.key, "tests": tests}
     m = cache.run("speakers", key, run).summary
     rows = []
     for split, test_set, who in (
         ("test_unseen", "recorded", fold.speaker),
         ("test_voices", "synthesized", "+".join(fold.voices)),
+        ("test_engines", "other engine", "+".join(held_engines(corpus))),
     ):
         if split in m:
             e = m[split]
@@ -214,6 +234,15 @@ def _measure_fold(
                 )
             )
     return rows
+
+
+def held_engines(corpus: Any) -> list[str]:
+    """The engines that say a corpus's `test_engines` split, from its speakers' names (`<engine>-held<k>`)."""
+    if "test_engines" not in corpus.splits:
+        return []
+    from .corpus import read_manifest
+
+    return sorted({u.speaker.rsplit("-held", 1)[0] for u in read_manifest(corpus.splits["test_engines"]).utterances})
 
 
 def _pct(x: float | None) -> str:
@@ -237,7 +266,8 @@ def write_speakers_report(rows: list[FoldRow], out: Path, model: str, steps: int
             "",
             "Leave-one-speaker-out over the FSDD speakers (each fold trains on the other four and synthesized voices) "
             "and "
-            "leave-one-voice-family-out over the espeak-ng voices (each fold's families say no training speech). "
+            "leave-one-voice-family-out over the espeak-ng voices (each fold's families say no training speech), and "
+            "speech of the synthesis engines the recipe does not train on (other engine). "
             "WER decoded in LiteRT (int8 in TFLM where given).",
             "",
             "| fold | seed | test set | held out | words | float | int8 | int8 - float | int8 TFLM |",
@@ -254,7 +284,7 @@ def write_speakers_report(rows: list[FoldRow], out: Path, model: str, steps: int
             "| test set | WER | mean over folds | worst fold | 95% interval over folds |",
             "| --- | --- | ---: | --- | --- |",
         ]
-        for test_set in ("recorded", "synthesized"):
+        for test_set in TEST_SETS:
             for column, label in (("wer_float", "float"), ("wer_int8", "int8 LiteRT"), ("wer_int8_tflm", "int8 TFLM")):
                 s = summarize(rows, test_set, column)
                 if s:
@@ -264,8 +294,9 @@ def write_speakers_report(rows: list[FoldRow], out: Path, model: str, steps: int
                         f"{_pct(lo)} .. {_pct(hi)} |"
                     )
         (tmp / "speakers.md").write_text("\n".join(lines) + "\n")
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-        for ax, test_set in zip(axes, ("recorded", "synthesized")):
+        present = [t for t in TEST_SETS if any(r.test_set == t for r in rows)] or ["recorded"]
+        fig, axes = plt.subplots(1, len(present), figsize=(5.5 * len(present), 4), squeeze=False)
+        for ax, test_set in zip(axes[0], present):
             sub = [r for r in rows if r.test_set == test_set]
             names = list(dict.fromkeys(r.held_out for r in sub))
             for k, (column, label) in enumerate((("wer_float", "float"), ("wer_int8", "int8"))):

@@ -314,3 +314,20 @@ def prepare_synth(
         recs = [r for r, _ in synthesize_recordings(held, max(1, recipe.takes // 2), sample_rate, rng)]
         splits["test_voices"] = build_split(recs, out_dir, "test_voices", sample_rate, rng, connect)
     return splits
+
+
+def prepare_engine_test(
+    out_dir: Path, sample_rate: int, engine: str, recipe: SynthRecipe, connect: ConnectRecipe, seed: int
+) -> Path:
+    """A `test_engines` split: connected digits said by `recipe.test_speakers` speakers of `engine`, which says no
+    training speech (their own seed, so the speakers do not depend on what else the corpus holds)."""
+    rng = np.random.default_rng([seed, ENGINES.index(engine), 1])
+    if engine == "espeak-ng":
+        speakers = make_speakers(recipe.test_speakers, rng)
+    else:
+        speakers = make_engine_speakers(
+            recipe.test_speakers, rng, engine, PICO_VOICES if engine == "pico" else FLITE_VOICES
+        )
+    held = [replace(s, name=f"{engine}-held{i:02d}") for i, s in enumerate(speakers)]
+    recs = [r for r, _ in synthesize_recordings(held, max(1, recipe.takes // 2), sample_rate, rng)]
+    return build_split(recs, out_dir, "test_engines", sample_rate, rng, connect)

@@ -89,3 +89,20 @@ def test_an_engine_that_is_not_installed_is_named_with_what_to_install(monkeypat
     monkeypatch.setenv("PATH", "")
     with pytest.raises(DataError, match="apt install flite"):
         check_engine("flite")
+
+
+def test_a_held_out_engine_says_a_test_split_and_no_training_speech(tmp_path):
+    from dataclasses import replace
+
+    from pipeline.config import load_model_config
+    from pipeline.corpus import read_manifest
+    from pipeline.data import prepare
+
+    cfg = load_model_config("tiny")
+    cfg = replace(cfg, data=replace(cfg.data, train_utterances=20, synth_speakers=2, synth_test_engines=("pico",)))
+    splits = prepare(resolve_source(DataOptions("synth")), cfg, tmp_path)
+    held = {u.speaker for u in read_manifest(splits["test_engines"]).utterances}
+    assert held and all(s.startswith("pico-held") for s in held)
+    assert not any(u.speaker.startswith("pico") for u in read_manifest(splits["train"]).utterances)
+    with pytest.raises(ConfigError, match="synth_test_engines"):
+        replace(cfg.data, synth_engines=("espeak-ng", "pico"), synth_test_engines=("pico",))

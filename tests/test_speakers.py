@@ -5,8 +5,9 @@ import csv
 import pytest
 
 from pipeline.build import BuildPaths
+from pipeline.config import load_model_config
 from pipeline.data import DataOptions
-from pipeline.speakers import FoldRow, make_folds, summarize
+from pipeline.speakers import FoldRow, make_folds, other_engines, summarize
 from pipeline.synth import VOICES
 from tests.conftest import FIXTURES, make_fsdd_folder
 
@@ -53,15 +54,17 @@ def test_bench_speakers_trains_one_model_per_fold_and_reports_both_held_out_sets
         speakers=("george", "yweweler"),
     )
     assert [(r.fold, r.test_set) for r in rows] == [
-        ("george", "recorded"),
-        ("george", "synthesized"),
-        ("yweweler", "recorded"),
-        ("yweweler", "synthesized"),
+        (fold, test_set) for fold in ("george", "yweweler") for test_set in ("recorded", "synthesized", "other engine")
     ]
     assert rows[0].held_out == "george" and rows[1].held_out == "+".join(make_folds(("george", "yweweler"))[0].voices)
+    # every engine the recipe does not train on that runs here: SVOX Pico always (a dependency), Flite where installed
+    assert (
+        rows[2].held_out == "+".join(sorted(other_engines(load_model_config(str(model)))))
+        and "pico" in rows[2].held_out
+    )
     assert all(r.words > 0 and 0 <= r.wer_int8 for r in rows)
     with open(tmp_path / "r" / "speakers.csv") as fh:
-        assert len(list(csv.DictReader(fh))) == 4
+        assert len(list(csv.DictReader(fh))) == 6
     md = (tmp_path / "r" / "speakers.md").read_text()
     assert "| recorded | int8 LiteRT |" in md and (tmp_path / "r" / "speakers.png").stat().st_size > 1000
     # the held-out speaker's recordings are the fold's unseen test and nowhere in its training split
