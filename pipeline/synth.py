@@ -20,9 +20,10 @@ from __future__ import annotations
 import ctypes
 import itertools
 import logging
-import multiprocessing
+import pickle
 import shutil
 import subprocess
+import sys
 import tempfile
 import zlib
 from dataclasses import dataclass, replace
@@ -250,6 +251,25 @@ def _say_all(engine_name: str, jobs: list[tuple[str, SynthSpeaker, int, int]]) -
     return out
 
 
+def _say_all_in_child(engine: str, jobs: list[tuple[str, SynthSpeaker, int, int]]) -> list[tuple[int, np.ndarray]]:
+    """`_say_all` in a fresh interpreter (`python -m pipeline.synth_worker`) that imports nothing else: espeak-ng
+    keeps state across utterances inside the library, and SVOX Pico crashes in a process that has loaded
+    TensorFlow. A worker that dies is a DataError naming the engine, not a hang."""
+    with tempfile.TemporaryDirectory(prefix="pipeline-synth-") as tmp:
+        jobs_file, out_file = Path(tmp) / "jobs.pkl", Path(tmp) / "audio.pkl"
+        jobs_file.write_bytes(pickle.dumps((engine, jobs)))
+        done = subprocess.run(
+            [sys.executable, "-m", "pipeline.synth_worker", str(jobs_file), str(out_file)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0 or not out_file.is_file():
+            tail = done.stderr.strip().splitlines()[-1:] or [f"exit status {done.returncode}"]
+            raise DataError(f"the {engine} synthesizer failed in its worker process: {tail[0][:300]}")
+        return pickle.loads(out_file.read_bytes())
+
+
 def synthesize_recordings(
     speakers: list[SynthSpeaker], takes: int, sample_rate: int, rng: np.random.Generator
 ) -> list[tuple[Recording, int]]:
@@ -270,8 +290,7 @@ def synthesize_recordings(
     engines = {spk.engine for spk in speakers}
     if len(engines) > 1:
         raise ValueError(f"synthesize_recordings takes one engine's speakers, got {sorted(engines)}")
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        audio = pool.apply(_say_all, (engines.pop() if engines else "espeak-ng", jobs))
+    audio = _say_all_in_child(engines.pop() if engines else "espeak-ng", jobs)
     out = []
     for (name, digit, take), (engine_rate, x), gain in zip(keys, audio, gains):
         x = trim_silence(resample(x, engine_rate, sample_rate), sample_rate)

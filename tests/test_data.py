@@ -106,3 +106,10 @@ def test_a_held_out_engine_says_a_test_split_and_no_training_speech(tmp_path):
     assert not any(u.speaker.startswith("pico") for u in read_manifest(splits["train"]).utterances)
     with pytest.raises(ConfigError, match="synth_test_engines"):
         replace(cfg.data, synth_engines=("espeak-ng", "pico"), synth_test_engines=("pico",))
+
+
+def test_a_synthesizer_that_dies_in_its_worker_is_an_error_not_a_hang():
+    from pipeline.synth import SynthSpeaker, _say_all_in_child
+
+    with pytest.raises(DataError, match="the no-such-engine synthesizer failed in its worker process: KeyError"):
+        _say_all_in_child("no-such-engine", [("one", SynthSpeaker("s", "v", 50, 50, 150), 150, 50)])
