@@ -19,5 +19,5 @@ build: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check pipeline tests
+	$(VENV)/bin/ruff format --check pipeline tests examples
 	$(VENV)/bin/python -m pytest -q $(ARGS)

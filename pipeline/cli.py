@@ -36,7 +36,7 @@ def data_options(fn: Callable) -> Callable:
             type=click.Choice(SOURCES),
             default=DATA_DEFAULTS.source,
             show_default=True,
-            help="auto: FSDD if found, else speech synthesized with espeak-ng.",
+            help="auto: FSDD if found, else synthesized speech (the model's data.synth_engines).",
         ),
         click.option(
             "--fsdd-dir",

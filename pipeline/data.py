@@ -29,15 +29,15 @@ SPLIT_DESCRIPTIONS = {
         "test_seen": "FSDD speakers george/jackson/nicolas/theo, recordings 0-4 (held out), connected 1-6 digits",
     },
     "synth": {
-        "test_unseen": "espeak-ng voices never seen in training, connected 1-6 digits",
-        "test_seen": "training espeak-ng voices, held-out takes, connected 1-6 digits",
+        "test_unseen": "synthesized voices never seen in training, connected 1-6 digits",
+        "test_seen": "training synthesized voices, held-out takes, connected 1-6 digits",
     },
 }
 
 
 # what a build trained and evaluated on synthesized speech alone says about its figures (manifest `evaluation.caveat`)
 SYNTH_CAVEAT = (
-    "trained and evaluated on speech synthesized with espeak-ng only: these WERs say nothing about recorded "
+    "trained and evaluated on synthesized speech only: these WERs say nothing about recorded "
     "speech, on which such a model does far worse; build with FSDD or your own recorded corpus before shipping"
 )
 
@@ -105,7 +105,7 @@ def resolve_source(opts: DataOptions) -> DataSource:
         rec = recordings_dir(fsdd_dir)
         return DataSource("fsdd", recordings_digest(rec, FsddRecipe().speakers), fsdd_dir=fsdd_dir)
     if opts.source == "auto":
-        log.warning("FSDD not found at %s: training on speech synthesized with espeak-ng", fsdd_dir)
+        log.warning("FSDD not found at %s: training on synthesized speech", fsdd_dir)
     import espeakng_loader
 
     return DataSource("synth", hashlib.sha256(Path(espeakng_loader.get_library_path()).read_bytes()).hexdigest())
@@ -208,4 +208,7 @@ def describe_split(kind: str, split: str, cfg: ModelConfig | None = None) -> str
     if split == "test_voices" and cfg is not None:
         voices = ", ".join(cfg.data.synth_test_voices)
         return f"espeak-ng voices {voices} (no training speech in them), connected 1-6 digits"
+    if kind == "synth" and cfg is not None and split in ("test_unseen", "test_seen"):
+        engines = " and ".join(cfg.data.synth_engines)
+        return SPLIT_DESCRIPTIONS["synth"][split].replace("synthesized voices", f"{engines} voices")
     return SPLIT_DESCRIPTIONS.get(kind, {}).get(split, f"user corpus {split}")

@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 
+from examples.streaming_decoder import StreamingDecoder, read_wav
 from pipeline.build import BuildPaths, build
 from pipeline.data import DataOptions
 from pipeline.errors import ArtifactError
@@ -15,7 +16,6 @@ from pipeline.manifest import validate_manifest
 from pipeline.verify import verify_dist
 from tests.conftest import FIXTURES
 from tests.helpers import run_cli
-from tests.manifest_client import ManifestDecoder
 
 pytestmark = pytest.mark.slow
 
@@ -116,16 +116,24 @@ def test_manifest_reports_float_int8_and_tflm_wer_on_held_out_sets(built):
     assert m["build"]["tool_versions"]["tensorflow"].startswith("2.21")
 
 
-def test_decoding_with_only_the_manifest_matches_the_pipeline(built):
-    """An app's decoder, written from the manifest alone, gets the same words as our int8 LiteRT decode."""
+@pytest.mark.parametrize("block", [1, 37, 240, 1600, 10**6])
+def test_the_example_decoder_streaming_from_the_manifest_alone_gets_the_pipelines_words(built, block):
+    """examples/streaming_decoder.py (no `pipeline` import: the manifest and the graphs only), fed the audio in blocks
+    of `block` samples, gets the same words as our int8 LiteRT decode of the whole utterance."""
     from pipeline.corpus import read_manifest
 
     paths, manifest_path, _ = built
-    client = ManifestDecoder(manifest_path.parent)
+    decoder = StreamingDecoder(manifest_path.parent)
     data_root = next((paths.work_dir / "cache" / "data").iterdir())
     corpus = read_manifest(data_root / "test_unseen.jsonl")
     ours = _pipeline_hypotheses(paths, manifest_path, corpus, 5)
-    theirs = [client.decode(corpus.audio_path(u)) for u in corpus.utterances[:5]]
+    theirs = []
+    for u in corpus.utterances[:5]:
+        decoder.reset()
+        audio = read_wav(corpus.audio_path(u), decoder.m["frontend"]["sample_rate"])
+        for start in range(0, len(audio), block):
+            decoder.accept(audio[start : start + block])
+        theirs.append(decoder.finish())
     assert theirs == ours
 
 
@@ -374,7 +382,7 @@ def test_speaker_ships_sparse_encoded_weights_that_decode_like_the_dense_ones(bu
         e["values"] + e["index"] for e in encoded
     )
     assert verify_dist(manifest.parent) == {"litert": None}  # loads and runs with the resolver the manifest names
-    words = ManifestDecoder(manifest.parent)  # an app team's decoder, from the manifest alone
+    words = StreamingDecoder(manifest.parent)  # an app team's decoder, from the manifest alone
     assert set(words.graphs) == {"encoder", "predictor", "joiner"}
 
 
@@ -596,7 +604,7 @@ def test_aat_artifacts_carry_the_learned_ranges_and_pass_every_verification(buil
     out = next(t for t in m["graphs"]["encoder"]["outputs"] if t["name"] == "encoder_out")
     scale, zp = int8_params(*ck.tier_ranges(0)["enc_proj"])
     assert out["scale"] == pytest.approx(scale, rel=1e-5) and out["zero_point"] == zp
-    assert m["model"]["method"] == "dense" and ManifestDecoder(manifest_path.parent).graphs
+    assert m["model"]["method"] == "dense" and StreamingDecoder(manifest_path.parent).graphs
 
 
 def test_bench_parity_on_real_utterances_of_the_aat_checkpoint(built_aat):

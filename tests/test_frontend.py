@@ -89,19 +89,17 @@ def test_streaming_mean_normalization_fits_unit_variance_and_removes_a_static_of
 def test_the_manifest_frontend_formula_gives_the_reference_features(prior_frames, edge, tone_wav):
     from dataclasses import replace
 
+    from examples.streaming_decoder import Frontend
     from pipeline.audio import read_wav
     from pipeline.config import load_model_config
     from pipeline.manifest import frontend_section
-    from tests.manifest_client import ManifestDecoder
 
     cfg = load_model_config("tiny")
     cfg = replace(cfg, frontend=replace(cfg.frontend, cmn_prior_frames=prior_frames))
     x = read_wav(tone_wav, cfg.frontend.sample_rate)
     norm = Normalizer.fit([log_mel(x, cfg.frontend) + 1.0, log_mel(x[::-1].copy(), cfg.frontend)], prior_frames)
-    client = ManifestDecoder.__new__(ManifestDecoder)  # only its frontend: the manifest's section, no graphs
-    client.m = {"frontend": frontend_section(cfg, norm, edge, "why")}
-    assert (
-        client.m["frontend"]["cmn_prior_frames"] == prior_frames
-        and client.m["frontend"]["edge_padding_samples"] == edge
-    )
-    np.testing.assert_allclose(client.features(tone_wav), norm(log_mel(pad_edges(x, edge), cfg.frontend)), atol=1e-4)
+    section = frontend_section(cfg, norm, edge, "why")
+    assert section["cmn_prior_frames"] == prior_frames and section["edge_padding_samples"] == edge
+    client = Frontend(section)  # the example decoder's frontend, from the manifest's section alone
+    whole = np.concatenate([client.accept(x[:1000]), client.accept(x[1000:1003]), client.accept(x[1003:], last=True)])
+    np.testing.assert_allclose(whole, norm(log_mel(pad_edges(x, edge), cfg.frontend)), atol=1e-4)

@@ -1,0 +1,197 @@
+"""Reference decoder for the pipeline's int8 artifacts: copy this file into your app.
+
+It knows only `manifest.json` and the three `.tflite` files beside it (see docs/manifest.md, the contract it
+follows) and needs NumPy and `ai-edge-litert`. Audio goes in as it arrives, in chunks of any size; words come out as
+soon as the encoder has seen them:
+
+    decoder = StreamingDecoder("dist/phone")
+    for block in microphone_blocks():          # float samples in [-1, 1], mono, manifest frontend.sample_rate
+        print(decoder.accept(block))           # the words so far
+    print(decoder.finish())                    # the final words; then decoder.reset() for the next utterance
+
+or, for a 16-bit mono WAV file at the model's rate: `python streaming_decoder.py dist/phone speech.wav`.
+
+The watch target's graphs run the same way in TFLite Micro (same tensors, same arithmetic); this file uses LiteRT.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import wave
+from pathlib import Path
+
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+
+class Graph:
+    """One int8 graph: named float inputs in, named float outputs out (quantized with each tensor's own scale and zero
+    point as the manifest gives them)."""
+
+    def __init__(self, path: Path, spec: dict, resolver: OpResolverType) -> None:
+        self.it = Interpreter(model_path=str(path), experimental_op_resolver_type=resolver)
+        self.it.allocate_tensors()
+        index = {d["name"]: d["index"] for d in self.it.get_input_details() + self.it.get_output_details()}
+        self.inputs = {t["name"]: (t, index[t["tensor_name"]]) for t in spec["inputs"]}
+        self.outputs = {t["name"]: (t, index[t["tensor_name"]]) for t in spec["outputs"]}
+
+    def __call__(self, **inputs: np.ndarray) -> dict[str, np.ndarray]:
+        for name, (t, idx) in self.inputs.items():
+            x = np.asarray(inputs[name], np.float32).reshape(t["shape"])
+            if t["dtype"] == "int8":  # round half to even, then saturate
+                x = np.clip(np.round(x / t["scale"]) + t["zero_point"], -128, 127).astype(np.int8)
+            self.it.set_tensor(idx, x)
+        self.it.invoke()
+        out = {}
+        for name, (t, idx) in self.outputs.items():
+            y = self.it.get_tensor(idx)
+            out[name] = (y.astype(np.float32) - t["zero_point"]) * t["scale"] if t["dtype"] == "int8" else y
+        return out
+
+
+class Frontend:
+    """The manifest's `frontend.formula`, frame by frame: frames depend only on their own samples and the running
+    mean only on earlier frames, so features computed as audio streams in equal the whole utterance's."""
+
+    def __init__(self, fe: dict) -> None:
+        self.fe = fe
+        self.win, self.hop = fe["win_samples"], fe["hop_samples"]
+        self.window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(self.win) / self.win)  # periodic Hann
+        self.fbank = np.array(fe["mel_filterbank"], np.float64)
+        self.mean, self.std = np.array(fe["mean"], np.float64), np.array(fe["std"], np.float64)
+        self.prior = fe.get("cmn_prior_frames", 0)
+        self.reset()
+
+    def reset(self) -> None:
+        self.samples = np.zeros(self.fe.get("edge_padding_samples", 0))  # the leading zeros of the contract
+        self.sum = self.prior * self.mean
+        self.frames = 0
+
+    def accept(self, samples: np.ndarray, last: bool = False) -> np.ndarray:
+        """Features of every whole frame the audio so far completes (`last`: the trailing zeros are added first)."""
+        parts = [self.samples, np.asarray(samples, np.float64)]
+        if last:
+            parts.append(np.zeros(self.fe.get("edge_padding_samples", 0)))
+        x = np.concatenate(parts)
+        n = 0 if len(x) < self.win else 1 + (len(x) - self.win) // self.hop
+        if n == 0:
+            self.samples = x
+            return np.zeros((0, len(self.mean)), np.float32)
+        frames = np.stack([x[i * self.hop : i * self.hop + self.win] * self.window for i in range(n)])
+        spec = np.abs(np.fft.rfft(frames, n=self.fe["n_fft"], axis=1)) ** 2
+        logmel = np.log(np.maximum(spec @ self.fbank.T, self.fe["log_floor"]))
+        if self.prior:  # running mean: the training mean counted as `prior` frames, then every frame so far
+            counts = self.prior + self.frames + np.arange(1, n + 1)[:, None]
+            mean = (self.sum + np.cumsum(logmel, axis=0)) / counts
+            self.sum = self.sum + logmel.sum(axis=0)
+        else:
+            mean = self.mean
+        self.frames += n
+        self.samples = x[n * self.hop :]
+        return ((logmel - mean) / self.std).astype(np.float32)
+
+
+class StreamingDecoder:
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.m = json.loads((self.folder / "manifest.json").read_text())
+        resolver = getattr(OpResolverType, self.m["model"]["sparsity"].get("litert_op_resolver", "AUTO"))
+        self.graphs = {name: Graph(self.folder / g["file"], g, resolver) for name, g in self.m["graphs"].items()}
+        self.frontend = Frontend(self.m["frontend"])
+        self.st, self.dec, self.tok = self.m["streaming"], self.m["decode"], self.m["tokenizer"]
+        self.shapes = {t["name"]: t["shape"] for g in self.m["graphs"].values() for t in g["inputs"]}
+        self.reset()
+
+    def reset(self) -> None:
+        """Ready for a new utterance: states at their initial values, the predictor run once on `start_token`."""
+        self.frontend.reset()
+        self.states = {
+            s["input"]: np.full(self.shapes[s["input"]], s["initial_value"], np.float32) for s in self.st["states"]
+        }
+        self.pending = np.zeros((0, len(self.frontend.mean)), np.float32)  # feature frames not yet encoded
+        self.features_seen = 0
+        self.encoder_frames_done = 0
+        self.emitted: list[int] = []
+        self.pred = self._predictor(self.dec["start_token"])
+
+    def _states_of(self, graph: str) -> list[dict]:
+        return [s for s in self.st["states"] if s["graph"] == graph]
+
+    def _predictor(self, k: int) -> np.ndarray:
+        """Run the predictor on token k (one-hot); its output and state replace the previous ones."""
+        onehot = np.zeros((1, len(self.tok["vocab"])), np.float32)
+        onehot[0, k] = 1.0
+        states = self._states_of("predictor")
+        out = self.graphs["predictor"](token=onehot, **{s["input"]: self.states[s["input"]] for s in states})
+        for s in states:
+            self.states[s["input"]] = out[s["output"]]
+        return out[self.dec["predictor_output"]]
+
+    def _encode(self, chunk: np.ndarray, valid_frames: int) -> None:
+        """One encoder call on `chunk_feature_frames` frames; greedy search over its first `valid_frames` frames."""
+        states = self._states_of("encoder")
+        out = self.graphs["encoder"](features=chunk[None], **{s["input"]: self.states[s["input"]] for s in states})
+        for s in states:
+            self.states[s["input"]] = out[s["output"]]
+        for frame in out[self.dec["encoder_output"]][0][:valid_frames]:
+            for _ in range(self.dec["max_symbols_per_frame"]):
+                logits = self.graphs["joiner"](encoder_frame=frame[None], predictor_out=self.pred)
+                k = int(np.argmax(logits[self.dec["joiner_output"]]))  # ties: the first index
+                if k == self.tok["blank_id"]:
+                    break
+                self.emitted.append(k)
+                self.pred = self._predictor(k)
+        self.encoder_frames_done += valid_frames
+
+    def _words(self) -> str:
+        return " ".join("".join(self.tok["vocab"][k] for k in self.emitted).split())
+
+    def accept(self, samples: np.ndarray) -> str:
+        """Feed audio (float, [-1, 1], mono, at `frontend.sample_rate`); returns the words so far."""
+        feats = self.frontend.accept(samples)
+        self.features_seen += len(feats)
+        self.pending = np.concatenate([self.pending, feats])
+        c = self.st["chunk_feature_frames"]
+        while len(self.pending) >= c:
+            self._encode(self.pending[:c], self.st["encoder_frames_per_chunk"])
+            self.pending = self.pending[c:]
+        return self._words()
+
+    def finish(self) -> str:
+        """End of the utterance: the trailing zeros, the last chunk padded with `last_chunk_pad_value`, and only the
+        encoder frames the audio fills (ceil(feature frames / stack) in all)."""
+        feats = self.frontend.accept(np.zeros(0), last=True)
+        self.features_seen += len(feats)
+        self.pending = np.concatenate([self.pending, feats])
+        c = self.st["chunk_feature_frames"]
+        valid_total = math.ceil(self.features_seen / self.st["stack"])
+        while len(self.pending):  # the trailing zeros may complete a chunk, and leave a part of one
+            chunk = np.full((c, self.pending.shape[1]), self.st["last_chunk_pad_value"], np.float32)
+            take = self.pending[:c]
+            chunk[: len(take)] = take
+            self.pending = self.pending[len(take) :]
+            frames = min(self.st["encoder_frames_per_chunk"], valid_total - self.encoder_frames_done)
+            self._encode(chunk, frames)
+        return self._words()
+
+
+def read_wav(path: str | Path, sample_rate: int) -> np.ndarray:
+    """A 16-bit mono WAV at `sample_rate` as floats in [-1, 1] (convert other audio before: see docs/manifest.md)."""
+    with wave.open(str(path), "rb") as wf:
+        if wf.getsampwidth() != 2 or wf.getnchannels() != 1 or wf.getframerate() != sample_rate:
+            raise SystemExit(f"{path}: this example reads 16-bit mono WAV at {sample_rate} Hz only.")
+        return np.frombuffer(wf.readframes(wf.getnframes()), "<i2").astype(np.float64) / 32768.0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 3:
+        raise SystemExit("usage: python streaming_decoder.py DIST_FOLDER FILE.wav [FILE.wav ...]")
+    decoder = StreamingDecoder(sys.argv[1])
+    for wav in sys.argv[2:]:
+        decoder.reset()
+        audio = read_wav(wav, decoder.m["frontend"]["sample_rate"])
+        for start in range(0, len(audio), 1600):  # as if it arrived in blocks
+            decoder.accept(audio[start : start + 1600])
+        print(f"{wav}\t{decoder.finish()}")
