@@ -11,6 +11,9 @@ soon as the encoder has seen them:
 
 or, for a 16-bit mono WAV file at the model's rate: `python streaming_decoder.py dist/phone speech.wav`.
 
+Without the manifest, `StreamingDecoder.from_graphs(folder)` reads the same contract from the `pipeline_contract`
+metadata every shipped .tflite carries (zlib-compressed JSON in the flatbuffer's metadata list).
+
 The watch target's graphs run the same way in TFLite Micro (same tensors, same arithmetic); this file uses LiteRT.
 """
 
@@ -18,8 +21,10 @@ from __future__ import annotations
 
 import json
 import math
+import struct
 import sys
 import wave
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -93,16 +98,95 @@ class Frontend:
         return ((logmel - mean) / self.std).astype(np.float32)
 
 
+def _field(buf: bytes, table: int, index: int) -> int | None:
+    """Position of field `index` of the flatbuffer table at `table`, or None if it is absent."""
+    vtable = table - struct.unpack_from("<i", buf, table)[0]
+    if 4 + 2 * index >= struct.unpack_from("<H", buf, vtable)[0]:
+        return None
+    offset = struct.unpack_from("<H", buf, vtable + 4 + 2 * index)[0]
+    return table + offset if offset else None
+
+
+def _ref(buf: bytes, pos: int) -> int:
+    return pos + struct.unpack_from("<I", buf, pos)[0]
+
+
+def _vector(buf: bytes, pos: int) -> tuple[int, int]:
+    start = _ref(buf, pos)
+    return start + 4, struct.unpack_from("<I", buf, start)[0]
+
+
+def read_contract(path: Path, name: str = "pipeline_contract") -> dict | None:
+    """The decode contract a .tflite carries: TFLite schema Model.metadata (field 6) entry `name` -> Model.buffers
+    (field 4) [its buffer] .data, zlib-compressed JSON. None if the file has no such entry."""
+    buf = Path(path).read_bytes()
+    model = _ref(buf, 0)
+    metadata = _field(buf, model, 6)
+    if metadata is None:
+        return None
+    start, count = _vector(buf, metadata)
+    for i in range(count):
+        entry = _ref(buf, start + 4 * i)
+        text, length = _vector(buf, _field(buf, entry, 0))
+        if buf[text : text + length].decode() == name:
+            buffers, _ = _vector(buf, _field(buf, model, 4))
+            table = _ref(buf, buffers + 4 * struct.unpack_from("<I", buf, _field(buf, entry, 1))[0])
+            data, size = _vector(buf, _field(buf, table, 0))
+            return json.loads(zlib.decompress(buf[data : data + size]))
+    return None
+
+
+def manifest_from_graphs(folder: Path) -> dict:
+    """A manifest's decode part rebuilt from the .tflite files of `folder` alone: the contract each carries, and every
+    tensor's shape, dtype, scale and zero point from the graph itself."""
+    m: dict = {"graphs": {}}
+    for path in sorted(Path(folder).glob("*.tflite")):
+        contract = read_contract(path)
+        if contract is None:
+            continue
+        it = Interpreter(model_path=str(path))
+        details = {d["name"]: d for d in it.get_input_details() + it.get_output_details()}
+
+        def spec(t: dict, details: dict = details) -> dict:
+            d = details[t["tensor_name"]]
+            scale, zero_point = d["quantization"]
+            dtype = np.dtype(d["dtype"]).name
+            return {
+                **t,
+                "shape": [int(x) for x in d["shape"]],
+                "dtype": dtype,
+                "scale": scale,
+                "zero_point": zero_point,
+            }
+
+        m["graphs"][contract["graph"]] = {
+            "file": path.name,
+            "inputs": [spec(t) for t in contract["inputs"]],
+            "outputs": [spec(t) for t in contract["outputs"]],
+        }
+        m["model"] = {"sparsity": {"litert_op_resolver": contract["litert_op_resolver"]}}
+        for section in ("frontend", "tokenizer", "streaming", "decode"):
+            m[section] = contract[section]
+    if set(m["graphs"]) != {"encoder", "predictor", "joiner"}:
+        raise SystemExit(f"{folder}: no encoder, predictor and joiner .tflite carrying a pipeline_contract.")
+    return m
+
+
 class StreamingDecoder:
-    def __init__(self, folder: str | Path) -> None:
+    def __init__(self, folder: str | Path, manifest: dict | None = None) -> None:
         self.folder = Path(folder)
-        self.m = json.loads((self.folder / "manifest.json").read_text())
+        self.m = manifest if manifest is not None else json.loads((self.folder / "manifest.json").read_text())
         resolver = getattr(OpResolverType, self.m["model"]["sparsity"].get("litert_op_resolver", "AUTO"))
         self.graphs = {name: Graph(self.folder / g["file"], g, resolver) for name, g in self.m["graphs"].items()}
         self.frontend = Frontend(self.m["frontend"])
         self.st, self.dec, self.tok = self.m["streaming"], self.m["decode"], self.m["tokenizer"]
         self.shapes = {t["name"]: t["shape"] for g in self.m["graphs"].values() for t in g["inputs"]}
         self.reset()
+
+    @classmethod
+    def from_graphs(cls, folder: str | Path) -> StreamingDecoder:
+        """A decoder from the .tflite files alone (no manifest.json): the contract inside each graph."""
+        return cls(folder, manifest_from_graphs(Path(folder)))
 
     def reset(self) -> None:
         """Ready for a new utterance: states at their initial values, the predictor run once on `start_token`."""

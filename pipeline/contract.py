@@ -167,9 +167,76 @@ def check_roles(manifest: dict[str, Any], tensors: dict[str, dict[str, dict[str,
         raise ArtifactError(f"{where}: frontend.std holds a value <= 0.")
 
 
+def check_tokens_file(folder: Path, manifest: dict[str, Any], where: str) -> None:
+    """`tokens.txt` (schema 1.4) lists the manifest's vocabulary, id by id."""
+    from .manifest import tokens_text
+
+    name = manifest["tokenizer"].get("tokens_file")
+    if name is None:
+        return
+    path = graph_file(folder, {"file": name}, "tokenizer.tokens_file", where)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{where}: tokenizer.tokens_file {name} cannot be read ({exc}).") from None
+    if text != tokens_text(manifest["tokenizer"]):
+        want, have = tokens_text(manifest["tokenizer"]).splitlines(), text.splitlines()
+        line = next((i for i, (a, b) in enumerate(zip(want, have)) if a != b), min(len(want), len(have)))
+        found = repr(have[line]) if line < len(have) else "the end of the file"
+        expected = repr(want[line]) if line < len(want) else "the end of the file"
+        raise ArtifactError(
+            f"{path} disagrees with tokenizer.vocab of the manifest from line {line + 1} ({found}, expected "
+            f"{expected})."
+        )
+
+
+def check_graph_metadata(folder: Path, manifest: dict[str, Any], where: str) -> None:
+    """Every graph file and its NPU copy carries the decode contract (schema 1.4: graphs.*.metadata) equal to the
+    manifest's: its role, its tensors' names and the frontend, tokenizer, streaming and decode sections."""
+    from .manifest import DECODE_SECTIONS
+    from .tflite_meta import read_contract
+
+    for name, g in manifest["graphs"].items():
+        entry = g.get("metadata")
+        if entry is None:
+            continue
+        files = [(f"graphs.{name}", g)] + ([(f"graphs.{name}.npu", g["npu"])] if "npu" in g else [])
+        for field, e in files:
+            path = graph_file(folder, e, field, where)
+            meta = read_contract(path.read_bytes(), str(path), entry)
+            if meta is None:
+                raise ArtifactError(f"{path} ({field}) has no `{entry}` metadata, which graphs.{name}.metadata names.")
+            if meta.get("graph") != name:
+                raise ArtifactError(
+                    f"{path} ({field}) says in its metadata that it is the {meta.get('graph')!r} graph."
+                )
+            resolver = manifest["model"]["sparsity"].get("litert_op_resolver")
+            if field == f"graphs.{name}" and resolver is not None and meta.get("litert_op_resolver") != resolver:
+                raise ArtifactError(
+                    f"{path} ({field}): its metadata names op resolver {meta.get('litert_op_resolver')!r}, the "
+                    f"manifest's model.sparsity.litert_op_resolver {resolver!r}."
+                )
+            for kind in ("inputs", "outputs"):
+                listed = [{"name": t["name"], "tensor_name": t["tensor_name"]} for t in g[kind]]
+                if meta.get(kind) != listed:
+                    raise ArtifactError(
+                        f"{path} ({field}): the {kind} its metadata names differ from graphs.{name}.{kind} of the "
+                        "manifest."
+                    )
+            for section in DECODE_SECTIONS:
+                mine, theirs = meta.get(section, {}), manifest[section]
+                for key in sorted(set(mine) | set(theirs)):
+                    if mine.get(key) != theirs.get(key):
+                        raise ArtifactError(
+                            f"{path} ({field}): its metadata's {section}.{key} differs from the manifest's."
+                        )
+
+
 def check_device_folder(folder: Path, manifest: dict[str, Any]) -> None:
     """Every check above, cheapest first."""
     where = str(Path(folder) / "manifest.json")
     check_integrity(manifest, where)
     check_files(folder, manifest, where)
     check_roles(manifest, check_tensors(folder, manifest, where), where)
+    check_tokens_file(folder, manifest, where)
+    check_graph_metadata(folder, manifest, where)

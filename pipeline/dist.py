@@ -13,24 +13,24 @@ from .cache import digest
 from .checkpoint import ModelCheckpoint
 from .contract import integrity_section
 from .data import SYNTH_CAVEAT
-from .digits import ConnectRecipe
 from .export import GRAPHS
 from .fsutil import atomic_directory, atomic_write_json, sha256_file
 from .manifest import (
-    DECODE_LOOP,
     SCHEMA_VERSION,
+    TOKENS_FILE,
     code_sha256,
-    frontend_section,
+    decode_sections,
     git_commit,
-    tokenizer_section,
+    litert_op_resolver,
+    tokens_text,
     tool_versions,
     validate_manifest,
 )
-from .model import PREDICTOR_STATE_NAMES, encoder_state_names
 from .preflight import Output
 from .runtimes import describe
 from .stages import PreparedData, edge_padding_samples
 from .targets import TargetProfile
+from .tflite_meta import CONTRACT_METADATA
 from .tomlconf import to_dict
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,7 @@ def _graph_entry(path: Path) -> dict[str, Any]:
         "inputs": [s.to_dict() for s in inputs],
         "outputs": [s.to_dict() for s in outputs],
         "operators": dict(sorted(ops.items())),
+        "metadata": CONTRACT_METADATA,
     }
 
 
@@ -69,12 +70,6 @@ def make_manifest(
     sp = export_summary["sparsity"]
     sizes = {v: sum(b.values()) for v, b in export_summary["bytes"].items()}
     model_bytes = sum(g["bytes"] for g in graphs.values())
-    states = [
-        {"graph": "encoder", "input": s, "output": f"{s}_out", "initial_value": 0.0} for s in encoder_state_names(cfg)
-    ]
-    states += [
-        {"graph": "predictor", "input": s, "output": f"{s}_out", "initial_value": 0.0} for s in PREDICTOR_STATE_NAMES
-    ]
     for g, entry in graphs.items():
         entry["tflm_arena_bytes"] = verify["tflm_arena_bytes"][g]
         if verify.get("npu"):
@@ -123,9 +118,7 @@ def make_manifest(
                 "int8_bytes": {"dense_stored": sizes["int8"], "sparse_encoded": sizes.get("int8_sparse")},
                 "shipped_encoding": verify["encoding"],
                 "sparse_encoded_weights": _encoded_weights(export_summary.get("sparse_encoded_weights")),
-                "litert_op_resolver": "BUILTIN_WITHOUT_DEFAULT_DELEGATES"
-                if verify["encoding"] == "sparse"
-                else "BUILTIN",
+                "litert_op_resolver": litert_op_resolver(verify["encoding"] == "sparse"),
             },
             "quantization": {
                 "scheme": "full-integer int8: weights per output channel symmetric, activations per tensor asymmetric, "
@@ -135,31 +128,7 @@ def make_manifest(
                 "aat_selection": aat_gate,
             },
         },
-        "frontend": frontend_section(
-            cfg, ck.normalizer, edge_padding_samples(cfg.frontend, corpus.source.kind), EDGE_PADDING_WHY
-        ),
-        "tokenizer": tokenizer_section(ck.tokenizer),
-        "streaming": {
-            "chunk_feature_frames": cfg.chunk_feature_frames,
-            "stack": cfg.encoder.stack,
-            "encoder_frames_per_chunk": cfg.encoder.chunk_frames,
-            "chunk_ms": cfg.chunk_ms,
-            "algorithmic_latency_ms": cfg.algorithmic_latency_ms,
-            "last_chunk_pad_value": 0.0,
-            "states": states,
-        },
-        "decode": {
-            "algorithm": "greedy",
-            "max_symbols_per_frame": cfg.decode.max_symbols_per_frame,
-            "start_token": ck.tokenizer.blank_id,
-            "predictor_input": "one_hot",
-            "encoder_output": "encoder_out",
-            "predictor_output": "predictor_out",
-            "joiner_inputs": {"encoder_frame": "one row of encoder_out", "predictor_out": "predictor_out"},
-            "joiner_output": "logits",
-            "valid_encoder_frames": "ceil(feature_frames / stack): later frames of the padded last chunk are skipped",
-            "loop": DECODE_LOOP,
-        },
+        **decode_sections(cfg, ck.tokenizer, ck.normalizer, edge_padding_samples(cfg.frontend, corpus.source.kind)),
         "graphs": graphs,
         "evaluation": {
             "data_source": corpus.source.kind,
@@ -182,14 +151,6 @@ def make_manifest(
             "training": train_summary,
         },
     }
-
-
-_EDGE_LO_MS, _EDGE_HI_MS = (round(1000 * s) for s in ConnectRecipe().edge_s)
-EDGE_PADDING_WHY = (
-    f"every utterance the project trains on has {_EDGE_LO_MS}-{_EDGE_HI_MS} ms of quiet before and after the "
-    f"speech, and audio that starts or stops with a word loses that word unless zeros are added; every WER "
-    f"in this manifest was measured with them"
-)
 
 
 def _encoded_weights(e: dict[str, int] | None) -> dict[str, Any] | None:
@@ -235,6 +196,7 @@ def write_dist(out: Output, int8_dir: Path, make: Any, npu_dir: Path | None = No
                 shutil.copyfile(npu_dir / f.name, f)
                 graphs[g]["npu_file"] = {"file": f"npu/{f.name}", "bytes": f.stat().st_size, "sha256": sha256_file(f)}
         manifest = make(graphs)
+        (tmp / TOKENS_FILE).write_text(tokens_text(manifest["tokenizer"]), encoding="utf-8")
         manifest["integrity"] = integrity_section(manifest)
         validate_manifest(manifest, f"manifest for {out.path}")
         atomic_write_json(tmp / "manifest.json", manifest)

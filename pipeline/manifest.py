@@ -15,12 +15,13 @@ from typing import Any
 import jsonschema
 
 from .config import PROJECT_ROOT, ModelConfig
+from .digits import ConnectRecipe
 from .errors import ArtifactError
 from .frontend import Normalizer, mel_filterbank
 from .tokenizer import CharTokenizer
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "manifest.schema.json"
-SCHEMA_VERSION = "1.3"
+SCHEMA_VERSION = "1.4"
 TOOLS = (
     "tensorflow",
     "tf-keras",
@@ -92,7 +93,94 @@ def frontend_section(
 
 
 def tokenizer_section(tok: CharTokenizer) -> dict[str, Any]:
-    return {**tok.to_dict(), "text_normalization": "lower-case; runs of white space become one space; strip"}
+    return {
+        **tok.to_dict(),
+        "text_normalization": "lower-case; runs of white space become one space; strip",
+        "tokens_file": TOKENS_FILE,
+    }
+
+
+TOKENS_FILE = "tokens.txt"
+BLANK_SYMBOL, SPACE_SYMBOL = "<blk>", "<space>"
+
+
+def tokens_text(tokenizer: dict[str, Any]) -> str:
+    """`tokens.txt` of a manifest `tokenizer` section: one `symbol id` line per id in order (sherpa-onnx's layout);
+    the blank is written `<blk>` and the word separator " " as `<space>`."""
+    lines = []
+    for i, sym in enumerate(tokenizer["vocab"]):
+        lines.append(f"{BLANK_SYMBOL if i == tokenizer['blank_id'] else SPACE_SYMBOL if sym == ' ' else sym} {i}")
+    return "\n".join(lines) + "\n"
+
+
+_EDGE_LO_MS, _EDGE_HI_MS = (round(1000 * s) for s in ConnectRecipe().edge_s)
+EDGE_PADDING_WHY = (
+    f"every utterance the project trains on has {_EDGE_LO_MS}-{_EDGE_HI_MS} ms of quiet before and after the "
+    f"speech, and audio that starts or stops with a word loses that word unless zeros are added; every WER "
+    f"in this manifest was measured with them"
+)
+DECODE_SECTIONS = ("frontend", "tokenizer", "streaming", "decode")
+
+
+def decode_sections(
+    cfg: ModelConfig, tok: CharTokenizer, norm: Normalizer, edge_padding_samples: int
+) -> dict[str, dict[str, Any]]:
+    """The manifest's `frontend`, `tokenizer`, `streaming` and `decode`: everything a decoder needs besides the
+    graphs. The build writes them into the manifest and, with each graph's tensor names, into every .tflite."""
+    from .model import PREDICTOR_STATE_NAMES, encoder_state_names  # TensorFlow: imported only when a build needs it
+
+    states = [
+        {"graph": "encoder", "input": s, "output": f"{s}_out", "initial_value": 0.0} for s in encoder_state_names(cfg)
+    ]
+    states += [
+        {"graph": "predictor", "input": s, "output": f"{s}_out", "initial_value": 0.0} for s in PREDICTOR_STATE_NAMES
+    ]
+    return {
+        "frontend": frontend_section(cfg, norm, edge_padding_samples, EDGE_PADDING_WHY),
+        "tokenizer": tokenizer_section(tok),
+        "streaming": {
+            "chunk_feature_frames": cfg.chunk_feature_frames,
+            "stack": cfg.encoder.stack,
+            "encoder_frames_per_chunk": cfg.encoder.chunk_frames,
+            "chunk_ms": cfg.chunk_ms,
+            "algorithmic_latency_ms": cfg.algorithmic_latency_ms,
+            "last_chunk_pad_value": 0.0,
+            "states": states,
+        },
+        "decode": {
+            "algorithm": "greedy",
+            "max_symbols_per_frame": cfg.decode.max_symbols_per_frame,
+            "start_token": tok.blank_id,
+            "predictor_input": "one_hot",
+            "encoder_output": "encoder_out",
+            "predictor_output": "predictor_out",
+            "joiner_inputs": {"encoder_frame": "one row of encoder_out", "predictor_out": "predictor_out"},
+            "joiner_output": "logits",
+            "valid_encoder_frames": "ceil(feature_frames / stack): later frames of the padded last chunk are skipped",
+            "loop": DECODE_LOOP,
+        },
+    }
+
+
+def litert_op_resolver(sparse_encoded: bool) -> str:
+    """The LiteRT op resolver a graph runs with: sparse-encoded weights need the built-in kernels without XNNPACK."""
+    return "BUILTIN_WITHOUT_DEFAULT_DELEGATES" if sparse_encoded else "BUILTIN"
+
+
+def graph_contract(
+    role: str, inputs: list[Any], outputs: list[Any], sections: dict[str, Any], sparse_encoded: bool
+) -> dict[str, Any]:
+    """What one .tflite carries in its `pipeline_contract` metadata: the schema version, its role, the LiteRT op
+    resolver it runs with, the manifest's name and the graph's own tensor name of each input and output, and the
+    decode sections."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "graph": role,
+        "litert_op_resolver": litert_op_resolver(sparse_encoded),
+        "inputs": [{"name": t.name, "tensor_name": t.tensor_name} for t in inputs],
+        "outputs": [{"name": t.name, "tensor_name": t.tensor_name} for t in outputs],
+        **sections,
+    }
 
 
 def tool_versions() -> dict[str, str]:

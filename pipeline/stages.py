@@ -31,9 +31,11 @@ from .features import FeatureSet, compute_training_features, utterance_features
 from .frontend import FrontendConfig, edge_padding_default
 from .fsdd import prepare_fsdd_speakers
 from .fsutil import sha256_file
+from .manifest import decode_sections, graph_contract
 from .preflight import Output, preflight
-from .runtimes import LiteRTGraph
+from .runtimes import LiteRTGraph, describe
 from .sparsity import sparsity_of, tier_name
+from .tflite_meta import stamp
 from .tokenizer import CharTokenizer
 from .tomlconf import to_dict
 from .train import Trainer
@@ -294,7 +296,7 @@ def stage_export(
         "train": trained.key,
         "calibration": recipe.to_dict(),
         "tier": tier,
-        "code": code_digest(stage_export, "stages", "export", "calibrate", "checkpoint"),
+        "code": code_digest(stage_export, "stages", "export", "calibrate", "checkpoint", "manifest", "tflite_meta"),
     }
 
     def run(tmp: Path) -> dict[str, Any]:
@@ -306,6 +308,15 @@ def stage_export(
         variants = {"float32": floats, "int8": convert_all(cfg, params, rep, ranges=ranges)}
         if tier > 0:
             variants["int8_sparse"] = convert_all(cfg, params, rep, sparse=True, ranges=ranges)
+        # every int8 graph carries the decode contract (the manifest's decode sections and its own tensors' names)
+        sections = decode_sections(
+            cfg, ck.tokenizer, ck.normalizer, edge_padding_samples(cfg.frontend, corpus.source.kind)
+        )
+        for variant in [v for v in variants if v.startswith("int8")]:
+            variants[variant] = {
+                g: stamp(b, graph_contract(g, *describe(b), sections, variant == "int8_sparse"))
+                for g, b in variants[variant].items()
+            }
         for variant, graphs in variants.items():
             (tmp / variant).mkdir()
             for g in GRAPHS:

@@ -64,11 +64,18 @@ def test_older_schema_manifests_still_validate_and_decode_as_they_did(built, tmp
     paths, manifest_path, _ = built
     m = json.loads(manifest_path.read_text())
     assert (
-        m["schema_version"] == "1.3"
+        m["schema_version"] == "1.4"
         and m["frontend"]["cmn_prior_frames"] == 0
         and m["frontend"]["edge_padding_samples"] == 800
     )
-    del m["frontend"]["edge_padding_samples"], m["frontend"]["edge_padding"], m["integrity"]
+    del m["tokenizer"]["tokens_file"]  # what 1.4 added: tokens.txt and the contract inside the graphs
+    for g in m["graphs"].values():
+        del g["metadata"]
+    m["schema_version"] = "1.3"
+    with pytest.raises(ArtifactError, match="integrity"):
+        m.pop("integrity")
+        validate_manifest(m)
+    del m["frontend"]["edge_padding_samples"], m["frontend"]["edge_padding"]
     m["schema_version"] = "1.2"
     with pytest.raises(ArtifactError, match="edge_padding_samples"):
         validate_manifest(m)
@@ -114,6 +121,41 @@ def test_manifest_reports_float_int8_and_tflm_wer_on_held_out_sets(built):
     )
     assert m["latency"]["host"]["encoder_rtf"]["p50"] > 0
     assert m["build"]["tool_versions"]["tensorflow"].startswith("2.21")
+
+
+def test_every_shipped_graph_and_its_npu_copy_carries_the_decode_contract_of_the_manifest(built):
+    """The metadata is written before Vela compiles the graphs and survives it; tokens.txt lists the vocabulary."""
+    from pipeline.manifest import DECODE_SECTIONS
+    from pipeline.tflite_meta import read_contract
+
+    folder = built[1].parent
+    m = json.loads(built[1].read_text())
+    for name, g in m["graphs"].items():
+        for f in (folder / g["file"], folder / g["npu"]["file"]):
+            contract = read_contract(f.read_bytes(), str(f), g["metadata"])
+            assert contract["graph"] == name and contract["schema_version"] == m["schema_version"]
+            assert all(contract[s] == m[s] for s in DECODE_SECTIONS)
+            assert contract["inputs"] == [{"name": t["name"], "tensor_name": t["tensor_name"]} for t in g["inputs"]]
+    tokens = (folder / m["tokenizer"]["tokens_file"]).read_text().splitlines()
+    assert len(tokens) == len(m["tokenizer"]["vocab"]) and tokens[m["tokenizer"]["blank_id"]].startswith("<blk> ")
+
+
+def test_the_example_decoder_from_the_graphs_alone_gets_the_pipelines_words(built, tmp_path):
+    """No manifest.json: the example decoder reads the contract inside the .tflite files and the tensors' own
+    quantization, and gets the pipeline's words."""
+    from pipeline.corpus import read_manifest
+
+    paths, manifest_path, _ = built
+    for g in ("encoder", "predictor", "joiner"):
+        shutil.copyfile(manifest_path.parent / f"{g}.tflite", tmp_path / f"{g}.tflite")
+    decoder = StreamingDecoder.from_graphs(tmp_path)
+    corpus = read_manifest(next((paths.work_dir / "cache" / "data").iterdir()) / "test_unseen.jsonl")
+    theirs = []
+    for u in corpus.utterances[:5]:
+        decoder.reset()
+        decoder.accept(read_wav(corpus.audio_path(u), decoder.m["frontend"]["sample_rate"]))
+        theirs.append(decoder.finish())
+    assert theirs == _pipeline_hypotheses(paths, manifest_path, corpus, 5)
 
 
 @pytest.mark.parametrize("block", [1, 37, 240, 1600, 10**6])
@@ -233,7 +275,47 @@ def _unsigned(edit):
     return run
 
 
+def _restamped(graph, npu=False, **edits):
+    """Graph `graph` (or its NPU copy) carrying a decode contract with `edits` applied to its sections, the manifest's
+    size and sha256 recomputed: only the metadata tells."""
+
+    def run(m, folder):
+        from pipeline.tflite_meta import read_contract, stamp
+
+        entry = m["graphs"][graph]["npu"] if npu else m["graphs"][graph]
+        f = folder / entry["file"]
+        contract = read_contract(f.read_bytes(), str(f))
+        for section, fields in edits.items():
+            contract[section].update(fields)
+        f.write_bytes(stamp(f.read_bytes(), contract))
+        entry.update(bytes=f.stat().st_size, sha256=sha256_file(f))
+
+    return run
+
+
+def _edit_tokens_file(m, folder):
+    lines = (folder / "tokens.txt").read_text().splitlines()
+    lines[1], lines[2] = lines[2], lines[1]
+    (folder / "tokens.txt").write_text("\n".join(lines) + "\n")
+
+
 TAMPERS = {
+    "tokens-file-edited": (
+        _edit_tokens_file,
+        r"tokens\.txt disagrees with tokenizer\.vocab of the manifest from line 2",
+    ),
+    "graph-metadata-disagrees": (
+        _restamped("encoder", frontend={"mean": [0.0] * 40}),
+        r"encoder\.tflite \(graphs\.encoder\): its metadata's frontend\.mean differs",
+    ),
+    "npu-graph-metadata-disagrees": (
+        _restamped("joiner", npu=True, decode={"max_symbols_per_frame": 9}),
+        r"joiner_vela\.tflite \(graphs\.joiner\.npu\): its metadata's decode\.max_symbols_per_frame differs",
+    ),
+    "tensor-renamed": (
+        lambda m, f: m["graphs"]["joiner"]["inputs"][0].update(tensor_name="serving_default_renamed:0"),
+        r"graphs\.joiner\.inputs\[0\]\.tensor_name",
+    ),
     "tensor-scale": (
         lambda m, f: m["graphs"]["encoder"]["inputs"][0].update(scale=m["graphs"]["encoder"]["inputs"][0]["scale"] * 2),
         r"graphs\.encoder\.inputs\[0\]\.scale",
