@@ -22,12 +22,13 @@ from .config import AatConfig, load_model_config
 from .data import DataOptions
 from .evaluate import eval_sets
 from .export import GRAPHS
+from .export_stage import stage_export
 from .fsutil import atomic_directory
 from .methods import check_method
 from .npu import compile_for_npu
 from .preflight import Output
 from .runtimes import LiteRTGraph
-from .stages import begin, stage_corpus, stage_data, stage_export, stage_features, stage_train, transducer
+from .stages import begin, stage_corpus, stage_data, stage_features, stage_train, transducer
 from .targets import load_target
 from .verify import paired_bootstrap, score
 

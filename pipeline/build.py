@@ -21,9 +21,10 @@ from .data import DataOptions
 from .dist import device_output, make_manifest, write_dist
 from .errors import BudgetError
 from .evaluate import stage_verify
+from .export_stage import stage_export
 from .gate import aat_or_ptq, check_gate_split
 from .methods import check_method
-from .stages import PreparedData, begin, stage_corpus, stage_export, stage_features, stage_train
+from .stages import PreparedData, begin, stage_corpus, stage_features, stage_train
 from .targets import TargetProfile, load_target, target_names
 
 log = logging.getLogger(__name__)

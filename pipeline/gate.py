@@ -15,8 +15,9 @@ from .config import AatConfig, ModelConfig
 from .errors import ConfigError
 from .evaluate import eval_sets
 from .export import GRAPHS
+from .export_stage import stage_export
 from .runtimes import LiteRTGraph
-from .stages import PreparedData, stage_aat, stage_export, transducer
+from .stages import PreparedData, stage_aat, transducer
 from .verify import paired_bootstrap, score
 
 log = logging.getLogger(__name__)

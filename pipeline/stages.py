@@ -26,16 +26,14 @@ from .decode import Transducer
 from .digits import ConnectRecipe
 from .distribute import Distribution
 from .errors import InternalError
-from .export import GRAPHS, calibrated_ranges, convert_all, sparse_weight_bytes
+from .export import calibrated_ranges, convert_all
 from .features import FeatureSet, compute_training_features, utterance_features
 from .frontend import FrontendConfig, edge_padding_default
 from .fsdd import prepare_fsdd_speakers
 from .fsutil import sha256_file
-from .manifest import decode_sections, graph_contract
 from .preflight import Output, preflight
-from .runtimes import LiteRTGraph, describe
-from .sparsity import sparsity_of, tier_name
-from .tflite_meta import stamp
+from .runtimes import LiteRTGraph
+from .sparsity import tier_name
 from .tokenizer import CharTokenizer
 from .tomlconf import to_dict
 from .train import Trainer
@@ -285,56 +283,6 @@ def representative(
     floats = convert_all(ck.config, params)
     float_t = transducer(ck.config, ck.tokenizer, {g: LiteRTGraph(b) for g, b in floats.items()})
     return floats, representative_inputs(float_t, feats, recipe)
-
-
-def stage_export(
-    cache: StageCache, trained: Artifact, corpus: PreparedData, recipe: CalibrationRecipe, tier: int = 0
-) -> Artifact:
-    """float32 and int8 .tflite of one tier's weights; int8 calibrated per `recipe`; for a sparse
-    tier also the int8 graphs sparse-encoded (`int8_sparse/`)."""
-    key = {
-        "train": trained.key,
-        "calibration": recipe.to_dict(),
-        "tier": tier,
-        "code": code_digest(stage_export, "stages", "export", "calibrate", "checkpoint", "manifest", "tflite_meta"),
-    }
-
-    def run(tmp: Path) -> dict[str, Any]:
-        ck = ModelCheckpoint.load(trained.folder)
-        cfg = ck.config
-        params = ck.tier_params(tier)
-        floats, rep = representative(ck, params, _calibration_features(corpus, recipe, ck), recipe)
-        ranges = ck.tier_ranges(tier)  # learned by AAT: the converter takes them instead of calibrating
-        variants = {"float32": floats, "int8": convert_all(cfg, params, rep, ranges=ranges)}
-        if tier > 0:
-            variants["int8_sparse"] = convert_all(cfg, params, rep, sparse=True, ranges=ranges)
-        # every int8 graph carries the decode contract (the manifest's decode sections and its own tensors' names)
-        sections = decode_sections(
-            cfg, ck.tokenizer, ck.normalizer, edge_padding_samples(cfg.frontend, corpus.source.kind)
-        )
-        for variant in [v for v in variants if v.startswith("int8")]:
-            variants[variant] = {
-                g: stamp(b, graph_contract(g, *describe(b), sections, variant == "int8_sparse"))
-                for g, b in variants[variant].items()
-            }
-        for variant, graphs in variants.items():
-            (tmp / variant).mkdir()
-            for g in GRAPHS:
-                (tmp / variant / f"{g}.tflite").write_bytes(graphs[g])
-        encoded = None
-        if "int8_sparse" in variants:
-            per = [sparse_weight_bytes(b) for b in variants["int8_sparse"].values()]
-            encoded = {k: sum(p[k] for p in per) for k in ("values", "index", "nonzero")}
-        return {
-            "calibration": {**recipe.to_dict(), "samples": {g: len(v) for g, v in rep.items()}},
-            "tier": tier,
-            "sparse_encoded_weights": encoded,
-            "activation_ranges": "learned (accelerator-aware training)" if ranges is not None else "calibrated",
-            "sparsity": sparsity_of(params, cfg.sparsity),
-            "bytes": {v: {g: len(b) for g, b in graphs.items()} for v, graphs in variants.items()},
-        }
-
-    return cache.run("export", key, run)
 
 
 def edge_padding_samples(fe: FrontendConfig, source: str) -> int:
