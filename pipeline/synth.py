@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import ctypes
 import itertools
+import json
 import logging
-import pickle
 import shutil
 import subprocess
 import sys
 import tempfile
 import zlib
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -256,8 +256,8 @@ def _say_all_in_child(engine: str, jobs: list[tuple[str, SynthSpeaker, int, int]
     keeps state across utterances inside the library, and SVOX Pico crashes in a process that has loaded
     TensorFlow. A worker that dies is a DataError naming the engine, not a hang."""
     with tempfile.TemporaryDirectory(prefix="pipeline-synth-") as tmp:
-        jobs_file, out_file = Path(tmp) / "jobs.pkl", Path(tmp) / "audio.pkl"
-        jobs_file.write_bytes(pickle.dumps((engine, jobs)))
+        jobs_file, out_file = Path(tmp) / "jobs.json", Path(tmp) / "audio.npz"
+        jobs_file.write_text(json.dumps({"engine": engine, "jobs": [[w, asdict(s), r, p] for w, s, r, p in jobs]}))
         done = subprocess.run(
             [sys.executable, "-m", "pipeline.synth_worker", str(jobs_file), str(out_file)],
             capture_output=True,
@@ -267,7 +267,19 @@ def _say_all_in_child(engine: str, jobs: list[tuple[str, SynthSpeaker, int, int]
         if done.returncode != 0 or not out_file.is_file():
             tail = done.stderr.strip().splitlines()[-1:] or [f"exit status {done.returncode}"]
             raise DataError(f"the {engine} synthesizer failed in its worker process: {tail[0][:300]}")
-        return pickle.loads(out_file.read_bytes())
+        with np.load(out_file, allow_pickle=False) as z:
+            return [(int(z["rates"][i]), z[f"a{i}"]) for i in range(len(jobs))]
+
+
+def run_worker(jobs_file: Path, out_file: Path) -> None:
+    """The worker's side: the jobs of `jobs_file` (JSON) synthesized into `out_file` (.npz: `rates` and a0, a1, ...)."""
+    spec = json.loads(Path(jobs_file).read_text())
+    jobs = [(w, SynthSpeaker(**s), r, p) for w, s, r, p in spec["jobs"]]
+    audio = _say_all(spec["engine"], jobs)
+    arrays = {f"a{i}": x.astype(np.float32) for i, (_, x) in enumerate(audio)}
+    tmp = Path(str(out_file) + ".partial.npz")
+    np.savez(tmp, rates=np.array([r for r, _ in audio], np.int64), **arrays)
+    tmp.rename(out_file)
 
 
 def synthesize_recordings(
