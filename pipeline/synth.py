@@ -18,6 +18,7 @@ connected-digit recipe as FSDD, so every source gives the same splits.
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import itertools
 import json
 import logging
@@ -190,7 +191,9 @@ def _engine(name: str) -> Espeak | Pico | Flite:
 def check_engine(name: str) -> None:
     """Raise DataError naming what to install when engine `name` cannot run here."""
     if name == "pico":
-        Pico()
+        # only that it is installed: loading SVOX Pico into a process that has TensorFlow is what crashes
+        if importlib.util.find_spec("ttspico") is None:
+            raise DataError("synthesized speech by `pico` needs the `ttspico` package (pip install ttspico).")
     elif name == "flite":
         Flite()
     elif name == "espeak-ng":

@@ -52,6 +52,7 @@ def test_manifest_validates_and_hashes_match(built):
         "manifest.json",
         "npu",
         "predictor.tflite",
+        "tokens.txt",
     ]
 
 
