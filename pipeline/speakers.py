@@ -141,7 +141,7 @@ def bench_speakers(
             feats = stage_features(cache, fcfg, corpus)
             trained = stage_train(cache, fcfg, feats, steps, method=method)
             export = stage_export(cache, trained, corpus, recipe, 0)
-            rows += _measure_fold(cache, seed, fold, trained.folder, export, corpus, tflm)
+            rows += _measure_fold(cache, seed, fold, trained.folder, export, corpus, tflm, fcfg.data.synth_test_engines)
             log.info("fold %s seed %d: %s", fold.speaker, seed, [asdict(r) for r in rows[-2:]])
     write_speakers_report(rows, out, cfg.name, steps or cfg.train.steps, seeds)
     return rows
@@ -179,7 +179,14 @@ def _synthesized_only(
 
 
 def _measure_fold(
-    cache: Any, seed: int, fold: Fold, ckpt: Path, export: Artifact, corpus: Any, tflm: bool
+    cache: Any,
+    seed: int,
+    fold: Fold,
+    ckpt: Path,
+    export: Artifact,
+    corpus: Any,
+    tflm: bool,
+    engines: tuple[str, ...] = (),
 ) -> list[FoldRow]:
     from .runtimes import tflm_min_arena
 
@@ -219,7 +226,7 @@ def _measure_fold(
     for split, test_set, who in (
         ("test_unseen", "recorded", fold.speaker),
         ("test_voices", "synthesized", "+".join(fold.voices)),
-        ("test_engines", "other engine", "+".join(held_engines(corpus))),
+        ("test_engines", "other engine", "+".join(sorted(engines))),
     ):
         if split in m:
             e = m[split]
@@ -237,15 +244,6 @@ def _measure_fold(
                 )
             )
     return rows
-
-
-def held_engines(corpus: Any) -> list[str]:
-    """The engines that say a corpus's `test_engines` split, from its speakers' names (`<engine>-held<k>`)."""
-    if "test_engines" not in corpus.splits:
-        return []
-    from .corpus import read_manifest
-
-    return sorted({u.speaker.rsplit("-held", 1)[0] for u in read_manifest(corpus.splits["test_engines"]).utterances})
 
 
 def _pct(x: float | None) -> str:

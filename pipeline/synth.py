@@ -41,6 +41,11 @@ log = logging.getLogger(__name__)
 VOICES = ("en-us", "en", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-gb-x-gbclan", "en-gb-x-gbcwmd")
 VARIANTS = ("", "m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5", "klatt", "klatt2", "klatt3")
 ENGINES = ("espeak-ng", "pico", "flite")
+NEEDS = {
+    "espeak-ng": "synthesized speech needs the `espeakng-loader` package (pip install espeakng-loader).",
+    "pico": "synthesized speech by `pico` needs the `ttspico` package (pip install ttspico).",
+    "flite": "synthesized speech by `flite` needs CMU Flite's `flite` program on PATH (Debian: apt install flite).",
+}
 PICO_VOICES = ("en-US", "en-GB")
 FLITE_VOICES = ("awb", "rms", "slt", "kal16")
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
@@ -81,9 +86,7 @@ class Espeak:
         try:
             import espeakng_loader
         except ImportError:
-            raise DataError(
-                "synthesized speech needs the `espeakng-loader` package (pip install espeakng-loader)."
-            ) from None
+            raise DataError(NEEDS["espeak-ng"]) from None
         self._lib = ctypes.CDLL(espeakng_loader.get_library_path())
         self._libc = ctypes.CDLL(None)
         self._libc.srand.argtypes = [ctypes.c_uint]
@@ -146,7 +149,7 @@ class Pico:
         try:
             import ttspico
         except ImportError:
-            raise DataError("synthesized speech by `pico` needs the `ttspico` package (pip install ttspico).") from None
+            raise DataError(NEEDS["pico"]) from None
         self._engines = {v: ttspico.TtsEngine(v) for v in PICO_VOICES}
 
     def say(self, text: str, speaker: SynthSpeaker, rate: int, pitch: int) -> np.ndarray:
@@ -165,16 +168,14 @@ class Flite:
     def __init__(self) -> None:
         self._exe = shutil.which("flite")
         if self._exe is None:
-            raise DataError(
-                "synthesized speech by `flite` needs CMU Flite's `flite` program on PATH (Debian: apt install flite)."
-            )
-        self._dir = tempfile.mkdtemp(prefix="pipeline-flite-")
+            raise DataError(NEEDS["flite"])
+        self._dir = tempfile.TemporaryDirectory(prefix="pipeline-flite-")  # removed with the engine
         self.sample_rate = 0
 
     def say(self, text: str, speaker: SynthSpeaker, rate: int, pitch: int) -> np.ndarray:
         import soundfile
 
-        out = f"{self._dir}/word.wav"
+        out = f"{self._dir.name}/word.wav"
         cmd = [self._exe, "-voice", speaker.voice, "--setf", f"int_f0_target_mean={pitch}"]
         cmd += ["--setf", f"duration_stretch={rate / 100:.3f}", "-t", text, "-o", out]
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -189,20 +190,15 @@ def _engine(name: str) -> Espeak | Pico | Flite:
 
 
 def check_engine(name: str) -> None:
-    """Raise DataError naming what to install when engine `name` cannot run here."""
-    if name == "pico":
-        # only that it is installed: loading SVOX Pico into a process that has TensorFlow is what crashes
-        if importlib.util.find_spec("ttspico") is None:
-            raise DataError("synthesized speech by `pico` needs the `ttspico` package (pip install ttspico).")
-    elif name == "flite":
-        Flite()
-    elif name == "espeak-ng":
-        try:
-            import espeakng_loader  # noqa: F401
-        except ImportError:
-            raise DataError(
-                "synthesized speech needs the `espeakng-loader` package (pip install espeakng-loader)."
-            ) from None
+    """Raise DataError naming what to install when engine `name` cannot run here. Only whether it is installed: SVOX
+    Pico, once loaded into a process that has TensorFlow, crashes it."""
+    installed = {
+        "espeak-ng": lambda: importlib.util.find_spec("espeakng_loader") is not None,
+        "pico": lambda: importlib.util.find_spec("ttspico") is not None,
+        "flite": lambda: shutil.which("flite") is not None,
+    }[name]()
+    if not installed:
+        raise DataError(NEEDS[name])
 
 
 def make_engine_speakers(n: int, rng: np.random.Generator, engine: str, voices: tuple[str, ...]) -> list[SynthSpeaker]:
@@ -220,6 +216,15 @@ def make_engine_speakers(n: int, rng: np.random.Generator, engine: str, voices: 
             rate = int(rng.integers(80, 126))
         out.append(SynthSpeaker(f"{engine}{i:02d}", voice, pitch, 0, rate, engine, round(tract, 3)))
     return out
+
+
+def engine_speakers(
+    n: int, rng: np.random.Generator, engine: str, espeak_voices: tuple[str, ...] = VOICES
+) -> list[SynthSpeaker]:
+    """`n` speakers of `engine` (espeak-ng's drawn from `espeak_voices`)."""
+    if engine == "espeak-ng":
+        return make_speakers(n, rng, espeak_voices)
+    return make_engine_speakers(n, rng, engine, PICO_VOICES if engine == "pico" else FLITE_VOICES)
 
 
 def make_speakers(n: int, rng: np.random.Generator, voices: tuple[str, ...] = VOICES) -> list[SynthSpeaker]:
@@ -320,13 +325,7 @@ def prepare_synth(
     """Write `train`, `test_seen`, `test_unseen` splits of synthesized connected digits."""
     rng = np.random.default_rng(seed)
     total = recipe.train_speakers + recipe.test_speakers
-    if recipe.engine == "espeak-ng":
-        voices = tuple(v for v in VOICES if v not in recipe.test_voices)
-        speakers = make_speakers(total, rng, voices)
-    else:
-        speakers = make_engine_speakers(
-            total, rng, recipe.engine, PICO_VOICES if recipe.engine == "pico" else FLITE_VOICES
-        )
+    speakers = engine_speakers(total, rng, recipe.engine, tuple(v for v in VOICES if v not in recipe.test_voices))
     train_spk = speakers[: recipe.train_speakers]
     prefix = "synth" if recipe.engine == "espeak-ng" else recipe.engine
     test_spk = [replace(s, name=f"{prefix}-test{i:02d}") for i, s in enumerate(speakers[recipe.train_speakers :])]
@@ -356,12 +355,7 @@ def prepare_engine_test(
     """A `test_engines` split: connected digits said by `recipe.test_speakers` speakers of `engine`, which says no
     training speech (their own seed, so the speakers do not depend on what else the corpus holds)."""
     rng = np.random.default_rng([seed, ENGINES.index(engine), 1])
-    if engine == "espeak-ng":
-        speakers = make_speakers(recipe.test_speakers, rng)
-    else:
-        speakers = make_engine_speakers(
-            recipe.test_speakers, rng, engine, PICO_VOICES if engine == "pico" else FLITE_VOICES
-        )
+    speakers = engine_speakers(recipe.test_speakers, rng, engine)
     held = [replace(s, name=f"{engine}-held{i:02d}") for i, s in enumerate(speakers)]
     recs = [r for r, _ in synthesize_recordings(held, max(1, recipe.takes // 2), sample_rate, rng)]
     return build_split(recs, out_dir, "test_engines", sample_rate, rng, connect)
