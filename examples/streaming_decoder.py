@@ -66,11 +66,11 @@ class Frontend:
         self.window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(self.win) / self.win)  # periodic Hann
         self.fbank = np.array(fe["mel_filterbank"], np.float64)
         self.mean, self.std = np.array(fe["mean"], np.float64), np.array(fe["std"], np.float64)
-        self.prior = fe.get("cmn_prior_frames", 0)
+        self.prior = fe["cmn_prior_frames"]
         self.reset()
 
     def reset(self) -> None:
-        self.samples = np.zeros(self.fe.get("edge_padding_samples", 0))  # the leading zeros of the contract
+        self.samples = np.zeros(self.fe["edge_padding_samples"])  # the leading zeros of the contract
         self.sum = self.prior * self.mean
         self.frames = 0
 
@@ -78,9 +78,9 @@ class Frontend:
         """Features of every whole frame the audio so far completes (`last`: the trailing zeros are added first)."""
         parts = [self.samples, np.asarray(samples, np.float64)]
         if last:
-            parts.append(np.zeros(self.fe.get("edge_padding_samples", 0)))
+            parts.append(np.zeros(self.fe["edge_padding_samples"]))
         x = np.concatenate(parts)
-        n = 0 if len(x) < self.win else 1 + (len(x) - self.win) // self.hop
+        n = 0 if len(x) < self.win else 1 + (len(x) - self.win) // self.hop  # frontend.frame_count
         if n == 0:
             self.samples = x
             return np.zeros((0, len(self.mean)), np.float32)
@@ -164,6 +164,7 @@ def manifest_from_graphs(folder: Path) -> dict:
             "inputs": [spec(t) for t in contract["inputs"]],
             "outputs": [spec(t) for t in contract["outputs"]],
         }
+        m["schema_version"] = contract["schema_version"]
         m["model"] = {"sparsity": {"litert_op_resolver": contract["litert_op_resolver"]}}
         for section in ("frontend", "tokenizer", "streaming", "decode"):
             m[section] = contract[section]
@@ -172,10 +173,25 @@ def manifest_from_graphs(folder: Path) -> dict:
     return m
 
 
+SUPPORTED = {  # the rules this decoder implements; a manifest asking for another is refused, not misread
+    ("decode", "argmax_ties"): "lowest_index",
+    ("decode", "start_replaces_state"): True,
+    ("decode", "between_graphs"): "dequantize_then_quantize",
+    ("streaming", "stacking"): "in_encoder_graph",
+    ("frontend", "window"): "hann_periodic",
+    ("frontend", "spectrum"): "power",
+}
+
+
 class StreamingDecoder:
     def __init__(self, folder: str | Path, manifest: dict | None = None) -> None:
         self.folder = Path(folder)
         self.m = manifest if manifest is not None else json.loads((self.folder / "manifest.json").read_text())
+        if not str(self.m.get("schema_version", "")).startswith("2."):
+            raise SystemExit(f"{folder}: schema {self.m.get('schema_version')}; this decoder follows schema 2.x.")
+        for (section, key), value in SUPPORTED.items():
+            if self.m[section][key] != value:
+                raise SystemExit(f"{folder}: {section}.{key} is {self.m[section][key]!r}; this decoder does {value!r}.")
         resolver = getattr(OpResolverType, self.m["model"]["sparsity"].get("litert_op_resolver", "AUTO"))
         self.graphs = {name: Graph(self.folder / g["file"], g, resolver) for name, g in self.m["graphs"].items()}
         self.frontend = Frontend(self.m["frontend"])
@@ -205,24 +221,31 @@ class StreamingDecoder:
 
     def _predictor(self, k: int) -> np.ndarray:
         """Run the predictor on token k (one-hot); its output and state replace the previous ones."""
-        onehot = np.zeros((1, len(self.tok["vocab"])), np.float32)
+        role = self.dec["predictor"]
+        onehot = np.zeros((1, len(self.tok["vocab"])), np.float32)  # token_encoding one_hot
         onehot[0, k] = 1.0
         states = self._states_of("predictor")
-        out = self.graphs["predictor"](token=onehot, **{s["input"]: self.states[s["input"]] for s in states})
+        out = self.graphs["predictor"](
+            **{role["token"]: onehot}, **{s["input"]: self.states[s["input"]] for s in states}
+        )
         for s in states:
             self.states[s["input"]] = out[s["output"]]
-        return out[self.dec["predictor_output"]]
+        return out[role["output"]]
 
     def _encode(self, chunk: np.ndarray, valid_frames: int) -> None:
         """One encoder call on `chunk_feature_frames` frames; greedy search over its first `valid_frames` frames."""
-        states = self._states_of("encoder")
-        out = self.graphs["encoder"](features=chunk[None], **{s["input"]: self.states[s["input"]] for s in states})
+        states, enc, join = self._states_of("encoder"), self.dec["encoder"], self.dec["joiner"]
+        out = self.graphs["encoder"](
+            **{enc["features"]: chunk[None]}, **{s["input"]: self.states[s["input"]] for s in states}
+        )
         for s in states:
             self.states[s["input"]] = out[s["output"]]
-        for frame in out[self.dec["encoder_output"]][0][:valid_frames]:
+        for frame in out[enc["output"]][0][:valid_frames]:
             for _ in range(self.dec["max_symbols_per_frame"]):
-                logits = self.graphs["joiner"](encoder_frame=frame[None], predictor_out=self.pred)
-                k = int(np.argmax(logits[self.dec["joiner_output"]]))  # ties: the first index
+                logits = self.graphs["joiner"](
+                    **{join["encoder_frame"]: frame[None], join["predictor_output"]: self.pred}
+                )
+                k = int(np.argmax(logits[join["logits"]]))  # argmax_ties lowest_index: NumPy returns the first
                 if k == self.tok["blank_id"]:
                     break
                 self.emitted.append(k)
@@ -262,11 +285,21 @@ class StreamingDecoder:
 
 
 def read_wav(path: str | Path, sample_rate: int) -> np.ndarray:
-    """A 16-bit mono WAV at `sample_rate` as floats in [-1, 1] (convert other audio before: see docs/manifest.md)."""
+    """An integer-PCM WAV at `sample_rate` as floats, by frontend.audio's rules: channels averaged, b-bit samples
+    divided by 2^(b-1) (8-bit WAV is unsigned: 128 subtracted first). Other rates: resample first as
+    frontend.audio.resampling says (scipy.signal.resample_poly), which this NumPy-only file does not do."""
     with wave.open(str(path), "rb") as wf:
-        if wf.getsampwidth() != 2 or wf.getnchannels() != 1 or wf.getframerate() != sample_rate:
-            raise SystemExit(f"{path}: this example reads 16-bit mono WAV at {sample_rate} Hz only.")
-        return np.frombuffer(wf.readframes(wf.getnframes()), "<i2").astype(np.float64) / 32768.0
+        width, channels, rate = wf.getsampwidth(), wf.getnchannels(), wf.getframerate()
+        raw = np.frombuffer(wf.readframes(wf.getnframes()), np.uint8)
+    if rate != sample_rate:
+        raise SystemExit(f"{path}: {rate} Hz; resample it to {sample_rate} Hz first (frontend.audio.resampling).")
+    if width == 1:
+        x = raw.astype(np.float64) - 128.0
+    else:  # little-endian signed: widen each sample to 4 bytes, its bytes in the top of an int32
+        padded = np.zeros((len(raw) // width, 4), np.uint8)
+        padded[:, 4 - width :] = raw.reshape(-1, width)
+        x = padded.view("<i4").reshape(-1).astype(np.float64) / 2.0 ** (32 - 8 * width)
+    return (x / 2.0 ** (8 * width - 1)).reshape(-1, channels).mean(axis=1)
 
 
 if __name__ == "__main__":

@@ -76,10 +76,13 @@ def closure(*modules: str) -> list[str]:
 
 
 def code_digest(fn: Callable, *modules: str) -> str:
-    """Digest of the stage function `fn` and of `modules` with everything they import (the schema files too)."""
+    """Digest of the stage function `fn` and of `modules` with everything they import, and of the manifest schema
+    when they import `manifest` (the one module that reads it: the schema's constants are written into artifacts)."""
     h = hashlib.sha256(ast.dump(_tree(textwrap.dedent(inspect.getsource(fn)))).encode())
-    for m in closure(*modules):
+    modules_run = closure(*modules)
+    for m in modules_run:
         h.update(f"{m}\0{_module(m)[0]}\n".encode())
-    for schema in sorted((PACKAGE / "schemas").glob("*.json")):
-        h.update(schema.read_bytes())
+    if "manifest" in modules_run:
+        for schema in sorted((PACKAGE / "schemas").glob("*.json")):
+            h.update(schema.read_bytes())
     return h.hexdigest()

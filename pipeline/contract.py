@@ -38,9 +38,7 @@ def integrity_section(manifest: dict[str, Any]) -> dict[str, Any]:
 
 def check_integrity(manifest: dict[str, Any], where: str) -> None:
     """`ArtifactError` naming the first decode field whose digest differs from the one the build recorded."""
-    recorded = manifest.get("integrity", {}).get("fields")
-    if recorded is None:
-        return  # written before schema 1.3: nothing recorded to check against
+    recorded = manifest["integrity"]["fields"]
     for section in DECODE_SECTIONS:
         now, then = manifest[section], recorded.get(section, {})
         for key in sorted(set(now) | set(then)):
@@ -128,25 +126,60 @@ def check_roles(manifest: dict[str, Any], tensors: dict[str, dict[str, dict[str,
                 f"{where}: streaming.states[{i}]: {s['input']} has shape {tin['shape']} but {s['output']} has "
                 f"{tout['shape']}."
             )
-    dec = manifest["decode"]
-    for field, graph, kind, name in (
-        ("encoder_output", "encoder", "outputs", dec["encoder_output"]),
-        ("predictor_output", "predictor", "outputs", dec.get("predictor_output")),
-        ("joiner_output", "joiner", "outputs", dec["joiner_output"]),
-    ):
-        if name is not None and name not in tensors[graph][kind]:
-            raise ArtifactError(f"{where}: decode.{field} {name!r} is not an output of the {graph} graph.")
-    for name in dec["joiner_inputs"]:
-        if name not in tensors["joiner"]["inputs"]:
+    dec, st, fe = manifest["decode"], manifest["streaming"], manifest["frontend"]
+    roles = (  # (field, graph, kind, expected shape or None)
+        ("encoder.features", "encoder", "inputs", [1, st["chunk_feature_frames"], fe["n_mels"]]),
+        ("encoder.output", "encoder", "outputs", None),
+        ("predictor.token", "predictor", "inputs", [1, len(manifest["tokenizer"]["vocab"])]),
+        ("predictor.output", "predictor", "outputs", None),
+        ("joiner.encoder_frame", "joiner", "inputs", None),
+        ("joiner.predictor_output", "joiner", "inputs", None),
+        ("joiner.logits", "joiner", "outputs", None),
+    )
+    found: dict[str, dict[str, Any]] = {}
+    for field, graph, kind, shape in roles:
+        role, key = field.split(".")
+        name = dec[role][key]
+        tensor = tensors[graph][kind].get(name)
+        if tensor is None:
             raise ArtifactError(
-                f"{where}: decode.joiner_inputs names {name!r}, which is not an input of the joiner graph."
+                f"{where}: decode.{field} {name!r} is not an {kind[:-1]} of the {graph} graph (a renamed tensor?)."
             )
+        if shape is not None and tensor["shape"] != shape:
+            raise ArtifactError(f"{where}: decode.{field} {name!r} has shape {tensor['shape']}, the contract {shape}.")
+        found[field] = tensor
+    if st["chunk_feature_frames"] != st["stack"] * st["encoder_frames_per_chunk"]:
+        raise ArtifactError(
+            f"{where}: streaming.chunk_feature_frames {st['chunk_feature_frames']} is not stack {st['stack']} x "
+            f"encoder_frames_per_chunk {st['encoder_frames_per_chunk']}."
+        )
+    enc = found["encoder.output"]["shape"]
+    if enc[:2] != [1, st["encoder_frames_per_chunk"]] or found["joiner.encoder_frame"]["shape"] != [1, enc[-1]]:
+        raise ArtifactError(
+            f"{where}: decode.encoder.output has shape {enc}, which does not give encoder_frames_per_chunk rows of "
+            f"the joiner's encoder_frame {found['joiner.encoder_frame']['shape']}."
+        )
+    if found["predictor.output"]["shape"] != found["joiner.predictor_output"]["shape"]:
+        raise ArtifactError(
+            f"{where}: decode.predictor.output has shape {found['predictor.output']['shape']}, the joiner's "
+            f"predictor_output {found['joiner.predictor_output']['shape']}."
+        )
+    fed = {(g, t["name"]) for (field, g, kind, _) in roles if kind == "inputs" for t in [found[field]]}
+    fed |= {(s["graph"], s["input"]) for s in st["states"]}
+    for graph, kinds in tensors.items():
+        for name in kinds["inputs"]:
+            if (graph, name) not in fed:
+                raise ArtifactError(
+                    f"{where}: input {name!r} of the {graph} graph is neither a decode role nor a streaming state, so "
+                    "no decoder following the manifest would feed it."
+                )
     tok = manifest["tokenizer"]
     vocab = tok["vocab"]
-    logits = tensors["joiner"]["outputs"][dec["joiner_output"]]["shape"][-1]
+    logits = found["joiner.logits"]["shape"][-1]
     if len(vocab) != logits:
         raise ArtifactError(
-            f"{where}: tokenizer.vocab has {len(vocab)} symbols, but the joiner's {dec['joiner_output']} has {logits}."
+            f"{where}: tokenizer.vocab has {len(vocab)} symbols, but the joiner's {dec['joiner']['logits']} has "
+            f"{logits}."
         )
     if len(set(vocab)) != len(vocab):
         raise ArtifactError(f"{where}: tokenizer.vocab lists a symbol twice.")
@@ -159,7 +192,6 @@ def check_roles(manifest: dict[str, Any], tensors: dict[str, dict[str, dict[str,
         raise ArtifactError(
             f"{where}: decode.start_token {dec['start_token']} is outside the vocabulary (0..{len(vocab) - 1})."
         )
-    fe = manifest["frontend"]
     for field in ("mean", "std"):
         if len(fe[field]) != fe["n_mels"]:
             raise ArtifactError(f"{where}: frontend.{field} has {len(fe[field])} values for {fe['n_mels']} mel bins.")
@@ -168,12 +200,10 @@ def check_roles(manifest: dict[str, Any], tensors: dict[str, dict[str, dict[str,
 
 
 def check_tokens_file(folder: Path, manifest: dict[str, Any], where: str) -> None:
-    """`tokens.txt` (schema 1.4) lists the manifest's vocabulary, id by id."""
+    """`tokens.txt` lists the manifest's vocabulary, id by id."""
     from .manifest import tokens_text
 
-    name = manifest["tokenizer"].get("tokens_file")
-    if name is None:
-        return
+    name = manifest["tokenizer"]["tokens_file"]
     path = graph_file(folder, {"file": name}, "tokenizer.tokens_file", where)
     try:
         text = path.read_text(encoding="utf-8")
@@ -191,15 +221,13 @@ def check_tokens_file(folder: Path, manifest: dict[str, Any], where: str) -> Non
 
 
 def check_graph_metadata(folder: Path, manifest: dict[str, Any], where: str) -> None:
-    """Every graph file and its NPU copy carries the decode contract (schema 1.4: graphs.*.metadata) equal to the
+    """Every graph file and its NPU copy carries the decode contract (graphs.*.metadata) equal to the
     manifest's: its role, its tensors' names and the frontend, tokenizer, streaming and decode sections."""
     from .manifest import DECODE_SECTIONS
     from .tflite_meta import read_contract
 
     for name, g in manifest["graphs"].items():
-        entry = g.get("metadata")
-        if entry is None:
-            continue
+        entry = g["metadata"]
         files = [(f"graphs.{name}", g)] + ([(f"graphs.{name}.npu", g["npu"])] if "npu" in g else [])
         for field, e in files:
             path = graph_file(folder, e, field, where)
@@ -210,8 +238,8 @@ def check_graph_metadata(folder: Path, manifest: dict[str, Any], where: str) -> 
                 raise ArtifactError(
                     f"{path} ({field}) says in its metadata that it is the {meta.get('graph')!r} graph."
                 )
-            resolver = manifest["model"]["sparsity"].get("litert_op_resolver")
-            if field == f"graphs.{name}" and resolver is not None and meta.get("litert_op_resolver") != resolver:
+            resolver = manifest["model"]["sparsity"]["litert_op_resolver"]
+            if field == f"graphs.{name}" and meta.get("litert_op_resolver") != resolver:
                 raise ArtifactError(
                     f"{path} ({field}): its metadata names op resolver {meta.get('litert_op_resolver')!r}, the "
                     f"manifest's model.sparsity.litert_op_resolver {resolver!r}."

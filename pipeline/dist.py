@@ -22,13 +22,15 @@ from .manifest import (
     decode_sections,
     git_commit,
     litert_op_resolver,
+    rtf_definitions,
+    scoring_rules,
     tokens_text,
     tool_versions,
     validate_manifest,
 )
 from .preflight import Output
 from .runtimes import describe
-from .stages import PreparedData, edge_padding_samples
+from .stages import EVAL_SPLITS, PreparedData, edge_padding_samples
 from .targets import TargetProfile
 from .tflite_meta import CONTRACT_METADATA
 from .tomlconf import to_dict
@@ -80,6 +82,7 @@ def make_manifest(
             "runtime": f"litert (ai-edge-litert, {verify['litert_kernels']}), int8 artifacts as shipped",
             "threads": verify["threads"],
             "machine": verify["machine"],
+            "definitions": rtf_definitions(EVAL_SPLITS[0]),
             **verify["latency"],
         }
     }
@@ -132,8 +135,9 @@ def make_manifest(
         "graphs": graphs,
         "evaluation": {
             "data_source": corpus.source.kind,
-            "sets": verify["sets"],
             **({"caveat": SYNTH_CAVEAT} if corpus.source.kind == "synth" else {}),
+            "scoring": scoring_rules(),
+            "sets": verify["sets"],
         },
         "latency": latency,
         "memory": {

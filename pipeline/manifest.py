@@ -21,7 +21,7 @@ from .frontend import Normalizer, mel_filterbank
 from .tokenizer import CharTokenizer
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "manifest.schema.json"
-SCHEMA_VERSION = "1.4"
+SCHEMA_VERSION = "2.0"
 TOOLS = (
     "tensorflow",
     "tf-keras",
@@ -34,19 +34,30 @@ TOOLS = (
 )
 
 DECODE_LOOP = (
-    "state = initial_value for every state input; pred = predictor(one_hot(start_token), pred state). "
-    "For each chunk of chunk_feature_frames normalized feature frames (the frontend's, with its edge_padding_samples "
-    "zeros at each end "
-    "of the audio; pad the last chunk with last_chunk_pad_value): "
-    "run the encoder with the chunk and the encoder states, feed each output state back as the matching input next "
-    "chunk. "
-    "For each of the chunk's encoder frames that is valid: up to max_symbols_per_frame times, logits = "
-    "joiner(encoder_frame, pred); "
-    "k = argmax(logits); if k == blank_id stop this frame; else emit k and pred, pred state = predictor(one_hot(k), "
-    "pred state). "
-    "Quantize every int8 input and dequantize every int8 output with that tensor's scale and zero_point; "
-    "state outputs are dequantized with the output's parameters and re-quantized with the input's."
+    "At the start of an utterance every state input takes its initial_value, then the predictor runs once on "
+    "start_token and its output and state outputs replace the initial ones. The frontend's features arrive in chunks "
+    "of chunk_feature_frames (the last one filled with last_chunk_pad_value); each chunk is one encoder call, whose "
+    "state outputs become its state inputs for the next call. Each of the chunk's encoder frames that is valid "
+    "(the first valid_encoder_frames of the utterance) is searched: up to max_symbols_per_frame times, logits = "
+    "joiner(encoder frame, predictor output); k = argmax (lowest index on ties); blank: next frame; else emit k and "
+    "run the predictor on k (its output and states replace the previous ones). Values cross graphs dequantized and "
+    "re-quantized (between_graphs). Words: the emitted symbols joined, split on spaces."
 )
+
+
+def manifest_version_problem(manifest: object) -> str | None:
+    """Why a manifest cannot be read as this schema's version (None when it can): a 1.x manifest is refused whole,
+    since 2.0 turned its prose into fields a decoder needs."""
+    if not isinstance(manifest, dict):
+        return "is not a JSON object"
+    version = manifest.get("schema_version")
+    if isinstance(version, str) and version.startswith("1."):
+        return (
+            f"is schema {version}, written by an older pipeline; this pipeline reads schema {SCHEMA_VERSION} only "
+            "(it names every tensor role, state rule, tie and rounding rule that 1.x left to prose): rebuild the "
+            "folder with `pipeline build` (docs/manifest.md, 'From 1.x to 2.0')"
+        )
+    return None
 
 
 @lru_cache(maxsize=1)
@@ -56,6 +67,9 @@ def schema() -> dict[str, Any]:
 
 def validate_manifest(manifest: dict[str, Any], source: str = "manifest") -> None:
     """Raise `ArtifactError` naming the first schema violation."""
+    problem = manifest_version_problem(manifest)
+    if problem:
+        raise ArtifactError(f"{source} {problem}.")
     try:
         jsonschema.validate(manifest, schema())
     except jsonschema.ValidationError as exc:
@@ -66,36 +80,57 @@ def validate_manifest(manifest: dict[str, Any], source: str = "manifest") -> Non
 def frontend_section(
     cfg: ModelConfig, norm: Normalizer, edge_padding_samples: int, edge_padding_why: str
 ) -> dict[str, Any]:
+    """The manifest's `frontend`: every step from the app's audio to the encoder's features, each rule a field whose
+    meaning the schema gives (constants are the pipeline's own rules, `pipeline/audio.py` and `frontend.py`)."""
     fe = cfg.frontend
+    props = schema()["properties"]["frontend"]["properties"]
+
+    def const(name: str) -> Any:
+        return props[name]["const"]
+
     return {
         "type": "log_mel",
         "sample_rate": fe.sample_rate,
-        "pcm_scale": 1 / 32768,
+        "audio": {
+            "channels": "mean",
+            "integer_pcm": "divide_by_2^(bits-1)",
+            "float_pcm": "as_is",
+            "resampling": {
+                "method": "polyphase",
+                "ratio": "Fraction(sample_rate, source_rate).limit_denominator(1000) = up / down",
+                "filter": "kaiser_5.0",
+                "reference": "scipy.signal.resample_poly(x, up, down)",
+            },
+        },
         "edge_padding_samples": edge_padding_samples,
         "edge_padding": edge_padding_why if edge_padding_samples else "none",
         "win_samples": fe.win_samples,
         "hop_samples": fe.hop_samples,
-        "n_fft": fe.n_fft,
+        "frame_count": const("frame_count"),
+        "short_audio": const("short_audio"),
         "window": "hann_periodic",
+        "n_fft": fe.n_fft,
+        "fft_padding": const("fft_padding"),
+        "spectrum": const("spectrum"),
         "mel_scale": "htk",
         "n_mels": fe.n_mels,
         "fmin": fe.fmin,
         "fmax": fe.fmax,
+        "mel_filterbank": [[round(float(v), 8) for v in row] for row in mel_filterbank(fe)],
         "log": "natural",
         "log_floor": fe.log_floor,
-        "mel_filterbank": [[round(float(v), 8) for v in row] for row in mel_filterbank(fe)],
         "mean": list(norm.mean),
         "std": list(norm.std),
         "cmn_prior_frames": norm.prior_frames,
-        "formula": schema()["properties"]["frontend"]["description"],
-        "reference_implementation": "pipeline/frontend.py: log_mel() then Normalizer",
+        "normalization": const("normalization"),
+        "precision": {"spectrum": "float64", "log_mel": "float32", "normalization": "float64", "features": "float32"},
     }
 
 
 def tokenizer_section(tok: CharTokenizer) -> dict[str, Any]:
     return {
         **tok.to_dict(),
-        "text_normalization": "lower-case; runs of white space become one space; strip",
+        "text_normalization": schema()["properties"]["tokenizer"]["properties"]["text_normalization"]["const"],
         "tokens_file": TOKENS_FILE,
     }
 
@@ -130,36 +165,65 @@ def decode_sections(
     from .model import PREDICTOR_STATE_NAMES, encoder_state_names  # TensorFlow: imported only when a build needs it
 
     states = [
-        {"graph": "encoder", "input": s, "output": f"{s}_out", "initial_value": 0.0} for s in encoder_state_names(cfg)
+        {"graph": "encoder", "input": s, "output": f"{s}_out", "initial_value": 0.0, "update": "every_call"}
+        for s in encoder_state_names(cfg)
     ]
     states += [
-        {"graph": "predictor", "input": s, "output": f"{s}_out", "initial_value": 0.0} for s in PREDICTOR_STATE_NAMES
+        {"graph": "predictor", "input": s, "output": f"{s}_out", "initial_value": 0.0, "update": "every_call"}
+        for s in PREDICTOR_STATE_NAMES
     ]
+    consts = {k: v["const"] for k, v in schema()["properties"]["decode"]["properties"].items() if "const" in v}
     return {
         "frontend": frontend_section(cfg, norm, edge_padding_samples, EDGE_PADDING_WHY),
         "tokenizer": tokenizer_section(tok),
         "streaming": {
             "chunk_feature_frames": cfg.chunk_feature_frames,
             "stack": cfg.encoder.stack,
+            "stacking": "in_encoder_graph",
             "encoder_frames_per_chunk": cfg.encoder.chunk_frames,
             "chunk_ms": cfg.chunk_ms,
             "algorithmic_latency_ms": cfg.algorithmic_latency_ms,
             "last_chunk_pad_value": 0.0,
+            "valid_encoder_frames": "ceil(frame_count / stack)",
             "states": states,
         },
         "decode": {
             "algorithm": "greedy",
             "max_symbols_per_frame": cfg.decode.max_symbols_per_frame,
+            "argmax_ties": consts["argmax_ties"],
             "start_token": tok.blank_id,
-            "predictor_input": "one_hot",
-            "encoder_output": "encoder_out",
-            "predictor_output": "predictor_out",
-            "joiner_inputs": {"encoder_frame": "one row of encoder_out", "predictor_out": "predictor_out"},
-            "joiner_output": "logits",
-            "valid_encoder_frames": "ceil(feature_frames / stack): later frames of the padded last chunk are skipped",
+            "start_replaces_state": True,
+            "encoder": {"features": "features", "output": "encoder_out"},
+            "predictor": {
+                "token": "token",
+                "token_encoding": "one_hot",
+                "output": "predictor_out",
+                "called": "start_and_each_emitted_symbol",
+            },
+            "joiner": {"encoder_frame": "encoder_frame", "predictor_output": "predictor_out", "logits": "logits"},
+            "between_graphs": consts["between_graphs"],
+            "quantize": consts["quantize"],
+            "dequantize": consts["dequantize"],
+            "arithmetic": consts["arithmetic"],
             "loop": DECODE_LOOP,
         },
     }
+
+
+def _consts(obj: dict[str, Any]) -> dict[str, Any]:
+    return {k: v["const"] for k, v in obj["properties"].items() if "const" in v}
+
+
+def rtf_definitions(timed_set: str) -> dict[str, str]:
+    """`latency.host.definitions`: what the host real-time factors time and which audio they count (the schema's
+    rules), and the evaluation set whose utterances were timed."""
+    host = schema()["properties"]["latency"]["properties"]["host"]["properties"]["definitions"]
+    return {**_consts(host), "timed_set": timed_set}
+
+
+def scoring_rules() -> dict[str, str]:
+    """`evaluation.scoring`: how every WER of the manifest is computed."""
+    return _consts(schema()["properties"]["evaluation"]["properties"]["scoring"])
 
 
 def litert_op_resolver(sparse_encoded: bool) -> str:

@@ -163,14 +163,14 @@ def transducer_from_manifest(
     return (
         t,
         cfg,
-        Normalizer(tuple(fe["mean"]), tuple(fe["std"]), int(fe.get("cmn_prior_frames", 0))),
+        Normalizer(tuple(fe["mean"]), tuple(fe["std"]), int(fe["cmn_prior_frames"])),
         CharTokenizer.from_dict(tok),
     )
 
 
 def manifest_edge_padding(manifest: dict) -> int:
-    """The zeros the manifest's frontend adds at each end of an utterance's audio (0 before schema 1.2)."""
-    return int(manifest["frontend"].get("edge_padding_samples", 0))
+    """The zeros the manifest's frontend adds at each end of an utterance's audio."""
+    return int(manifest["frontend"]["edge_padding_samples"])
 
 
 def manifest_features(manifest: dict, fe: FrontendConfig, norm: Normalizer, corpus: Corpus) -> list[np.ndarray]:

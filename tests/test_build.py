@@ -56,45 +56,40 @@ def test_manifest_validates_and_hashes_match(built):
     ]
 
 
-def test_older_schema_manifests_still_validate_and_decode_as_they_did(built, tmp_path):
-    """Schema 1.1 added frontend.cmn_prior_frames and 1.2 frontend.edge_padding_samples; a manifest written before
-    either (no such field) stays valid and decodes as 0, and a manifest of a version that requires the field but
-    lacks it is refused."""
+def test_a_manifest_of_schema_1_is_refused_with_a_message_to_rebuild(built, tmp_path):
+    """2.0 turned 1.x's prose into fields a decoder needs: a 1.x manifest is refused whole, by the schema check and by
+    every command that reads a device folder, with one sentence saying to rebuild."""
     from pipeline.corpus import read_manifest
 
     paths, manifest_path, _ = built
     m = json.loads(manifest_path.read_text())
-    assert (
-        m["schema_version"] == "1.4"
-        and m["frontend"]["cmn_prior_frames"] == 0
-        and m["frontend"]["edge_padding_samples"] == 800
-    )
-    del m["tokenizer"]["tokens_file"]  # what 1.4 added: tokens.txt and the contract inside the graphs
-    for g in m["graphs"].values():
-        del g["metadata"]
-    m["schema_version"] = "1.3"
-    with pytest.raises(ArtifactError, match="integrity"):
-        m.pop("integrity")
-        validate_manifest(m)
-    del m["frontend"]["edge_padding_samples"], m["frontend"]["edge_padding"]
-    m["schema_version"] = "1.2"
-    with pytest.raises(ArtifactError, match="edge_padding_samples"):
-        validate_manifest(m)
-    corpus = read_manifest(next((paths.work_dir / "cache" / "data").glob("*/test_unseen.jsonl")))
-    wavs = [corpus.audio_path(u) for u in corpus.utterances[:3]]
-    unpadded = [f"{w}\t{h}" for w, h in zip(wavs, _pipeline_hypotheses(paths, manifest_path, corpus, 3, edge=0))]
+    assert m["schema_version"] == "2.0"
     old = tmp_path / "old"
     shutil.copytree(manifest_path.parent, old)
-    for version in ("1.1", "1.0"):
+    for version in ("1.4", "1.0"):
         m["schema_version"] = version
-        validate_manifest(m)
+        with pytest.raises(ArtifactError, match=f"is schema {version}, written by an older pipeline.*rebuild"):
+            validate_manifest(m)
         (old / "manifest.json").write_text(json.dumps(m))
-        r = run_cli("transcribe", old, *wavs)
-        assert r.returncode == 0, r.stderr
-        assert r.stdout.splitlines() == unpadded
-        m["frontend"].pop("cmn_prior_frames", None)  # for the 1.0 round, which has neither field
-    m["schema_version"] = "1.1"
-    with pytest.raises(ArtifactError, match="cmn_prior_frames"):
+        corpus = read_manifest(next((paths.work_dir / "cache" / "data").glob("*/test_unseen.jsonl")))
+        for args in (("transcribe", old, corpus.audio_path(corpus.utterances[0])), ("verify", old)):
+            r = run_cli(*args)
+            assert r.returncode == 2 and r.stdout == "", r.stderr
+            (line,) = [x for x in r.stderr.splitlines() if x.startswith("error:")]
+            assert f"is schema {version}" in line and "pipeline build" in line, line
+
+
+@pytest.mark.parametrize(
+    "where", [(), ("decode",), ("decode", "joiner"), ("frontend", "audio"), ("latency", "host"), ("graphs", "joiner")]
+)
+def test_a_field_the_schema_does_not_know_fails_validation(built, where):
+    """Every object the pipeline writes is closed: a field outside the schema anywhere is an error naming it."""
+    m = json.loads(built[1].read_text())
+    node = m
+    for key in where:
+        node = node[key]
+    node["surprise"] = 1
+    with pytest.raises(ArtifactError, match="surprise"):
         validate_manifest(m)
 
 
@@ -265,13 +260,14 @@ def _garbage_encoder(m, folder):
     m["graphs"]["encoder"].update(bytes=920, sha256=sha256_file(folder / "encoder.tflite"))
 
 
-def _unsigned(edit):
-    """The same edit to a manifest without integrity digests (schema 1.2): checks against the graphs must catch it."""
+def _resigned(edit):
+    """The same edit with the integrity digests recomputed after it: only the checks against the graphs can catch it."""
 
     def run(m, folder):
-        del m["integrity"]
-        m["schema_version"] = "1.2"
+        from pipeline.contract import integrity_section
+
         edit(m, folder)
+        m["integrity"] = integrity_section(m)
 
     return run
 
@@ -338,19 +334,29 @@ TAMPERS = {
         lambda m, f: m["tokenizer"].update(vocab=m["tokenizer"]["vocab"][:-2]),
         r"tokenizer\.vocab was edited",
     ),
-    "vocabulary-truncated-unsigned": (
-        _unsigned(lambda m, f: m["tokenizer"].update(vocab=m["tokenizer"]["vocab"][:-2])),
-        r"tokenizer\.vocab has \d+ symbols, but the joiner",
+    "vocabulary-truncated-resigned": (
+        _resigned(lambda m, f: m["tokenizer"].update(vocab=m["tokenizer"]["vocab"][:-2])),
+        r"decode\.predictor\.token 'token' has shape \[1, \d+\], the contract \[1, \d+\]",
     ),
     "blank-out-of-range": (lambda m, f: m["tokenizer"].update(blank_id=99), r"tokenizer\.blank_id was edited"),
-    "blank-out-of-range-unsigned": (
-        _unsigned(lambda m, f: m["tokenizer"].update(blank_id=99)),
+    "blank-out-of-range-resigned": (
+        _resigned(lambda m, f: m["tokenizer"].update(blank_id=99)),
         r"tokenizer\.blank_id 99 is outside",
     ),
-    "state-renamed-unsigned": (
-        _unsigned(lambda m, f: m["streaming"]["states"][0].update(input="h9")),
+    "state-renamed-resigned": (
+        _resigned(lambda m, f: m["streaming"]["states"][0].update(input="h9")),
         r"streaming\.states\[0\] names 'h9'",
     ),
+    "role-tensor-renamed-resigned": (
+        _resigned(lambda m, f: m["decode"]["joiner"].update(encoder_frame="enc_frame")),
+        r"decode\.joiner\.encoder_frame 'enc_frame' is not an input of the joiner graph",
+    ),
+    "stack-arithmetic-resigned": (
+        _resigned(lambda m, f: m["streaming"].update(stack=m["streaming"]["stack"] + 1)),
+        r"streaming\.chunk_feature_frames \d+ is not stack",
+    ),
+    "unknown-field": (lambda m, f: m["decode"].update(beam=4), r"decode.*'beam' was unexpected"),
+    "schema-1.4": (lambda m, f: m.update(schema_version="1.4"), r"is schema 1\.4, written by an older pipeline"),
     "encoder-and-predictor-swapped": (_swap_graphs, r"graphs\.encoder\.inputs"),
     "garbage-graph-with-matching-sha256": (
         _garbage_encoder,

@@ -41,3 +41,59 @@ def test_readme_is_a_short_user_guide_and_product_files_carry_no_history():
 def test_no_experiment_config_extends_a_live_model():
     for path in (ROOT / "experiments").rglob("*.toml"):
         assert not re.search(r"^\s*extends\s*=", path.read_text(), re.MULTILINE), path
+
+
+# objects keyed by names the build chooses (sets, speakers, tools, operators, digests): open maps, their values typed
+OPEN_MAPS = (
+    "evaluation.sets",
+    "evaluation.sets.*.wer_by_speaker",
+    "build.tool_versions",
+    "$defs.graph.operators",
+    "integrity.fields.frontend",
+    "integrity.fields.tokenizer",
+    "integrity.fields.streaming",
+    "integrity.fields.decode",
+)
+
+
+def _schema_nodes(node, where):
+    yield where, node
+    for k, v in node.get("properties", {}).items():
+        yield from _schema_nodes(v, f"{where}.{k}" if where else k)
+    for k, v in node.get("$defs", {}).items():
+        yield from _schema_nodes(v, f"$defs.{k}")
+    for option in node.get("oneOf", []):
+        if option != {"type": "null"}:  # "or null": the other option says what the field is
+            yield from _schema_nodes(option, where)
+    if isinstance(node.get("additionalProperties"), dict):
+        yield from _schema_nodes(node["additionalProperties"], f"{where}.*")
+    if isinstance(node.get("items"), dict):
+        yield from _schema_nodes(node["items"], f"{where}[]")
+
+
+def test_the_schema_is_strict_and_describes_every_field():
+    """Schema 2.0: every object the pipeline owns is closed (additionalProperties false, so an unknown field fails)
+    and every field has a description or a constant."""
+    schema = json.loads(SCHEMA_PATH.read_text())
+    nodes = list(_schema_nodes(schema, ""))
+    open_objects = [
+        w
+        for w, n in nodes
+        if (n.get("type") == "object" or "properties" in n)
+        and n.get("additionalProperties") is not False
+        and w not in OPEN_MAPS
+        and w  # the root is closed too: checked below
+    ]
+    assert schema["additionalProperties"] is False and not open_objects, open_objects
+    undescribed = [
+        w
+        for w, n in nodes
+        if w
+        and not w.endswith(("[]", ".*"))  # array items and map values: described by their container
+        and w != "$defs.sha256"  # a type, described where it is used
+        and not (
+            {"properties", "$ref", "const", "description"} & set(n)
+            and (n.get("description") or "properties" in n or "$ref" in n or "const" in n)
+        )
+    ]
+    assert not undescribed, undescribed
