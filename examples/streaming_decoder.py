@@ -19,6 +19,7 @@ The watch target's graphs run the same way in TFLite Micro (same tensors, same a
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import struct
@@ -35,8 +36,9 @@ class Graph:
     """One int8 graph: named float inputs in, named float outputs out (quantized with each tensor's own scale and zero
     point as the manifest gives them)."""
 
-    def __init__(self, path: Path, spec: dict, resolver: OpResolverType) -> None:
-        self.it = Interpreter(model_path=str(path), experimental_op_resolver_type=resolver)
+    def __init__(self, model: bytes, spec: dict, resolver: OpResolverType) -> None:
+        self.model = model  # LiteRT reads the flatbuffer in place: keep it alive as long as the interpreter
+        self.it = Interpreter(model_content=model, experimental_op_resolver_type=resolver)
         self.it.allocate_tensors()
         index = {d["name"]: d["index"] for d in self.it.get_input_details() + self.it.get_output_details()}
         self.inputs = {t["name"]: (t, index[t["tensor_name"]]) for t in spec["inputs"]}
@@ -192,8 +194,10 @@ class StreamingDecoder:
         for (section, key), value in SUPPORTED.items():
             if self.m[section][key] != value:
                 raise SystemExit(f"{folder}: {section}.{key} is {self.m[section][key]!r}; this decoder does {value!r}.")
-        resolver = getattr(OpResolverType, self.m["model"]["sparsity"].get("litert_op_resolver", "AUTO"))
-        self.graphs = {name: Graph(self.folder / g["file"], g, resolver) for name, g in self.m["graphs"].items()}
+        self.resolver = getattr(OpResolverType, self.m["model"]["sparsity"].get("litert_op_resolver", "AUTO"))
+        self.graphs = {
+            n: Graph((self.folder / g["file"]).read_bytes(), g, self.resolver) for n, g in self.m["graphs"].items()
+        }
         self.frontend = Frontend(self.m["frontend"])
         self.st, self.dec, self.tok = self.m["streaming"], self.m["decode"], self.m["tokenizer"]
         self.shapes = {t["name"]: t["shape"] for g in self.m["graphs"].values() for t in g["inputs"]}
@@ -282,6 +286,65 @@ class StreamingDecoder:
             frames = min(self.st["encoder_frames_per_chunk"], valid_total - self.encoder_frames_done)
             self._encode(chunk, frames)
         return self._words()
+
+
+def apply_patch(base: bytes, patch_file: Path) -> bytes:
+    """A tier's graph from the base graph and its patch (manifest `switching.patch_format`): zero the bytes the `zero`
+    bit map marks, then XOR with `xor`."""
+    with np.load(patch_file, allow_pickle=False) as p:
+        zero, xor = p["zero"], p["xor"]
+    out = np.frombuffer(base, np.uint8).copy()
+    if xor.shape != out.shape or len(zero) != (len(out) + 7) // 8:
+        raise SystemExit(f"{patch_file} does not fit its base graph ({len(out)} bytes).")
+    out[np.unpackbits(zero, count=len(out)).astype(bool)] = 0
+    out ^= xor
+    return out.tobytes()
+
+
+class SwitchableDecoder(StreamingDecoder):
+    """A switchable package (manifest `switching`): every tier of one model, switched with `set_tier`.
+
+    Between utterances, or mid-stream: `set_tier` takes effect at the next encoder call (a chunk boundary). The
+    recurrent states and the last predictor output are kept as floats and carry over; the new tier quantizes them
+    with its own input scales, as it does every value that crosses graphs. A tier's graphs are built from the base
+    graphs and its patches when first asked for and kept (`cache=False`: rebuilt at every switch, least memory)."""
+
+    def __init__(self, folder: str | Path, tier: int | None = None, cache: bool = True) -> None:
+        super().__init__(folder)
+        if "switching" not in self.m:
+            raise SystemExit(f"{folder}: not a switchable package (its manifest has no `switching`).")
+        self.sw = self.m["switching"]
+        self.base = {name: g.model for name, g in self.graphs.items()}
+        self.cache = cache
+        self.built: dict[int, dict[str, Graph]] = {self.sw["base_tier"]: self.graphs}
+        self.tier = self.sw["base_tier"]
+        if tier is not None:
+            self.set_tier(tier)
+
+    @property
+    def tiers(self) -> list[int]:
+        return [t["tier"] for t in self.sw["tiers"]]
+
+    def _graphs_of(self, tier: int) -> dict[str, Graph]:
+        if tier in self.built:
+            return self.built[tier]
+        entry = next((t for t in self.sw["tiers"] if t["tier"] == tier), None)
+        if entry is None:
+            raise ValueError(f"tier {tier} is not in this package (tiers {self.tiers}).")
+        graphs = {}
+        for name, spec in self.m["graphs"].items():
+            data = apply_patch(self.base[name], self.folder / entry["patches"][name]["file"])
+            if hashlib.sha256(data).hexdigest() != entry["graph_sha256"][name]:
+                raise SystemExit(f"{self.folder}: tier {tier}'s {name} graph does not match its graph_sha256.")
+            graphs[name] = Graph(data, spec, self.resolver)
+        if self.cache:
+            self.built[tier] = graphs
+        return graphs
+
+    def set_tier(self, tier: int) -> None:
+        """Decode with `tier` from the next chunk on (states and the predictor output carry over)."""
+        self.graphs = self._graphs_of(tier)
+        self.tier = tier
 
 
 def read_wav(path: str | Path, sample_rate: int) -> np.ndarray:

@@ -19,7 +19,7 @@ from .checkpoint import ModelCheckpoint
 from .config import ModelConfig, load_model_config
 from .data import DataOptions
 from .dist import device_output, make_manifest, write_dist
-from .errors import BudgetError
+from .errors import BudgetError, ConfigError
 from .evaluate import stage_verify
 from .export_stage import stage_export
 from .gate import aat_or_ptq, check_gate_split
@@ -98,20 +98,48 @@ def build(
     method: str | None = None,
     tier: int | None = None,
     aat: bool | None = None,
+    switchable: bool | None = None,
 ) -> Path:
     """Build `dist/<target>/` for one target profile; returns the manifest path. `aat` (default: the
-    profile's) adds the accelerator-aware fine-tuning phase."""
+    profile's) adds the accelerator-aware fine-tuning phase; `switchable` (default: the profile's) ships every tier of
+    one omni checkpoint as one package."""
     target = load_target(target_name)
     cfg = load_model_config(model or target.build.model)
+    switchable = target.build.switchable if switchable is None else switchable
+    if switchable:
+        method = check_switchable(target, method, tier, aat)
     method = method or target.build.method
     check_method(method, cfg, tier)
     tiers = candidate_tiers(cfg, target, method, tier)
     cache, src = begin(cfg, data, paths.work_dir, [device_output(paths.out_dir, target.name)])
     cfg, corpus = stage_corpus(cache, cfg, src)
     feats = stage_features(cache, cfg, corpus)
+    if switchable:
+        from .switching import build_switchable
+
+        return build_switchable(cache, target, cfg, tiers, corpus, feats, steps, paths.out_dir)
     return build_target(
         cache, target, cfg, method, tiers, corpus, feats, steps, paths.out_dir, target.build.aat if aat is None else aat
     )
+
+
+def check_switchable(target: TargetProfile, method: str | None, tier: int | None, aat: bool | None) -> str:
+    """The method a switchable build trains (omni: one shared-weight checkpoint), or `ConfigError` for what a
+    switchable package cannot be."""
+    if target.device.runtime != "litert":
+        raise ConfigError(
+            f"target {target.name!r} runs {target.device.runtime}: a switchable package is patched and loaded at run "
+            "time by LiteRT; on TFLM + Vela each tier needs its own compiled graphs (docs/design.md, switching tiers)."
+        )
+    if method not in (None, "omni"):
+        raise ConfigError(f"--switchable needs one shared-weight checkpoint (--method omni), not --method {method}.")
+    if tier is not None:
+        raise ConfigError("--switchable ships every tier of the checkpoint; --tier picks one.")
+    if aat:
+        raise ConfigError("--switchable does not combine with --aat yet: AAT learns each tier's own int8 grid.")
+    if target.build.method != "omni":
+        log.info("%s: --switchable trains one omni checkpoint (profile method: %s)", target.name, target.build.method)
+    return "omni"
 
 
 def build_all(

@@ -164,6 +164,12 @@ def cli(ctx: click.Context, verbose: bool) -> None:
     "(default: the target's build.aat); each tier ships AAT's int8 graphs or the checkpoint's post-training-quantized "
     "ones, as the model's [aat] gate chooses on a held-out split (manifest: model.quantization.aat_selection).",
 )
+@click.option(
+    "--switchable/--no-switchable",
+    default=None,
+    help="ship every tier of one omni checkpoint as one package (the densest tier's graphs plus a small patch per "
+    "other tier) that an app switches between at run time (default: the target's build.switchable; LiteRT targets).",
+)
 @data_options
 @path_options
 def build(
@@ -174,6 +180,7 @@ def build(
     method: str | None,
     tier: int | None,
     aat: bool | None,
+    switchable: bool | None,
     data: DataOptions,
     out_dir: Path,
     work_dir: Path,
@@ -187,12 +194,14 @@ def build(
             raise click.UsageError(
                 "--tier picks one tier for one target; --all-targets chooses each profile's tier by its budgets."
             )
+        if switchable:
+            raise click.UsageError("--switchable builds one target; give --target NAME.")
         from .build import build_all
 
         for manifest in build_all(data, paths, model, steps, method, bool(aat)):
             _wrote(manifest)
         return
-    _wrote(run_build(target, data, paths, model, steps, method, tier, aat))
+    _wrote(run_build(target, data, paths, model, steps, method, tier, aat, switchable))
 
 
 def _wrote(manifest: Path) -> None:
@@ -537,6 +546,48 @@ def bench_speakers(
         synthesized_only,
     )
     click.echo((report / "speakers.md").read_text())
+
+
+@bench.command("switching")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option(
+    "--corpus",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="held-out utterances (JSONL, e.g. <work-dir>/cache/data/<key>/test_unseen.jsonl).",
+)
+@click.option("--switches", type=click.IntRange(min=10), default=100, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="decode only the first N utterances.")
+@click.option("--report", type=click.Path(path_type=Path), default=Path("bench/switching"), show_default=True)
+def bench_switching(folder: Path, corpus: Path, switches: int, limit: int | None, report: Path) -> None:
+    """A switchable package through the example runtime: switch time, every tier's words against its standalone
+    graphs, WER per tier and after a switch in the middle of an utterance."""
+    from .fsutil import atomic_write_json
+    from .switching import bench_switching as run
+
+    result = run(folder, corpus, switches, limit)
+    report.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(report / "switching.json", result)
+    lines = [
+        f"# Switching tiers: {folder}",
+        "",
+        f"Package {result['package_bytes']:,} B = {result['package_bytes'] / result['densest_graph_bytes']:.3f} x the "
+        f"densest tier's graphs ({result['densest_graph_bytes']:,} B).",
+        "",
+        f"Tier switch over {switches} switches: cold (patch + load) p50 {result['switch_cold']['p50_ms']} ms, p90 "
+        f"{result['switch_cold']['p90_ms']} ms; warm (tier loaded before) p90 {result['switch_warm']['p90_ms']} ms.",
+        "",
+        "| tier | words = standalone | WER | WER switched from the base mid-utterance |",
+        "| ---: | ---: | ---: | ---: |",
+    ]
+    for tier, e in result["tiers"].items():
+        mid = e.get("wer_switched_mid_utterance")
+        lines.append(
+            f"| {tier} | {e['words_equal_standalone']}/{e['utterances']} | {100 * e['wer']:.1f}% | "
+            + (f"{100 * mid:.1f}% |" if mid is not None else "- |")
+        )
+    (report / "switching.md").write_text("\n".join(lines) + "\n")
+    click.echo((report / "switching.md").read_text())
 
 
 @bench.command("quant")

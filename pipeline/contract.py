@@ -260,6 +260,38 @@ def check_graph_metadata(folder: Path, manifest: dict[str, Any], where: str) -> 
                         )
 
 
+def check_switching(folder: Path, manifest: dict[str, Any], where: str) -> None:
+    """A switchable package's tiers: the base tier's graphs are the shipped ones, and every patch lies inside the
+    folder, matches its size and sha256, and turns the base graph into the graph its `graph_sha256` names."""
+    from .switching import apply_patch
+
+    sw = manifest.get("switching")
+    if sw is None:
+        return
+    base = {g: graph_file(folder, e, f"graphs.{g}", where).read_bytes() for g, e in manifest["graphs"].items()}
+    for i, tier in enumerate(sw["tiers"]):
+        field = f"switching.tiers[{i}]"
+        if tier["patches"] is None:
+            if tier["tier"] != sw["base_tier"]:
+                raise ArtifactError(f"{where}: {field} (tier {tier['tier']}) has no patches but is not the base tier.")
+            for g, sha in tier["graph_sha256"].items():
+                if sha != manifest["graphs"][g]["sha256"]:
+                    raise ArtifactError(f"{where}: {field}.graph_sha256.{g} is not graphs.{g}.sha256.")
+            continue
+        for g, patch in tier["patches"].items():
+            path = graph_file(folder, patch, f"{field}.patches.{g}", where)
+            if not path.is_file():
+                raise ArtifactError(f"{where}: {field}.patches.{g}.file {patch['file']} is missing from {folder}.")
+            data = path.read_bytes()
+            if len(data) != patch["bytes"] or hashlib.sha256(data).hexdigest() != patch["sha256"]:
+                raise ArtifactError(f"{path} does not match {field}.patches.{g} of the manifest (size or sha256).")
+            graph = apply_patch(base[g], data, str(path))
+            if hashlib.sha256(graph).hexdigest() != tier["graph_sha256"][g]:
+                raise ArtifactError(
+                    f"{path}: the base {g} graph patched with it does not give {field}.graph_sha256.{g}."
+                )
+
+
 def check_device_folder(folder: Path, manifest: dict[str, Any]) -> None:
     """Every check above, cheapest first."""
     where = str(Path(folder) / "manifest.json")
@@ -268,3 +300,4 @@ def check_device_folder(folder: Path, manifest: dict[str, Any]) -> None:
     check_roles(manifest, check_tensors(folder, manifest, where), where)
     check_tokens_file(folder, manifest, where)
     check_graph_metadata(folder, manifest, where)
+    check_switching(folder, manifest, where)

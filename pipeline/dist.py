@@ -187,9 +187,15 @@ def is_device_folder(folder: Path) -> bool:
     )
 
 
-def write_dist(out: Output, int8_dir: Path, make: Any, npu_dir: Path | None = None) -> Path:
-    """Replace `out` atomically with the three graphs (and NPU-compiled graphs) and `manifest.json` (written last)."""
+def write_dist(
+    out: Output, int8_dir: Path, make: Any, npu_dir: Path | None = None, extra_files: dict[str, bytes] | None = None
+) -> Path:
+    """Replace `out` atomically with the three graphs (and NPU-compiled graphs), `extra_files` (relative path →
+    bytes) and `manifest.json` (written last)."""
     with atomic_directory(out.path, out.holds, out.legacy) as tmp:
+        for rel, data in (extra_files or {}).items():
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / rel).write_bytes(data)
         for g in GRAPHS:
             shutil.copyfile(int8_dir / f"{g}.tflite", tmp / f"{g}.tflite")
         graphs = {g: _graph_entry(tmp / f"{g}.tflite") for g in GRAPHS}

@@ -125,7 +125,8 @@ def check_folder(folder: Path) -> dict:
 def transducer_from_manifest(
     folder: Path, manifest: dict, runtime: str
 ) -> tuple[Transducer, FrontendConfig, Normalizer, CharTokenizer]:
-    """Everything needed to decode, built from the manifest alone (runtime: litert | tflm)."""
+    """Everything needed to decode, built from the manifest alone (runtime: litert | tflm | "litert tier N", a tier of a
+    switchable package)."""
     fe = manifest["frontend"]
     cfg = FrontendConfig(
         sample_rate=fe["sample_rate"],
@@ -141,12 +142,13 @@ def transducer_from_manifest(
         raise ArtifactError(f"{folder}: the manifest's mel filterbank differs from the one its parameters define.")
     graphs: dict[str, Any] = {}
     xnnpack = manifest["model"]["sparsity"]["litert_op_resolver"] == "BUILTIN"
+    tier = int(runtime.rsplit(" ", 1)[1]) if runtime.startswith("litert tier ") else None
     for name, g in manifest["graphs"].items():
         path = graph_file(folder, g, f"graphs.{name}", str(Path(folder) / "manifest.json"))
         graphs[name] = (
             TFLMGraph(path, g["tflm_arena_bytes"])
             if runtime == "tflm"
-            else LiteRTGraph(path.read_bytes(), manifest["target"].get("threads", 1), xnnpack)
+            else LiteRTGraph(tier_graph(folder, manifest, tier, name), manifest["target"]["threads"], xnnpack)
         )
     st, dec, tok = manifest["streaming"], manifest["decode"], manifest["tokenizer"]
     t = Transducer(
@@ -166,6 +168,22 @@ def transducer_from_manifest(
         Normalizer(tuple(fe["mean"]), tuple(fe["std"]), int(fe["cmn_prior_frames"])),
         CharTokenizer.from_dict(tok),
     )
+
+
+def tier_graph(folder: Path, manifest: dict, tier: int | None, graph: str) -> bytes:
+    """The bytes of `graph` at `tier` of a switchable package (the base graph patched), or the shipped graph when
+    `tier` is None."""
+    from .switching import apply_patch
+
+    where = str(Path(folder) / "manifest.json")
+    base = graph_file(folder, manifest["graphs"][graph], f"graphs.{graph}", where).read_bytes()
+    if tier is None:
+        return base
+    entry = next(t for t in manifest["switching"]["tiers"] if t["tier"] == tier)
+    if entry["patches"] is None:
+        return base
+    patch = graph_file(folder, entry["patches"][graph], f"switching tier {tier} patches.{graph}", where)
+    return apply_patch(base, patch.read_bytes(), str(patch))
 
 
 def manifest_edge_padding(manifest: dict) -> int:
@@ -193,6 +211,9 @@ def verify_dist(folder: Path, corpus_path: Path | None = None, limit: int = 5) -
 
     manifest = check_folder(folder)
     runtimes = ["litert"] + (["tflm"] if manifest["target"]["runtime"] == "tflm" else [])
+    sw = manifest.get("switching")
+    for tier in [t["tier"] for t in sw["tiers"] if t["tier"] != sw["base_tier"]] if sw else []:
+        runtimes.append(f"litert tier {tier}")  # every other tier of a switchable package, patched
     result: dict[str, Any] = {}
     feats = None  # the same frontend for every runtime: computed once
     for rt in runtimes:

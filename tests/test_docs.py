@@ -47,6 +47,7 @@ def test_no_experiment_config_extends_a_live_model():
 OPEN_MAPS = (
     "evaluation.sets",
     "evaluation.sets.*.wer_by_speaker",
+    "switching.tiers[].wer",
     "build.tool_versions",
     "$defs.graph.operators",
     "integrity.fields.frontend",

@@ -1,0 +1,208 @@
+"""Switchable packages: every tier of one omni checkpoint in one folder, patched and switched at run time."""
+
+import json
+import re
+import shutil
+
+import numpy as np
+import pytest
+
+from examples.streaming_decoder import SwitchableDecoder, read_wav
+from pipeline.build import BuildPaths, build
+from pipeline.data import DataOptions
+from pipeline.errors import ArtifactError, ConfigError
+from pipeline.manifest import validate_manifest
+from tests.conftest import FIXTURES
+from tests.helpers import run_cli
+
+pytestmark = pytest.mark.slow
+
+TIERS = [0, 50, 90]
+
+
+@pytest.fixture(scope="module")
+def package(built, tmp_path_factory):
+    """The micro model's omni tiers 0, 50 and 90 as one switchable package for a LiteRT target (its data cache)."""
+    root = tmp_path_factory.mktemp("switchable")
+    target = root / "phone_tiers.toml"
+    target.write_text(
+        'name = "phone_tiers"\n[device]\nruntime = "litert"\nthreads = 1\n[budgets]\nrtf = 0.5\n'
+        f'[build]\nmethod = "omni"\ntiers = {TIERS}\nswitchable = true\n'
+    )
+    paths = BuildPaths(root / "dist", built[0].work_dir)
+    manifest = build(str(target), DataOptions("synth"), paths, model=str(FIXTURES / "micro.toml"))
+    return paths, manifest
+
+
+def _corpus(paths):
+    from pipeline.corpus import read_manifest
+
+    return read_manifest(next((paths.work_dir / "cache" / "data").glob("*/test_unseen.jsonl")))
+
+
+def test_the_package_holds_every_tier_as_a_patch_of_the_densest_and_validates(package):
+    paths, manifest_path = package
+    m = json.loads(manifest_path.read_text())
+    validate_manifest(m)
+    sw = m["switching"]
+    assert [t["tier"] for t in sw["tiers"]] == TIERS and sw["base_tier"] == 0
+    assert sw["tiers"][0]["patches"] is None
+    folder = manifest_path.parent
+    patches = sorted(p.relative_to(folder).as_posix() for p in (folder / "tiers").rglob("*.npz"))
+    assert patches == sorted(
+        f"tiers/tier{t}/{g}.patch.npz" for t in TIERS[1:] for g in ("encoder", "joiner", "predictor")
+    )
+    graphs = sum(g["bytes"] for g in m["graphs"].values())
+    assert sw["densest_graph_bytes"] == graphs
+    assert sw["package_bytes"] == graphs + sum((folder / p).stat().st_size for p in patches)
+    assert m["target"]["budget_check"]["model_bytes"]["value"] == sw["package_bytes"]
+    nonzero = [t["nonzero_parameters"] for t in sw["tiers"]]
+    assert nonzero == sorted(nonzero, reverse=True) and nonzero[0] > nonzero[-1]
+    for t in sw["tiers"]:
+        assert set(t["wer"]) == set(m["evaluation"]["sets"])
+        assert t["decode_rtf"]["p90"] > 0
+
+
+def test_patch_round_trip_and_a_patch_of_the_wrong_graph_is_refused(package):
+    from pipeline.switching import apply_patch, make_patch
+
+    folder = package[1].parent
+    base = (folder / "encoder.tflite").read_bytes()
+    tier = bytearray(base)
+    tier[100:164] = bytes(64)  # zeros, as a mask makes them
+    tier[500] ^= 0x5A  # and another value, as a quantization parameter changes
+    patch = make_patch(base, bytes(tier))
+    assert apply_patch(base, patch, "p") == bytes(tier)
+    with pytest.raises(ArtifactError, match="does not fit its base graph"):
+        apply_patch(base[:-16], patch, "p")
+    with pytest.raises(ArtifactError, match="is not a readable patch"):
+        apply_patch(base, patch[: len(patch) // 2], "p")
+
+
+def test_every_tier_through_the_switching_runtime_gets_its_standalone_graphs_words(package):
+    """The example runtime (numpy + ai-edge-litert, no pipeline import) patched to each tier decodes like the
+    pipeline's own decode of that tier's standalone graphs (the shared-grid export the package was made from)."""
+    from pipeline.checkpoint import ModelCheckpoint
+    from pipeline.decode import greedy_decode
+    from pipeline.features import utterance_features
+    from pipeline.runtimes import LiteRTGraph
+    from pipeline.stages import transducer
+
+    paths, manifest_path = package
+    m = json.loads(manifest_path.read_text())
+    corpus = _corpus(paths)
+    sub = type(corpus)(corpus.utterances[:5], corpus.root)
+    grids = {}
+    for p in (paths.work_dir / "cache" / "shared_grid").iterdir():
+        info = json.loads((p / "stage.json").read_text())
+        grids[info["summary"]["tier"]] = p
+    ckpt = next(
+        p / "checkpoint"
+        for p in (paths.work_dir / "cache" / "train").iterdir()
+        if (p / "checkpoint").is_dir() and ModelCheckpoint.load(p / "checkpoint").meta.get("method") == "omni"
+    )
+    ck = ModelCheckpoint.load(ckpt)
+    feats = utterance_features(sub, ck.config.frontend, edge_padding_samples=m["frontend"]["edge_padding_samples"])
+    decoder = SwitchableDecoder(manifest_path.parent)
+    for tier in TIERS:
+        graphs = {
+            g: LiteRTGraph((grids[tier] / "int8" / f"{g}.tflite").read_bytes())
+            for g in ("encoder", "predictor", "joiner")
+        }
+        t = transducer(ck.config, ck.tokenizer, graphs)
+        standalone = [ck.tokenizer.decode(greedy_decode(t, ck.normalizer(f)).tokens) for f in feats]
+        theirs = []
+        for u in sub.utterances:
+            decoder.reset()
+            decoder.set_tier(tier)
+            decoder.accept(read_wav(corpus.audio_path(u), m["frontend"]["sample_rate"]))
+            theirs.append(decoder.finish())
+        assert theirs == standalone, tier
+
+
+def test_a_switch_mid_stream_takes_effect_at_the_next_chunk_and_keeps_the_state(package):
+    paths, manifest_path = package
+    m = json.loads(manifest_path.read_text())
+    corpus = _corpus(paths)
+    audio = read_wav(corpus.audio_path(corpus.utterances[0]), m["frontend"]["sample_rate"])
+    chunk = m["streaming"]["chunk_feature_frames"] * m["frontend"]["hop_samples"]
+    decoder = SwitchableDecoder(manifest_path.parent, cache=False)
+
+    def words(switch_to=None):
+        decoder.reset()
+        decoder.set_tier(0)
+        for i, start in enumerate(range(0, len(audio), chunk)):
+            if switch_to is not None and i == 2:
+                decoder.set_tier(switch_to)
+            decoder.accept(audio[start : start + chunk])
+        return decoder.finish()
+
+    assert words(switch_to=0) == words()  # a switch to the same tier changes nothing: states carry over
+    states_before = None
+    decoder.reset()
+    decoder.set_tier(0)
+    decoder.accept(audio[: 2 * chunk])
+    states_before = {k: v.copy() for k, v in decoder.states.items()}
+    decoder.set_tier(90)
+    assert decoder.tier == 90 and all(np.array_equal(decoder.states[k], v) for k, v in states_before.items())
+    decoder.accept(audio[2 * chunk :])
+    assert isinstance(decoder.finish(), str)
+
+
+def test_verify_decodes_every_tier_and_names_a_corrupted_patch(package, tmp_path):
+    folder = package[1].parent
+    r = run_cli("verify", folder)
+    assert r.returncode == 0, r.stderr
+    assert all(f"litert tier {t}: loads and runs" in r.stdout for t in TIERS[1:]), r.stdout
+    copy = tmp_path / "pkg"
+    shutil.copytree(folder, copy)
+    patch = copy / "tiers" / "tier50" / "joiner.patch.npz"
+    patch.write_bytes(patch.read_bytes()[:-40] + bytes(40))
+    r = run_cli("verify", copy)
+    (line,) = [x for x in r.stderr.splitlines() if x.startswith("error:")]
+    assert r.returncode == 2 and re.search(
+        r"joiner\.patch\.npz does not match switching\.tiers\[1\]\.patches\.joiner", line
+    )
+    m = json.loads((copy / "manifest.json").read_text())  # a patch whose recorded hash was updated too
+    data = patch.read_bytes()
+    import hashlib
+
+    m["switching"]["tiers"][1]["patches"]["joiner"].update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+    (copy / "manifest.json").write_text(json.dumps(m))
+    r = run_cli("verify", copy)
+    (line,) = [x for x in r.stderr.splitlines() if x.startswith("error:")]
+    assert r.returncode == 2 and "joiner.patch.npz is not a readable patch" in line, line
+
+
+def test_switchable_refuses_what_a_package_cannot_be(built, tmp_path):
+    paths = BuildPaths(tmp_path / "dist", built[0].work_dir)
+    with pytest.raises(
+        ConfigError, match="runs tflm: a switchable package is patched and loaded at run time by LiteRT"
+    ):
+        build("watch", DataOptions("synth"), paths, model=str(FIXTURES / "micro.toml"), switchable=True)
+    with pytest.raises(ConfigError, match="needs one shared-weight checkpoint"):
+        build("phone", DataOptions("synth"), paths, model=str(FIXTURES / "micro.toml"), method="dense", switchable=True)
+    assert not (tmp_path / "dist").exists()
+
+
+def test_the_switching_bench_reports_switch_time_and_every_tier(package, tmp_path):
+    paths, manifest_path = package
+    corpus = next((paths.work_dir / "cache" / "data").glob("*/test_unseen.jsonl"))
+    r = run_cli(
+        "bench",
+        "switching",
+        manifest_path.parent,
+        "--corpus",
+        corpus,
+        "--switches",
+        "10",
+        "--limit",
+        "3",
+        "--report",
+        tmp_path / "r",
+    )
+    assert r.returncode == 0, r.stderr
+    result = json.loads((tmp_path / "r" / "switching.json").read_text())
+    assert result["switch_cold"]["p90_ms"] > 0 and set(result["tiers"]) == {str(t) for t in TIERS}
+    assert all(e["words_equal_standalone"] == e["utterances"] == 3 for e in result["tiers"].values())
+    assert "wer_switched_mid_utterance" in result["tiers"]["90"]
