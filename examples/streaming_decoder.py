@@ -34,15 +34,24 @@ from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 class Graph:
     """One int8 graph: named float inputs in, named float outputs out (quantized with each tensor's own scale and zero
-    point as the manifest gives them)."""
+    point as the manifest gives them; `own_quantization`: as the graph itself gives them, e.g. a switchable package's
+    tier, whose activation scales are its own)."""
 
-    def __init__(self, model: bytes, spec: dict, resolver: OpResolverType) -> None:
+    def __init__(self, model: bytes, spec: dict, resolver: OpResolverType, own_quantization: bool = False) -> None:
         self.model = model  # LiteRT reads the flatbuffer in place: keep it alive as long as the interpreter
         self.it = Interpreter(model_content=model, experimental_op_resolver_type=resolver)
         self.it.allocate_tensors()
-        index = {d["name"]: d["index"] for d in self.it.get_input_details() + self.it.get_output_details()}
-        self.inputs = {t["name"]: (t, index[t["tensor_name"]]) for t in spec["inputs"]}
-        self.outputs = {t["name"]: (t, index[t["tensor_name"]]) for t in spec["outputs"]}
+        details = {d["name"]: d for d in self.it.get_input_details() + self.it.get_output_details()}
+
+        def tensor(t: dict) -> tuple[dict, int]:
+            d = details[t["tensor_name"]]
+            if own_quantization:
+                scale, zero_point = d["quantization"]
+                t = {**t, "dtype": np.dtype(d["dtype"]).name, "scale": scale, "zero_point": zero_point}
+            return t, d["index"]
+
+        self.inputs = {t["name"]: tensor(t) for t in spec["inputs"]}
+        self.outputs = {t["name"]: tensor(t) for t in spec["outputs"]}
 
     def __call__(self, **inputs: np.ndarray) -> dict[str, np.ndarray]:
         for name, (t, idx) in self.inputs.items():
@@ -218,6 +227,7 @@ class StreamingDecoder:
         self.features_seen = 0
         self.encoder_frames_done = 0
         self.emitted: list[int] = []
+        self.started = False  # no audio of this utterance yet
         self.pred = self._predictor(self.dec["start_token"])
 
     def _states_of(self, graph: str) -> list[dict]:
@@ -261,6 +271,7 @@ class StreamingDecoder:
 
     def accept(self, samples: np.ndarray) -> str:
         """Feed audio (float, [-1, 1], mono, at `frontend.sample_rate`); returns the words so far."""
+        self.started = True
         feats = self.frontend.accept(samples)
         self.features_seen += len(feats)
         self.pending = np.concatenate([self.pending, feats])
@@ -336,15 +347,20 @@ class SwitchableDecoder(StreamingDecoder):
             data = apply_patch(self.base[name], self.folder / entry["patches"][name]["file"])
             if hashlib.sha256(data).hexdigest() != entry["graph_sha256"][name]:
                 raise SystemExit(f"{self.folder}: tier {tier}'s {name} graph does not match its graph_sha256.")
-            graphs[name] = Graph(data, spec, self.resolver)
+            graphs[name] = Graph(data, spec, self.resolver, own_quantization=True)
         if self.cache:
             self.built[tier] = graphs
         return graphs
 
     def set_tier(self, tier: int) -> None:
-        """Decode with `tier` from the next chunk on (states and the predictor output carry over)."""
+        """Decode with `tier` from the next chunk on (states and the predictor output carry over). Before the first
+        audio of an utterance (just after `reset`) it is a switch between utterances: the utterance starts afresh
+        at `tier`, its predictor run on `start_token` by the new tier."""
+        fresh = not self.started
         self.graphs = self._graphs_of(tier)
         self.tier = tier
+        if fresh:
+            self.reset()
 
 
 def read_wav(path: str | Path, sample_rate: int) -> np.ndarray:

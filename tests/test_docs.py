@@ -98,3 +98,22 @@ def test_the_schema_is_strict_and_describes_every_field():
         )
     ]
     assert not undescribed, undescribed
+
+
+def test_the_schema_of_model_config_has_exactly_the_config_fields():
+    """`model.config` is closed like every other object: a config field added to pipeline/config.py must be described
+    in the schema too (else every build's manifest would fail validation)."""
+    import dataclasses
+    import typing
+
+    from pipeline.config import ModelConfig
+
+    schema = json.loads(SCHEMA_PATH.read_text())["properties"]["model"]["properties"]["config"]
+
+    def fields(cls, node, where):
+        assert set(node["properties"]) == {f.name for f in dataclasses.fields(cls)}, where
+        for name, hint in typing.get_type_hints(cls).items():
+            if dataclasses.is_dataclass(hint):
+                fields(hint, node["properties"][name], f"{where}.{name}")
+
+    fields(ModelConfig, schema, "model.config")
