@@ -352,15 +352,44 @@ class SwitchableDecoder(StreamingDecoder):
             self.built[tier] = graphs
         return graphs
 
-    def set_tier(self, tier: int) -> None:
-        """Decode with `tier` from the next chunk on (states and the predictor output carry over). Before the first
-        audio of an utterance (just after `reset`) it is a switch between utterances: the utterance starts afresh
-        at `tier`, its predictor run on `start_token` by the new tier."""
-        fresh = not self.started
+    def reset(self) -> None:
+        self.history: list[np.ndarray] = []  # the utterance's encoder inputs so far, to rebuild states at a switch
+        super().reset()
+
+    def _encode(self, chunk: np.ndarray, valid_frames: int) -> None:
+        self.history.append(chunk)
+        super()._encode(chunk, valid_frames)
+
+    def set_tier(self, tier: int, carry: str = "rebuild") -> None:
+        """Decode with `tier` from the next chunk on. Before the first audio of an utterance (just after `reset`) it
+        is a switch between utterances: the utterance starts afresh at `tier`.
+
+        Mid-stream, the words so far stay, and `carry` says what the new tier starts from: "rebuild" (default) runs
+        the new tier's encoder over the utterance's chunks so far and its predictor over `start_token` and the emitted
+        symbols, so its states are the ones it would have had decoding the whole utterance with these symbols (time
+        grows with the audio so far: one encoder call per chunk); "states" hands the old tier's states and predictor
+        output over as they are (no extra work; a tier far sparser than the old one may then misread them)."""
         self.graphs = self._graphs_of(tier)
         self.tier = tier
-        if fresh:
+        if not self.started:
             self.reset()
+            return
+        if carry == "states":
+            return
+        if carry != "rebuild":
+            raise ValueError(f"carry must be 'rebuild' or 'states', got {carry!r}.")
+        enc = self._states_of("encoder")
+        for s in self._states_of("encoder") + self._states_of("predictor"):
+            self.states[s["input"]] = np.full(self.shapes[s["input"]], s["initial_value"], np.float32)
+        for chunk in self.history:
+            out = self.graphs["encoder"](
+                **{self.dec["encoder"]["features"]: chunk[None]}, **{s["input"]: self.states[s["input"]] for s in enc}
+            )
+            for s in enc:
+                self.states[s["input"]] = out[s["output"]]
+        self.pred = self._predictor(self.dec["start_token"])
+        for k in self.emitted:
+            self.pred = self._predictor(k)
 
 
 def read_wav(path: str | Path, sample_rate: int) -> np.ndarray:

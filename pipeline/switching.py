@@ -295,10 +295,11 @@ def load_example_decoder():  # type: ignore[no-untyped-def]
 
 def bench_switching(folder: Path, corpus_path: Path, switches: int = 100, limit: int | None = None) -> dict[str, Any]:
     """Measure a switchable package through the example runtime (`SwitchableDecoder`): the time of a tier switch
-    (patching the base graphs and loading them: `cold`; a tier already loaded: `warm`), every tier's words against the
-    pipeline's own decode of that tier's graphs (the standalone artifact), every tier's WER, and what a switch in the
-    middle of an utterance costs: from the base tier to each other tier at the chunk boundary nearest half the audio,
-    against decoding the whole utterance at that tier."""
+    (patching the base graphs and loading them: `cold`; a tier already loaded: `warm`; mid-utterance with the states
+    rebuilt, a loaded tier: `mid_utterance_rebuild`), every tier's words against the pipeline's own decode of that
+    tier's graphs (the standalone artifact), every tier's WER, and what a switch in the middle of an utterance costs:
+    from the base tier to each other tier at the chunk boundary after half the audio, states rebuilt (the default) or
+    handed over, against decoding the whole utterance at that tier."""
     import time
 
     from .corpus import read_manifest
@@ -340,7 +341,9 @@ def bench_switching(folder: Path, corpus_path: Path, switches: int = 100, limit:
     sr = manifest["frontend"]["sample_rate"]
     audio = [example.read_wav(corpus.audio_path(u), sr) for u in utts]
 
-    def run(decoder: Any, x: np.ndarray, start: int, then: int | None = None) -> str:
+    rebuild_times: list[float] = []
+
+    def run(decoder: Any, x: np.ndarray, start: int, then: int | None = None, carry: str = "rebuild") -> str:
         decoder.reset()
         decoder.set_tier(start)
         if then is None:
@@ -348,7 +351,10 @@ def bench_switching(folder: Path, corpus_path: Path, switches: int = 100, limit:
         else:
             half = len(x) // 2
             decoder.accept(x[:half])
-            decoder.set_tier(then)
+            t0 = time.perf_counter()
+            decoder.set_tier(then, carry)
+            if carry == "rebuild":
+                rebuild_times.append(time.perf_counter() - t0)
             decoder.accept(x[half:])
         return decoder.finish()
 
@@ -364,8 +370,10 @@ def bench_switching(folder: Path, corpus_path: Path, switches: int = 100, limit:
             "wer": wer(runtime),
         }
         if t != base:
-            mid = [run(warm, x, base, t) for x in audio]
-            entry["wer_switched_mid_utterance"] = wer(mid)
+            entry["wer_switched_mid_utterance"] = wer([run(warm, x, base, t) for x in audio])
+            entry["wer_switched_mid_utterance_states_handed_over"] = wer(
+                [run(warm, x, base, t, "states") for x in audio]
+            )
         per_tier[t] = entry
 
     def pct(v: list[float]) -> dict[str, float]:
@@ -380,6 +388,7 @@ def bench_switching(folder: Path, corpus_path: Path, switches: int = 100, limit:
         "switches": switches,
         "switch_cold": pct(times),
         "switch_warm": pct(warm_times),
+        "switch_mid_utterance_rebuild": pct(rebuild_times),
         "package_bytes": manifest["switching"]["package_bytes"],
         "densest_graph_bytes": manifest["switching"]["densest_graph_bytes"],
         "tiers": per_tier,

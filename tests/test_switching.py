@@ -120,33 +120,38 @@ def test_every_tier_through_the_switching_runtime_gets_its_standalone_graphs_wor
         assert theirs == standalone, tier
 
 
-def test_a_switch_mid_stream_takes_effect_at_the_next_chunk_and_keeps_the_state(package):
+def test_a_switch_mid_stream_rebuilds_the_new_tiers_states_or_hands_them_over(package):
+    """Mid-stream, the default rebuilds the new tier's states from the utterance so far (the encoder states equal a
+    decoder that ran the new tier from the start; a switch to the same tier changes nothing); `carry="states"` hands
+    the old tier's states over unchanged."""
     paths, manifest_path = package
     m = json.loads(manifest_path.read_text())
     corpus = _corpus(paths)
     audio = read_wav(corpus.audio_path(corpus.utterances[0]), m["frontend"]["sample_rate"])
     chunk = m["streaming"]["chunk_feature_frames"] * m["frontend"]["hop_samples"]
-    decoder = SwitchableDecoder(manifest_path.parent, cache=False)
+    encoder_states = [s["input"] for s in m["streaming"]["states"] if s["graph"] == "encoder"]
 
-    def words(switch_to=None):
-        decoder.reset()
-        decoder.set_tier(0)
-        for i, start in enumerate(range(0, len(audio), chunk)):
-            if switch_to is not None and i == 2:
-                decoder.set_tier(switch_to)
-            decoder.accept(audio[start : start + chunk])
-        return decoder.finish()
+    def decoder_after(head, tier, then=None, carry="rebuild"):
+        d = SwitchableDecoder(manifest_path.parent, cache=False)
+        d.reset()
+        d.set_tier(tier)
+        d.accept(audio[:head])
+        before = {k: v.copy() for k, v in d.states.items()}
+        if then is not None:
+            d.set_tier(then, carry)
+        return d, before
 
-    assert words(switch_to=0) == words()  # a switch to the same tier changes nothing: states carry over
-    states_before = None
-    decoder.reset()
-    decoder.set_tier(0)
-    decoder.accept(audio[: 2 * chunk])
-    states_before = {k: v.copy() for k, v in decoder.states.items()}
-    decoder.set_tier(90)
-    assert decoder.tier == 90 and all(np.array_equal(decoder.states[k], v) for k, v in states_before.items())
-    decoder.accept(audio[2 * chunk :])
-    assert isinstance(decoder.finish(), str)
+    head = 3 * chunk
+    same, before = decoder_after(head, 0, then=0)
+    assert all(np.array_equal(same.states[k], v) for k, v in before.items()) and same.tier == 0
+    switched, _ = decoder_after(head, 0, then=90)
+    fresh, _ = decoder_after(head, 90)
+    assert all(np.array_equal(switched.states[k], fresh.states[k]) for k in encoder_states)
+    handed, before = decoder_after(head, 0, then=90, carry="states")
+    assert handed.tier == 90 and all(np.array_equal(handed.states[k], v) for k, v in before.items())
+    for d in (switched, handed):
+        d.accept(audio[head:])
+        assert isinstance(d.finish(), str)
 
 
 def test_verify_decodes_every_tier_and_names_a_corrupted_patch(package, tmp_path):
@@ -205,4 +210,5 @@ def test_the_switching_bench_reports_switch_time_and_every_tier(package, tmp_pat
     result = json.loads((tmp_path / "r" / "switching.json").read_text())
     assert result["switch_cold"]["p90_ms"] > 0 and set(result["tiers"]) == {str(t) for t in TIERS}
     assert all(e["words_equal_standalone"] == e["utterances"] == 3 for e in result["tiers"].values())
-    assert "wer_switched_mid_utterance" in result["tiers"]["90"]
+    assert {"wer_switched_mid_utterance", "wer_switched_mid_utterance_states_handed_over"} <= set(result["tiers"]["90"])
+    assert result["switch_mid_utterance_rebuild"]["p90_ms"] > 0
