@@ -18,6 +18,7 @@ COPY pipeline ./pipeline
 COPY models ./models
 COPY targets ./targets
 COPY calibration ./calibration
+COPY examples ./examples
 # gcc builds ttspico (SVOX Pico, a speech synthesizer shipped as source) and leaves again; flite is the optional
 # third synthesis engine (`synth_engines = [..., "flite"]`)
 # hadolint ignore=DL3008

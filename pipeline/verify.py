@@ -235,7 +235,33 @@ def verify_dist(folder: Path, corpus_path: Path | None = None, limit: int = 5) -
             desc=f"verify {rt}",
         )
         result[rt] = s.wer
+        if rt.startswith("litert") and sw:
+            check_switching_runtime(folder, manifest, rt, sub, fe, s.hypotheses)
     return result
+
+
+def check_switching_runtime(
+    folder: Path, manifest: dict, runtime: str, corpus: Corpus, fe: FrontendConfig, expected: list[str]
+) -> None:
+    """The tier `runtime` names, decoded by the runtime app teams copy (examples/streaming_decoder.py,
+    `SwitchableDecoder`, patching the base graphs itself), gives `expected`, the pipeline's words for that tier's
+    graphs; `ArtifactError` naming the tier and the first utterance that differs."""
+    from .switching import load_example_decoder
+
+    example = load_example_decoder()
+    sw = manifest["switching"]
+    tier = int(runtime.rsplit(" ", 1)[1]) if runtime.startswith("litert tier ") else sw["base_tier"]
+    decoder = example.SwitchableDecoder(folder)
+    for u, want in zip(corpus.utterances, expected, strict=True):
+        decoder.reset()
+        decoder.set_tier(tier)
+        decoder.accept(read_wav(corpus.audio_path(u), fe.sample_rate))
+        got = decoder.finish()
+        if got != want:
+            raise ArtifactError(
+                f"{folder}: tier {tier} decoded by the switching runtime (examples/streaming_decoder.py) gives "
+                f"{got!r} for {corpus.audio_path(u)}, its standalone graphs {want!r}."
+            )
 
 
 @dataclass

@@ -159,6 +159,9 @@ def test_verify_decodes_every_tier_and_names_a_corrupted_patch(package, tmp_path
     r = run_cli("verify", folder)
     assert r.returncode == 0, r.stderr
     assert all(f"litert tier {t}: loads and runs" in r.stdout for t in TIERS[1:]), r.stdout
+    corpus = next((package[0].work_dir / "cache" / "data").glob("*/test_unseen.jsonl"))
+    r = run_cli("verify", folder, "--corpus", corpus, "--limit", "3")  # each tier also through the example runtime
+    assert r.returncode == 0 and all(f"litert tier {t}: WER" in r.stdout for t in TIERS[1:]), r.stderr + r.stdout
     copy = tmp_path / "pkg"
     shutil.copytree(folder, copy)
     patch = copy / "tiers" / "tier50" / "joiner.patch.npz"
