@@ -14,6 +14,10 @@ or, for a 16-bit mono WAV file at the model's rate: `python streaming_decoder.py
 Without the manifest, `StreamingDecoder.from_graphs(folder)` reads the same contract from the `pipeline_contract`
 metadata every shipped .tflite carries (zlib-compressed JSON in the flatbuffer's metadata list).
 
+A switchable package (`pipeline build --switchable`: every sparsity tier of one model) loads with
+`SwitchableDecoder(folder, tier)`; `set_tier(t)` switches between utterances or mid-stream
+(`python streaming_decoder.py dist/phone --tier 70 speech.wav`).
+
 The watch target's graphs run the same way in TFLite Micro (same tensors, same arithmetic); this file uses LiteRT.
 """
 
@@ -411,10 +415,16 @@ def read_wav(path: str | Path, sample_rate: int) -> np.ndarray:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 3:
-        raise SystemExit("usage: python streaming_decoder.py DIST_FOLDER FILE.wav [FILE.wav ...]")
-    decoder = StreamingDecoder(sys.argv[1])
-    for wav in sys.argv[2:]:
+    args = sys.argv[1:]
+    tier = None
+    if "--tier" in args:  # a tier of a switchable package
+        i = args.index("--tier")
+        tier = int(args[i + 1])
+        del args[i : i + 2]
+    if len(args) < 2:
+        raise SystemExit("usage: python streaming_decoder.py DIST_FOLDER [--tier N] FILE.wav [FILE.wav ...]")
+    decoder = StreamingDecoder(args[0]) if tier is None else SwitchableDecoder(args[0], tier)
+    for wav in args[1:]:
         decoder.reset()
         audio = read_wav(wav, decoder.m["frontend"]["sample_rate"])
         for start in range(0, len(audio), 1600):  # as if it arrived in blocks
