@@ -151,14 +151,25 @@ def build_all(
     aat: bool = False,
 ) -> list[Path]:
     """Every profile in targets/ from ONE trained checkpoint (default: tiny, omni), each at the densest tier meeting
-    its budgets.
+    its budgets (a profile with `build.switchable`: every tier, as one package).
     """
     cfg = load_model_config(model or "tiny")
     method = method or "omni"
     check_method(method, cfg, None if method != "dense" else 0)
     targets = [load_target(n) for n in target_names()]
+    for t in targets:
+        if t.build.switchable:
+            check_switchable(t, method, None, aat)
     plans = [(t, candidate_tiers(cfg, t, method, None)) for t in targets]
     cache, src = begin(cfg, data, paths.work_dir, [device_output(paths.out_dir, t.name) for t in targets])
     cfg, corpus = stage_corpus(cache, cfg, src)
     feats = stage_features(cache, cfg, corpus)
-    return [build_target(cache, t, cfg, method, tiers, corpus, feats, steps, paths.out_dir, aat) for t, tiers in plans]
+    out = []
+    for t, tiers in plans:
+        if t.build.switchable:
+            from .switching import build_switchable
+
+            out.append(build_switchable(cache, t, cfg, tiers, corpus, feats, steps, paths.out_dir))
+        else:
+            out.append(build_target(cache, t, cfg, method, tiers, corpus, feats, steps, paths.out_dir, aat))
+    return out
