@@ -54,12 +54,6 @@ def _values(buffer: Any, dtype: type) -> np.ndarray:
     return np.frombuffer(np.asarray(buffer.data, np.uint8).tobytes(), dtype)
 
 
-def repack(data: bytes) -> bytes:
-    """The same graph written by the same flatbuffer builder as `shared_grid`'s output, so the two line up byte for
-    byte (the converter's own layout may differ from the builder's)."""
-    return _pack(_model(data))
-
-
 def _fully_connected(model: Any, subgraph: Any) -> list[tuple[int, int, int]]:
     """(input, weights, bias or -1) tensor indices of every FULLY_CONNECTED operator."""
     fc = _schema().BuiltinOperator.FULLY_CONNECTED
@@ -76,7 +70,8 @@ def shared_grid(base: bytes, own: bytes, where: str) -> bytes:
     """Tier graph `own` (its own export) on the weight grid of `base` (the densest tier's export of the same
     checkpoint and graph): every fully-connected weight = the base's int8 weight where `own`'s is non-zero, else 0,
     with the base's per-channel scales; each bias requantized to (own input scale x base weight scale); every other
-    quantization parameter and constant `own`'s. Laid out exactly as `repack(base)`.
+    quantization parameter and constant `own`'s. Written by the same builder as `shared_grid(base, base)` (the shipped
+    base), so the two line up byte for byte; `make_patch` refuses graphs that do not.
 
     The rule needs no mask: where `own` rounds a kept weight to 0, |w| < own scale / 2 <= base scale / 2, so the
     base's int8 weight there is 0 too."""
@@ -111,17 +106,14 @@ def shared_grid(base: bytes, own: bytes, where: str) -> bytes:
     for j, (xa, xb) in enumerate(zip(a.buffers, b.buffers)):
         if j not in weight_buffers and xb.data is not None:
             xa.data = xb.data
-    out = _pack(a)
-    if len(out) != len(repack(base)):
-        raise ArtifactError(f"{where}: the tier's graph does not line up with the densest tier's once written.")
-    return out
+    return _pack(a)
 
 
 def make_patch(base: bytes, tier: bytes) -> bytes:
     """The patch that turns `base` into `tier` (same length), as `.patch.npz` bytes (module docstring)."""
     a, b = np.frombuffer(base, np.uint8), np.frombuffer(tier, np.uint8)
     if len(a) != len(b):
-        raise ValueError("a patch needs two graphs of the same length")
+        raise ArtifactError("a tier's graph does not line up with the densest tier's once written (lengths differ).")
     zero = (b == 0) & (a != 0)
     out = io.BytesIO()
     np.savez_compressed(out, zero=np.packbits(zero), xor=np.where(zero, 0, a ^ b).astype(np.uint8))
