@@ -126,11 +126,6 @@ def build(
 def check_switchable(target: TargetProfile, method: str | None, tier: int | None, aat: bool | None) -> str:
     """The method a switchable build trains (omni: one shared-weight checkpoint), or `ConfigError` for what a
     switchable package cannot be."""
-    if target.device.runtime != "litert":
-        raise ConfigError(
-            f"target {target.name!r} runs {target.device.runtime}: a switchable package is patched and loaded at run "
-            "time by LiteRT; on TFLM + Vela each tier needs its own compiled graphs (docs/design.md, switching tiers)."
-        )
     if method not in (None, "omni"):
         raise ConfigError(f"--switchable needs one shared-weight checkpoint (--method omni), not --method {method}.")
     if tier is not None:

@@ -261,8 +261,9 @@ def check_graph_metadata(folder: Path, manifest: dict[str, Any], where: str) -> 
 
 
 def check_switching(folder: Path, manifest: dict[str, Any], where: str) -> None:
-    """A switchable package's tiers: the base tier's graphs are the shipped ones, and every patch lies inside the
-    folder, matches its size and sha256, and turns the base graph into the graph its `graph_sha256` names."""
+    """A switchable package's tiers: the base tier's graphs are the shipped ones; every patch (and NPU-compiled graph)
+    lies inside the folder and matches its size and sha256; every patch turns the base graph into the graph its
+    `graph_sha256` names; the package's byte counts are the sums of the files it lists."""
     from .switching import apply_patch
 
     sw = manifest.get("switching")
@@ -271,6 +272,20 @@ def check_switching(folder: Path, manifest: dict[str, Any], where: str) -> None:
     base = {g: graph_file(folder, e, f"graphs.{g}", where).read_bytes() for g, e in manifest["graphs"].items()}
     for i, tier in enumerate(sw["tiers"]):
         field = f"switching.tiers[{i}]"
+        if ("npu" in tier) != (sw["device_storage"] == "compiled_graphs_per_tier"):
+            raise ArtifactError(
+                f"{where}: {field} must list its Vela-compiled graphs exactly when the package is "
+                "stored as compiled graphs per tier (switching.device_storage)."
+            )
+        for g, npu in tier.get("npu", {}).items():
+            path = graph_file(folder, npu, f"{field}.npu.{g}", where)
+            if not path.is_file():
+                raise ArtifactError(f"{where}: {field}.npu.{g}.file {npu['file']} is missing from {folder}.")
+            data = path.read_bytes()
+            if len(data) != npu["bytes"] or hashlib.sha256(data).hexdigest() != npu["sha256"]:
+                raise ArtifactError(f"{path} does not match {field}.npu.{g} of the manifest (size or sha256).")
+            if tier["patches"] is None and npu["sha256"] != manifest["graphs"][g].get("npu", {}).get("sha256"):
+                raise ArtifactError(f"{where}: {field}.npu.{g} of the base tier is not graphs.{g}.npu.")
         if tier["patches"] is None:
             if tier["tier"] != sw["base_tier"]:
                 raise ArtifactError(f"{where}: {field} (tier {tier['tier']}) has no patches but is not the base tier.")
@@ -290,6 +305,17 @@ def check_switching(folder: Path, manifest: dict[str, Any], where: str) -> None:
                 raise ArtifactError(
                     f"{path}: the base {g} graph patched with it does not give {field}.graph_sha256.{g}."
                 )
+    compiled = sw["device_storage"] == "compiled_graphs_per_tier"
+    stored = [
+        sum(e["bytes"] for e in t["npu"].values())
+        if compiled
+        else sum(e["bytes"] for e in (manifest["graphs"] if t["patches"] is None else t["patches"]).values())
+        for t in sw["tiers"]
+    ]
+    if stored[0] != sw["densest_graph_bytes"] or sum(stored) != sw["package_bytes"]:
+        raise ArtifactError(
+            f"{where}: switching.package_bytes or densest_graph_bytes is not the sum of the files the package lists."
+        )
 
 
 def check_device_folder(folder: Path, manifest: dict[str, Any]) -> None:

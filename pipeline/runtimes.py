@@ -139,10 +139,10 @@ class LiteRTGraph:
         return {spec.name: spec.dequantize(self._it.get_tensor(idx)) for spec, idx in self._out}
 
 
-def _tflm_interpreter(path: Path, arena: int):  # noqa: ANN202
+def _tflm_interpreter(model: bytes, arena: int):  # noqa: ANN202
     from tflite_micro.python.tflite_micro import runtime
 
-    return runtime.Interpreter.from_file(str(path), arena_size=arena)
+    return runtime.Interpreter.from_bytes(model, arena_size=arena)
 
 
 def _tflm_fits(path: Path, arena: int) -> bool:
@@ -170,12 +170,14 @@ def tflm_min_arena(path: Path, hi: int = 1 << 24, align: int = 16) -> int:
 class TFLMGraph:
     """A graph in the TFLite Micro Python interpreter (the watch's runtime)."""
 
-    def __init__(self, path: Path, arena_size: int) -> None:
-        self.inputs, self.outputs = describe(Path(path).read_bytes())
+    def __init__(self, model: Path | bytes, arena_size: int, where: str | None = None) -> None:
+        """`model`: a .tflite file, or its bytes (`where` names them in errors)."""
+        data = model if isinstance(model, bytes) else Path(model).read_bytes()
+        self.inputs, self.outputs = describe(data)
         try:
-            self._it = _tflm_interpreter(Path(path), arena_size)
+            self._it = _tflm_interpreter(data, arena_size)
         except RuntimeError as exc:
-            raise ArtifactError(f"TFLM cannot load {path} with a {arena_size}-byte arena ({exc}).") from None
+            raise ArtifactError(f"TFLM cannot load {where or model} with a {arena_size}-byte arena ({exc}).") from None
 
     def __call__(self, **inputs: np.ndarray) -> dict[str, np.ndarray]:
         for spec in self.inputs:

@@ -15,11 +15,17 @@ Patch format (`<graph>.patch.npz`, NumPy's zip of arrays, no pickle): `zero`, a 
 the file, the tier's byte XOR the base's wherever `zero` is clear (0 elsewhere). Applying it: start from the base
 file's bytes, zero the bytes `zero` marks, XOR with `xor`. Both arrays compress to little: only the zeroed weights, the
 quantization parameters and the biases differ.
+
+On a TFLM + Ethos-U target (the watch) each tier also ships its own Vela-compiled graphs: Vela packs every graph's
+weights into a compressed command stream, which cannot be patched in place on a microcontroller, so the device keeps
+every tier's compiled graphs in flash and switches by building its interpreter on another tier's (one arena serves
+all: the tiers' graphs have the same tensors). There the tiers' compiled graphs are what the package's bytes count.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -28,6 +34,7 @@ import numpy as np
 
 from .errors import ArtifactError
 
+log = logging.getLogger(__name__)
 PATCH_SUFFIX = ".patch.npz"
 
 
@@ -172,16 +179,27 @@ def stage_shared_grid(cache: Any, base: Any, export: Any) -> Any:
     return cache.run("shared_grid", key, run)
 
 
+def npu_path(tier: int, graph: str) -> str:
+    """Where a non-base tier's Vela-compiled graph lies in a TFLM package, relative to the folder."""
+    return f"tiers/tier{tier}/npu/{graph}_vela.tflite"
+
+
 def build_switchable(
     cache: Any, target: Any, cfg: Any, tiers: list[int], corpus: Any, feats: Any, steps: int | None, out_dir: Path
 ) -> Path:
-    """`dist/<target>/` holding every tier of one omni checkpoint: the densest tier's graphs whole, a patch per other
+    """`dist/<target>/` holding the tiers of one omni checkpoint: the densest tier's graphs whole, a patch per other
     tier, each tier measured (on the shared grid, and on its own for comparison) and listed in the manifest's
-    `switching`. Budgets: the densest tier's figures, and the whole package against `model_bytes`."""
+    `switching`. On a TFLM + Ethos-U target every tier also ships its own Vela-compiled graphs (the device keeps each
+    tier's in flash and switches by pointing the interpreter at another tier's; Vela's compressed weight streams cannot
+    be patched in place), and those are what the package's bytes count.
+
+    Tiers are taken densest first: the base tier must meet every budget; a further tier joins when it meets the arena
+    and real-time budgets and the package stays within `model_bytes`, else it is left out (logged, and listed in
+    `switching.left_out` with the reason)."""
     import hashlib
     from dataclasses import replace
 
-    from .budgets import budget_figures, over_budget
+    from .budgets import budget_figures, npu_latency, over_budget
     from .calibrate import load_calibration_recipe
     from .checkpoint import ModelCheckpoint
     from .dist import device_output, make_manifest, write_dist
@@ -196,63 +214,102 @@ def build_switchable(
     exports = {t: stage_export(cache, trained, corpus, recipe, t) for t in tiers}
     base_tier = tiers[0]
     grids = {t: stage_shared_grid(cache, exports[base_tier], exports[t]) for t in tiers}
-    measured = {t: stage_verify(cache, grids[t], trained.folder, corpus, target, "dense") for t in tiers}
-    own = {t: stage_verify(cache, exports[t], trained.folder, corpus, target, "dense") for t in tiers[1:]}
+    compiled = target.device.runtime == "tflm" and target.device.npu is not None
     base = {g: (grids[base_tier].folder / "int8" / f"{g}.tflite").read_bytes() for g in GRAPHS}
+    storage = (
+        "bytes of every tier's three Vela-compiled graphs (flash)"
+        if compiled
+        else "bytes of the package: the densest tier's three graphs and every other tier's patches"
+    )
     files: dict[str, bytes] = {}
-    entries = []
+    measured: dict[int, dict[str, Any]] = {}
+    entries, left_out = [], []
+    package = 0
     for t in tiers:
+        v = stage_verify(cache, grids[t], trained.folder, corpus, target, "dense")
         graphs = {g: (grids[t].folder / "int8" / f"{g}.tflite").read_bytes() for g in GRAPHS}
-        patches = None
-        if t != base_tier:
-            patches = {}
-            for g in GRAPHS:
-                rel = patch_path(Path("."), t, g).as_posix()
-                files[rel] = make_patch(base[g], graphs[g])
-                patches[g] = {
-                    "file": rel,
+        mine = (
+            {}
+            if t == base_tier
+            else {patch_path(Path("."), t, g).as_posix(): make_patch(base[g], graphs[g]) for g in GRAPHS}
+        )
+        npu_dir = Path(v["folder"]) / "npu"
+        vela = {g: (npu_dir / f"{g}_vela.tflite").read_bytes() for g in GRAPHS} if compiled else {}
+        if compiled:
+            added = sum(len(b) for b in vela.values())
+            if t != base_tier:
+                mine.update({npu_path(t, g): vela[g] for g in GRAPHS})
+        else:
+            added = sum(len(b) for b in (base.values() if t == base_tier else mine.values()))
+        figures = budget_figures(target, cfg, grids[t].summary, v)
+        figures["model_bytes"] = {"value": package + added, "basis": storage}
+        miss = over_budget(target, figures, t)
+        if miss and t == base_tier:
+            raise BudgetError(
+                f"the switchable package of {cfg.name} misses the budgets of target {target.name!r} with its densest "
+                f"tier alone: {miss}; raise the budget, or list sparser tiers in the profile's build.tiers."
+            )
+        if miss:
+            log.info("%s: tier %d left out of the package: %s", target.name, t, miss)
+            left_out.append({"tier": t, "reason": miss})
+            continue
+        package += added
+        files.update(mine)
+        measured[t] = v
+        own = v if t == base_tier else stage_verify(cache, exports[t], trained.folder, corpus, target, "dense")
+        entry: dict[str, Any] = {
+            "tier": t,
+            "nonzero_parameters": grids[t].summary["sparsity"]["nonzero_parameters"],
+            "patches": None
+            if t == base_tier
+            else {
+                g: {
+                    "file": (rel := patch_path(Path("."), t, g).as_posix()),
                     "bytes": len(files[rel]),
                     "sha256": hashlib.sha256(files[rel]).hexdigest(),
                 }
-        v = measured[t]
-        entries.append(
-            {
-                "tier": t,
-                "nonzero_parameters": grids[t].summary["sparsity"]["nonzero_parameters"],
-                "patches": patches,
-                "graph_sha256": {g: hashlib.sha256(graphs[g]).hexdigest() for g in GRAPHS},
-                "wer": {
-                    split: {
-                        "int8_litert": s["wer"]["int8_litert"],
-                        "own_grid_int8_litert": (own[t] if t in own else v)["sets"][split]["wer"]["int8_litert"],
-                        "float32_litert": s["wer"]["float32_litert"],
-                    }
-                    for split, s in v["sets"].items()
-                },
-                "decode_rtf": v["latency"]["decode_rtf"],
-                "tflm_arena_bytes": max(v["tflm_arena_bytes"].values()),
+                for g in GRAPHS
+            },
+            "graph_sha256": {g: hashlib.sha256(graphs[g]).hexdigest() for g in GRAPHS},
+            "wer": {
+                split: {
+                    "int8_litert": s["wer"]["int8_litert"],
+                    "own_grid_int8_litert": own["sets"][split]["wer"]["int8_litert"],
+                    "float32_litert": s["wer"]["float32_litert"],
+                    **({"int8_tflm": s["wer"]["int8_tflm"]} if "int8_tflm" in s["wer"] else {}),
+                }
+                for split, s in v["sets"].items()
+            },
+            "decode_rtf": v["latency"]["decode_rtf"],
+            "tflm_arena_bytes": max(v["tflm_arena_bytes"].values()),
+        }
+        if compiled:
+            entry["npu"] = {
+                g: {
+                    "estimated": True,
+                    **v["npu"][g],
+                    "file": f"npu/{g}_vela.tflite" if t == base_tier else npu_path(t, g),
+                    "bytes": len(vela[g]),
+                    "sha256": hashlib.sha256(vela[g]).hexdigest(),
+                }
+                for g in GRAPHS
             }
-        )
-    graph_bytes = sum(len(b) for b in base.values())
-    package = graph_bytes + sum(len(b) for b in files.values())
+            entry["npu_rtf"] = round(npu_latency(v, target, cfg)["rtf"], 6)
+        entries.append(entry)
     figures = budget_figures(target, cfg, grids[base_tier].summary, measured[base_tier])
     figures["model_bytes"] = {
         "value": package,
-        "basis": "bytes of the package: the densest tier's three graphs and every other tier's patches",
+        "basis": f"{storage}; tiers {', '.join(str(e['tier']) for e in entries)}",
     }
-    if over_budget(target, figures):
-        raise BudgetError(
-            f"the switchable package of {cfg.name} (tiers {', '.join(map(str, tiers))}) misses the budgets of target "
-            f"{target.name!r}: {over_budget(target, figures)}; raise the budget, or list fewer tiers in the profile's "
-            "build.tiers."
-        )
     switching = {
         "base_tier": base_tier,
         "weight_grid": "densest_tier",
         "patch_format": "npz_zero_bitmap_xor",
+        "device_storage": "compiled_graphs_per_tier" if compiled else "base_graphs_and_patches",
         "package_bytes": package,
-        "densest_graph_bytes": graph_bytes,
+        "densest_graph_bytes": _densest_bytes(entries[0], base, compiled),
         "tiers": entries,
+        "left_out": left_out,
     }
     ck = replace(ModelCheckpoint.load(trained.folder, expect=cfg, ignore=("aat",)), config=cfg)
 
@@ -267,7 +324,15 @@ def build_switchable(
         m["switching"] = switching
         return m
 
-    return write_dist(device_output(out_dir, target.name), grids[base_tier].folder / "int8", make, None, files)
+    base_npu = Path(measured[base_tier]["folder"]) / "npu" if compiled else None
+    return write_dist(device_output(out_dir, target.name), grids[base_tier].folder / "int8", make, base_npu, files)
+
+
+def _densest_bytes(entry: dict[str, Any], base: dict[str, bytes], compiled: bool) -> int:
+    """The base tier's graphs as the device stores them: its Vela-compiled graphs on an NPU target, else its .tflite."""
+    if compiled:
+        return sum(e["bytes"] for e in entry["npu"].values())
+    return sum(len(b) for b in base.values())
 
 
 def load_example_decoder():  # type: ignore[no-untyped-def]
@@ -330,6 +395,20 @@ def bench_switching(folder: Path, corpus_path: Path, switches: int = 100, limit:
         warm.set_tier(tiers[(i + 1) % len(tiers)])
         warm_times.append(time.perf_counter() - t0)
 
+    tflm = manifest["target"]["runtime"] == "tflm"
+    tflm_times = []
+    if tflm:  # a TFLM switch: the three interpreters built on another tier's graphs (host CPU kernels, int8 graphs)
+        from .runtimes import TFLMGraph
+        from .verify import tier_graph
+
+        graphs = {t: {g: tier_graph(folder, manifest, t, g) for g in manifest["graphs"]} for t in tiers}
+        for i in range(switches):
+            t = tiers[(i + 1) % len(tiers)]
+            t0 = time.perf_counter()
+            for g, e in manifest["graphs"].items():
+                TFLMGraph(graphs[t][g], e["tflm_arena_bytes"])
+            tflm_times.append(time.perf_counter() - t0)
+
     sr = manifest["frontend"]["sample_rate"]
     audio = [example.read_wav(corpus.audio_path(u), sr) for u in utts]
 
@@ -361,6 +440,9 @@ def bench_switching(folder: Path, corpus_path: Path, switches: int = 100, limit:
             "utterances": len(utts),
             "wer": wer(runtime),
         }
+        if tflm:
+            t_tflm = transducer_from_manifest(folder, manifest, "tflm" if t == base else f"tflm tier {t}")[0]
+            entry["wer_tflm"] = wer([tok.decode(greedy_decode(t_tflm, f).tokens) for f in feats])
         if t != base:
             entry["wer_switched_mid_utterance"] = wer([run(warm, x, base, t) for x in audio])
             entry["wer_switched_mid_utterance_states_handed_over"] = wer(
@@ -381,6 +463,7 @@ def bench_switching(folder: Path, corpus_path: Path, switches: int = 100, limit:
         "switch_cold": pct(times),
         "switch_warm": pct(warm_times),
         "switch_mid_utterance_rebuild": pct(rebuild_times),
+        **({"switch_tflm": pct(tflm_times)} if tflm else {}),
         "package_bytes": manifest["switching"]["package_bytes"],
         "densest_graph_bytes": manifest["switching"]["densest_graph_bytes"],
         "tiers": per_tier,

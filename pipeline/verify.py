@@ -125,8 +125,8 @@ def check_folder(folder: Path) -> dict:
 def transducer_from_manifest(
     folder: Path, manifest: dict, runtime: str
 ) -> tuple[Transducer, FrontendConfig, Normalizer, CharTokenizer]:
-    """Everything needed to decode, built from the manifest alone (runtime: litert | tflm | "litert tier N", a tier of a
-    switchable package)."""
+    """Everything needed to decode, built from the manifest alone (runtime: litert | tflm, or "litert tier N" |
+    "tflm tier N": a tier of a switchable package)."""
     fe = manifest["frontend"]
     cfg = FrontendConfig(
         sample_rate=fe["sample_rate"],
@@ -142,13 +142,13 @@ def transducer_from_manifest(
         raise ArtifactError(f"{folder}: the manifest's mel filterbank differs from the one its parameters define.")
     graphs: dict[str, Any] = {}
     xnnpack = manifest["model"]["sparsity"]["litert_op_resolver"] == "BUILTIN"
-    tier = int(runtime.rsplit(" ", 1)[1]) if runtime.startswith("litert tier ") else None
+    engine, tier = parse_runtime(runtime)
     for name, g in manifest["graphs"].items():
-        path = graph_file(folder, g, f"graphs.{name}", str(Path(folder) / "manifest.json"))
+        data = tier_graph(folder, manifest, tier, name)
         graphs[name] = (
-            TFLMGraph(path, g["tflm_arena_bytes"])
-            if runtime == "tflm"
-            else LiteRTGraph(tier_graph(folder, manifest, tier, name), manifest["target"]["threads"], xnnpack)
+            TFLMGraph(data, g["tflm_arena_bytes"], f"graphs.{name}" + (f" at tier {tier}" if tier is not None else ""))
+            if engine == "tflm"
+            else LiteRTGraph(data, manifest["target"]["threads"], xnnpack)
         )
     st, dec, tok = manifest["streaming"], manifest["decode"], manifest["tokenizer"]
     t = Transducer(
@@ -168,6 +168,15 @@ def transducer_from_manifest(
         Normalizer(tuple(fe["mean"]), tuple(fe["std"]), int(fe["cmn_prior_frames"])),
         CharTokenizer.from_dict(tok),
     )
+
+
+def parse_runtime(runtime: str) -> tuple[str, int | None]:
+    """("litert" | "tflm", tier or None) of a runtime name: litert, tflm, or "<runtime> tier N" (a tier of a switchable
+    package)."""
+    engine, _, tier = runtime.partition(" tier ")
+    if engine not in ("litert", "tflm") or (tier and not tier.isdigit()):
+        raise ValueError(f"unknown runtime {runtime!r}")
+    return engine, int(tier) if tier else None
 
 
 def tier_graph(folder: Path, manifest: dict, tier: int | None, graph: str) -> bytes:
@@ -210,10 +219,11 @@ def verify_dist(folder: Path, corpus_path: Path | None = None, limit: int = 5) -
     from .corpus import read_manifest
 
     manifest = check_folder(folder)
-    runtimes = ["litert"] + (["tflm"] if manifest["target"]["runtime"] == "tflm" else [])
+    engines = ["litert"] + (["tflm"] if manifest["target"]["runtime"] == "tflm" else [])
+    runtimes = list(engines)
     sw = manifest.get("switching")
     for tier in [t["tier"] for t in sw["tiers"] if t["tier"] != sw["base_tier"]] if sw else []:
-        runtimes.append(f"litert tier {tier}")  # every other tier of a switchable package, patched
+        runtimes += [f"{e} tier {tier}" for e in engines]  # every other tier of a switchable package, patched
     result: dict[str, Any] = {}
     feats = None  # the same frontend for every runtime: computed once
     for rt in runtimes:
@@ -250,7 +260,8 @@ def check_switching_runtime(
 
     example = load_example_decoder()
     sw = manifest["switching"]
-    tier = int(runtime.rsplit(" ", 1)[1]) if runtime.startswith("litert tier ") else sw["base_tier"]
+    tier = parse_runtime(runtime)[1]
+    tier = sw["base_tier"] if tier is None else tier
     decoder = example.SwitchableDecoder(folder)
     for u, want in zip(corpus.utterances, expected, strict=True):
         decoder.reset()

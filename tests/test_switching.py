@@ -10,7 +10,7 @@ import pytest
 from examples.streaming_decoder import SwitchableDecoder, read_wav
 from pipeline.build import BuildPaths, build
 from pipeline.data import DataOptions
-from pipeline.errors import ArtifactError, ConfigError
+from pipeline.errors import ArtifactError, BudgetError, ConfigError
 from pipeline.manifest import validate_manifest
 from tests.conftest import FIXTURES
 from tests.helpers import run_cli
@@ -184,10 +184,8 @@ def test_verify_decodes_every_tier_and_names_a_corrupted_patch(package, tmp_path
 
 def test_switchable_refuses_what_a_package_cannot_be(built, tmp_path):
     paths = BuildPaths(tmp_path / "dist", built[0].work_dir)
-    with pytest.raises(
-        ConfigError, match="runs tflm: a switchable package is patched and loaded at run time by LiteRT"
-    ):
-        build("watch", DataOptions("synth"), paths, model=str(FIXTURES / "micro.toml"), switchable=True)
+    with pytest.raises(ConfigError, match="--switchable ships every tier of the checkpoint; --tier picks one"):
+        build("watch", DataOptions("synth"), paths, model=str(FIXTURES / "micro.toml"), tier=50, switchable=True)
     with pytest.raises(ConfigError, match="needs one shared-weight checkpoint"):
         build("phone", DataOptions("synth"), paths, model=str(FIXTURES / "micro.toml"), method="dense", switchable=True)
     assert not (tmp_path / "dist").exists()
@@ -215,3 +213,99 @@ def test_the_switching_bench_reports_switch_time_and_every_tier(package, tmp_pat
     assert all(e["words_equal_standalone"] == e["utterances"] == 3 for e in result["tiers"].values())
     assert {"wer_switched_mid_utterance", "wer_switched_mid_utterance_states_handed_over"} <= set(result["tiers"]["90"])
     assert result["switch_mid_utterance_rebuild"]["p90_ms"] > 0
+
+
+WATCH = """name = "watch_tiers"
+[device]
+runtime = "tflm"
+threads = 1
+[device.npu]
+accelerator = "ethos-u55-128"
+system_config = "Ethos_U55_High_End_Embedded"
+memory_mode = "Shared_Sram"
+config_file = "vela.ini"
+[budgets]
+rtf = 0.5
+{budget}
+[build]
+method = "omni"
+tiers = {tiers}
+switchable = true
+"""
+
+
+@pytest.fixture(scope="module")
+def watch_package(package, tmp_path_factory):
+    """The same checkpoint's tiers for a TFLM + Ethos-U target: every tier also as its own Vela-compiled graphs."""
+    paths, _ = package
+    root = tmp_path_factory.mktemp("watch_switchable")
+    target = root / "watch_tiers.toml"
+    target.write_text(WATCH.format(budget="", tiers=TIERS))
+    out = BuildPaths(root / "dist", paths.work_dir)
+    return out, target, build(str(target), DataOptions("synth"), out, model=str(FIXTURES / "micro.toml"))
+
+
+def test_an_npu_package_ships_every_tiers_compiled_graphs_and_leaves_out_what_does_not_fit(watch_package, tmp_path):
+    paths, target, manifest_path = watch_package
+    m = json.loads(manifest_path.read_text())
+    validate_manifest(m)
+    sw, folder = m["switching"], manifest_path.parent
+    assert sw["device_storage"] == "compiled_graphs_per_tier" and sw["left_out"] == []
+    assert [t["tier"] for t in sw["tiers"]] == TIERS
+    for t in sw["tiers"]:
+        for g, npu in t["npu"].items():
+            data = (folder / npu["file"]).read_bytes()
+            assert len(data) == npu["bytes"] and npu["npu_operator_fraction"] == 1.0, (t["tier"], g)
+        assert t["npu_rtf"] > 0 and all("int8_tflm" in w for w in t["wer"].values())
+    assert sw["tiers"][0]["npu"]["encoder"]["file"] == m["graphs"]["encoder"]["npu"]["file"]
+    vela = [sum(e["bytes"] for e in t["npu"].values()) for t in sw["tiers"]]
+    assert sw["package_bytes"] == sum(vela) == m["target"]["budget_check"]["model_bytes"]["value"]
+    assert vela == sorted(vela, reverse=True) and vela[0] > vela[-1], vela  # Vela compresses the zeros away
+
+    # model_bytes one byte short of all three: the last tier no longer fits and is left out, said why
+    target.write_text(WATCH.format(budget=f"model_bytes = {sw['package_bytes'] - 1}", tiers=TIERS))
+    m2 = json.loads(
+        build(
+            str(target),
+            DataOptions("synth"),
+            BuildPaths(tmp_path / "a", paths.work_dir),
+            model=str(FIXTURES / "micro.toml"),
+        ).read_text()
+    )
+    assert [t["tier"] for t in m2["switching"]["tiers"]] == TIERS[:-1]
+    (left,) = m2["switching"]["left_out"]
+    assert left["tier"] == TIERS[-1] and "model_bytes" in left["reason"]
+    assert m2["switching"]["package_bytes"] == sum(vela[:-1])
+    # not even the densest tier fits: a clear error and no folder
+    target.write_text(WATCH.format(budget=f"model_bytes = {vela[0] - 1}", tiers=TIERS))
+    with pytest.raises(BudgetError, match="with its densest tier alone: model_bytes"):
+        build(
+            str(target),
+            DataOptions("synth"),
+            BuildPaths(tmp_path / "b", paths.work_dir),
+            model=str(FIXTURES / "micro.toml"),
+        )
+    assert not (tmp_path / "b").exists()
+
+
+def test_verify_and_the_bench_decode_every_tier_of_an_npu_package_in_tflm(watch_package, tmp_path):
+    paths, _, manifest_path = watch_package
+    folder = manifest_path.parent
+    corpus = next((paths.work_dir / "cache" / "data").glob("*/test_unseen.jsonl"))
+    r = run_cli("verify", folder, "--corpus", corpus, "--limit", "2")
+    assert r.returncode == 0, r.stderr
+    assert all(f"{rt} tier {t}: WER" in r.stdout for rt in ("litert", "tflm") for t in TIERS[1:]), r.stdout
+    r = run_cli(
+        "bench", "switching", folder, "--corpus", corpus, "--switches", "10", "--limit", "2", "--report", tmp_path / "r"
+    )
+    assert r.returncode == 0, r.stderr
+    result = json.loads((tmp_path / "r" / "switching.json").read_text())
+    assert result["switch_tflm"]["p90_ms"] > 0 and all("wer_tflm" in e for e in result["tiers"].values())
+    copy = tmp_path / "pkg"  # a tier's compiled graph swapped for another tier's: caught by its digest
+    shutil.copytree(folder, copy)
+    (copy / "tiers" / "tier90" / "npu" / "encoder_vela.tflite").write_bytes(
+        (copy / "tiers" / "tier50" / "npu" / "encoder_vela.tflite").read_bytes()
+    )
+    r = run_cli("verify", copy)
+    (line,) = [x for x in r.stderr.splitlines() if x.startswith("error:")]
+    assert r.returncode == 2 and "does not match switching.tiers[2].npu.encoder" in line, line
