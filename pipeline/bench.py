@@ -55,6 +55,35 @@ class Row:
     # sparse-encoded weights, read from the flatbuffers: stored int8 values + their CSR index bytes, nonzero values
     sparse_weight_bytes: int | None = None
     sparse_nonzero: int | None = None
+    encoder_units: int | None = None  # the dense-width family: the encoder width this row was trained at
+
+    @property
+    def shipped_bytes(self) -> int:
+        """int8 .tflite bytes as a LiteRT target ships them: sparse-encoded where that is smaller."""
+        return min(b for b in (self.bytes_int8_sparse, self.bytes_int8_dense) if b)
+
+    @property
+    def label(self) -> str:
+        return f"{self.method} w{self.encoder_units}" if self.encoder_units else f"{self.method} {self.tier}"
+
+
+WIDTH_METHOD = "dense-width"
+
+
+def width_config(cfg: Any, units: int) -> Any:
+    """`cfg` trained dense at another width: the encoder's LSTMs at `units`, the predictor's units and the joiner's
+    dimension scaled by the same ratio (multiples of 8), everything else the same recipe."""
+
+    def scaled(n: int) -> int:
+        return max(8, int(round(n * units / cfg.encoder.units / 8)) * 8)
+
+    return replace(
+        cfg,
+        name=f"{cfg.name}-w{units}",
+        encoder=replace(cfg.encoder, units=units),
+        predictor=replace(cfg.predictor, units=scaled(cfg.predictor.units)),
+        joiner=replace(cfg.joiner, dim=scaled(cfg.joiner.dim)),
+    )
 
 
 def _measure(
@@ -161,7 +190,10 @@ def bench_sparsity(
     steps: int | None = None,
     target: str = "watch",
     merge: list[Path] = (),
+    widths: list[int] = (),
 ) -> list[Row]:
+    """Every method x tier of `model`, and the same recipe trained dense at each encoder width of `widths` (the
+    baseline a pruned tier must beat at its size)."""
     cfg = load_model_config(model)
     for m in methods:
         for t in tiers:
@@ -177,6 +209,12 @@ def bench_sparsity(
         rows.append(row)
         log.info("%s", row)
 
+    for units in widths:
+        wcfg = width_config(cfg, units)
+        trained = stage_train(cache, wcfg, feats, steps, method="dense")
+        row, _, errors[WIDTH_METHOD, units] = _measure(cache, WIDTH_METHOD, 0, trained, corpus, target)
+        rows.append(replace(row, encoder_units=units))
+        log.info("%s", rows[-1])
     for method in methods:
         if method in ("dense", "omni"):
             trained = stage_train(cache, cfg, feats, steps, method=method)
@@ -185,7 +223,7 @@ def bench_sparsity(
         else:
             for tier in (t for t in tiers if t > 0):
                 measure(method, tier, stage_train(cache, cfg, feats, steps, method=method, tier=tier))
-    earlier = [r for p in merge for r in read_rows(p) if (r.method, r.tier) not in {(x.method, x.tier) for x in rows}]
+    earlier = [r for p in merge for r in read_rows(p) if r.label not in {x.label for x in rows}]
     merged = {(r.method, r.tier) for r in earlier}
     rows = earlier + rows
     write_report(rows, out, cfg.name, steps or cfg.train.steps, errors, merged=merged)
@@ -228,8 +266,9 @@ def write_report(
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for r in rows:
+            name = f"{r.method} ({r.encoder_units} units)" if r.encoder_units else r.method
             lines.append(
-                f"| {r.method} | {r.tier} | {r.sparsity:.3f} | {r.nonzero_parameters:,} | {100 * r.wer_float:.1f}% | "
+                f"| {name} | {r.tier} | {r.sparsity:.3f} | {r.nonzero_parameters:,} | {100 * r.wer_float:.1f}% | "
                 f"{100 * r.wer_int8:.1f}% | "
                 f"{r.bytes_int8_dense:,} | {'-' if r.bytes_int8_sparse is None else f'{r.bytes_int8_sparse:,}'} | "
                 f"{r.vela_flash_bytes:,} | "
@@ -286,25 +325,60 @@ def write_report(
                     f"- {r.method} tier 90: Vela NPU cycles per encoder chunk "
                     f"{r.npu_encoder_cycles / max(dense.npu_encoder_cycles, 1):.2f}x dense (target <= 0.6)"
                 )
+        lines += width_lines(rows)
         (tmp / "sparsity.md").write_text("\n".join(lines) + "\n")
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        for method in dict.fromkeys(r.method for r in rows):
-            pts = sorted(
-                (min(b for b in (r.bytes_int8_sparse, r.bytes_int8_dense) if b), 100 * r.wer_int8, r.tier)
-                for r in rows
-                if r.method == method
-            )
-            ax.plot([p[0] / 1024 for p in pts], [p[1] for p in pts], marker="o", label=method)
-            for x, y, t in pts:
-                ax.annotate(f"{t}%", (x / 1024, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
-        ax.set_xlabel("int8 artifact KiB (sparse-encoded where smaller)")
-        ax.set_ylabel(f"int8 WER % ({SPLIT})")
-        ax.set_title(f"Sparsity tiers, {model}, {steps} steps")
-        ax.grid(alpha=0.3)
-        ax.legend()
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+        axes_by = (
+            (axes[0], lambda r: r.shipped_bytes / 1024, "int8 .tflite KiB (sparse-encoded where smaller)"),
+            (axes[1], lambda r: r.npu_cycles_per_second / 1e6, "Vela NPU Mcycles per second of audio"),
+        )
+        for ax, x_of, xlabel in axes_by:
+            for method in dict.fromkeys(r.method for r in rows):
+                pts = sorted(
+                    (x_of(r), 100 * r.wer_int8, f"w{r.encoder_units}" if r.encoder_units else f"{r.tier}%")
+                    for r in rows
+                    if r.method == method
+                )
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=method)
+                for x, y, t in pts:
+                    ax.annotate(t, (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(f"int8 WER % ({SPLIT})")
+            ax.grid(alpha=0.3)
+        axes[0].set_title(f"Sparsity tiers and dense widths, {model}, {steps} steps")
+        axes[0].legend()
         fig.tight_layout()
         fig.savefig(tmp / "sparsity_pareto.png", dpi=120)
         plt.close(fig)
+
+
+def width_lines(rows: list[Row]) -> list[str]:
+    """For every pruned tier: the best dense model (the dense-width family and the full-width dense model) that is no
+    larger, by shipped .tflite bytes and by Vela flash, and whether pruning won."""
+    dense = [r for r in rows if r.method in ("dense", WIDTH_METHOD)]
+    pruned = [r for r in rows if r.method not in ("dense", WIDTH_METHOD) and r.tier > 0]
+    if not dense or not pruned or not any(r.method == WIDTH_METHOD for r in rows):
+        return []
+    out = ["", "Against the dense-width baseline (the same recipe trained dense at a smaller width):", ""]
+    for r in pruned:
+        parts = []
+        for what, size in (
+            ("shipped .tflite bytes", lambda x: x.shipped_bytes),
+            ("Vela flash", lambda x: x.vela_flash_bytes),
+        ):
+            fits = [d for d in dense if size(d) <= size(r)]
+            if not fits:
+                parts.append(f"no dense model is as small by {what} ({size(r):,} B)")
+                continue
+            best = min(fits, key=lambda d: d.wer_int8)
+            verdict = "pruning wins" if r.wer_int8 < best.wer_int8 else "pruning loses"
+            parts.append(
+                f"by {what} ({size(r):,} B) the best dense model no larger is {best.label} at "
+                f"{100 * best.wer_int8:.1f}% ({size(best):,} B): {verdict} by "
+                f"{100 * abs(best.wer_int8 - r.wer_int8):.1f} points"
+            )
+        out.append(f"- {r.method} tier {r.tier}, int8 WER {100 * r.wer_int8:.1f}%: " + "; ".join(parts))
+    return out
 
 
 def bench_train_speed(

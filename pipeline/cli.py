@@ -429,6 +429,14 @@ def _positive_int_list(ctx: click.Context, param: click.Parameter, value: str) -
     default=None,
     help="training steps of every run (default: the model config's).",
 )
+@click.option(
+    "--widths",
+    default="96,80,64",
+    show_default=True,
+    callback=_int_list,
+    help="the baseline: encoder widths (units) at which the same recipe is also trained dense, predictor and joiner "
+    "scaled alike; empty for none.",
+)
 @report_option("sparsity")
 @click.option(
     "--merge",
@@ -442,6 +450,7 @@ def bench_sparsity(
     model: str,
     methods: str,
     tiers: list[int],
+    widths: list[int],
     steps: int | None,
     report: Path,
     merge: tuple[Path, ...],
@@ -449,7 +458,8 @@ def bench_sparsity(
     out_dir: Path,
     work_dir: Path,
 ) -> None:
-    """Every method x tier: float/int8 WER, nonzeros, dense/sparse/Vela bytes, NPU cycles, training time."""
+    """Every method x tier and a dense-width baseline: float/int8 WER, nonzeros, dense/sparse/Vela bytes, NPU cycles,
+    training time; which pruned tiers beat the best dense model of their size."""
     from .bench import bench_sparsity as run
 
     chosen = [m.strip() for m in methods.split(",") if m.strip()]
@@ -467,6 +477,7 @@ def bench_sparsity(
         report,
         steps,
         merge=list(merge),
+        widths=widths,
     )
     click.echo((report / "sparsity.md").read_text())
 

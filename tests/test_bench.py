@@ -1,6 +1,8 @@
 """Bench commands: the report writer and the latency probe (the long runs themselves are commands, not tests)."""
 
-from pipeline.bench import Row, bench_latency, write_report
+from dataclasses import replace
+
+from pipeline.bench import Row, bench_latency, width_config, write_report
 from tests.conftest import FIXTURES
 
 
@@ -72,7 +74,7 @@ def test_an_older_report_without_the_newer_columns_still_merges(tmp_path):
 
     write_report([_row("dense", 0, 0.2)], tmp_path / "rep", "micro", 100)
     lines = (tmp_path / "rep" / "sparsity.csv").read_text().splitlines()
-    old = [",".join(c.split(",")[:-2]) for c in lines]  # without sparse_weight_bytes, sparse_nonzero
+    old = [",".join(c.split(",")[:-3]) for c in lines]  # without sparse_weight_bytes, sparse_nonzero, encoder_units
     (tmp_path / "old.csv").write_text("\n".join(old) + "\n")
     (row,) = read_rows(tmp_path / "old.csv")
     assert row.method == "dense" and row.sparse_weight_bytes is None
@@ -160,3 +162,33 @@ def test_calibration_report_states_each_seed_the_spread_and_the_furthest_differe
     assert "| 90 | 50.0% | 60.0% | 55.0% | 62.0% | 7.0 | -5.0 (-8.0..-2.0) |" in md
     assert "Largest spread: 7.0 points at tier 90." in md
     assert len((tmp_path / "r" / "calibration.csv").read_text().splitlines()) == 1 + len(rows)
+
+
+def test_the_dense_width_baseline_says_whether_pruning_won_at_each_size(tmp_path):
+    rows = [
+        _row("dense", 0, 0.08),
+        replace(_row("dense-width", 0, 0.10), bytes_int8_dense=2500, encoder_units=80),
+        replace(_row("dense-width", 0, 0.15), bytes_int8_dense=1200, encoder_units=48),
+        _row("omni", 70, 0.17, 2400),  # 2,400 B: w48 fits (15.0%), w80 does not
+        _row("omni", 90, 0.30, 1000),  # smaller than every dense model
+    ]
+    write_report(rows, tmp_path / "rep", "micro", 100)
+    md = (tmp_path / "rep" / "sparsity.md").read_text()
+    assert "| dense-width (80 units) | 0 |" in md
+    assert (
+        "- omni tier 70, int8 WER 17.0%: by shipped .tflite bytes (2,400 B) the best dense model no larger is "
+        "dense-width w48 at 15.0% (1,200 B): pruning loses by 2.0 points" in md
+    )
+    assert "- omni tier 90, int8 WER 30.0%: no dense model is as small by shipped .tflite bytes (1,000 B)" in md
+    from pipeline.bench import read_rows
+
+    assert read_rows(tmp_path / "rep" / "sparsity.csv") == rows
+
+
+def test_a_width_config_scales_encoder_predictor_and_joiner_alike():
+    from pipeline.config import load_model_config
+
+    cfg = load_model_config("tiny")
+    w = width_config(cfg, 80)
+    assert (w.encoder.units, w.predictor.units, w.joiner.dim) == (80, 40, 80)
+    assert w.name == "tiny-w80" and w.train == cfg.train and w.encoder.layers == cfg.encoder.layers
