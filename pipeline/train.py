@@ -166,8 +166,8 @@ class Trainer:
         # a fine-tuning phase draws its own batch order and augmentation, not a replay of the first run's
         self.seed = cfg.train.seed + (1 if tuning else 0)
         self.dist = dist or Distribution(tf.distribute.get_strategy(), "default")
-        if self.dist.name != "default" and method != "dense":
-            raise ConfigError(f"--strategy {self.dist.name} is implemented for --method dense only, not {method}.")
+        if self.dist.name != "default" and method in ("aat", "finetune"):
+            raise ConfigError(f"--strategy {self.dist.name} does not run accelerator-aware fine-tuning yet.")
         if self.dist.workers > cfg.train.batch_size:
             raise ConfigError(
                 f"{self.dist.workers} workers cannot share a batch of {cfg.train.batch_size}; raise train.batch_size."

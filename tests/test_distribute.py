@@ -35,6 +35,19 @@ def test_two_workers_train_to_identical_weights_and_the_loss_falls(tmp_path):
     cfg = tmp_path / "dist.toml"
     text = (FIXTURES / "micro.toml").read_text()
     cfg.write_text(re.sub(r"\[train\][^\[]*", "[train]\nsteps = 30\nbatch_size = 8\ncheckpoint_every = 10\n\n", text))
+    a, b = _train_two_workers(tmp_path, cfg)
+    for k in a.params:
+        np.testing.assert_array_equal(a.params[k], b.params[k], err_msg=k)
+    # the loss over one whole epoch of training batches, at the seeded initialization and after training
+    features = FeatureSet.load(next((tmp_path / "w0").glob("cache/features/*/features.npz")))
+    keras.utils.set_random_seed(a.config.train.seed)
+    initial = get_params(build_training_model(a.config, a.tokenizer.size), a.config)
+    before, after = _epoch_loss(a.config, features, initial), _epoch_loss(a.config, features, a.params)
+    assert after < before, (before, after)
+
+
+def _train_two_workers(tmp_path, cfg, *args):
+    """`pipeline train` on two worker processes on 127.0.0.1; returns their checkpoints."""
     workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
     procs = []
     for i in range(2):
@@ -43,30 +56,18 @@ def test_two_workers_train_to_identical_weights_and_the_loss_falls(tmp_path):
             "TF_CONFIG": json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}}),
             "CUDA_VISIBLE_DEVICES": "",
         }
+        cmd = [sys.executable, "-m", "pipeline.cli", "train", "--model", str(cfg), "--data", "synth"]
+        cmd += [
+            "--strategy",
+            "multi-worker",
+            *args,
+            "--out",
+            str(tmp_path / f"ck{i}"),
+            "--work-dir",
+            str(tmp_path / f"w{i}"),
+        ]
         procs.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "pipeline.cli",
-                    "train",
-                    "--model",
-                    str(cfg),
-                    "--data",
-                    "synth",
-                    "--strategy",
-                    "multi-worker",
-                    "--out",
-                    str(tmp_path / f"ck{i}"),
-                    "--work-dir",
-                    str(tmp_path / f"w{i}"),
-                ],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                env=env,
-                cwd=tmp_path,
-            )
+            subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
         )
     outs = []
     try:
@@ -77,15 +78,26 @@ def test_two_workers_train_to_identical_weights_and_the_loss_falls(tmp_path):
             p.kill()
     for p, (_, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]
-    a, b = (ModelCheckpoint.load(tmp_path / f"ck{i}") for i in range(2))
+    return [ModelCheckpoint.load(tmp_path / f"ck{i}") for i in range(2)]
+
+
+@pytest.mark.parametrize(("method", "tier"), [("omni", None), ("tfmot", 50), ("csp", 50)])
+def test_two_workers_prune_alike_every_method(tmp_path, method, tier):
+    """Each pruning method on two workers: identical weights and identical masks, each tier reached."""
+    cfg = tmp_path / "dist.toml"
+    text = (FIXTURES / "micro.toml").read_text()
+    text = re.sub(r"\[train\][^\[]*", "[train]\nsteps = 12\nbatch_size = 8\ncheckpoint_every = 6\n\n", text)
+    cfg.write_text(text + "[sparsity]\nupdate_every = 2\nblock = [1, 1]\n")  # a schedule that fits 12 steps
+    a, b = _train_two_workers(tmp_path, cfg, "--method", method, *(["--tier", str(tier)] if tier else []))
+    assert a.meta["method"] == method
     for k in a.params:
         np.testing.assert_array_equal(a.params[k], b.params[k], err_msg=k)
-    # the loss over one whole epoch of training batches, at the seeded initialization and after training
-    features = FeatureSet.load(next((tmp_path / "w0").glob("cache/features/*/features.npz")))
-    keras.utils.set_random_seed(a.config.train.seed)
-    initial = get_params(build_training_model(a.config, a.tokenizer.size), a.config)
-    before, after = _epoch_loss(a.config, features, initial), _epoch_loss(a.config, features, a.params)
-    assert after < before, (before, after)
+    assert set(a.masks) == set(b.masks) and a.masks
+    for t, masks in a.masks.items():
+        kept = sum(int(m.sum()) for m in masks.values()) / sum(m.size for m in masks.values())
+        assert abs((1 - kept) - int(t.removeprefix("tier")) / 100) < 0.01, (t, kept)
+        for k, m in masks.items():
+            np.testing.assert_array_equal(m, b.masks[t][k], err_msg=f"{t} {k}")
 
 
 def _epoch_loss(cfg, features, params):
