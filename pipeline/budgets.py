@@ -96,8 +96,12 @@ def over_budget(target: TargetProfile, figures: dict[str, dict[str, Any]], tier:
     """The budgets `figures` miss, in words ("" when every figure fits)."""
     budgets = to_dict(target.budgets)
     who = f"tier {tier} needs " if tier is not None else ""
+
+    def fmt(x: float) -> str:
+        return f"{int(x):,}" if float(x).is_integer() and abs(x) >= 1000 else f"{x:g}"
+
     return "; ".join(
-        f"{k}: limit {budgets[k]:g}, {who}{f['value']:g} ({f['basis']})"
+        f"{k}: limit {fmt(budgets[k])}, {who}{fmt(f['value'])} ({f['basis']})"
         for k, f in figures.items()
         if budgets[k] is not None and f["value"] > budgets[k]
     )

@@ -165,6 +165,7 @@ def _encoded_weights(e: dict[str, int] | None) -> dict[str, Any] | None:
         "index_bytes": e["index"],
         "nonzero_weights": e["nonzero"],
         "bytes_per_nonzero": round((e["values"] + e["index"]) / max(e["nonzero"], 1), 4),
+        "weights_stored_dense": e["stored_dense"],
     }
 
 

@@ -13,7 +13,7 @@ from .cache import Artifact, StageCache
 from .calibrate import CalibrationRecipe
 from .checkpoint import ModelCheckpoint
 from .codehash import code_digest
-from .export import GRAPHS, convert_all, sparse_weight_bytes
+from .export import GRAPHS, convert_all, dense_partial_blocks, sparse_weight_bytes
 from .manifest import decode_sections, graph_contract
 from .runtimes import describe
 from .sparsity import sparsity_of
@@ -40,8 +40,12 @@ def stage_export(
         floats, rep = representative(ck, params, _calibration_features(corpus, recipe, ck), recipe)
         ranges = ck.tier_ranges(tier)  # learned by AAT: the converter takes them instead of calibrating
         variants = {"float32": floats, "int8": convert_all(cfg, params, rep, ranges=ranges)}
+        stored_dense = 0
         if tier > 0:
-            variants["int8_sparse"] = convert_all(cfg, params, rep, sparse=True, ranges=ranges)
+            variants["int8_sparse"] = {}
+            for g, b in convert_all(cfg, params, rep, sparse=True, ranges=ranges).items():
+                variants["int8_sparse"][g], n = dense_partial_blocks(b, variants["int8"][g], g)
+                stored_dense += n
         # every int8 graph carries the decode contract (the manifest's decode sections and its own tensors' names)
         sections = decode_sections(
             cfg, ck.tokenizer, ck.normalizer, edge_padding_samples(cfg.frontend, corpus.source.kind)
@@ -59,6 +63,7 @@ def stage_export(
         if "int8_sparse" in variants:
             per = [sparse_weight_bytes(b) for b in variants["int8_sparse"].values()]
             encoded = {k: sum(p[k] for p in per) for k in ("values", "index", "nonzero")}
+            encoded["stored_dense"] = stored_dense
         return {
             "calibration": {**recipe.to_dict(), "samples": {g: len(v) for g, v in rep.items()}},
             "tier": tier,

@@ -484,7 +484,7 @@ def test_a_budget_no_tier_meets_is_a_clear_error_naming_each_budget(built_omni, 
         'name = "tiny_speaker"\n[device]\nruntime = "litert"\n[budgets]\nmodel_bytes = 1000\nrtf = 0.5\n'
         '[build]\nmethod = "omni"\ntiers = [0, 90]\n'
     )
-    with pytest.raises(BudgetError, match=r"model_bytes: limit 1000, tier 90 needs \d+") as exc:
+    with pytest.raises(BudgetError, match=r"model_bytes: limit 1,000, tier 90 needs [\d,]+") as exc:
         build(
             str(target),
             DataOptions("synth"),
