@@ -62,8 +62,9 @@ class BuildOptions:
     threads_for_latency: int | None = None  # default: the device's threads
     tiers: tuple[int, ...] | None = None  # tiers to choose from, densest first (default: the model's)
     sparse_encoding: bool = False  # ship sparse-encoded weights where smaller (LiteRT built-in kernels, not XNNPACK)
-    # ship every tier of one omni checkpoint as one package (the densest tier's graphs plus a patch per other tier),
-    # switched at run time (pipeline/switching.py); LiteRT targets only
+    # ship the tiers of one omni checkpoint as one package (the densest tier's graphs plus a patch per other tier; on
+    # an NPU target each tier's own Vela-compiled graphs, as many as fit model_bytes), switched at run time
+    # (pipeline/switching.py)
     switchable: bool = False
     aat: bool = False  # fine-tune with the int8 kernels emulated (accelerator-aware training) before export
 
