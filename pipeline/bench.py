@@ -204,7 +204,7 @@ def bench_sparsity(
     rows: list[Row] = []
     errors: dict[tuple[str, int], dict[str, list[int]]] = {}
 
-    def measure(method: str, tier: int, ckpt: Path, train: dict[str, Any]) -> None:
+    def measure(method: str, tier: int, trained: Artifact) -> None:
         row, _, errors[method, tier] = _measure(cache, method, tier, trained, corpus, target)
         rows.append(row)
         log.info("%s", row)

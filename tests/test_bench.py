@@ -2,6 +2,8 @@
 
 from dataclasses import replace
 
+import pytest
+
 from pipeline.bench import Row, bench_latency, width_config, write_report
 from tests.conftest import FIXTURES
 
@@ -192,3 +194,31 @@ def test_a_width_config_scales_encoder_predictor_and_joiner_alike():
     w = width_config(cfg, 80)
     assert (w.encoder.units, w.predictor.units, w.joiner.dim) == (80, 40, 80)
     assert w.name == "tiny-w80" and w.train == cfg.train and w.encoder.layers == cfg.encoder.layers
+
+
+@pytest.mark.slow
+def test_the_sparsity_bench_runs_a_dense_model_and_a_dense_width(built, tmp_path):
+    """The command end to end on the micro model (its data and dense training cached by `built`)."""
+    from tests.helpers import run_cli
+
+    r = run_cli(
+        "bench",
+        "sparsity",
+        "--model",
+        FIXTURES / "micro.toml",
+        "--methods",
+        "dense",
+        "--widths",
+        "16",
+        "--data",
+        "synth",
+        "--work-dir",
+        built[0].work_dir,
+        "--report",
+        tmp_path / "rep",
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    (dense,) = [
+        line for line in (tmp_path / "rep" / "sparsity.csv").read_text().splitlines()[1:] if line.startswith("dense,")
+    ]
+    assert "| dense-width (16 units) | 0 |" in (tmp_path / "rep" / "sparsity.md").read_text()
