@@ -443,18 +443,35 @@ def built_omni(built, tmp_path_factory):
     )
 
 
-def test_speaker_ships_sparse_encoded_weights_that_decode_like_the_dense_ones(built_omni):
-    paths, watch_manifest = built_omni
-    manifest = build("speaker", DataOptions("synth"), paths, model=str(FIXTURES / "micro.toml"), method="omni", tier=90)
-    m, w = json.loads(manifest.read_text()), json.loads(watch_manifest.read_text())
+def test_speaker_ships_sparse_encoded_weights_that_decode_like_the_dense_ones(built_omni, tmp_path):
+    paths, _ = built_omni
+    model = str(FIXTURES / "micro_tiles.toml")  # every weight's blocks tile it: nothing stored dense
+    manifest = build("speaker", DataOptions("synth"), paths, model=model, method="omni", tier=90)
+    dense_target = tmp_path / "dense_phone.toml"  # the same export, its weights stored dense
+    dense_target.write_text('name = "dense_phone"\n[device]\nruntime = "litert"\nthreads = 2\n[budgets]\nrtf = 0.5\n')
+    dense = build(
+        str(dense_target),
+        DataOptions("synth"),
+        BuildPaths(tmp_path / "d", paths.work_dir),
+        model=model,
+        method="omni",
+        tier=90,
+    )
+    m, w = json.loads(manifest.read_text()), json.loads(dense.read_text())
     validate_manifest(m)
+    assert w["model"]["sparsity"]["shipped_encoding"] == "dense"
+    assert m["model"]["sparsity"]["sparse_encoded_weights"]["weights_stored_dense"] == 0
     assert m["model"]["sparsity"]["shipped_encoding"] == "sparse"
     assert sum(g["bytes"] for g in m["graphs"].values()) == m["model"]["sparsity"]["int8_bytes"]["sparse_encoded"]
     assert "built-in" in m["latency"]["host"]["runtime"]
-    # sparse encoding is lossless: the same int8 weights, the same transcripts
+    # the same int8 weights: the sparse kernel rounds like the dense ones within a LSB (LiteRT built-in against
+    # XNNPACK here), which moves a word now and then (experiments/2026-12-06-sparse-encoding)
     assert (
-        m["evaluation"]["sets"]["test_unseen"]["wer"]["int8_litert"]
-        == w["evaluation"]["sets"]["test_unseen"]["wer"]["int8_litert"]
+        abs(
+            m["evaluation"]["sets"]["test_unseen"]["wer"]["int8_litert"]
+            - w["evaluation"]["sets"]["test_unseen"]["wer"]["int8_litert"]
+        )
+        <= 0.01
     )
     assert all(c["ok"] for c in m["target"]["budget_check"].values())
     assert m["model"]["sparsity"]["litert_op_resolver"] == "BUILTIN_WITHOUT_DEFAULT_DELEGATES"
@@ -516,8 +533,10 @@ def test_omni_tier_manifest_records_method_tier_sparsity_and_sizes(built_omni):
     assert model["method"] == "omni" and model["tier"] == 90 and model["sparsity"]["shipped_encoding"] == "dense"
     assert abs(model["sparsity"]["sparsity"] - 0.90) <= 0.005
     assert model["sparsity"]["tiers_in_checkpoint"] == [0, 50, 70, 80, 90]
-    sizes = model["sparsity"]["int8_bytes"]
-    assert sizes["sparse_encoded"] < sizes["dense_stored"]
+    # micro's encoder takes 3 x 40 = 120 inputs (and its LSTMs 24 and 8), which 16-wide blocks do not tile: its
+    # sparse-encoded graph stores those weights dense (LiteRT decodes them wrongly otherwise)
+    assert model["sparsity"]["sparse_encoded_weights"]["weights_stored_dense"] >= 1
+    assert model["sparsity"]["int8_bytes"]["sparse_encoded"] > 0
     assert m["evaluation"]["sets"]["test_unseen"]["wer"]["int8_litert"] >= 0
 
 
