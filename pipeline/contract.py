@@ -260,6 +260,18 @@ def check_graph_metadata(folder: Path, manifest: dict[str, Any], where: str) -> 
                         )
 
 
+def _listed_file(folder: Path, entry: dict[str, Any], field: str, where: str) -> tuple[Path, bytes]:
+    """The file a {file, bytes, sha256} entry names, and its bytes; `ArtifactError` if it leaves the folder, is
+    missing or differs in size or sha256."""
+    path = graph_file(folder, entry, field, where)
+    if not path.is_file():
+        raise ArtifactError(f"{where}: {field}.file {entry['file']} is missing from {folder}.")
+    data = path.read_bytes()
+    if len(data) != entry["bytes"] or hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        raise ArtifactError(f"{path} does not match {field} of the manifest (size or sha256).")
+    return path, data
+
+
 def check_switching(folder: Path, manifest: dict[str, Any], where: str) -> None:
     """A switchable package's tiers: the base tier's graphs are the shipped ones; every patch (and NPU-compiled graph)
     lies inside the folder and matches its size and sha256; every patch turns the base graph into the graph its
@@ -278,12 +290,7 @@ def check_switching(folder: Path, manifest: dict[str, Any], where: str) -> None:
                 "stored as compiled graphs per tier (switching.device_storage)."
             )
         for g, npu in tier.get("npu", {}).items():
-            path = graph_file(folder, npu, f"{field}.npu.{g}", where)
-            if not path.is_file():
-                raise ArtifactError(f"{where}: {field}.npu.{g}.file {npu['file']} is missing from {folder}.")
-            data = path.read_bytes()
-            if len(data) != npu["bytes"] or hashlib.sha256(data).hexdigest() != npu["sha256"]:
-                raise ArtifactError(f"{path} does not match {field}.npu.{g} of the manifest (size or sha256).")
+            _listed_file(folder, npu, f"{field}.npu.{g}", where)
             if tier["patches"] is None and npu["sha256"] != manifest["graphs"][g].get("npu", {}).get("sha256"):
                 raise ArtifactError(f"{where}: {field}.npu.{g} of the base tier is not graphs.{g}.npu.")
         if tier["patches"] is None:
@@ -294,12 +301,7 @@ def check_switching(folder: Path, manifest: dict[str, Any], where: str) -> None:
                     raise ArtifactError(f"{where}: {field}.graph_sha256.{g} is not graphs.{g}.sha256.")
             continue
         for g, patch in tier["patches"].items():
-            path = graph_file(folder, patch, f"{field}.patches.{g}", where)
-            if not path.is_file():
-                raise ArtifactError(f"{where}: {field}.patches.{g}.file {patch['file']} is missing from {folder}.")
-            data = path.read_bytes()
-            if len(data) != patch["bytes"] or hashlib.sha256(data).hexdigest() != patch["sha256"]:
-                raise ArtifactError(f"{path} does not match {field}.patches.{g} of the manifest (size or sha256).")
+            path, data = _listed_file(folder, patch, f"{field}.patches.{g}", where)
             graph = apply_patch(base[g], data, str(path))
             if hashlib.sha256(graph).hexdigest() != tier["graph_sha256"][g]:
                 raise ArtifactError(

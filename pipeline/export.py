@@ -171,23 +171,13 @@ def dense_partial_blocks(sparse: bytes, dense: bytes, where: str) -> tuple[bytes
     `dense` (the same graph converted without sparse encoding): LiteRT's block-sparse int8 FULLY_CONNECTED kernel
     decodes those wrongly (measured: up to ~50 LSB off on a 120-wide input where the dense kernel is within 1, exact
     where the width is a multiple of 16). Returns the graph and how many weights were stored dense."""
-    from ai_edge_litert import schema_py_generated as schema
-
-    def load(data: bytes) -> Any:
-        return schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(data, 0))
-
-    fc = schema.BuiltinOperator.FULLY_CONNECTED
+    from .tflite_meta import fully_connected, load_model, pack_model
 
     def weights(m: Any) -> list[Any]:
         sg = m.subgraphs[0]
-        return [
-            sg.tensors[op.inputs[1]]
-            for op in sg.operators
-            if max(m.operatorCodes[op.opcodeIndex].builtinCode, m.operatorCodes[op.opcodeIndex].deprecatedBuiltinCode)
-            == fc
-        ]
+        return [sg.tensors[w] for _, w, _ in fully_connected(m, sg)]
 
-    ms, md = load(sparse), load(dense)
+    ms, md = load_model(sparse), load_model(dense)
     ws, wd = weights(ms), weights(md)
     if len(ws) != len(wd) or any(list(a.shape) != list(b.shape) for a, b in zip(ws, wd)):
         raise InternalError(
@@ -207,11 +197,7 @@ def dense_partial_blocks(sparse: bytes, dense: bytes, where: str) -> tuple[bytes
         fixed += 1
     if not fixed:
         return sparse, 0
-    import flatbuffers
-
-    builder = flatbuffers.Builder(len(sparse) * 2)
-    builder.Finish(ms.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output()), fixed
+    return pack_model(ms, len(sparse) * 2), fixed
 
 
 def sparse_weight_bytes(model: bytes) -> dict[str, int]:

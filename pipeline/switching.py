@@ -33,44 +33,14 @@ from typing import Any
 import numpy as np
 
 from .errors import ArtifactError
+from .tflite_meta import fully_connected, load_model, pack_model, tflite_schema
 
 log = logging.getLogger(__name__)
 PATCH_SUFFIX = ".patch.npz"
 
 
-def _schema():  # type: ignore[no-untyped-def]
-    from tensorflow.lite.python import schema_py_generated as schema
-
-    return schema
-
-
-def _model(data: bytes):  # type: ignore[no-untyped-def]
-    schema = _schema()
-    return schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(data, 0))
-
-
-def _pack(model: Any) -> bytes:
-    import flatbuffers
-
-    builder = flatbuffers.Builder(1 << 20)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
-
-
 def _values(buffer: Any, dtype: type) -> np.ndarray:
     return np.frombuffer(np.asarray(buffer.data, np.uint8).tobytes(), dtype)
-
-
-def _fully_connected(model: Any, subgraph: Any) -> list[tuple[int, int, int]]:
-    """(input, weights, bias or -1) tensor indices of every FULLY_CONNECTED operator."""
-    fc = _schema().BuiltinOperator.FULLY_CONNECTED
-    out = []
-    for op in subgraph.operators:
-        code = model.operatorCodes[op.opcodeIndex]
-        if max(code.builtinCode, code.deprecatedBuiltinCode) == fc:
-            bias = int(op.inputs[2]) if len(op.inputs) > 2 else -1
-            out.append((int(op.inputs[0]), int(op.inputs[1]), bias))
-    return out
 
 
 def shared_grid(base: bytes, own: bytes, where: str) -> bytes:
@@ -82,7 +52,7 @@ def shared_grid(base: bytes, own: bytes, where: str) -> bytes:
 
     The rule needs no mask: where `own` rounds a kept weight to 0, |w| < own scale / 2 <= base scale / 2, so the
     base's int8 weight there is 0 too."""
-    a, ref, b = _model(base), _model(base), _model(own)
+    a, ref, b = load_model(base), load_model(base), load_model(own)
     if len(a.subgraphs) != len(b.subgraphs) or len(a.buffers) != len(b.buffers):
         raise ArtifactError(f"{where}: the tier's graph does not have the structure of the densest tier's.")
     weight_buffers: set[int] = set()
@@ -93,9 +63,9 @@ def shared_grid(base: bytes, own: bytes, where: str) -> bytes:
             if list(ta.shape) != list(tb.shape) or ta.type != tb.type or ta.buffer != tb.buffer:
                 raise ArtifactError(f"{where}: tensor {i} differs in shape, type or buffer from the densest tier's.")
             ta.quantization = tb.quantization
-        for x, w, bias in _fully_connected(b, sb):
+        for x, w, bias in fully_connected(b, sb):
             tw = sr.tensors[w]
-            if tw.type != _schema().TensorType.INT8 or a.buffers[tw.buffer].data is None:
+            if tw.type != tflite_schema().TensorType.INT8 or a.buffers[tw.buffer].data is None:
                 continue  # weights computed at run time: nothing stored to share
             base_q, own_q = _values(ref.buffers[tw.buffer], np.int8), _values(b.buffers[tw.buffer], np.int8)
             a.buffers[tw.buffer].data = np.where(own_q != 0, base_q, 0).astype(np.int8).view(np.uint8)
@@ -113,7 +83,7 @@ def shared_grid(base: bytes, own: bytes, where: str) -> bytes:
     for j, (xa, xb) in enumerate(zip(a.buffers, b.buffers)):
         if j not in weight_buffers and xb.data is not None:
             xa.data = xb.data
-    return _pack(a)
+    return pack_model(a)
 
 
 def make_patch(base: bytes, tier: bytes) -> bytes:
