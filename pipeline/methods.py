@@ -234,12 +234,15 @@ class OmniMethod(_Functional):
             )
             for n in self.pruned
         }
+        # the pruned layers (a layer's kernels share its sampled tier), in parameter order
+        self.layers = list(dict.fromkeys(n.split("/")[0] for n in self.pruned))
 
     def mask(self, name: str) -> tf.Variable:
         return self.module.masks[name.replace("/", ".")]
 
     def extra_signature(self) -> list[tf.TensorSpec]:
-        return [tf.TensorSpec((None,), tf.int32), tf.TensorSpec((None, None), tf.int32)]
+        # per trained subnet, the tier index of every pruned layer (K, L); each subnet's rows of the batch (K, B')
+        return [tf.TensorSpec((None, None), tf.int32), tf.TensorSpec((None, None), tf.int32)]
 
     def update_masks(self, step: int) -> None:
         sp = self.cfg.sparsity
@@ -253,7 +256,20 @@ class OmniMethod(_Functional):
         t0, t1 = math.ceil(sp.begin * self.total_steps), math.ceil(sp.end * self.total_steps)
         if (t0 <= step < t1 and (step - t0) % sp.update_every == 0) or step == t1:
             self.update_masks(step)
-        return self._sub_batches(step, batch_size, self.select_tiers(step), sp.tier_batch, 8)
+        if sp.sampling == "layer":
+            subnets = self.select_subnets(step)
+            return [subnets, self._sub_batches(step, batch_size, list(subnets), sp.tier_batch, 8, same_rows=True)[1]]
+        sel = self.select_tiers(step)
+        _, idx = self._sub_batches(step, batch_size, sel, sp.tier_batch, 8, same_rows=sp.distill > 0)
+        return [np.repeat(np.array(sel, np.int32)[:, None], len(self.layers), axis=1), idx]
+
+    def select_subnets(self, step: int) -> np.ndarray:
+        """(K, L) tier indices of the subnets trained at `step` under layer-wise sampling (the sandwich rule): the
+        densest, the sparsest, then `tiers_per_step` - 2 with every pruned layer's tier drawn uniformly."""
+        rng = np.random.default_rng([self.cfg.train.seed, step, 11])
+        n, layers = len(self.tiers), len(self.layers)
+        drawn = rng.integers(0, n, size=(max(0, self.cfg.sparsity.tiers_per_step - 2), layers))
+        return np.concatenate([np.zeros((1, layers)), np.full((1, layers), n - 1), drawn]).astype(np.int32)
 
     def select_tiers(self, step: int, per_step: int | None = None) -> list[int]:
         """Tier indices trained at `step` (`per_step` of them, default the config's `tiers_per_step`): the densest
@@ -275,21 +291,32 @@ class OmniMethod(_Functional):
         return pick(list(range(n)), 1)
 
     def _tier_params(self, sel: tf.Tensor, weights: dict[str, Any] | None = None) -> dict[str, tf.Tensor]:
-        """The shared weights (or `weights`) under each selected tier's masks, with a leading tier axis."""
+        """The shared weights (or `weights`) under each selected subnet's masks, with a leading subnet axis. `sel`:
+        (K,) one tier index per subnet, or (K, L) one per subnet and pruned layer (`self.layers`)."""
+        sel = tf.convert_to_tensor(sel)
         k = tf.shape(sel)[0]
         w = weights if weights is not None else {n: self.var(n) for n in self.names}
+
+        def tier_of(n: str) -> tf.Tensor:
+            return sel if sel.shape.rank == 1 else sel[:, self.layers.index(n.split("/")[0])]
+
         return {
-            n: w[n][None] * tf.gather(self.mask(n), sel)
+            n: w[n][None] * tf.gather(self.mask(n), tier_of(n))
             if n in self.pruned
             else tf.broadcast_to(w[n][None], tf.concat([[k], tf.shape(w[n])], 0))
             for n in self.names
         }
 
-    def _sub_batches(self, step: int, batch_size: int, sel: list[int], share: float, salt: int) -> list[np.ndarray]:
-        """Each selected tier's rows of the batch: a seeded random `share` of it."""
+    def _sub_batches(
+        self, step: int, batch_size: int, sel: list[Any], share: float, salt: int, same_rows: bool = False
+    ) -> list[np.ndarray]:
+        """Each selected subnet's rows of the batch: a seeded random `share` of it, drawn per subnet or, with
+        `same_rows`, once for all of them (what in-place distillation compares)."""
         rng = np.random.default_rng([self.cfg.train.seed, step, salt])
         sub = max(1, int(round(share * batch_size)))
-        idx = np.stack([np.sort(rng.choice(batch_size, size=sub, replace=False)) for _ in sel]).astype(np.int32)
+        draws = 1 if same_rows else len(sel)
+        rows = [np.sort(rng.choice(batch_size, size=sub, replace=False)) for _ in range(draws)]
+        idx = np.stack(rows * len(sel) if same_rows else rows).astype(np.int32)
         return [np.array(sel, np.int32), idx]
 
     def _tiers_loss(
@@ -319,7 +346,20 @@ class OmniMethod(_Functional):
         enc, _, logits = forward(
             self.cfg, self._tier_params(sel), tf.gather(feats, idx), tf.gather(pred_in, idx), parts=True
         )
-        return self._tiers_loss(logits, enc, idx, labels, frames, label_lengths, self._first_emit(feats, frames))
+        loss = self._tiers_loss(logits, enc, idx, labels, frames, label_lengths, self._first_emit(feats, frames))
+        a = self.cfg.sparsity.distill
+        if a == 0 or (len(self.tiers) == 1 and self.cfg.sparsity.sampling == "tier"):  # no sparser subnet to teach
+            return loss
+        # in-place distillation: subnet 0 is the densest (both samplings put it first) and every subnet has the same
+        # rows, so its lattice posteriors are the target of the others' at every lattice node
+        students = logits[1:]
+        teacher = tf.broadcast_to(logits[:1], tf.shape(students))
+        return loss + a * lattice_kl(
+            _merge_tiers(teacher),
+            _merge_tiers(students),
+            _tier_rows(frames, idx[1:]),
+            _tier_rows(label_lengths, idx[1:]),
+        )
 
     def result(self) -> tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]]]:
         params = {n: self.var(n).numpy() for n in self.names}
@@ -335,6 +375,8 @@ class OmniMethod(_Functional):
             "tiers": list(self.tiers),
             "tiers_per_step": min(sp.tiers_per_step, len(self.tiers)),
             "tier_batch": sp.tier_batch,
+            **({"sampling": sp.sampling} if sp.sampling != "tier" else {}),
+            **({"distill": sp.distill} if sp.distill else {}),
         }
 
 
@@ -512,6 +554,9 @@ class AatMethod(OmniMethod):
             self.start_ranges = {
                 p: np.stack([init.ranges[tier_name(t)][p] for t in self.tiers]).astype(np.float32) for p in self.points
             }
+
+    def extra_signature(self) -> list[tf.TensorSpec]:
+        return [tf.TensorSpec((None,), tf.int32), tf.TensorSpec((None, None), tf.int32)]
 
     def range_var(self, point: str) -> tf.Variable:
         return self.module.ranges[point.replace("/", ".")]

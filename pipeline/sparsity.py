@@ -42,6 +42,15 @@ class SparsityConfig:
     # 3+ = the densest and the sparsest plus sampled ones
     tiers_per_step: int = 2
     tier_batch: float = 0.5
+    # omni, experimental (no shipped profile uses it until it is measured on the leave-one-speaker-out folds):
+    # "tier" samples one tier for the whole model per trained subnet; "layer" samples a tier per pruned layer (a
+    # layer-wise supernet, any mix of the tiers' nested masks), with the sandwich rule: every step trains the
+    # densest and the sparsest subnet plus `tiers_per_step` - 2 subnets of per-layer tiers, all on the same rows
+    sampling: str = "tier"
+    # omni, experimental: in-place distillation. Every sparser subnet of a step is also trained toward the densest
+    # subnet's output distribution over the RNN-T lattice (KL, teacher not back-propagated), with this weight;
+    # 0 = off. Needs the densest subnet in every step (`sampling = "layer"`, or `tiers_per_step` >= 3)
+    distill: float = 0.0
     # csp: the compression error (what soft-thresholding removed) is fed back into the
     # dense weights, decayed by this factor per step (1: keep all, 0: plain proximal step)
     csp_feedback: float = 0.99
@@ -62,6 +71,20 @@ class SparsityConfig:
         check(self.update_every >= 1, f"field `update_every` must be >= 1, got {self.update_every}.")
         check(1 <= self.tiers_per_step, f"field `tiers_per_step` must be >= 1, got {self.tiers_per_step}.")
         check(0 < self.tier_batch <= 1, f"field `tier_batch` must be in (0, 1], got {self.tier_batch}.")
+        check(self.sampling in ("tier", "layer"), f"field `sampling` must be tier or layer, got {self.sampling!r}.")
+        check(self.distill >= 0, f"field `distill` must be >= 0, got {self.distill}.")
+        if self.sampling == "layer":
+            check(
+                self.tiers_per_step >= 2,
+                'sampling = "layer" trains the densest and the sparsest subnet every '
+                f"step: field `tiers_per_step` must be >= 2, got {self.tiers_per_step}.",
+            )
+        elif self.distill > 0:
+            check(
+                self.tiers_per_step >= 3,
+                "in-place distillation (`distill` > 0) needs the densest tier every step: "
+                f'set `tiers_per_step` >= 3 or `sampling = "layer"`, got tiers_per_step {self.tiers_per_step}.',
+            )
         check(0 <= self.csp_feedback <= 1, f"field `csp_feedback` must be in 0..1, got {self.csp_feedback}.")
         check(
             len(set(self.dense_layers)) == len(self.dense_layers),

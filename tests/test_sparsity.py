@@ -5,6 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+from pipeline._tf import tf
 from pipeline.checkpoint import ModelCheckpoint
 from pipeline.config import load_model_config
 from pipeline.errors import ConfigError
@@ -249,3 +250,64 @@ def test_pad_edges_moves_the_first_label_onset_past_the_leading_zeros(data, tmp_
         for name, c in (("plain", plain), ("padded", padded))
     }
     assert onset == {"plain": 0, "padded": 20 // 3}
+
+
+def test_layer_wise_sampling_keeps_the_sandwich_and_mixes_tiers_across_layers():
+    """sampling = "layer": every step trains the densest and the sparsest subnet first, then subnets whose pruned
+    layers draw their tiers independently (every tier reaches every layer), all on the same rows of the batch."""
+    from pipeline.methods import OmniMethod
+
+    cfg = _cfg(sampling="layer", tiers_per_step=4)
+    m = OmniMethod(cfg, 5, 100, None)
+    assert len(m.layers) >= 3
+    steps = [m.before_step(s, 8) for s in range(60)]
+    for sel, idx in steps:
+        assert sel.shape == (4, len(m.layers)) and idx.shape == (4, 4)
+        assert np.all(sel[0] == 0) and np.all(sel[1] == len(TIERS) - 1)
+        assert all(np.array_equal(idx[0], r) for r in idx), "subnets of one step train on different rows"
+    drawn = np.concatenate([sel[2:] for sel, _ in steps])
+    assert all(set(drawn[:, j]) == set(range(len(TIERS))) for j in range(len(m.layers)))
+    assert any(len(set(row)) > 1 for row in drawn), "no subnet mixed tiers across layers"
+    again = OmniMethod(cfg, 5, 100, None).before_step(7, 8)  # the same subnets on every worker and on resume
+    np.testing.assert_array_equal(again[0], steps[7][0])
+    np.testing.assert_array_equal(again[1], steps[7][1])
+
+
+def test_a_layer_wise_subnet_takes_each_layers_own_tier_mask(data):
+    from pipeline.methods import OmniMethod
+
+    cfg = _cfg(sampling="layer")
+    m = OmniMethod(cfg, 5, 100, None)
+    m.update_masks(100)  # every tier at its final sparsity
+    mix = np.array([[i % len(TIERS) for i in range(len(m.layers))]], np.int32)
+    params = m._tier_params(tf.constant(mix))
+    for n in m.pruned:
+        tier = mix[0, m.layers.index(n.split("/")[0])]
+        np.testing.assert_array_equal(params[n][0].numpy(), m.var(n).numpy() * m.mask(n)[tier].numpy())
+
+
+def test_in_place_distillation_adds_the_kl_to_the_densest_subnet_and_trains(data, tmp_path):
+    """distill > 0 adds the sparser subnets' lattice KL to the densest's: on the first step of the same batch the
+    loss grows (no subnet equals the densest once masks prune), and a run of it trains with nested masks."""
+    plain, distilled = _cfg(sampling="layer", tiers_per_step=3), _cfg(sampling="layer", tiers_per_step=3, distill=1.0)
+    losses = []
+    for cfg in (plain, distilled):
+        t = Trainer(cfg, data, tmp_path / f"w{len(losses)}", "omni")
+        t.method.update_masks(20)
+        b = t.batcher.batch(0)
+        extra = t.method.before_step(1, len(b.frames))
+        losses.append(float(t.method.loss(b.feats, b.pred_in, b.labels, b.frames, b.label_lengths, *extra)))
+    assert losses[1] > losses[0] + 1e-3
+    result = Trainer(distilled, data, tmp_path / "run", "omni").run()
+    for t in TIERS:
+        _check_tier(result.params, result.masks[tier_name(t)], t)
+    assert np.all(np.isfinite(np.concatenate([v.ravel() for v in result.params.values()])))
+
+
+def test_distillation_needs_the_densest_subnet_every_step():
+    with pytest.raises(ConfigError, match="needs the densest tier every step"):
+        SparsityConfig(distill=0.5, tiers_per_step=2)
+    with pytest.raises(ConfigError, match="`tiers_per_step` must be >= 2"):
+        SparsityConfig(sampling="layer", tiers_per_step=1)
+    with pytest.raises(ConfigError, match="tier or layer"):
+        SparsityConfig(sampling="block")
