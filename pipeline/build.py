@@ -17,7 +17,7 @@ from .cache import Artifact, StageCache
 from .calibrate import load_calibration_recipe
 from .checkpoint import ModelCheckpoint
 from .config import ModelConfig, load_model_config
-from .data import DataOptions
+from .data import DEV_SPLIT, DataOptions
 from .dist import device_output, make_manifest, write_dist
 from .errors import BudgetError, ConfigError
 from .evaluate import stage_verify
@@ -55,6 +55,7 @@ def build_target(
     if aat:
         check_gate_split(cfg, corpus)
     tried: list[tuple[int, dict[str, dict[str, Any]]]] = []
+    exported: dict[int, int] = {}  # tier -> shipped bytes, for the search's byte model
     for tier in tiers:
         trained = stage_train(cache, cfg, feats, steps, method=method, tier=tier)
         export = stage_export(cache, trained, corpus, recipe, tier)
@@ -63,6 +64,12 @@ def build_target(
             trained, export, gate = aat_or_ptq(cache, cfg, feats, trained, export, corpus, recipe, tier)
         encoding = shipped_encoding(target, export)
         figures = size_figures(target, export, encoding)  # known from the export alone: no decoding for a tier too big
+        if "model_bytes" in figures and encoding == "sparse":
+            exported[tier] = figures["model_bytes"]["value"]
+        if tried and searches(target, method, aat, corpus, exported):
+            shipped = ship_searched(cache, target, cfg, trained, corpus, recipe, exported, out_dir)
+            if shipped is not None:
+                return shipped
         if not over_budget(target, figures):
             verify = stage_verify(cache, export, trained.folder, corpus, target, encoding)
             figures = budget_figures(target, cfg, export.summary, verify)
@@ -71,22 +78,85 @@ def build_target(
             tried.append((tier, figures))
             continue
         log.info("%s: tier %d (%s) meets every budget", target.name, tier, method)
-        # a cached checkpoint may hold another [aat] than cfg (it keys neither training nor, for the gate, fine-tuning)
-        ck = replace(ModelCheckpoint.load(trained.folder, expect=cfg, ignore=("aat",)), config=cfg)
-        npu_dir = Path(verify["folder"]) / "npu" if verify.get("npu") else None
-        shipped = export.folder / ("int8_sparse" if encoding == "sparse" else "int8")
-        return write_dist(
-            device_output(out_dir, target.name),
-            shipped,
-            lambda graphs: make_manifest(target, ck, graphs, verify, corpus, export.summary, trained.summary, gate),  # noqa: B023
-            npu_dir,
-        )
+        return ship(target, cfg, trained, export, verify, corpus, encoding, out_dir, gate)
     last_tier, last = tried[-1]
     raise BudgetError(
         f"no tier of {cfg.name} ({method}, tiers {', '.join(map(str, tiers))}) meets the budgets of target "
         f"{target.name!r}: {over_budget(target, last, last_tier)}; raise the budget in the target profile, or train a "
         f"smaller model or sparser tiers."
     )
+
+
+def ship(
+    target: TargetProfile,
+    cfg: ModelConfig,
+    trained: Artifact,
+    export: Artifact,
+    verify: dict[str, Any],
+    corpus: PreparedData,
+    encoding: str,
+    out_dir: Path,
+    gate: dict[str, Any] | None = None,
+) -> Path:
+    """Write the verified export to `out_dir/<target>/` with its manifest."""
+    # a cached checkpoint may hold another [aat] than cfg (it keys neither training nor, for the gate, fine-tuning)
+    ck = replace(ModelCheckpoint.load(trained.folder, expect=cfg, ignore=("aat",)), config=cfg)
+    npu_dir = Path(verify["folder"]) / "npu" if verify.get("npu") else None
+    shipped = export.folder / ("int8_sparse" if encoding == "sparse" else "int8")
+    return write_dist(
+        device_output(out_dir, target.name),
+        shipped,
+        lambda graphs: make_manifest(target, ck, graphs, verify, corpus, export.summary, trained.summary, gate),
+        npu_dir,
+    )
+
+
+def searches(target: TargetProfile, method: str, aat: bool, corpus: PreparedData, exported: dict[int, int]) -> bool:
+    """Whether the budget search runs: an omni build of a profile that asks for it, whose shipped bytes follow the
+    weights kept (sparse-encoded LiteRT, a `model_bytes` budget), once the densest tier missed it and a sparser one
+    fits, with a dev split to score on (not with AAT: its int8 ranges are per uniform tier)."""
+    budget = target.budgets.model_bytes
+    return (
+        target.build.search > 0
+        and method == "omni"
+        and not aat
+        and target.build.sparse_encoding
+        and target.device.runtime == "litert"
+        and budget is not None
+        and len(exported) >= 2
+        and min(exported.values()) <= budget
+        and DEV_SPLIT in corpus.splits
+    )
+
+
+def ship_searched(
+    cache: StageCache,
+    target: TargetProfile,
+    cfg: ModelConfig,
+    trained: Artifact,
+    corpus: PreparedData,
+    recipe: Any,
+    exported: dict[int, int],
+    out_dir: Path,
+) -> Path | None:
+    """Ship the searched per-layer mix of the omni checkpoint `trained` if it meets every budget (None if not)."""
+    from .search import stage_search
+
+    budget = target.budgets.model_bytes
+    searched = stage_search(cache, trained, corpus, budget, exported, target.build.search)  # type: ignore[arg-type]
+    tier = int(searched.summary["sparsity_percent"])
+    export = stage_export(cache, searched, corpus, recipe, tier)
+    encoding = shipped_encoding(target, export)
+    figures = size_figures(target, export, encoding)
+    if not over_budget(target, figures):
+        verify = stage_verify(cache, export, searched.folder, corpus, target, encoding)
+        figures = budget_figures(target, cfg, export.summary, verify)
+    if over_budget(target, figures):
+        log.info("%s: the searched mix misses %s; shipping a uniform tier", target.name, over_budget(target, figures))
+        return None
+    log.info("%s: the searched mix %s meets every budget", target.name, searched.summary["per_layer_tier"])
+    # the manifest's training section is the omni training's: the search only chose masks of its checkpoint
+    return ship(target, cfg, replace(searched, summary=trained.summary), export, verify, corpus, encoding, out_dir)
 
 
 def build(

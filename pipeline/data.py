@@ -22,6 +22,10 @@ from .tomlconf import to_dict
 
 log = logging.getLogger(__name__)
 SOURCES = ("auto", "fsdd", "synth", "manifest")
+# held-out speech that choices after training are scored on; never evaluated as a test set (a user corpus names it
+# with a test manifest called dev.jsonl)
+DEV_SPLIT = "dev"
+DEV_SPLIT_FILE = "dev.jsonl"
 FSDD_ENV = "PIPELINE_FSDD_DIR"
 SPLIT_DESCRIPTIONS = {
     "fsdd": {
@@ -134,11 +138,16 @@ def prepare(src: DataSource, cfg: ModelConfig, out_dir: Path) -> dict[str, Path]
             if "test_voices" in extra:
                 write_manifest(out_dir / "test_voices.jsonl", read_manifest(extra["test_voices"]).utterances)
                 splits["test_voices"] = out_dir / "test_voices.jsonl"
+            # the synthesized speakers held out of training (never reported as a test set here): the dev split that
+            # choices after training (the omni subnet search) are made on
+            write_manifest(out_dir / DEV_SPLIT_FILE, read_manifest(extra["test_unseen"]).utterances)
+            splits[DEV_SPLIT] = out_dir / DEV_SPLIT_FILE
         splits.update(prepare_engine_tests(out_dir, cfg, connect))
         return splits
     if src.kind == "synth":
         splits = prepare_synthesized(out_dir, cfg, connect, cfg.data.train_utterances, "")
         splits.update(prepare_engine_tests(out_dir, cfg, connect))
+        splits.update(prepare_engine_tests(out_dir, cfg, connect, DEV_SPLIT))
         return splits
     return dict(src.manifests or {})
 
@@ -178,19 +187,23 @@ def prepare_synthesized(
     return out
 
 
-def prepare_engine_tests(out_dir: Path, cfg: ModelConfig, connect: ConnectRecipe) -> dict[str, Path]:
-    """{"test_engines": manifest} of speech said by `cfg.data.synth_test_engines` (none: {})."""
+def prepare_engine_tests(
+    out_dir: Path, cfg: ModelConfig, connect: ConnectRecipe, split: str = "test_engines"
+) -> dict[str, Path]:
+    """{"test_engines": manifest} of speech said by `cfg.data.synth_test_engines` (none: {}); with `split` = dev, the
+    dev split of a corpus synthesized alone, said by speakers of `cfg.data.synth_engines` drawn apart from training."""
     utts = []
-    for engine in cfg.data.synth_test_engines:
-        sub = f"held-{engine}"
+    engines = cfg.data.synth_test_engines if split == "test_engines" else cfg.data.synth_engines
+    for engine in engines:
+        sub = f"held-{engine}" if split == "test_engines" else f"{split}-{engine}"
         path = prepare_engine_test(
-            out_dir / sub, cfg.frontend.sample_rate, engine, SynthRecipe(), connect, cfg.data.seed
+            out_dir / sub, cfg.frontend.sample_rate, engine, SynthRecipe(), connect, cfg.data.seed, split
         )
         utts += [replace(u, audio_filepath=f"{sub}/{u.audio_filepath}") for u in read_manifest(path).utterances]
     if not utts:
         return {}
-    write_manifest(out_dir / "test_engines.jsonl", utts)
-    return {"test_engines": out_dir / "test_engines.jsonl"}
+    write_manifest(out_dir / f"{split}.jsonl", utts)
+    return {split: out_dir / f"{split}.jsonl"}
 
 
 def describe_split(kind: str, split: str, cfg: ModelConfig | None = None) -> str:
@@ -205,6 +218,9 @@ def describe_split(kind: str, split: str, cfg: ModelConfig | None = None) -> str
     if split == "test_engines" and cfg is not None:
         engines = ", ".join(cfg.data.synth_test_engines)
         return f"speech synthesized by {engines} (an engine that says no training speech), connected 1-6 digits"
+    if split == DEV_SPLIT and kind in ("fsdd", "synth") and cfg is not None:
+        engines = " and ".join(cfg.data.synth_engines)
+        return f"{engines} speakers held out of training (not a test set), connected 1-6 digits"
     if split == "test_voices" and cfg is not None:
         voices = ", ".join(cfg.data.synth_test_voices)
         return f"espeak-ng voices {voices} (no training speech in them), connected 1-6 digits"

@@ -122,6 +122,7 @@ def make_manifest(
                 "shipped_encoding": verify["encoding"],
                 "sparse_encoded_weights": _encoded_weights(export_summary.get("sparse_encoded_weights")),
                 "litert_op_resolver": litert_op_resolver(verify["encoding"] == "sparse"),
+                **({"search": ck.meta["search"]} if "search" in ck.meta else {}),
             },
             "quantization": {
                 "scheme": "full-integer int8: weights per output channel symmetric, activations per tensor asymmetric, "

@@ -13,7 +13,7 @@ from .cache import Artifact, StageCache
 from .checkpoint import ModelCheckpoint
 from .codehash import code_digest
 from .corpus import read_manifest
-from .data import describe_split
+from .data import DEV_SPLIT, describe_split
 from .export import GRAPHS
 from .manifest import (
     machine,
@@ -35,7 +35,7 @@ def eval_sets(
     audio seconds (`only`: that split alone)."""
     out = {}
     for split, path in corpus.splits.items():
-        if split == "train" or (only is not None and split != only):
+        if split in ("train", DEV_SPLIT) or (only is not None and split != only):
             continue
         c = read_manifest(path)
         for u in c.utterances:

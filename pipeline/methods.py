@@ -37,7 +37,7 @@ from .errors import ConfigError, InternalError
 from .frontend import edge_padding_default
 from .model import build_training_model, forward, get_params, layer_names, param_shapes
 from .quant import FLOAT, Emulated, range_points
-from .rnnt_loss import ctc_loss, lattice_kl, onset_frames, rnnt_loss
+from .rnnt_loss import alignment_kl, ctc_loss, lattice_kl, onset_frames, rnnt_loss
 from .sparsity import METHODS, nested_masks, tier_name
 
 
@@ -351,14 +351,12 @@ class OmniMethod(_Functional):
         if a == 0 or (len(self.tiers) == 1 and self.cfg.sparsity.sampling == "tier"):  # no sparser subnet to teach
             return loss
         # in-place distillation: subnet 0 is the densest (both samplings put it first) and every subnet has the same
-        # rows, so its lattice posteriors are the target of the others' at every lattice node
+        # rows, so its output distributions are the others' target along its alignments of the transcript
         students = logits[1:]
         teacher = tf.broadcast_to(logits[:1], tf.shape(students))
-        return loss + a * lattice_kl(
-            _merge_tiers(teacher),
-            _merge_tiers(students),
-            _tier_rows(frames, idx[1:]),
-            _tier_rows(label_lengths, idx[1:]),
+        rows = lambda t: _tier_rows(t, idx[1:])  # noqa: E731
+        return loss + a * alignment_kl(
+            _merge_tiers(teacher), _merge_tiers(students), rows(labels), rows(frames), rows(label_lengths)
         )
 
     def result(self) -> tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]]]:

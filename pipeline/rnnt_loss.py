@@ -38,15 +38,26 @@ def rnnt_log_likelihood(
     earlier are left out (an alignment restriction; `onset_frames` gives the speech onset).
     Returns (B,) float32.
     """
-    logp = tf.nn.log_softmax(logits, axis=-1)
-    blank_lp = logp[..., blank]  # (B, T, U+1)
-    u_max = tf.shape(labels)[1]
-    vocab = tf.shape(logits)[-1]
-    emit_lp = tf.reduce_sum(logp[:, :, :u_max, :] * tf.one_hot(labels, vocab)[:, None], axis=-1)
+    blank_lp, emit_lp = _transitions(logits, labels, blank)
     if first_emit is not None:
+        u_max = tf.shape(labels)[1]
         early = tf.range(tf.shape(logits)[1])[None, :] < tf.minimum(first_emit, frames - 1)[:, None]  # (B, T)
         first_col = tf.one_hot(0, u_max, on_value=True, off_value=False)  # u = 0 only
         emit_lp = tf.where(early[:, :, None] & first_col[None, None, :], FORBIDDEN, emit_lp)
+    return _lattice_log_likelihood(blank_lp, emit_lp, frames, label_lengths)
+
+
+def _transitions(logits: tf.Tensor, labels: tf.Tensor, blank: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """Log-probabilities of each lattice node's two transitions: blank (B, T, U+1) and the next label (B, T, U)."""
+    logp = tf.nn.log_softmax(logits, axis=-1)
+    emit = tf.reduce_sum(logp[:, :, : tf.shape(labels)[1], :] * tf.one_hot(labels, tf.shape(logits)[-1])[:, None], -1)
+    return logp[..., blank], emit
+
+
+def _lattice_log_likelihood(
+    blank_lp: tf.Tensor, emit_lp: tf.Tensor, frames: tf.Tensor, label_lengths: tf.Tensor
+) -> tf.Tensor:
+    """log p(y | x) per utterance from the transitions' log-probabilities (the forward recursion above)."""
     # emit_lp: (B, T, U); prefix sums along u with a leading zero → (B, T, U+1)
     zeros = tf.zeros_like(emit_lp[:, :, :1])
     prefix = tf.concat([zeros, tf.cumsum(emit_lp, axis=2)], axis=2)
@@ -58,10 +69,10 @@ def rnnt_log_likelihood(
         e = prefix[:, t]
         return e + tf.math.cumulative_logsumexp(a - e, axis=1)
 
-    t_max = tf.shape(logits)[1]
+    t_max = tf.shape(blank_lp)[1]
     rest = tf.scan(step, tf.range(1, t_max), initializer=first)  # (T-1, B, U+1)
     alphas = tf.concat([first[None], rest], axis=0)  # (T, B, U+1)
-    b = tf.range(tf.shape(logits)[0])
+    b = tf.range(tf.shape(blank_lp)[0])
     last_t = frames - 1
     final_alpha = tf.gather_nd(alphas, tf.stack([last_t, b, label_lengths], axis=1))
     final_blank = tf.gather_nd(blank_lp, tf.stack([b, last_t, label_lengths], axis=1))
@@ -142,3 +153,35 @@ def lattice_kl(
         & tf.sequence_mask(label_lengths + 1, tf.shape(kl)[2])[:, None, :]
     )
     return tf.reduce_mean(tf.reduce_sum(tf.where(valid, kl, 0.0), axis=[1, 2]))
+
+
+def node_occupancy(logits: tf.Tensor, labels: tf.Tensor, frames: tf.Tensor, label_lengths: tf.Tensor) -> tf.Tensor:
+    """(B, T, U+1): the probability that an alignment of the transcript passes through each lattice node, under the
+    distribution `logits` give (no gradient). It is the derivative of log p(y|x) with respect to a shift s(t, u)
+    added to both transitions leaving node (t, u): every alignment through the node takes exactly one of them."""
+    blank_lp, emit_lp = _transitions(tf.stop_gradient(logits), labels, 0)
+    shift = tf.zeros_like(blank_lp)
+    with tf.GradientTape() as tape:
+        tape.watch(shift)
+        total = tf.reduce_sum(
+            _lattice_log_likelihood(blank_lp + shift, emit_lp + shift[:, :, :-1], frames, label_lengths)
+        )
+    return tf.stop_gradient(tape.gradient(total, shift))
+
+
+def alignment_kl(
+    teacher_logits: tf.Tensor,
+    student_logits: tf.Tensor,
+    labels: tf.Tensor,
+    frames: tf.Tensor,
+    label_lengths: tf.Tensor,
+) -> tf.Tensor:
+    """Mean over utterances of the expected KL(teacher || student) along the teacher's alignments of the transcript:
+    each lattice node's KL of the output distributions weighted by the probability that the teacher's alignments
+    pass through it (`node_occupancy`). On the scale of the RNN-T loss (one alignment's worth of nodes), where
+    summing over every node (`lattice_kl`) weighs the T x U nodes no alignment visits far above it. Gradients reach
+    the student only."""
+    t_logp = tf.nn.log_softmax(tf.stop_gradient(teacher_logits), axis=-1)
+    kl = tf.reduce_sum(tf.exp(t_logp) * (t_logp - tf.nn.log_softmax(student_logits, axis=-1)), axis=-1)
+    occupancy = node_occupancy(teacher_logits, labels, frames, label_lengths)
+    return tf.reduce_mean(tf.reduce_sum(occupancy * kl, axis=[1, 2]))

@@ -48,7 +48,8 @@ class SparsityConfig:
     # densest and the sparsest subnet plus `tiers_per_step` - 2 subnets of per-layer tiers, all on the same rows
     sampling: str = "tier"
     # omni, experimental: in-place distillation. Every sparser subnet of a step is also trained toward the densest
-    # subnet's output distribution over the RNN-T lattice (KL, teacher not back-propagated), with this weight;
+    # subnet's output distributions (KL at each lattice node, weighted by how likely the densest subnet's alignments
+    # of the transcript pass through it: `rnnt_loss.alignment_kl`; teacher not back-propagated), with this weight;
     # 0 = off. Needs the densest subnet in every step (`sampling = "layer"`, or `tiers_per_step` >= 3)
     distill: float = 0.0
     # csp: the compression error (what soft-thresholding removed) is fed back into the

@@ -350,12 +350,21 @@ def prepare_synth(
 
 
 def prepare_engine_test(
-    out_dir: Path, sample_rate: int, engine: str, recipe: SynthRecipe, connect: ConnectRecipe, seed: int
+    out_dir: Path,
+    sample_rate: int,
+    engine: str,
+    recipe: SynthRecipe,
+    connect: ConnectRecipe,
+    seed: int,
+    split: str = "test_engines",
 ) -> Path:
     """A `test_engines` split: connected digits said by `recipe.test_speakers` speakers of `engine`, which says no
-    training speech (their own seed, so the speakers do not depend on what else the corpus holds)."""
-    rng = np.random.default_rng([seed, ENGINES.index(engine), 1])
+    training speech (their own seed, so the speakers do not depend on what else the corpus holds). With
+    `split="dev"`, the dev split of a corpus synthesized alone: speakers of a training engine drawn apart from the
+    training ones (another seed: other pitch, range and rate; a voice may recur)."""
+    rng = np.random.default_rng([seed, ENGINES.index(engine), 1 if split == "test_engines" else 2])
     speakers = engine_speakers(recipe.test_speakers, rng, engine)
-    held = [replace(s, name=f"{engine}-held{i:02d}") for i, s in enumerate(speakers)]
+    tag = "held" if split == "test_engines" else split
+    held = [replace(s, name=f"{engine}-{tag}{i:02d}") for i, s in enumerate(speakers)]
     recs = [r for r, _ in synthesize_recordings(held, max(1, recipe.takes // 2), sample_rate, rng)]
-    return build_split(recs, out_dir, "test_engines", sample_rate, rng, connect)
+    return build_split(recs, out_dir, split, sample_rate, rng, connect)

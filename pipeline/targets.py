@@ -67,6 +67,13 @@ class BuildOptions:
     # (pipeline/switching.py)
     switchable: bool = False
     aat: bool = False  # fine-tune with the int8 kernels emulated (accelerator-aware training) before export
+    # omni, sparse-encoded LiteRT: when the densest tier misses `model_bytes`, search per-layer mixes of the tiers
+    # that fit it and score this many on the dev split; the best ships (pipeline/search.py). 0 = off: the densest
+    # uniform tier that fits ships
+    search: int = 0
+
+    def __post_init__(self) -> None:
+        check(0 <= self.search <= 10_000, f"field `search` must be in 0..10000 candidates, got {self.search}.")
 
 
 @dataclass(frozen=True)

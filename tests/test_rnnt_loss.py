@@ -170,3 +170,55 @@ def test_ctc_loss_gradient_matches_finite_differences():
         d[idx] = eps
         num[idx] = (f(logits + d) - f(logits - d)) / (2 * eps)
     np.testing.assert_allclose(grad, num, atol=2e-3)
+
+
+def _brute_force_occupancy(logits: np.ndarray, labels: list[int]) -> np.ndarray:
+    """P(an alignment passes through node (t, u)) by enumerating every alignment; logits (T, U+1, V)."""
+    import itertools
+
+    t_len, u1, _ = logits.shape
+    u_len = len(labels)
+    logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    occ, total = np.zeros((t_len, u1)), 0.0
+    for emits in itertools.combinations(range(t_len + u_len - 1), u_len):
+        t = u = 0
+        lp, nodes = 0.0, [(0, 0)]
+        for step in range(t_len + u_len - 1):
+            if step in emits:
+                lp += logp[t, u, labels[u]]
+                u += 1
+            else:
+                lp += logp[t, u, 0]
+                t += 1
+            nodes.append((t, u))
+        if t == t_len - 1 and u == u_len:
+            p = np.exp(lp + logp[t, u, 0])
+            total += p
+            for node in nodes:
+                occ[node] += p
+    return occ / total
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_node_occupancy_matches_brute_force_and_weighs_one_alignment(seed):
+    """`node_occupancy` is the posterior of passing through each lattice node (padding rows and columns get none);
+    every alignment visits T + U nodes, so each utterance's occupancies sum to that, and `alignment_kl` is zero
+    between equal distributions and positive otherwise."""
+    from pipeline.rnnt_loss import alignment_kl, node_occupancy
+
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(size=(3, 5, 4, 4)).astype(np.float32) * 2
+    frames, label_lengths = np.array([5, 3, 2], np.int32), np.array([3, 1, 2], np.int32)
+    labels = rng.integers(1, 4, size=(3, 3)).astype(np.int32)
+    args = [tf.constant(labels), tf.constant(frames), tf.constant(label_lengths)]
+    got = node_occupancy(tf.constant(logits), *args).numpy()
+    for b in range(3):
+        want = np.zeros((5, 4))
+        want[: frames[b], : label_lengths[b] + 1] = _brute_force_occupancy(
+            logits[b, : frames[b], : label_lengths[b] + 1], list(labels[b, : label_lengths[b]])
+        )
+        np.testing.assert_allclose(got[b], want, atol=1e-4)
+    np.testing.assert_allclose(got.sum(axis=(1, 2)), frames + label_lengths, rtol=1e-4)
+    same = alignment_kl(tf.constant(logits), tf.constant(logits), *args).numpy()
+    other = alignment_kl(tf.constant(logits), tf.constant(logits[::-1].copy()), *args).numpy()
+    assert abs(same) < 1e-5 and other > 0.01
