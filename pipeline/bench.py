@@ -56,6 +56,7 @@ class Row:
     sparse_weight_bytes: int | None = None
     sparse_nonzero: int | None = None
     encoder_units: int | None = None  # the dense-width family: the encoder width this row was trained at
+    search_budget: int | None = None  # omni-search rows: the shipped-bytes budget the per-layer mix was searched for
 
     @property
     def shipped_bytes(self) -> int:
@@ -191,9 +192,12 @@ def bench_sparsity(
     target: str = "watch",
     merge: list[Path] = (),
     widths: list[int] = (),
+    search_budgets: list[int] = (),
+    search: int = 24,
 ) -> list[Row]:
     """Every method x tier of `model`, and the same recipe trained dense at each encoder width of `widths` (the
-    baseline a pruned tier must beat at its size)."""
+    baseline a pruned tier must beat at its size); for omni, also the per-layer mix of its tiers the budget search
+    finds (scoring `search` mixes on the dev split) within each of `search_budgets` sparse-encoded bytes."""
     cfg = load_model_config(model)
     for m in methods:
         for t in tiers:
@@ -220,6 +224,8 @@ def bench_sparsity(
             trained = stage_train(cache, cfg, feats, steps, method=method)
             for tier in [0] if method == "dense" else [0, *tiers] if 0 not in tiers else tiers:
                 measure(method, tier, trained)
+            if method == "omni":
+                rows.extend(searched_rows(cache, trained, corpus, target, rows, search_budgets, search, errors))
         else:
             for tier in (t for t in tiers if t > 0):
                 measure(method, tier, stage_train(cache, cfg, feats, steps, method=method, tier=tier))
@@ -228,6 +234,41 @@ def bench_sparsity(
     rows = earlier + rows
     write_report(rows, out, cfg.name, steps or cfg.train.steps, errors, merged=merged)
     return rows
+
+
+def searched_rows(
+    cache: StageCache,
+    trained: Artifact,
+    corpus: Any,
+    target: str,
+    rows: list[Row],
+    budgets: list[int],
+    evaluations: int,
+    errors: dict[tuple[str, int], dict[str, list[int]]],
+) -> list[Row]:
+    """The omni checkpoint's searched per-layer mix within each budget (bytes of sparse-encoded graphs), measured like
+    a tier; the byte model is fitted on the omni rows already measured whose sparse encoding is the smaller."""
+    from .search import stage_search
+
+    exported = {
+        r.tier: r.bytes_int8_sparse
+        for r in rows
+        if r.method == "omni" and r.tier > 0 and r.bytes_int8_sparse and r.bytes_int8_sparse < r.bytes_int8_dense
+    }
+    out = []
+    for budget in budgets:
+        if len(exported) < 2 or min(exported.values()) > budget:
+            log.warning("search within %s B: needs two sparse-encoded omni tiers and one within it; skipped", budget)
+            continue
+        searched = stage_search(cache, trained, corpus, budget, exported, evaluations)
+        tier = int(searched.summary["sparsity_percent"])
+        row, _, errors[SEARCH_METHOD, budget] = _measure(cache, SEARCH_METHOD, tier, searched, corpus, target)
+        out.append(replace(row, search_budget=budget, train_seconds=0.0, train_steps=0))
+        log.info("%s", out[-1])
+    return out
+
+
+SEARCH_METHOD = "omni-search"
 
 
 def _write_csv(path: Path, rows: list[Any]) -> None:
@@ -266,7 +307,13 @@ def write_report(
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for r in rows:
-            name = f"{r.method} ({r.encoder_units} units)" if r.encoder_units else r.method
+            name = (
+                f"{r.method} ({r.encoder_units} units)"
+                if r.encoder_units
+                else f"{r.method} (<= {r.search_budget:,} B)"
+                if r.search_budget
+                else r.method
+            )
             lines.append(
                 f"| {name} | {r.tier} | {r.sparsity:.3f} | {r.nonzero_parameters:,} | {100 * r.wer_float:.1f}% | "
                 f"{100 * r.wer_int8:.1f}% | "

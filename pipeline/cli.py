@@ -437,6 +437,21 @@ def _positive_int_list(ctx: click.Context, param: click.Parameter, value: str) -
     help="the baseline: encoder widths (units) at which the same recipe is also trained dense, predictor and joiner "
     "scaled alike; empty for none.",
 )
+@click.option(
+    "--search-budgets",
+    default="",
+    show_default=True,
+    callback=_int_list,
+    help="comma-separated shipped-bytes budgets (sparse-encoded graphs) within which the budget search finds omni's "
+    "best per-layer mix of tiers on the dev split; empty for none.",
+)
+@click.option(
+    "--search",
+    type=click.IntRange(min=1),
+    default=24,
+    show_default=True,
+    help="mixes the budget search scores per budget.",
+)
 @report_option("sparsity")
 @click.option(
     "--merge",
@@ -451,6 +466,8 @@ def bench_sparsity(
     methods: str,
     tiers: list[int],
     widths: list[int],
+    search_budgets: list[int],
+    search: int,
     steps: int | None,
     report: Path,
     merge: tuple[Path, ...],
@@ -478,6 +495,8 @@ def bench_sparsity(
         steps,
         merge=list(merge),
         widths=widths,
+        search_budgets=search_budgets,
+        search=search,
     )
     click.echo((report / "sparsity.md").read_text())
 

@@ -492,6 +492,36 @@ def test_speaker_ships_sparse_encoded_weights_that_decode_like_the_dense_ones(bu
     assert set(words.graphs) == {"encoder", "predictor", "joiner"}
 
 
+def test_a_search_profile_ships_the_dev_best_per_layer_mix_within_the_budget(built_omni, tmp_path):
+    """A profile with `search`: the densest tiers miss model_bytes, so per-layer mixes of the omni tiers are scored
+    on the dev split (never a test set of the manifest) and the best ships, within the budget, with the search in
+    the manifest; the app-facing checks pass."""
+    paths, _ = built_omni
+    target = tmp_path / "search_speaker.toml"
+    target.write_text(
+        'name = "search_speaker"\n[device]\nruntime = "litert"\nthreads = 2\n[budgets]\nmodel_bytes = 66_000\n'
+        '[build]\nmethod = "omni"\nsparse_encoding = true\nsearch = 6\n'
+    )
+    manifest = build(
+        str(target),
+        DataOptions("synth"),
+        BuildPaths(tmp_path / "d", paths.work_dir),
+        model=str(FIXTURES / "micro_tiles.toml"),
+    )
+    m = json.loads(manifest.read_text())
+    validate_manifest(m)
+    s = m["model"]["sparsity"]["search"]
+    assert s["candidates_evaluated"] == 6 and s["budget"] == {"model_bytes": 66_000}
+    assert set(s["per_layer_tier"]) == {"enc0", "enc_proj", "pred_lstm", "pred_proj"}
+    assert set(s["per_layer_tier"].values()) <= set(s["from_tiers"]) and s["uniform_tiers_dev_wer_float32"]
+    assert s["dev_wer_float32"] <= min(s["uniform_tiers_dev_wer_float32"].values())
+    assert "held out of training" in s["dev_split"] and "dev" not in m["evaluation"]["sets"]
+    assert m["model"]["tier"] == s["sparsity_percent"] and m["model"]["method"] == "omni"
+    shipped = m["target"]["budget_check"]["model_bytes"]
+    assert shipped["ok"] and abs(shipped["value"] - s["estimated_bytes"]) <= 0.02 * shipped["value"]  # byte model
+    assert verify_dist(manifest.parent) == {"litert": None}
+
+
 def test_a_budget_no_tier_meets_is_a_clear_error_naming_each_budget(built_omni, tmp_path):
     from pipeline.errors import BudgetError
 
