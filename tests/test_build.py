@@ -705,13 +705,13 @@ def test_an_aat_gate_on_a_split_the_corpus_lacks_is_refused_before_training(buil
 
     paths = BuildPaths(tmp_path / "dist", built[0].work_dir)
     with pytest.raises(
-        ConfigError, match="gate_split 'dev' is not a split of the synth corpus .*test_seen, test_unseen"
+        ConfigError, match="gate_split 'valid' is not a split of the synth corpus .*dev, test_seen, test_unseen"
     ):
         build(
             "watch",
             DataOptions("synth"),
             paths,
-            model=_micro_with(tmp_path / "model", 'gate_split = "dev"\n'),
+            model=_micro_with(tmp_path / "model", 'gate_split = "valid"\n'),
             aat=True,
         )
     assert not (tmp_path / "dist").exists()

@@ -7,28 +7,38 @@ from pipeline.data import DataOptions, resolve_source
 from pipeline.errors import ConfigError, DataError
 
 
-def _corpus(tmp_path, tone_wav):
-    for name in ("train", "dev"):
+def _corpus(tmp_path, tone_wav, test="dev"):
+    for name in ("train", test):
         (tmp_path / f"{name}.jsonl").write_text(
             json.dumps({"audio_filepath": tone_wav.name, "duration": 0.5, "text": "one"}) + "\n"
         )
-    return DataOptions("manifest", train_manifest=tmp_path / "train.jsonl", test_manifests=(tmp_path / "dev.jsonl",))
+    return DataOptions(
+        "manifest", train_manifest=tmp_path / "train.jsonl", test_manifests=(tmp_path / f"{test}.jsonl",)
+    )
 
 
 def test_user_manifests_become_splits_named_after_the_files(tmp_path, tone_wav):
-    src = resolve_source(_corpus(tmp_path, tone_wav))
-    assert src.kind == "manifest" and set(src.manifests) == {"train", "dev"}
+    opts = _corpus(tmp_path, tone_wav)
+    (tmp_path / "test.jsonl").write_text((tmp_path / "dev.jsonl").read_text())
+    both = (tmp_path / "dev.jsonl", tmp_path / "test.jsonl")
+    src = resolve_source(DataOptions("manifest", train_manifest=opts.train_manifest, test_manifests=both))
+    assert src.kind == "manifest" and set(src.manifests) == {"train", "dev", "test"}
+
+
+def test_a_dev_manifest_alone_is_no_test_set(tmp_path, tone_wav):
+    with pytest.raises(ConfigError, match="dev.jsonl is the dev split .* add a test manifest with another name"):
+        resolve_source(_corpus(tmp_path, tone_wav))
 
 
 def test_changing_an_audio_file_changes_the_data_digest(tmp_path, tone_wav):
-    opts = _corpus(tmp_path, tone_wav)
+    opts = _corpus(tmp_path, tone_wav, "test")
     before = resolve_source(opts).digest
     os.utime(tone_wav, ns=(1, 1))
     assert resolve_source(opts).digest != before
 
 
 def test_missing_audio_in_user_manifest_is_named(tmp_path, tone_wav):
-    opts = _corpus(tmp_path, tone_wav)
+    opts = _corpus(tmp_path, tone_wav, "test")
     tone_wav.unlink()
     with pytest.raises(DataError, match="tone.wav"):
         resolve_source(opts)
