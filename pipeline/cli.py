@@ -16,7 +16,7 @@ import click
 
 from .build import BuildPaths
 from .build import build as run_build
-from .data import SOURCES, DataOptions
+from .data import DEV_SPLIT_FILE, SOURCES, DataOptions
 from .distribute import STRATEGIES
 from .errors import PipelineError, host_error
 from .fsdd import FSDD_RECORDINGS_SHA256, FSDD_SPEAKERS, FSDD_URL
@@ -64,6 +64,13 @@ def data_options(fn: Callable) -> Callable:
         test_manifest: tuple[Path, ...],
         **kwargs: Any,
     ) -> Any:
+        tests = [Path(p) for p in test_manifest]
+        if source == "manifest" and tests and all(p.name == DEV_SPLIT_FILE for p in tests):
+            raise click.BadParameter(
+                f"{tests[0]} is the dev split (a file named {DEV_SPLIT_FILE} is never reported as a test set); add a "
+                "test manifest with another name.",
+                param_hint="--test-manifest",
+            )
         return fn(*args, data=DataOptions(source, fsdd_dir, train_manifest, tuple(test_manifest)), **kwargs)
 
     for opt in reversed(opts):

@@ -96,11 +96,6 @@ def resolve_source(opts: DataOptions) -> DataSource:
                     "needs its own file name (not train)."
                 )
             manifests[Path(p).stem] = Path(p)
-        if set(manifests) == {"train", DEV_SPLIT}:
-            raise ConfigError(
-                f"test manifest {manifests[DEV_SPLIT]} is the dev split (a file named {DEV_SPLIT_FILE} is never "
-                "reported as a test set); add a test manifest with another name."
-            )
         files: list[Path] = []
         for p in manifests.values():
             corpus = read_manifest(p)

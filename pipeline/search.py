@@ -9,8 +9,8 @@ nothing from pruning, so a mix keeps it dense and prunes the others harder.
 For a target whose shipped bytes follow the weights kept (sparse-encoded LiteRT graphs and a `model_bytes` budget):
 
 - bytes of a mix: a linear model, bytes = a + b x (weights kept in the kernels stored sparse-encoded), fitted by
-  least squares on the checkpoint's uniform tiers as actually exported; a mix must fit the budget less the fit's
-  largest residual, and the winner is exported and checked exactly like any tier.
+  least squares on the checkpoint's uniform tiers as actually exported, plus the fit's largest residual (an exported
+  uniform tier counts its own bytes); the winner is exported and checked exactly like any tier.
 - score: float32 WER on the dev split (speakers held out of training, never a test set), the mix's three graphs
   converted to float32 .tflite and greedy-decoded in LiteRT, as the build's float reference is.
 - search: seeded and evolutionary. The uniform tiers that fit and random mixes repaired to fit start it, then
@@ -194,9 +194,13 @@ def stage_search(
         a, b, resid = fit_bytes([(kept[t], exported[t]) for t in sorted(exported)])
 
         def est(choice: dict[str, int]) -> float:
-            return a + b * kept_weights(ck, mix_masks(ck, choice))
+            """A uniform tier that was exported: its bytes; any other mix: the line plus its largest residual."""
+            tiers = set(choice.values())
+            if len(tiers) == 1 and next(iter(tiers)) in exported:
+                return float(exported[next(iter(tiers))])
+            return a + b * kept_weights(ck, mix_masks(ck, choice)) + resid
 
-        result = evolve(layers, list(ck.tiers), est, budget - resid, dev_scorer(ck, corpus), evaluations, 1234)
+        result = evolve(layers, list(ck.tiers), est, budget, dev_scorer(ck, corpus), evaluations, 1234)
         masks = mix_masks(ck, result.choice)
         kept = sum(int(m.sum()) for m in masks.values())
         name = max(1, int(round(100 * (1 - kept / sum(m.size for m in masks.values())))))

@@ -26,8 +26,13 @@ def test_user_manifests_become_splits_named_after_the_files(tmp_path, tone_wav):
 
 
 def test_a_dev_manifest_alone_is_no_test_set(tmp_path, tone_wav):
-    with pytest.raises(ConfigError, match="dev.jsonl is the dev split .* add a test manifest with another name"):
-        resolve_source(_corpus(tmp_path, tone_wav))
+    from tests.helpers import run_cli
+
+    opts = _corpus(tmp_path, tone_wav)
+    args = ["--data", "manifest", "--train-manifest", opts.train_manifest, "--test-manifest", opts.test_manifests[0]]
+    r = run_cli("build", "--target", "watch", *args, "--work-dir", tmp_path / "w", "--out", tmp_path / "dist")
+    assert r.returncode == 2 and "dev.jsonl is the dev split" in r.stderr and "another name" in r.stderr
+    assert not (tmp_path / "w").exists() and not (tmp_path / "dist").exists()
 
 
 def test_changing_an_audio_file_changes_the_data_digest(tmp_path, tone_wav):
