@@ -576,10 +576,13 @@ def test_pruned_weights_are_zero_in_the_exported_int8_graphs(built_omni):
     from pipeline.checkpoint import ModelCheckpoint
 
     paths, manifest_path = built_omni
-    ck = next(
-        ModelCheckpoint.load(p.parent)
+    shipped = json.loads(manifest_path.read_text())["model"]["config_sha256"]
+    ck = next(  # the cache also holds other models' omni checkpoints (micro_tiles): the shipped one's
+        ck
         for p in paths.work_dir.glob("cache/train/*/checkpoint/model.json")
         if json.loads(p.read_text())["meta"]["method"] == "omni"
+        for ck in [ModelCheckpoint.load(p.parent)]
+        if ck.config.digest() == shipped
     )
     tensors = [
         t
