@@ -56,7 +56,7 @@ class Row:
     sparse_weight_bytes: int | None = None
     sparse_nonzero: int | None = None
     encoder_units: int | None = None  # the dense-width family: the encoder width this row was trained at
-    search_budget: int | None = None  # omni-search rows: the shipped-bytes budget the per-layer mix was searched for
+    search_budget: int | None = None  # omni-search rows: the shipped-bytes budget the per-kernel mix was searched for
 
     @property
     def shipped_bytes(self) -> int:
@@ -196,7 +196,7 @@ def bench_sparsity(
     search: int = 24,
 ) -> list[Row]:
     """Every method x tier of `model`, and the same recipe trained dense at each encoder width of `widths` (the
-    baseline a pruned tier must beat at its size); for omni, also the per-layer mix of its tiers the budget search
+    baseline a pruned tier must beat at its size); for omni, also the per-kernel mix of its tiers the budget search
     finds (scoring `search` mixes on the dev split) within each of `search_budgets` sparse-encoded bytes."""
     cfg = load_model_config(model)
     for m in methods:
@@ -246,7 +246,7 @@ def searched_rows(
     evaluations: int,
     errors: dict[tuple[str, int], dict[str, list[int]]],
 ) -> list[Row]:
-    """The omni checkpoint's searched per-layer mix within each budget (bytes of sparse-encoded graphs), measured like
+    """The omni checkpoint's searched per-kernel mix within each budget (bytes of sparse-encoded graphs), measured like
     a tier; the byte model is fitted on the omni rows already measured whose sparse encoding is the smaller."""
     from .search import stage_search
 
@@ -262,8 +262,11 @@ def searched_rows(
             continue
         searched = stage_search(cache, trained, corpus, budget, exported, evaluations)
         tier = int(searched.summary["sparsity_percent"])
-        row, _, errors[SEARCH_METHOD, budget] = _measure(cache, SEARCH_METHOD, tier, searched, corpus, target)
-        out.append(replace(row, search_budget=budget, train_seconds=0.0, train_steps=0))
+        # no training of its own: the checkpoint's training is the omni rows'
+        row, _, errors[SEARCH_METHOD, budget] = _measure(
+            cache, SEARCH_METHOD, tier, searched, corpus, target, timed=False
+        )
+        out.append(replace(row, search_budget=budget))
         log.info("%s", out[-1])
     return out
 

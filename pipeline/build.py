@@ -139,7 +139,7 @@ def ship_searched(
     exported: dict[int, int],
     out_dir: Path,
 ) -> Path | None:
-    """Ship the searched per-layer mix of the omni checkpoint `trained` if it meets every budget (None if not)."""
+    """Ship the searched per-kernel mix of the omni checkpoint `trained` if it meets every budget (None if not)."""
     from .search import stage_search
 
     budget = target.budgets.model_bytes
@@ -154,7 +154,7 @@ def ship_searched(
     if over_budget(target, figures):
         log.info("%s: the searched mix misses %s; shipping a uniform tier", target.name, over_budget(target, figures))
         return None
-    log.info("%s: the searched mix %s meets every budget", target.name, searched.summary["per_layer_tier"])
+    log.info("%s: the searched mix %s meets every budget", target.name, searched.summary["tier_per_kernel"])
     # the manifest's training section is the omni training's: the search only chose masks of its checkpoint
     return ship(target, cfg, replace(searched, summary=trained.summary), export, verify, corpus, encoding, out_dir)
 

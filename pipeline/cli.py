@@ -450,7 +450,7 @@ def _positive_int_list(ctx: click.Context, param: click.Parameter, value: str) -
     show_default=True,
     callback=_int_list,
     help="comma-separated shipped-bytes budgets (sparse-encoded graphs) within which the budget search finds omni's "
-    "best per-layer mix of tiers on the dev split; empty for none.",
+    "best per-kernel mix of tiers on the dev split; empty for none.",
 )
 @click.option(
     "--search",

@@ -1,10 +1,11 @@
-"""Budget search: the per-layer mix of an omni checkpoint's tiers that fits a target's bytes and decodes best on dev.
+"""Budget search: the per-kernel mix of an omni checkpoint's tiers that fits a target's bytes and decodes best on dev.
 
 The tiers of an omni checkpoint are nested (every tier's masks prune a superset of a denser tier's), so taking each
-pruned layer's masks from a different tier gives a valid subnet of the same shared weights, with no retraining. A
-uniform tier prunes every layer alike; a mix can spend the bytes where they help: e.g. a kernel the export stores
+pruned kernel's masks from a different tier gives a valid subnet of the same shared weights, with no retraining. A
+uniform tier prunes every kernel alike; a mix can spend the bytes where they help: e.g. a kernel the export stores
 dense whatever its mask (its input width is not tiled by the 16-wide blocks, `export.dense_partial_blocks`) gains
-nothing from pruning, so a mix keeps it dense and prunes the others harder.
+nothing from pruning, so a mix keeps it dense and prunes the others harder. The unit is the kernel, not the layer:
+an LSTM layer's input and recurrent kernels may be stored differently.
 
 For a target whose shipped bytes follow the weights kept (sparse-encoded LiteRT graphs and a `model_bytes` budget):
 
@@ -14,7 +15,7 @@ For a target whose shipped bytes follow the weights kept (sparse-encoded LiteRT 
 - score: float32 WER on the dev split (speakers held out of training, never a test set), the mix's three graphs
   converted to float32 .tflite and greedy-decoded in LiteRT, as the build's float reference is.
 - search: seeded and evolutionary. The uniform tiers that fit and random mixes repaired to fit start it, then
-  mutations of the best (one or two layers one tier denser or sparser, repaired to fit), until `evaluations`
+  mutations of the best (one or two kernels one tier denser or sparser, repaired to fit), until `evaluations`
   distinct mixes are scored; the best dev WER wins, the fewer estimated bytes breaking a tie.
 
 The result is a checkpoint holding one tier, the winning mix (named by its overall sparsity in percent), whose meta
@@ -45,31 +46,28 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SearchResult:
-    choice: dict[str, int]  # pruned layer -> tier
+    choice: dict[str, int]  # pruned kernel -> tier
     dev_wer: float
     est_bytes: int
     evaluated: list[dict[str, Any]]  # every mix scored, in order: choice, dev_wer, est_bytes
 
 
-def pruned_layers(ck: ModelCheckpoint) -> dict[str, list[str]]:
-    """{pruned layer: its pruned parameters}, in parameter order."""
-    names = [n for n in ck.params if ck.masks and n in ck.masks[tier_name(ck.tiers[0])]]
-    out: dict[str, list[str]] = {}
-    for n in names:
-        out.setdefault(n.split("/")[0], []).append(n)
-    return out
+def pruned_kernels(ck: ModelCheckpoint) -> list[str]:
+    """The pruned kernels (an LSTM layer has two: input and recurrent), in parameter order: the units a mix chooses a
+    tier for. Finer than layers because the two kernels of a layer can be stored differently (below)."""
+    return [n for n in ck.params if ck.masks and n in ck.masks[tier_name(ck.tiers[0])]]
 
 
 def mix_masks(ck: ModelCheckpoint, choice: dict[str, int]) -> dict[str, np.ndarray]:
-    """Keep-masks of the subnet taking each pruned layer's masks from the tier `choice` names."""
-    return {n: ck.masks[tier_name(choice[layer])][n] for layer, ns in pruned_layers(ck).items() for n in ns}
+    """Keep-masks of the subnet taking each pruned kernel's masks from the tier `choice` names."""
+    return {n: ck.masks[tier_name(choice[n])][n] for n in pruned_kernels(ck)}
 
 
 def sparse_stored(ck: ModelCheckpoint) -> list[str]:
     """Pruned kernels the export stores sparse-encoded: those whose input width the blocks tile (the others are
     stored dense whatever their mask, `export.dense_partial_blocks`)."""
     rows = ck.config.sparsity.block[0]
-    return [n for ns in pruned_layers(ck).values() for n in ns if ck.params[n].shape[0] % rows == 0]
+    return [n for n in pruned_kernels(ck) if ck.params[n].shape[0] % rows == 0]
 
 
 def kept_weights(ck: ModelCheckpoint, masks: dict[str, np.ndarray]) -> int:
@@ -95,7 +93,8 @@ def evolve(
     evaluations: int,
     seed: int,
 ) -> SearchResult:
-    """The mix of `tiers` per layer minimizing `score` among those with est_bytes <= limit (see the module doc)."""
+    """The mix of `tiers` per unit (`layers`: the pruned kernels) minimizing `score` among those with est_bytes <=
+    limit (see the module doc)."""
     rng = np.random.default_rng([seed, 38])
     n = len(tiers)
     seen: dict[tuple[int, ...], tuple[float, float]] = {}
@@ -105,7 +104,7 @@ def evolve(
         return {layer: tiers[i] for layer, i in zip(layers, idx)}
 
     def repair(idx: list[int]) -> tuple[int, ...] | None:
-        """Make a mix fit: move random layers one tier sparser until it does (None if even the sparsest misses)."""
+        """Make a mix fit: move random kernels one tier sparser until it does (None if even the sparsest misses)."""
         idx = list(idx)
         while est_bytes(as_choice(tuple(idx))) > limit:
             denser = [j for j, i in enumerate(idx) if i < n - 1]
@@ -189,7 +188,7 @@ def stage_search(
 
     def run(tmp: Path) -> dict[str, Any]:
         ck = ModelCheckpoint.load(trained.folder)
-        layers = list(pruned_layers(ck))
+        layers = pruned_kernels(ck)
         kept = {t: kept_weights(ck, mix_masks(ck, dict.fromkeys(layers, t))) for t in exported}
         a, b, resid = fit_bytes([(kept[t], exported[t]) for t in sorted(exported)])
 
@@ -205,7 +204,7 @@ def stage_search(
         kept = sum(int(m.sum()) for m in masks.values())
         name = max(1, int(round(100 * (1 - kept / sum(m.size for m in masks.values())))))
         record = {
-            "per_layer_tier": result.choice,
+            "tier_per_kernel": result.choice,
             "from_tiers": list(ck.tiers),
             "budget": {"model_bytes": budget},
             "byte_model": {

@@ -67,7 +67,7 @@ class BuildOptions:
     # (pipeline/switching.py)
     switchable: bool = False
     aat: bool = False  # fine-tune with the int8 kernels emulated (accelerator-aware training) before export
-    # omni, sparse-encoded LiteRT: when the densest tier misses `model_bytes`, search per-layer mixes of the tiers
+    # omni, sparse-encoded LiteRT: when the densest tier misses `model_bytes`, search per-kernel mixes of the tiers
     # that fit it and score this many on the dev split; the best ships (pipeline/search.py). 0 = off: the densest
     # uniform tier that fits ships
     search: int = 0

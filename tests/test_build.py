@@ -492,8 +492,8 @@ def test_speaker_ships_sparse_encoded_weights_that_decode_like_the_dense_ones(bu
     assert set(words.graphs) == {"encoder", "predictor", "joiner"}
 
 
-def test_a_search_profile_ships_the_dev_best_per_layer_mix_within_the_budget(built_omni, tmp_path):
-    """A profile with `search`: the densest tiers miss model_bytes, so per-layer mixes of the omni tiers are scored
+def test_a_search_profile_ships_the_dev_best_per_kernel_mix_within_the_budget(built_omni, tmp_path):
+    """A profile with `search`: the densest tiers miss model_bytes, so per-kernel mixes of the omni tiers are scored
     on the dev split (never a test set of the manifest) and the best ships, within the budget, with the search in
     the manifest; the app-facing checks pass."""
     paths, _ = built_omni
@@ -512,8 +512,15 @@ def test_a_search_profile_ships_the_dev_best_per_layer_mix_within_the_budget(bui
     validate_manifest(m)
     s = m["model"]["sparsity"]["search"]
     assert s["candidates_evaluated"] == 6 and s["budget"] == {"model_bytes": 66_000}
-    assert set(s["per_layer_tier"]) == {"enc0", "enc_proj", "pred_lstm", "pred_proj"}
-    assert set(s["per_layer_tier"].values()) <= set(s["from_tiers"]) and s["uniform_tiers_dev_wer_float32"]
+    assert set(s["tier_per_kernel"]) == {
+        "enc0/kernel",
+        "enc0/recurrent_kernel",
+        "enc_proj/kernel",
+        "pred_lstm/kernel",
+        "pred_lstm/recurrent_kernel",
+        "pred_proj/kernel",
+    }
+    assert set(s["tier_per_kernel"].values()) <= set(s["from_tiers"]) and s["uniform_tiers_dev_wer_float32"]
     assert s["dev_wer_float32"] <= min(s["uniform_tiers_dev_wer_float32"].values())
     assert "held out of training" in s["dev_split"] and "dev" not in m["evaluation"]["sets"]
     assert m["model"]["tier"] == s["sparsity_percent"] and m["model"]["method"] == "omni"

@@ -6,14 +6,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from pipeline.search import evolve, fit_bytes, kept_weights, mix_masks, pruned_layers, sparse_stored
+from pipeline.search import evolve, fit_bytes, kept_weights, mix_masks, pruned_kernels, sparse_stored
 from pipeline.sparsity import SparsityConfig, nested_masks, tier_name
 
 TIERS = [0, 50, 80, 90]
 
 
 def _checkpoint():
-    """A stand-in omni checkpoint: two LSTM-like layers (kernel + recurrent) and a dense layer whose 24-wide input
+    """A stand-in omni checkpoint: an LSTM-like layer (kernel + recurrent) and a dense layer whose 24-wide input
     the 16-row blocks do not tile, with nested masks per tier."""
     rng = np.random.default_rng(0)
     params = {
@@ -29,16 +29,18 @@ def _checkpoint():
     return SimpleNamespace(params=params, masks=masks, tiers=TIERS, config=SimpleNamespace(sparsity=SparsityConfig()))
 
 
-def test_a_mix_takes_each_layers_masks_from_its_tier_and_counts_only_sparse_stored_kernels():
+def test_a_mix_takes_each_kernels_masks_from_its_tier_and_counts_only_sparse_stored_kernels():
     ck = _checkpoint()
-    assert pruned_layers(ck) == {"enc0": ["enc0/kernel", "enc0/recurrent_kernel"], "proj": ["proj/kernel"]}
+    assert pruned_kernels(ck) == ["enc0/kernel", "enc0/recurrent_kernel", "proj/kernel"]
     assert sparse_stored(ck) == ["enc0/kernel", "enc0/recurrent_kernel"]  # 24 rows: stored dense
-    m = mix_masks(ck, {"enc0": 90, "proj": 0})
+    m = mix_masks(ck, {"enc0/kernel": 50, "enc0/recurrent_kernel": 90, "proj/kernel": 0})
+    np.testing.assert_array_equal(m["enc0/kernel"], ck.masks[tier_name(50)]["enc0/kernel"])
     np.testing.assert_array_equal(m["enc0/recurrent_kernel"], ck.masks[tier_name(90)]["enc0/recurrent_kernel"])
     assert m["proj/kernel"].all()
     kept = kept_weights(ck, m)
     assert kept == int(m["enc0/kernel"].sum() + m["enc0/recurrent_kernel"].sum())
-    assert kept_weights(ck, mix_masks(ck, {"enc0": 90, "proj": 90})) == kept  # pruning a dense-stored kernel is free
+    sparser = mix_masks(ck, {"enc0/kernel": 50, "enc0/recurrent_kernel": 90, "proj/kernel": 90})
+    assert kept_weights(ck, sparser) == kept  # pruning a dense-stored kernel is free
 
 
 def test_the_byte_model_is_a_least_squares_line_with_its_worst_residual():
