@@ -48,6 +48,8 @@ OPEN_MAPS = (
     "evaluation.sets",
     "evaluation.sets.*.wer_by_speaker",
     "switching.tiers[].wer",
+    "model.sparsity.search.tier_per_kernel",
+    "model.sparsity.search.uniform_tiers_dev_wer_float32",
     "build.tool_versions",
     "$defs.graph.operators",
     "integrity.fields.frontend",

@@ -96,12 +96,13 @@ def test_every_tier_through_the_switching_runtime_gets_its_standalone_graphs_wor
     for p in (paths.work_dir / "cache" / "shared_grid").iterdir():
         info = json.loads((p / "stage.json").read_text())
         grids[info["summary"]["tier"]] = p
-    ckpt = next(
-        p / "checkpoint"
+    ck = next(  # the cache may hold other models' omni checkpoints (micro_tiles): the package's
+        ck
         for p in (paths.work_dir / "cache" / "train").iterdir()
-        if (p / "checkpoint").is_dir() and ModelCheckpoint.load(p / "checkpoint").meta.get("method") == "omni"
+        if (p / "checkpoint").is_dir()
+        for ck in [ModelCheckpoint.load(p / "checkpoint")]
+        if ck.meta.get("method") == "omni" and ck.config.digest() == m["model"]["config_sha256"]
     )
-    ck = ModelCheckpoint.load(ckpt)
     feats = utterance_features(sub, ck.config.frontend, edge_padding_samples=m["frontend"]["edge_padding_samples"])
     decoder = SwitchableDecoder(manifest_path.parent)
     for tier in TIERS:
