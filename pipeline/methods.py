@@ -12,7 +12,9 @@ the variables, the loss of one step and what happens around the update:
   batch; with 3+ the densest and the sparsest plus sampled ones, each on a random
   `tier_batch` share of it) in ONE tier-batched forward pass (`model.forward`),
   and applies one update. Masks are re-ranked by magnitude every `update_every` steps
-  on the cubic schedule, and frozen at `end`.
+  on the cubic schedule, and frozen at `end`. Experimental: `sampling = "layer"` (a tier
+  per pruned layer, sandwich rule) and `distill` (in-place distillation from the densest
+  subnet), docs/methods.md.
 - `csp`: compressed-sensing pruning for one tier. The forward pass uses the block
   soft-thresholded weights x = S_lambda(w) (the proximal step of a group-L1 penalty),
   with lambda set each step so the scheduled share of blocks is exactly zero; the
