@@ -260,9 +260,9 @@ class OmniMethod(_Functional):
             self.update_masks(step)
         if sp.sampling == "layer":
             subnets = self.select_subnets(step)
-            return [subnets, self._sub_batches(step, batch_size, list(subnets), sp.tier_batch, 8, same_rows=True)[1]]
+            return [subnets, self._sub_batches(step, batch_size, len(subnets), sp.tier_batch, 8, same_rows=True)]
         sel = self.select_tiers(step)
-        _, idx = self._sub_batches(step, batch_size, sel, sp.tier_batch, 8, same_rows=sp.distill > 0)
+        idx = self._sub_batches(step, batch_size, len(sel), sp.tier_batch, 8, same_rows=sp.distill > 0)
         return [np.repeat(np.array(sel, np.int32)[:, None], len(self.layers), axis=1), idx]
 
     def select_subnets(self, step: int) -> np.ndarray:
@@ -310,16 +310,15 @@ class OmniMethod(_Functional):
         }
 
     def _sub_batches(
-        self, step: int, batch_size: int, sel: list[Any], share: float, salt: int, same_rows: bool = False
-    ) -> list[np.ndarray]:
-        """Each selected subnet's rows of the batch: a seeded random `share` of it, drawn per subnet or, with
-        `same_rows`, once for all of them (what in-place distillation compares)."""
+        self, step: int, batch_size: int, subnets: int, share: float, salt: int, same_rows: bool = False
+    ) -> np.ndarray:
+        """(subnets, B') rows of the batch each subnet trains on: a seeded random `share` of it, drawn per subnet or,
+        with `same_rows`, once for all of them (what in-place distillation compares)."""
         rng = np.random.default_rng([self.cfg.train.seed, step, salt])
         sub = max(1, int(round(share * batch_size)))
-        draws = 1 if same_rows else len(sel)
+        draws = 1 if same_rows else subnets
         rows = [np.sort(rng.choice(batch_size, size=sub, replace=False)) for _ in range(draws)]
-        idx = np.stack(rows * len(sel) if same_rows else rows).astype(np.int32)
-        return [np.array(sel, np.int32), idx]
+        return np.stack(rows * subnets if same_rows else rows).astype(np.int32)
 
     def _tiers_loss(
         self,
@@ -574,9 +573,8 @@ class AatMethod(OmniMethod):
                 self.range_var(p).assign(self.start_ranges[p])
 
     def before_step(self, step: int, batch_size: int) -> list[np.ndarray]:
-        return self._sub_batches(
-            step, batch_size, self.select_tiers(step, self.cfg.aat.tiers_per_step), self.sub_batch, 9
-        )
+        sel = self.select_tiers(step, self.cfg.aat.tiers_per_step)
+        return [np.array(sel, np.int32), self._sub_batches(step, batch_size, len(sel), self.sub_batch, 9)]
 
     def loss(self, feats, pred_in, labels, frames, label_lengths, *extra):  # noqa: ANN001, ANN201
         sel, idx = extra

@@ -139,6 +139,12 @@ def ctc_loss(
     return tf.reduce_sum(tf.where(fits, nll, 0.0)) / count
 
 
+def _node_kl(teacher_logits: tf.Tensor, student_logits: tf.Tensor) -> tf.Tensor:
+    """(B, T, U+1) KL(teacher || student) of each lattice node's output distribution; no gradient to the teacher."""
+    t_logp = tf.nn.log_softmax(tf.stop_gradient(teacher_logits), axis=-1)
+    return tf.reduce_sum(tf.exp(t_logp) * (t_logp - tf.nn.log_softmax(student_logits, axis=-1)), axis=-1)
+
+
 def lattice_kl(
     teacher_logits: tf.Tensor, student_logits: tf.Tensor, frames: tf.Tensor, label_lengths: tf.Tensor
 ) -> tf.Tensor:
@@ -146,8 +152,7 @@ def lattice_kl(
     lattice nodes (t < frames, u <= label_lengths): a distillation loss on the scale of the RNN-T loss (which also
     sums over one utterance's lattice). Logits (B, T, U+1, V); frames, label_lengths (B,). Gradients reach the
     student only."""
-    t_logp = tf.nn.log_softmax(tf.stop_gradient(teacher_logits), axis=-1)
-    kl = tf.reduce_sum(tf.exp(t_logp) * (t_logp - tf.nn.log_softmax(student_logits, axis=-1)), axis=-1)  # (B, T, U+1)
+    kl = _node_kl(teacher_logits, student_logits)
     valid = (
         tf.sequence_mask(frames, tf.shape(kl)[1])[:, :, None]
         & tf.sequence_mask(label_lengths + 1, tf.shape(kl)[2])[:, None, :]
@@ -181,7 +186,5 @@ def alignment_kl(
     pass through it (`node_occupancy`). On the scale of the RNN-T loss (one alignment's worth of nodes), where
     summing over every node (`lattice_kl`) weighs the T x U nodes no alignment visits far above it. Gradients reach
     the student only."""
-    t_logp = tf.nn.log_softmax(tf.stop_gradient(teacher_logits), axis=-1)
-    kl = tf.reduce_sum(tf.exp(t_logp) * (t_logp - tf.nn.log_softmax(student_logits, axis=-1)), axis=-1)
     occupancy = node_occupancy(teacher_logits, labels, frames, label_lengths)
-    return tf.reduce_mean(tf.reduce_sum(occupancy * kl, axis=[1, 2]))
+    return tf.reduce_mean(tf.reduce_sum(occupancy * _node_kl(teacher_logits, student_logits), axis=[1, 2]))

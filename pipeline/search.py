@@ -36,7 +36,6 @@ import numpy as np
 from .cache import Artifact, StageCache
 from .checkpoint import ModelCheckpoint
 from .codehash import code_digest
-from .corpus import read_manifest
 from .data import DEV_SPLIT, describe_split
 from .errors import InternalError
 from .sparsity import apply_masks, tier_name
@@ -70,8 +69,14 @@ def sparse_stored(ck: ModelCheckpoint) -> list[str]:
     return [n for n in pruned_kernels(ck) if ck.params[n].shape[0] % rows == 0]
 
 
-def kept_weights(ck: ModelCheckpoint, masks: dict[str, np.ndarray]) -> int:
-    return int(sum(int(masks[n].sum()) for n in sparse_stored(ck)))
+def kept_table(ck: ModelCheckpoint) -> dict[str, dict[int, int]]:
+    """{sparse-stored kernel: {tier: weights its mask keeps}}: what the byte model counts, once per checkpoint."""
+    return {n: {t: int(ck.masks[tier_name(t)][n].sum()) for t in ck.tiers} for n in sparse_stored(ck)}
+
+
+def kept_weights(table: dict[str, dict[int, int]], choice: dict[str, int]) -> int:
+    """Weights the mix `choice` keeps in the sparse-stored kernels (`table` from `kept_table`)."""
+    return sum(by_tier[choice[n]] for n, by_tier in table.items())
 
 
 def fit_bytes(points: list[tuple[int, int]]) -> tuple[float, float, float]:
@@ -150,14 +155,13 @@ def evolve(
 
 def dev_scorer(ck: ModelCheckpoint, corpus: Any) -> Callable[[dict[str, int]], float]:
     """Float32 WER on the dev split of the subnet a mix names."""
+    from .evaluate import eval_sets
     from .export import GRAPHS, convert_all
     from .runtimes import LiteRTGraph
-    from .stages import decode_features, transducer
+    from .stages import transducer
     from .verify import score
 
-    dev = read_manifest(corpus.splits[DEV_SPLIT])
-    feats, refs = decode_features(corpus, ck, dev), [u.text for u in dev.utterances]
-    seconds = float(sum(len(f) for f in feats) * ck.config.frontend.hop_ms / 1000)
+    feats, refs, seconds = eval_sets(corpus, ck, only=DEV_SPLIT)[DEV_SPLIT]
 
     def wer(choice: dict[str, int]) -> float:
         graphs = convert_all(ck.config, apply_masks(ck.params, mix_masks(ck, choice)))
@@ -189,7 +193,8 @@ def stage_search(
     def run(tmp: Path) -> dict[str, Any]:
         ck = ModelCheckpoint.load(trained.folder)
         layers = pruned_kernels(ck)
-        kept = {t: kept_weights(ck, mix_masks(ck, dict.fromkeys(layers, t))) for t in exported}
+        table = kept_table(ck)
+        kept = {t: kept_weights(table, dict.fromkeys(layers, t)) for t in exported}
         a, b, resid = fit_bytes([(kept[t], exported[t]) for t in sorted(exported)])
 
         def est(choice: dict[str, int]) -> float:
@@ -197,7 +202,7 @@ def stage_search(
             tiers = set(choice.values())
             if len(tiers) == 1 and next(iter(tiers)) in exported:
                 return float(exported[next(iter(tiers))])
-            return a + b * kept_weights(ck, mix_masks(ck, choice)) + resid
+            return a + b * kept_weights(table, choice) + resid
 
         result = evolve(layers, list(ck.tiers), est, budget, dev_scorer(ck, corpus), evaluations, 1234)
         masks = mix_masks(ck, result.choice)

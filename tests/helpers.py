@@ -9,18 +9,17 @@ import sys
 import numpy as np
 
 
-def brute_force_rnnt_loglik(logits: np.ndarray, labels: list[int], blank: int = 0, first_emit: int = 0) -> float:
-    """log p(y|x) by enumerating every alignment; logits (T, U+1, V). Alignments emitting the first label at a frame
-    before `first_emit` are left out."""
+def brute_force_alignments(logits: np.ndarray, labels: list[int], blank: int = 0, first_emit: int = 0):
+    """Every complete alignment of `labels` over logits (T, U+1, V), enumerated: (its log-probability, the lattice
+    nodes it visits). Alignments emitting the first label at a frame before `first_emit` have log-probability -inf."""
     t_len, u1, _ = logits.shape
     u_len = len(labels)
     assert u1 >= u_len + 1
     logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
-    total = []
     # an alignment = positions of the U emissions among T+U-1 non-final steps... enumerate paths directly
     for emits in itertools.combinations(range(t_len + u_len - 1), u_len):
         t = u = 0
-        lp = 0.0
+        lp, nodes = 0.0, [(0, 0)]
         for step in range(t_len + u_len - 1):
             if step in emits:
                 if u == 0 and t < first_emit:
@@ -30,8 +29,15 @@ def brute_force_rnnt_loglik(logits: np.ndarray, labels: list[int], blank: int = 
             else:
                 lp += logp[t, u, blank]
                 t += 1
+            nodes.append((t, u))
         if t == t_len - 1 and u == u_len:
-            total.append(lp + logp[t, u, blank])
+            yield lp + logp[t, u, blank], nodes
+
+
+def brute_force_rnnt_loglik(logits: np.ndarray, labels: list[int], blank: int = 0, first_emit: int = 0) -> float:
+    """log p(y|x) by enumerating every alignment; logits (T, U+1, V). Alignments emitting the first label at a frame
+    before `first_emit` are left out."""
+    total = [lp for lp, _ in brute_force_alignments(logits, labels, blank, first_emit)]
     return float(np.logaddexp.reduce(total))
 
 

@@ -3,7 +3,7 @@ import pytest
 
 from pipeline._tf import tf
 from pipeline.rnnt_loss import onset_frames, rnnt_log_likelihood
-from tests.helpers import brute_force_rnnt_loglik
+from tests.helpers import brute_force_alignments, brute_force_rnnt_loglik
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -174,28 +174,11 @@ def test_ctc_loss_gradient_matches_finite_differences():
 
 def _brute_force_occupancy(logits: np.ndarray, labels: list[int]) -> np.ndarray:
     """P(an alignment passes through node (t, u)) by enumerating every alignment; logits (T, U+1, V)."""
-    import itertools
-
-    t_len, u1, _ = logits.shape
-    u_len = len(labels)
-    logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
-    occ, total = np.zeros((t_len, u1)), 0.0
-    for emits in itertools.combinations(range(t_len + u_len - 1), u_len):
-        t = u = 0
-        lp, nodes = 0.0, [(0, 0)]
-        for step in range(t_len + u_len - 1):
-            if step in emits:
-                lp += logp[t, u, labels[u]]
-                u += 1
-            else:
-                lp += logp[t, u, 0]
-                t += 1
-            nodes.append((t, u))
-        if t == t_len - 1 and u == u_len:
-            p = np.exp(lp + logp[t, u, 0])
-            total += p
-            for node in nodes:
-                occ[node] += p
+    occ, total = np.zeros(logits.shape[:2]), 0.0
+    for lp, nodes in brute_force_alignments(logits, labels):
+        total += np.exp(lp)
+        for node in nodes:
+            occ[node] += np.exp(lp)
     return occ / total
 
 

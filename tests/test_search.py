@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from pipeline.search import evolve, fit_bytes, kept_weights, mix_masks, pruned_kernels, sparse_stored
+from pipeline.search import evolve, fit_bytes, kept_table, kept_weights, mix_masks, pruned_kernels, sparse_stored
 from pipeline.sparsity import SparsityConfig, nested_masks, tier_name
 
 TIERS = [0, 50, 80, 90]
@@ -33,14 +33,16 @@ def test_a_mix_takes_each_kernels_masks_from_its_tier_and_counts_only_sparse_sto
     ck = _checkpoint()
     assert pruned_kernels(ck) == ["enc0/kernel", "enc0/recurrent_kernel", "proj/kernel"]
     assert sparse_stored(ck) == ["enc0/kernel", "enc0/recurrent_kernel"]  # 24 rows: stored dense
-    m = mix_masks(ck, {"enc0/kernel": 50, "enc0/recurrent_kernel": 90, "proj/kernel": 0})
+    choice = {"enc0/kernel": 50, "enc0/recurrent_kernel": 90, "proj/kernel": 0}
+    m = mix_masks(ck, choice)
     np.testing.assert_array_equal(m["enc0/kernel"], ck.masks[tier_name(50)]["enc0/kernel"])
     np.testing.assert_array_equal(m["enc0/recurrent_kernel"], ck.masks[tier_name(90)]["enc0/recurrent_kernel"])
     assert m["proj/kernel"].all()
-    kept = kept_weights(ck, m)
+    table = kept_table(ck)
+    kept = kept_weights(table, choice)
     assert kept == int(m["enc0/kernel"].sum() + m["enc0/recurrent_kernel"].sum())
-    sparser = mix_masks(ck, {"enc0/kernel": 50, "enc0/recurrent_kernel": 90, "proj/kernel": 90})
-    assert kept_weights(ck, sparser) == kept  # pruning a dense-stored kernel is free
+    sparser = {**choice, "proj/kernel": 90}
+    assert kept_weights(table, sparser) == kept  # pruning a dense-stored kernel is free
 
 
 def test_the_byte_model_is_a_least_squares_line_with_its_worst_residual():
