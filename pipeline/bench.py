@@ -459,9 +459,9 @@ def bench_train_speed(
     cache, src = begin(cfg, data, paths.work_dir, [])
     cfg, corpus = stage_corpus(cache, cfg, src)
     features_dir = stage_features(cache, cfg, corpus).folder
-    from .features import FeatureSet
+    from .features import FeatureShards
 
-    fs = FeatureSet.load(features_dir / "features.npz")
+    fs = FeatureShards.load(features_dir)
     out: dict[str, list[float]] = {v: [] for v in variants}
     with ExitStack() as stack:
         trainers = {}

@@ -193,9 +193,8 @@ class AatConfig:
         check(self.gate_split != "train", "field `gate_split` must name a held-out split, not the training split.")
 
 
-MAX_UTTERANCES = (
-    100_000  # training utterances the recipe may draw: with 3 augmented copies ~15 GB of features in memory
-)
+# connected-digit utterances the recipe may draw from its recordings (a larger corpus comes as the user's own manifest)
+MAX_UTTERANCES = 100_000
 
 
 @dataclass(frozen=True)
@@ -230,7 +229,7 @@ class DataConfig:
             v = getattr(self, name)
             check(
                 v <= MAX_UTTERANCES,
-                f"field `{name}` must be at most {MAX_UTTERANCES:,} (the training features are held in memory), got "
+                f"field `{name}` must be at most {MAX_UTTERANCES:,} (a larger corpus comes as your own manifest), got "
                 f"{v:,}.",
             )
         check(

@@ -23,6 +23,7 @@ by chunk) and whole-utterance features are identical.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -150,16 +151,38 @@ class Normalizer:
     prior_frames: int = 0
 
     @classmethod
-    def fit(cls, feats: list[np.ndarray], prior_frames: int = 0) -> Normalizer:
+    def fit(cls, feats: Iterable[np.ndarray] | Callable[[], Iterable[np.ndarray]], prior_frames: int = 0) -> Normalizer:
         """Statistics of un-normalized log-mel utterances `feats` ((frames, n_mels) each): the mean, then the standard
         deviation of what is left after subtracting it (the streaming mean, with `prior_frames`), so features come out
-        with unit variance per bin."""
-        nonempty = [f.astype(np.float64) for f in feats if len(f)]
-        allf = np.concatenate(nonempty, axis=0)
-        mean = allf.mean(0)
-        if prior_frames:
-            allf = np.concatenate([_minus_running_mean(f, mean, prior_frames) for f in nonempty], axis=0)
-        return cls(tuple(map(float, mean)), tuple(map(float, np.maximum(allf.std(0), 1e-3))), prior_frames)
+        with unit variance per bin.
+
+        `feats` may be a function that returns a fresh iterable of them (read from disk, say): it is then read three
+        times and never held in memory. Either way the result is, to the bit, NumPy's mean and std over the
+        concatenation of every utterance (sums accumulate row after row, in float64, as NumPy's axis-0 sums do)."""
+        again = feats if callable(feats) else (lambda: feats)
+
+        def rows() -> Iterator[np.ndarray]:
+            return (np.asarray(f, np.float64) for f in again() if len(f))
+
+        frames, total = 0, None
+        for f in rows():
+            frames, total = frames + len(f), _accumulate(total, f)
+        if total is None:
+            raise ValueError("no frames to fit the normalization on")
+        mean = total / frames
+
+        def centred() -> Iterator[np.ndarray]:
+            return (_minus_running_mean(f, mean, prior_frames) if prior_frames else f for f in rows())
+
+        total = None
+        for c in centred():
+            total = _accumulate(total, c)
+        c_mean = total / frames
+        total = None
+        for c in centred():
+            total = _accumulate(total, (c - c_mean) ** 2)
+        std = np.sqrt(total / frames)
+        return cls(tuple(map(float, mean)), tuple(map(float, np.maximum(std, 1e-3))), prior_frames)
 
     def __call__(self, feats: np.ndarray) -> np.ndarray:
         """(frames, n_mels) un-normalized log-mel of one utterance from its first frame → normalized float32."""
@@ -176,6 +199,12 @@ class Normalizer:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Normalizer:
         return cls(tuple(map(float, d["mean"])), tuple(map(float, d["std"])), int(d.get("prior_frames", 0)))
+
+
+def _accumulate(total: np.ndarray | None, rows: np.ndarray) -> np.ndarray:
+    """`total` plus the rows of `rows` added one after another (NumPy's order for an axis-0 sum), so a sum over many
+    arrays equals the sum over their concatenation to the bit."""
+    return np.add.reduce(rows if total is None else np.concatenate([total[None], rows]), axis=0)
 
 
 def _minus_running_mean(x: np.ndarray, mean: np.ndarray, prior_frames: int) -> np.ndarray:

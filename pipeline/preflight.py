@@ -25,7 +25,6 @@ from .synth import check_engine
 log = logging.getLogger(__name__)
 
 DIGIT_SECONDS = 0.45  # mean length of one spoken digit in FSDD and in the synthesized voices (trimmed)
-MEMORY_FACTOR = 3  # peak memory of the features stage over the features it keeps (clean, augmented, normalized copies)
 CACHED_MARGIN = 200 << 20  # free bytes a build needs when the stage cache already holds its corpus
 
 
@@ -44,15 +43,11 @@ class Estimate:
     """What a fresh run of the data and features stages costs, from the config alone."""
 
     corpus_bytes: int  # the prepared corpus's WAV files
-    feature_bytes: int  # float32 training features kept in memory and on disk
+    feature_bytes: int  # float32 training features on disk (training reads them a batch at a time)
 
     @property
     def disk_bytes(self) -> int:
         return self.corpus_bytes + self.feature_bytes + (50 << 20)  # checkpoints, graphs, reports
-
-    @property
-    def memory_bytes(self) -> int:
-        return MEMORY_FACTOR * self.feature_bytes
 
 
 def estimate(cfg: ModelConfig, src: DataSource) -> Estimate:
@@ -72,17 +67,6 @@ def estimate(cfg: ModelConfig, src: DataSource) -> Estimate:
     frames = train_seconds * 1000 / fe.hop_ms * (1 + cfg.augment.copies)
     corpus = 0 if src.kind == "manifest" else (train_seconds + test_seconds) * fe.sample_rate * 2
     return Estimate(int(corpus), int(frames * fe.n_mels * 4))
-
-
-def available_memory() -> int | None:
-    """MemAvailable from /proc/meminfo in bytes, or None where it cannot be read."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
 
 
 def _gb(n: float) -> str:
@@ -150,13 +134,6 @@ def check_resources(cfg: ModelConfig, src: DataSource, work_dir: Path) -> None:
         raise HostError(
             f"the work folder {work_dir} has {_gb(free)} free, and model {cfg.name} needs about {_gb(disk)} there for "
             f"{what}: free some space or pass --work-dir on another disk."
-        )
-    mem = available_memory()
-    if not cached and mem is not None and need.memory_bytes > mem:
-        raise HostError(
-            f"model {cfg.name} needs about {_gb(need.memory_bytes)} of memory for its training features "
-            f"({_gb(need.feature_bytes)}, held in memory with their augmented copies) and this machine has "
-            f"{_gb(mem)} available: lower [data] train_utterances or [augment] copies."
         )
 
 

@@ -8,7 +8,9 @@ Each stage is keyed on its inputs (config, data, the keys of the stages it reads
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,7 @@ from .digits import ConnectRecipe
 from .distribute import Distribution
 from .errors import InternalError
 from .export import calibrated_ranges, convert_all
-from .features import FeatureSet, compute_training_features, utterance_features
+from .features import FeatureShards, utterance_features, write_training_features
 from .frontend import FrontendConfig, edge_padding_default
 from .fsdd import prepare_fsdd_speakers
 from .fsutil import sha256_file
@@ -111,14 +113,31 @@ def stage_features(cache: StageCache, cfg: ModelConfig, corpus: PreparedData) ->
         "code": code_digest(stage_features, "stages", "features"),
     }
 
+    # shards are written here first and kept if the stage is interrupted: a rerun resumes from the last complete one
+    work = cache.work_folder("features", digest(key))
+
     def run(tmp: Path) -> dict[str, Any]:
         train = read_manifest(corpus.splits["train"])
         tok = CharTokenizer.fit(u.text for u in train.utterances)
-        fs = compute_training_features(train, cfg, tok, cfg.train.seed, edge)
-        fs.save(tmp / "features.npz")
-        return {"utterances": len(train), "feature_sets": len(fs.feats), "vocab": tok.vocab}
+        t0 = time.perf_counter()
+        fs = write_training_features(train, cfg, tok, cfg.train.seed, work, edge)
+        seconds = time.perf_counter() - t0
+        assert fs is not None
+        for f in sorted(work.iterdir()):
+            os.replace(f, tmp / f.name)
+        frames = int(fs.lengths.sum())
+        return {
+            "utterances": len(train),
+            "feature_sets": len(fs),
+            "shards": len(list(tmp.glob("*.f32"))),
+            "frames": frames,
+            "vocab": tok.vocab,
+            "seconds": round(seconds, 3),
+        }
 
-    return cache.run("features", key, run)
+    out = cache.run("features", key, run)
+    shutil.rmtree(work, ignore_errors=True)
+    return out
 
 
 def stage_train(
@@ -156,7 +175,7 @@ def stage_train(
         shutil.rmtree(work, ignore_errors=True)
 
     def run(tmp: Path) -> dict[str, Any]:
-        fs = FeatureSet.load(features.folder / "features.npz")
+        fs = FeatureShards.load(features.folder)
         result = Trainer(cfg, fs, work, method, tier, steps=steps, dist=dist).run(resume=resume)
         meta = {
             **result.method_meta,
@@ -218,7 +237,7 @@ def stage_aat(
         shutil.rmtree(work, ignore_errors=True)
 
     def run(tmp: Path) -> dict[str, Any]:
-        fs = FeatureSet.load(features.folder / "features.npz")
+        fs = FeatureShards.load(features.folder)
         # cfg.aat may be a recipe given apart (--aat-config)
         init = ModelCheckpoint.load(base.folder, expect=cfg, ignore=("aat",))
         if calibrated:

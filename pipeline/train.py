@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from .checkpoint import ModelCheckpoint
 from .config import AugmentConfig, ModelConfig, TrainConfig
 from .distribute import Distribution
 from .errors import ArtifactError, ConfigError, HostError, InternalError
-from .features import FeatureSet
+from .features import FeatureSet, FeatureShards
 from .methods import make_method
 
 log = logging.getLogger(__name__)
@@ -54,11 +55,13 @@ class Batch:
 class Batcher:
     """Length-bucketed batches; order and content are a function of (seed, step) only."""
 
-    def __init__(self, data: FeatureSet, batch_size: int, stack: int, seed: int, min_rows: int = 1) -> None:
-        if len(data.feats) < max(1, min_rows):
+    def __init__(
+        self, data: FeatureSet | FeatureShards, batch_size: int, stack: int, seed: int, min_rows: int = 1
+    ) -> None:
+        if len(data) < max(1, min_rows):
             raise InternalError("too few training features for one batch.")
         self.data, self.stack, self.seed = data, stack, seed
-        order = np.argsort([len(f) for f in data.feats], kind="stable")
+        order = np.argsort(data.lengths, kind="stable")
         # a short last bucket is kept unless it cannot give every worker a row
         self.buckets = [
             b for b in (order[i : i + batch_size] for i in range(0, len(order), batch_size)) if len(b) >= min_rows
@@ -68,8 +71,7 @@ class Batcher:
         epoch, pos = divmod(step, len(self.buckets))
         perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.buckets))
         idx = self.buckets[perm[pos]]
-        feats = [self.data.feats[i] for i in idx]
-        labels = [self.data.labels[i] for i in idx]
+        feats, labels = self.data.rows(idx)
         t_max = max(len(f) for f in feats)
         t_max = int(math.ceil(t_max / self.stack) * self.stack)
         u_max = max(len(x) for x in labels)
@@ -81,6 +83,19 @@ class Batcher:
         frames = np.array([math.ceil(len(f) / self.stack) for f in feats], np.int32)
         pred_in = np.concatenate([np.zeros((len(idx), 1), np.int32), lb], axis=1)
         return Batch(fb, pred_in, lb, frames, np.array([len(y) for y in labels], np.int32))
+
+    def prefetched(self, start: int, end: int) -> Iterator[Batch]:
+        """The batches of steps `start`..`end`-1, each read (from disk, for `FeatureShards`) while the step before it
+        trains."""
+        if start >= end:
+            return
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(self.batch, start)
+            for step in range(start + 1, end + 1):
+                b = pending.result()
+                if step < end:
+                    pending = pool.submit(self.batch, step)
+                yield b
 
 
 def spec_augment(x: tf.Tensor, aug: AugmentConfig, seed: tf.Tensor) -> tf.Tensor:
@@ -150,7 +165,7 @@ class Trainer:
     def __init__(
         self,
         cfg: ModelConfig,
-        data: FeatureSet,
+        data: FeatureSet | FeatureShards,
         work_dir: Path,
         method: str = "dense",
         tier: int | None = None,
@@ -268,8 +283,9 @@ class Trainer:
                 leave=False,
             ) as bar,
         ):
-            for step in range(start_step, min(until or self.total_steps, self.total_steps)):
-                b = self.batcher.batch(step).shard(self.dist.worker, self.dist.workers)
+            end = min(until or self.total_steps, self.total_steps)
+            for step, b in zip(range(start_step, end), self.batcher.prefetched(start_step, end)):
+                b = b.shard(self.dist.worker, self.dist.workers)
                 extra = self.method.before_step(step, len(b.frames))
                 loss = float(
                     self._train_step(

@@ -12,7 +12,7 @@ import pytest
 
 from pipeline._tf import keras, tf
 from pipeline.checkpoint import ModelCheckpoint
-from pipeline.features import FeatureSet
+from pipeline.features import FeatureShards
 from pipeline.model import build_training_model, forward, get_params
 from pipeline.rnnt_loss import rnnt_loss
 from pipeline.train import Batcher
@@ -39,7 +39,7 @@ def test_two_workers_train_to_identical_weights_and_the_loss_falls(tmp_path):
     for k in a.params:
         np.testing.assert_array_equal(a.params[k], b.params[k], err_msg=k)
     # the loss over one whole epoch of training batches, at the seeded initialization and after training
-    features = FeatureSet.load(next((tmp_path / "w0").glob("cache/features/*/features.npz")))
+    features = FeatureShards.load(next((tmp_path / "w0").glob("cache/features/*/index.json")).parent)
     keras.utils.set_random_seed(a.config.train.seed)
     initial = get_params(build_training_model(a.config, a.tokenizer.size), a.config)
     before, after = _epoch_loss(a.config, features, initial), _epoch_loss(a.config, features, a.params)
