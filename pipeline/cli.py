@@ -838,6 +838,45 @@ def bench_train_speed(
         )
 
 
+@bench.command("scale")
+@click.option("--model", default=BuildOptions().model, show_default=True, help="model config in models/.")
+@click.option(
+    "--hours",
+    default="2,20",
+    show_default=True,
+    help="comma-separated training corpus sizes, hours of synthesized connected digits (each cached).",
+)
+@click.option("--workers", default="1,2", show_default=True, help="comma-separated worker counts (on 127.0.0.1).")
+@click.option(
+    "--steps",
+    type=click.IntRange(min=1),
+    default=200,
+    show_default=True,
+    help="timed training steps of each run (after 20 warm-up steps).",
+)
+@click.option(
+    "--report", type=click.Path(path_type=Path), default=Path("bench/scale"), show_default=True, help="output folder."
+)
+@click.option(
+    "--work-dir", type=click.Path(path_type=Path), default=Path(".pipeline"), show_default=True, help="stage cache."
+)
+def bench_scale(model: str, hours: str, workers: str, steps: int, report: Path, work_dir: Path) -> None:
+    """Features throughput, training steps/s and peak training memory as the corpus grows, at 1 and 2 workers."""
+    from .scale import bench_scale as run
+
+    try:
+        sizes = [float(h) for h in hours.split(",") if h.strip()]
+        counts = [int(w) for w in workers.split(",") if w.strip()]
+    except ValueError:
+        raise click.BadParameter("comma-separated numbers, e.g. 2,20.") from None
+    for r in run(model, sizes, counts, steps, work_dir, report):
+        click.echo(
+            f"{r.hours:7.2f} h  features {r.features_realtime:6.0f}x real time  {r.workers} worker(s) "
+            f"{r.steps_per_second:6.2f} steps/s  peak RSS {r.peak_rss_mb:6.0f} MB"
+        )
+    click.echo(f"report: {report / 'scale.md'}")
+
+
 @bench.command("latency")
 @click.option("--model", default="large", show_default=True, help="model config in models/.")
 @click.option(
