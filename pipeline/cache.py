@@ -64,6 +64,20 @@ def open_cache(work_dir: Path) -> StageCache:
     return StageCache(work_dir / "cache")
 
 
+def link_stages(from_work_dir: Path, to_work_dir: Path, stages: tuple[str, ...] = ("data", "features")) -> None:
+    """Give the stage cache in `to_work_dir` the finished outputs of `stages` that `from_work_dir`'s holds, as hard
+    links (no copy of the audio or features): what a second worker on the same disk needs to skip those stages."""
+    import os
+    import shutil
+
+    open_cache(to_work_dir)
+    for stage in stages:
+        for folder in (Path(from_work_dir) / "cache" / stage).glob("*/stage.json"):
+            dst = Path(to_work_dir) / "cache" / stage / folder.parent.name
+            if not dst.exists():
+                shutil.copytree(folder.parent, dst, copy_function=os.link)
+
+
 class StageCache:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)

@@ -281,8 +281,6 @@ def train(
         raise click.UsageError("--init, --aat-steps and --aat-config belong to --aat.")
     if init is not None and (method is not None or tier is not None or steps is not None):
         raise click.UsageError("--init fine-tunes a trained checkpoint: --method, --tier and --steps do not apply.")
-    if aat and strategy != "default":
-        raise click.UsageError("--aat runs with --strategy default.")
     dist = make_distribution(strategy)  # first: MultiWorkerMirroredStrategy must precede other TF work
     recipe = load_aat_config(aat_config) if aat_config is not None else None
     cfg = load_model_config(model)
@@ -309,7 +307,9 @@ def train(
         from .stages import stage_aat
 
         # the default recipe is every target's calibration (targets/*.toml); export calibrates with the same
-        tuned = stage_aat(cache, cfg, feats, base, corpus, load_calibration_recipe("default"), aat_steps, resume=resume)
+        tuned = stage_aat(
+            cache, cfg, feats, base, corpus, load_calibration_recipe("default"), aat_steps, resume=resume, dist=dist
+        )
         ckpt, summary = (
             tuned.folder,
             {"steps": tuned.summary["aat"]["steps"], "final_loss": tuned.summary["aat"]["final_loss"]},

@@ -8,9 +8,11 @@
 Every worker runs the same `pipeline train` command with its own `index`; worker 0 is
 the chief. Each step, every worker builds the same global batch (the batch order is a
 function of seed and step) and trains on its own share of it; gradients are summed by
-all-reduce, so the weights stay identical on every worker. Every training method runs so: pruning masks are
-computed by every worker from those identical weights on the same schedule, and omni's tiers per step are drawn from
-the seed and the step, so all workers apply the same masks and train the same tiers.
+all-reduce, so the weights stay identical on every worker. Every training method runs so, accelerator-aware
+fine-tuning included: pruning masks are computed by every worker from those identical weights on the same schedule,
+and the tiers trained per step are drawn from the seed and the step, so all workers apply the same masks and train
+the same tiers. After a worker dies, every worker restarted with `--resume` restores the newest step all of them saved
+(`train.Trainer.restore`).
 """
 
 from __future__ import annotations

@@ -128,7 +128,7 @@ def bench_scale(
 ) -> list[ScaleRow]:
     """The figures of the module docstring, one row per (corpus size, worker count); writes scale.md/.csv to
     `report`."""
-    from .cache import open_cache
+    from .cache import link_stages
     from .data import DataOptions
     from .stages import begin, stage_corpus, stage_features
 
@@ -152,12 +152,7 @@ def bench_scale(
             for n in workers:
                 works = [work_dir] + [work_dir.parent / f"{work_dir.name}-worker{i}" for i in range(1, n)]
                 for w in works[1:]:  # each worker has its own cache: the data and features stages linked in, not redone
-                    open_cache(w)
-                    for stage in ("data", "features"):
-                        for src_folder in (work_dir / "cache" / stage).iterdir():
-                            dst = w / "cache" / stage / src_folder.name
-                            if src_folder.is_dir() and not dst.exists():
-                                shutil.copytree(src_folder, dst, copy_function=os.link)
+                    link_stages(work_dir, w)
                 (tmp / "runs").mkdir(exist_ok=True)
                 rate, peak = _train_processes(cfg, works, steps, tmp / "runs")
                 rows.append(

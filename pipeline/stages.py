@@ -215,6 +215,7 @@ def stage_aat(
     steps: int | None = None,
     resume: bool = True,
     emulate: bool = True,
+    dist: Distribution | None = None,
 ) -> Artifact:
     """Accelerator-aware fine-tuning of the checkpoint `base` (every tier it holds) → a checkpoint with int8 ranges.
 
@@ -231,6 +232,11 @@ def stage_aat(
         "phase": phase,
         "code": code_digest(stage_aat, "stages", "train", "checkpoint", "export", "calibrate"),
         **({"calibration": recipe.to_dict(), "data": corpus.key} if calibrated else {}),
+        **(
+            {"strategy": dist.name, "worker": dist.worker, "workers": dist.workers}
+            if dist and dist.name != "default"
+            else {}
+        ),
     }
     work = cache.work_folder(phase, digest(key))
     if not resume:
@@ -250,7 +256,9 @@ def stage_aat(
                     for p in [init.tier_params(t)]
                 },
             )
-        result = Trainer(cfg, fs, work, "aat" if emulate else "finetune", steps=steps, init=init).run(resume=resume)
+        result = Trainer(cfg, fs, work, "aat" if emulate else "finetune", steps=steps, dist=dist, init=init).run(
+            resume=resume
+        )
         meta = {
             **result.method_meta,
             phase: {**result.method_meta[phase], "final_loss": result.final_loss, "wall_seconds": result.wall_seconds},

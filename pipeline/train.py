@@ -181,8 +181,6 @@ class Trainer:
         # a fine-tuning phase draws its own batch order and augmentation, not a replay of the first run's
         self.seed = cfg.train.seed + (1 if tuning else 0)
         self.dist = dist or Distribution(tf.distribute.get_strategy(), "default")
-        if self.dist.name != "default" and method in ("aat", "finetune"):
-            raise ConfigError(f"--strategy {self.dist.name} does not run accelerator-aware fine-tuning yet.")
         if self.dist.workers > cfg.train.batch_size:
             raise ConfigError(
                 f"{self.dist.workers} workers cannot share a batch of {cfg.train.batch_size}; raise train.batch_size."
@@ -205,8 +203,13 @@ class Trainer:
         self._train_step = self._make_train_step()
 
     def restore(self) -> int:
-        """Restore the newest checkpoint in `work_dir`, if any; returns the step reached."""
+        """Restore the newest checkpoint in `work_dir`, if any; returns the step reached.
+
+        With several workers, every worker restores the same step: the oldest of their newest checkpoints (a worker
+        killed while the others saved has one checkpoint fewer; each keeps two)."""
         latest = self.manager.latest_checkpoint
+        if self.dist.workers > 1:
+            latest = self._common_checkpoint(latest)
         if latest is None:
             return 0
         try:
@@ -218,6 +221,25 @@ class Trainer:
             ) from None
         log.info("resumed from %s at step %d", latest, int(self.step.numpy()))
         return int(self.step.numpy())
+
+    def _common_checkpoint(self, latest: str | None) -> str | None:
+        """This worker's checkpoint of the step every worker can restore (None: start over, all of them)."""
+        mine = int(latest.rsplit("-", 1)[1]) if latest else 0
+        per_replica = self.dist.strategy.run(lambda: tf.constant([mine], tf.int64))
+        steps = [int(x) for x in self.dist.strategy.gather(per_replica, axis=0).numpy()]
+        common = min(steps)
+        if common == mine:
+            return latest
+        if common == 0:
+            return None
+        kept = {int(c.rsplit("-", 1)[1]): c for c in self.manager.checkpoints}
+        if common not in kept:
+            raise ArtifactError(
+                f"the workers' newest training checkpoints are at steps {steps}, and this worker no longer has step "
+                f"{common}: delete {self.work_dir} on every worker to start over."
+            )
+        log.info("worker %d: checkpoints of the workers at steps %s; restoring %d", self.dist.worker, steps, common)
+        return kept[common]
 
     def _save(self, step: int) -> None:
         """Write the training checkpoint of `step`; a full disk or a missing permission is a `HostError`."""
