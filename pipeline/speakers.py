@@ -37,7 +37,7 @@ from .runtimes import LiteRTGraph, TFLMGraph
 from .stages import begin, stage_corpus, stage_features, stage_fsdd_speakers, stage_train, transducer
 from .synth import ENGINES, VOICES, check_engine
 from .targets import load_target
-from .verify import score
+from .verify import format_confusions, score, word_confusions
 
 log = logging.getLogger(__name__)
 SPLITS = ("test_unseen", "test_voices", "test_engines")
@@ -49,6 +49,9 @@ T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8
 class Fold:
     speaker: str  # the FSDD speaker held out
     voices: tuple[str, ...]  # the espeak-ng voice families held out of the synthesized training speech
+
+
+TOP_ERRORS = 5  # word errors listed per fold and test set
 
 
 def make_folds(speakers: tuple[str, ...] = FSDD_SPEAKERS, voices: tuple[str, ...] = VOICES) -> list[Fold]:
@@ -67,6 +70,8 @@ class FoldRow:
     wer_float: float
     wer_int8: float
     wer_int8_tflm: float | None
+    # the most frequent word errors of the int8 LiteRT decode: "four→five 42, three→eight 37"
+    top_errors: str = ""
 
 
 def _t_interval(values: list[float]) -> tuple[float, float]:
@@ -204,7 +209,11 @@ def _measure_fold(
                     ck.tokenizer,
                     {g: LiteRTGraph((export.folder / folder / f"{g}.tflite").read_bytes()) for g in GRAPHS},
                 )
-                wer[name] = score(t, ck.tokenizer, feats, refs, seconds, desc=f"{fold.speaker} {split} {name}").wer
+                scored = score(t, ck.tokenizer, feats, refs, seconds, desc=f"{fold.speaker} {split} {name}")
+                wer[name] = scored.wer
+                if name == "int8":
+                    counts = word_confusions(refs, scored.hypotheses)
+                    errors = [[r, h, n] for (r, h), n in counts.most_common(TOP_ERRORS)]
             if tflm:
                 graphs = {
                     g: TFLMGraph(
@@ -215,7 +224,12 @@ def _measure_fold(
                 wer["int8_tflm"] = score(
                     transducer(ck.config, ck.tokenizer, graphs), ck.tokenizer, feats, refs, seconds, desc="tflm"
                 ).wer
-            out[split] = {"utterances": len(refs), "words": sum(len(r.split()) for r in refs), "wer": wer}
+            out[split] = {
+                "utterances": len(refs),
+                "words": sum(len(r.split()) for r in refs),
+                "wer": wer,
+                "top_errors": errors,
+            }
         return out
 
     # the test sets are part of the key: one export is measured on several corpora (--synthesized-only)
@@ -241,6 +255,7 @@ def _measure_fold(
                     round(e["wer"]["float"], 5),
                     round(e["wer"]["int8"], 5),
                     round(e["wer"]["int8_tflm"], 5) if "int8_tflm" in e["wer"] else None,
+                    format_confusions(e.get("top_errors", [])),
                 )
             )
     return rows
@@ -304,6 +319,16 @@ def write_speakers_report(
                         f"| {test_set} | {label} | {_pct(s['mean'])} | {_pct(s['worst'])} ({s['worst_fold']}) | "
                         f"{_pct(lo)} .. {_pct(hi)} |"
                     )
+        errors = [r for r in rows if r.top_errors]
+        if errors:
+            lines += [
+                "",
+                f"Most frequent word errors per fold (int8 LiteRT; at most {TOP_ERRORS}, with their counts):",
+                "",
+                "| fold | seed | test set | errors |",
+                "| --- | ---: | --- | --- |",
+            ]
+            lines += [f"| {r.fold} | {r.seed} | {r.test_set} | {r.top_errors} |" for r in errors]
         (tmp / "speakers.md").write_text("\n".join(lines) + "\n")
         present = [t for t in TEST_SETS if any(r.test_set == t for r in rows)] or ["recorded"]
         fig, axes = plt.subplots(1, len(present), figsize=(5.5 * len(present), 4), squeeze=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -78,6 +79,29 @@ def utterance_errors(refs: list[str], hyps: list[str]) -> list[int]:
         w = jiwer.process_words(r, h)
         out.append(w.substitutions + w.deletions + w.insertions)
     return out
+
+
+def word_confusions(refs: list[str], hyps: list[str]) -> Counter[tuple[str, str]]:
+    """How often each reference word was decoded as another: (ref, hyp) pairs from the word alignment; ("w", "") is
+    w deleted, ("", "w") w inserted."""
+    out: Counter[tuple[str, str]] = Counter()
+    for r, h in zip(refs, hyps, strict=True):
+        a = jiwer.process_words(r, h)
+        ref, hyp = a.references[0], a.hypotheses[0]
+        for c in a.alignments[0]:
+            if c.type == "substitute":
+                for k in range(c.ref_end_idx - c.ref_start_idx):
+                    out[(ref[c.ref_start_idx + k], hyp[c.hyp_start_idx + k])] += 1
+            elif c.type == "delete":
+                out.update((w, "") for w in ref[c.ref_start_idx : c.ref_end_idx])
+            elif c.type == "insert":
+                out.update(("", w) for w in hyp[c.hyp_start_idx : c.hyp_end_idx])
+    return out
+
+
+def format_confusions(pairs: list[list[Any]]) -> str:
+    """[[ref, hyp, count], ...] as "four→five 42, three→(deleted) 3"."""
+    return ", ".join(f"{r or '(inserted)'}→{h or '(deleted)'} {n}" for r, h, n in pairs)
 
 
 def paired_bootstrap(

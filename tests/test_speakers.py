@@ -36,6 +36,16 @@ def test_summary_averages_seeds_within_a_fold_then_folds():
 
 
 @pytest.mark.slow
+def test_word_confusions_pair_each_reference_word_with_what_was_decoded():
+    from pipeline.verify import format_confusions, word_confusions
+
+    c = word_confusions(["four three two", "one", "five six"], ["five eight two", "one one", "five"])
+    assert c == {("four", "five"): 1, ("three", "eight"): 1, ("", "one"): 1, ("six", ""): 1}
+    assert format_confusions([["four", "five", 2], ["six", "", 1], ["", "one", 1]]) == (
+        "four→five 2, six→(deleted) 1, (inserted)→one 1"
+    )
+
+
 def test_bench_speakers_trains_one_model_per_fold_and_reports_both_held_out_sets(tmp_path):
     from pipeline.speakers import bench_speakers
 
@@ -68,6 +78,8 @@ def test_bench_speakers_trains_one_model_per_fold_and_reports_both_held_out_sets
         assert len(list(csv.DictReader(fh))) == 6
     md = (tmp_path / "r" / "speakers.md").read_text()
     assert "| recorded | int8 LiteRT |" in md and (tmp_path / "r" / "speakers.png").stat().st_size > 1000
+    # 5 training steps decode badly: each fold lists its most frequent word errors
+    assert all("→" in r.top_errors for r in rows if r.wer_int8 > 0) and "Most frequent word errors" in md
     # the held-out speaker's recordings are the fold's unseen test and nowhere in its training split
     train = (next((tmp_path / "w" / "cache" / "data").glob("*/train.jsonl"))).read_text()
     assert ("george" in train) != ("yweweler" in train)
