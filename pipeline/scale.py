@@ -22,6 +22,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .config import ModelConfig, load_model_config
 from .digits import ConnectRecipe
@@ -48,12 +49,13 @@ class ScaleRow:
     peak_rss_mb: float  # the largest training process's peak resident memory
 
 
-def corpus_config(cfg: ModelConfig, hours: float) -> ModelConfig:
-    """`cfg` drawing about `hours` of connected-digit utterances from synthesized speakers (the data stage's
-    synthesized source), named after the size."""
+def corpus_config(cfg: ModelConfig, hours: float, seconds_per_utterance: float | None = None) -> ModelConfig:
+    """`cfg` drawing `hours` of connected-digit utterances from synthesized speakers (the data stage's synthesized
+    source), named after the size; utterances last `seconds_per_utterance` on average (default: the estimate from the
+    recipe)."""
     c = ConnectRecipe(min_digits=cfg.data.min_digits, max_digits=cfg.data.max_digits)
     digits = (c.min_digits + c.max_digits) / 2
-    seconds = digits * DIGIT_SECONDS + (digits - 1) * sum(c.pause_s) / 2 + sum(c.edge_s)
+    seconds = seconds_per_utterance or digits * DIGIT_SECONDS + (digits - 1) * sum(c.pause_s) / 2 + sum(c.edge_s)
     utterances = max(1, round(hours * 3600 / seconds))
     return dataclasses.replace(
         cfg,
@@ -129,8 +131,7 @@ def bench_scale(
     """The figures of the module docstring, one row per (corpus size, worker count); writes scale.md/.csv to
     `report`."""
     from .cache import link_stages
-    from .data import DataOptions
-    from .stages import begin, stage_corpus, stage_features
+    from .stages import stage_features
 
     if not hours or not workers or min(workers) < 1 or min(hours) <= 0:
         raise ConfigError("--hours and --workers need positive values.")
@@ -138,17 +139,10 @@ def bench_scale(
     rows: list[ScaleRow] = []
     with atomic_directory(report, holds="pipeline bench report") as tmp:
         for h in hours:
-            cfg = corpus_config(base, h)
-            cache, src = begin(cfg, DataOptions("synth"), work_dir, [])
-            cfg, corpus = stage_corpus(cache, cfg, src)
+            cache, cfg, corpus, clean_hours = _corpus(base, h, work_dir)
             features = stage_features(cache, cfg, corpus)
             s = features.summary
-            frames = s["frames"]
-            audio = frames * cfg.frontend.hop_ms / 1000  # featurized seconds, copies included
-            from .corpus import read_manifest
-
-            train = read_manifest(corpus.splits["train"])
-            clean_hours = sum(u.duration for u in train.utterances) / 3600
+            audio = s["frames"] * cfg.frontend.hop_ms / 1000  # featurized seconds, copies included
             for n in workers:
                 works = [work_dir] + [work_dir.parent / f"{work_dir.name}-worker{i}" for i in range(1, n)]
                 for w in works[1:]:  # each worker has its own cache: the data and features stages linked in, not redone
@@ -171,6 +165,27 @@ def bench_scale(
                 log.info("%s", rows[-1])
         write_scale_report(rows, tmp, model)
     return rows
+
+
+def _corpus(base: ModelConfig, hours: float, work_dir: Path) -> tuple[Any, ModelConfig, Any, float]:
+    """The data stage of a synthesized corpus of `hours` (within 3%: sized again from the first draw's mean utterance
+    length when the recipe's estimate missed); returns the stage cache, the config, the prepared corpus and its
+    measured hours."""
+    from .corpus import read_manifest
+    from .data import DataOptions
+    from .stages import begin, stage_corpus
+
+    per_utterance = None
+    for _ in range(2):
+        cfg = corpus_config(base, hours, per_utterance)
+        cache, src = begin(cfg, DataOptions("synth"), work_dir, [])
+        cfg, corpus = stage_corpus(cache, cfg, src)
+        train = read_manifest(corpus.splits["train"])
+        measured = sum(u.duration for u in train.utterances) / 3600
+        if abs(measured / hours - 1) <= 0.03:
+            break
+        per_utterance = measured * 3600 / len(train.utterances)
+    return cache, cfg, corpus, measured
 
 
 def write_scale_report(rows: list[ScaleRow], folder: Path, model: str) -> None:

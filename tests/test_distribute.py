@@ -134,7 +134,7 @@ def test_kill_worker_1_then_resume_completes_on_both(tmp_path, prepared):
 
     cfg = tmp_path / "dist.toml"
     text = (FIXTURES / "micro.toml").read_text()
-    cfg.write_text(re.sub(r"\[train\][^\[]*", "[train]\nsteps = 150\nbatch_size = 8\ncheckpoint_every = 5\n\n", text))
+    cfg.write_text(re.sub(r"\[train\][^\[]*", "[train]\nsteps = 60\nbatch_size = 8\ncheckpoint_every = 5\n\n", text))
     procs = _start_workers(tmp_path, cfg, prepared=prepared)
     deadline = time.monotonic() + 300
     while not list((tmp_path / "w1").glob("cache/train/*.work/ckpt-worker1/ckpt-10.index")):
@@ -153,7 +153,7 @@ def test_kill_worker_1_then_resume_completes_on_both(tmp_path, prepared):
     errs = _finish(_start_workers(tmp_path, cfg, "--resume"))
     assert all("resumed from" in e for e in errs), [e[-2000:] for e in errs]
     a, b = (ModelCheckpoint.load(tmp_path / f"ck{i}") for i in range(2))
-    assert a.meta["steps"] == 150
+    assert a.meta["steps"] == 60
     for k in a.params:
         np.testing.assert_array_equal(a.params[k], b.params[k], err_msg=k)
 

@@ -23,7 +23,8 @@ def test_corpus_config_draws_the_hours_asked_for():
 def test_bench_scale_reports_throughput_memory_and_speed(tmp_path):
     rows = bench_scale(str(FIXTURES / "micro.toml"), [0.01], [1], 3, tmp_path / "w", tmp_path / "report")
     (r,) = rows
-    assert 0.005 < r.hours < 0.02 and r.utterances > 5 and r.feature_rows >= r.utterances
+    # near the hours asked for (sized again from the first draw when the estimate missed by more than 3%)
+    assert 0.0094 <= r.hours <= 0.0106 and r.utterances > 5 and r.feature_rows >= r.utterances
     assert r.features_realtime > 1 and r.features_seconds > 0
     assert r.workers == 1 and r.steps == 3 and r.steps_per_second > 0
     assert 100 < r.peak_rss_mb < 8000  # a TensorFlow process, measured from the outside
