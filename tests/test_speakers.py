@@ -67,7 +67,8 @@ def test_bench_speakers_trains_one_model_per_fold_and_reports_both_held_out_sets
     assert [(r.fold, r.test_set) for r in rows] == [
         (fold, test_set) for fold in ("george", "yweweler") for test_set in ("recorded", "synthesized", "other engine")
     ]
-    assert rows[0].held_out == "george" and rows[1].held_out == "+".join(make_folds(("george", "yweweler"))[0].voices)
+    # george's fold holds out the voice families it holds out in the full five-fold run
+    assert rows[0].held_out == "george" and rows[1].held_out == "+".join(make_folds()[0].voices)
     # every engine the recipe does not train on that runs here: SVOX Pico always (a dependency), Flite where installed
     assert (
         rows[2].held_out == "+".join(sorted(other_engines(load_model_config(str(model)))))
