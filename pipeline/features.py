@@ -83,11 +83,16 @@ class FeatureShards:
     def rows(self, idx: Sequence[int]) -> tuple[list[np.ndarray], list[np.ndarray]]:
         feats, labels = [], []
         for i in idx:
-            shard, frame, frames, token, tokens = (int(v) for v in self.table[i])
-            x = self._read(f"{shard:05d}.f32", np.float32, frames * self.n_mels, frame * self.n_mels)
-            feats.append(self.normalizer(x.reshape(frames, self.n_mels)))
+            shard, _, _, token, tokens = (int(v) for v in self.table[i])
+            feats.append(self.normalizer(self._frames(i)))
             labels.append(self._read(f"{shard:05d}.i32", np.int32, tokens, token))
         return feats, labels
+
+    def _frames(self, row: int) -> np.ndarray:
+        """The un-normalized (frames, n_mels) features of `row`."""
+        shard, frame, frames, _, _ = (int(v) for v in self.table[row])
+        x = self._read(f"{shard:05d}.f32", np.float32, frames * self.n_mels, frame * self.n_mels)
+        return x.reshape(frames, self.n_mels)
 
     def _read(self, name: str, dtype: type, count: int, offset: int) -> np.ndarray:
         path = self.folder / name
@@ -103,10 +108,7 @@ class FeatureShards:
 
     def clean_rows(self, utterances: int) -> Iterator[np.ndarray]:
         """The un-normalized clean features of the first `utterances` rows, one after another."""
-        for shard, frame, frames, _, _ in self.table[:utterances]:
-            yield self._read(
-                f"{int(shard):05d}.f32", np.float32, int(frames) * self.n_mels, int(frame) * self.n_mels
-            ).reshape(int(frames), self.n_mels)
+        return (self._frames(i) for i in range(utterances))
 
     def in_memory(self) -> FeatureSet:
         """Every row read into a `FeatureSet` (for small corpora and tests)."""

@@ -50,6 +50,13 @@ class Estimate:
         return self.corpus_bytes + self.feature_bytes + (50 << 20)  # checkpoints, graphs, reports
 
 
+def utterance_seconds(cfg: ModelConfig) -> float:
+    """Mean length of one connected-digit utterance the recipe draws, estimated from its digits, pauses and edges."""
+    c = ConnectRecipe(min_digits=cfg.data.min_digits, max_digits=cfg.data.max_digits)
+    digits = (c.min_digits + c.max_digits) / 2
+    return digits * DIGIT_SECONDS + (digits - 1) * sum(c.pause_s) / 2 + sum(c.edge_s)
+
+
 def estimate(cfg: ModelConfig, src: DataSource) -> Estimate:
     """Disk and memory a fresh build on `src` needs, from the recipe (or the user corpus's own durations)."""
     fe = cfg.frontend
@@ -58,9 +65,7 @@ def estimate(cfg: ModelConfig, src: DataSource) -> Estimate:
         train_seconds = sum(u.duration for u in train.utterances)
         test_seconds = 0.0
     else:
-        c = ConnectRecipe(min_digits=cfg.data.min_digits, max_digits=cfg.data.max_digits)
-        digits = (c.min_digits + c.max_digits) / 2
-        seconds = digits * DIGIT_SECONDS + (digits - 1) * sum(c.pause_s) / 2 + sum(c.edge_s)
+        seconds = utterance_seconds(cfg)
         utterances = cfg.data.train_utterances + (cfg.data.synth_train_utterances if src.kind == "fsdd" else 0)
         train_seconds = utterances * seconds
         test_seconds = 1500 * seconds  # the test splits: at most every held-out recording once

@@ -25,10 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from .config import ModelConfig, load_model_config
-from .digits import ConnectRecipe
 from .errors import ConfigError, InternalError
 from .fsutil import atomic_directory
-from .preflight import DIGIT_SECONDS
+from .preflight import utterance_seconds
 from .tomlconf import load_dataclass, to_dict
 
 log = logging.getLogger(__name__)
@@ -53,10 +52,7 @@ def corpus_config(cfg: ModelConfig, hours: float, seconds_per_utterance: float |
     """`cfg` drawing `hours` of connected-digit utterances from synthesized speakers (the data stage's synthesized
     source), named after the size; utterances last `seconds_per_utterance` on average (default: the estimate from the
     recipe)."""
-    c = ConnectRecipe(min_digits=cfg.data.min_digits, max_digits=cfg.data.max_digits)
-    digits = (c.min_digits + c.max_digits) / 2
-    seconds = seconds_per_utterance or digits * DIGIT_SECONDS + (digits - 1) * sum(c.pause_s) / 2 + sum(c.edge_s)
-    utterances = max(1, round(hours * 3600 / seconds))
+    utterances = max(1, round(hours * 3600 / (seconds_per_utterance or utterance_seconds(cfg))))
     return dataclasses.replace(
         cfg,
         name=f"{cfg.name}_{hours:g}h".replace(".", "p"),
