@@ -535,6 +535,19 @@ def bench_sparsity(
     default=None,
     help="training steps of every fold (default: the model config's).",
 )
+@click.option(
+    "--method",
+    type=click.Choice(["dense", "omni"]),
+    default=None,
+    help="training method (default: the target's; dense for its other pruning methods).",
+)
+@click.option(
+    "--tier",
+    type=click.IntRange(min=0, max=99),
+    default=0,
+    show_default=True,
+    help="omni: the tier decoded, stored as the target stores it (sparse-encoded on the speaker).",
+)
 @click.option("--tflm", is_flag=True, help="also decode the int8 graphs in TFLM (slower).")
 @click.option(
     "--synthesized-only",
@@ -550,6 +563,8 @@ def bench_speakers(
     seeds: list[int],
     speakers: str,
     steps: int | None,
+    method: str | None,
+    tier: int,
     tflm: bool,
     synthesized_only: bool,
     report: Path,
@@ -582,6 +597,8 @@ def bench_speakers(
         chosen,
         tflm,
         synthesized_only,
+        method,
+        tier,
     )
     click.echo((report / "speakers.md").read_text())
 

@@ -113,13 +113,25 @@ def bench_speakers(
     speakers: tuple[str, ...] = FSDD_SPEAKERS,
     tflm: bool = False,
     synthesized_only: bool = False,
+    method: str | None = None,
+    tier: int = 0,
 ) -> list[FoldRow]:
     """Train and measure every fold (and seed) through the stage cache; write speakers.csv, .md and .png.
     `synthesized_only`: one model per seed trained on synthesized speech alone (what a build with no recorded speech
-    ships), tested on every recording of every FSDD speaker."""
+    ships), tested on every recording of every FSDD speaker. `method`: dense or omni (default: the target's, dense
+    for the other pruning methods); `tier`: the omni tier decoded, stored as the target stores it (sparse-encoded
+    where the target sparse-encodes)."""
     profile = load_target(target)
     cfg = load_model_config(model or profile.build.model)
-    method = profile.build.method if profile.build.method in ("dense", "omni") else "dense"
+    if method is None:
+        method = profile.build.method if profile.build.method in ("dense", "omni") else "dense"
+    if method not in ("dense", "omni"):
+        raise ConfigError(f"bench speakers trains dense or omni models, not {method!r}.")
+    if tier and method != "omni":
+        raise ConfigError(f"tier {tier} needs the omni method; a {method} model has tier 0 only.")
+    if tier and tier not in cfg.sparsity.tiers:
+        raise ConfigError(f"tier {tier} is not one of the model's tiers ({', '.join(map(str, cfg.sparsity.tiers))}).")
+    int8 = "int8_sparse" if tier and profile.build.sparse_encoding else "int8"
     cache, src = begin(cfg, data, paths.work_dir, [Output(out, "speakers bench report")])
     if src.kind != "fsdd":
         raise ConfigError(
@@ -130,9 +142,18 @@ def bench_speakers(
     cfg = replace(cfg, data=replace(cfg.data, synth_test_engines=other_engines(cfg)))
     rows: list[FoldRow] = []
     if synthesized_only:
-        rows = [r for seed in seeds for r in _synthesized_only(cache, cfg, src, recipe, method, seed, steps, speakers)]
+        rows = [
+            r
+            for seed in seeds
+            for r in _synthesized_only(cache, cfg, src, recipe, method, seed, steps, speakers, tier, int8)
+        ]
         write_speakers_report(
-            rows, out, f"{cfg.name} (synthesized speech only)", steps or cfg.train.steps, seeds, SYNTH_ONLY_ABOUT
+            rows,
+            out,
+            f"{_what(cfg.name, method, tier, int8)} (synthesized speech only)",
+            steps or cfg.train.steps,
+            seeds,
+            SYNTH_ONLY_ABOUT,
         )
         return rows
     for seed in seeds:
@@ -147,11 +168,20 @@ def bench_speakers(
             fcfg, corpus = stage_corpus(cache, fcfg, src)
             feats = stage_features(cache, fcfg, corpus)
             trained = stage_train(cache, fcfg, feats, steps, method=method)
-            export = stage_export(cache, trained, corpus, recipe, 0)
-            rows += _measure_fold(cache, seed, fold, trained.folder, export, corpus, tflm, fcfg.data.synth_test_engines)
+            export = stage_export(cache, trained, corpus, recipe, tier)
+            rows += _measure_fold(
+                cache, seed, fold, trained.folder, export, corpus, tflm, fcfg.data.synth_test_engines, int8
+            )
             log.info("fold %s seed %d: %s", fold.speaker, seed, [asdict(r) for r in rows[-2:]])
-    write_speakers_report(rows, out, cfg.name, steps or cfg.train.steps, seeds)
+    write_speakers_report(rows, out, _what(cfg.name, method, tier, int8), steps or cfg.train.steps, seeds)
     return rows
+
+
+def _what(name: str, method: str, tier: int, int8: str) -> str:
+    """The report's name of what was measured: the model, and for omni its tier and storage."""
+    if method != "omni":
+        return f"{name}, {method}"
+    return f"{name}, omni tier {tier}" + (", sparse-encoded" if int8 == "int8_sparse" else "")
 
 
 def other_engines(cfg: Any) -> tuple[str, ...]:
@@ -170,18 +200,27 @@ def other_engines(cfg: Any) -> tuple[str, ...]:
 
 
 def _synthesized_only(
-    cache: Any, cfg: Any, fsdd: Any, recipe: Any, method: str, seed: int, steps: int | None, speakers: tuple[str, ...]
+    cache: Any,
+    cfg: Any,
+    fsdd: Any,
+    recipe: Any,
+    method: str,
+    seed: int,
+    steps: int | None,
+    speakers: tuple[str, ...],
+    tier: int = 0,
+    int8: str = "int8",
 ) -> list[FoldRow]:
     """A model trained on synthesized speech alone, decoded on every recording of each FSDD speaker."""
     synth = resolve_source(DataOptions("synth"))
     scfg, corpus = stage_corpus(cache, replace(cfg, train=replace(cfg.train, seed=seed)), synth)
     trained = stage_train(cache, scfg, stage_features(cache, scfg, corpus), steps, method=method)
-    export = stage_export(cache, trained, corpus, recipe, 0)
+    export = stage_export(cache, trained, corpus, recipe, tier)
     every = stage_fsdd_speakers(cache, cfg, fsdd)
     rows = []
     for spk in speakers:
         one = replace(every, splits={"train": every.splits["train"], "test_unseen": every.splits[spk]})
-        rows += _measure_fold(cache, seed, Fold(spk, ()), trained.folder, export, one, False)
+        rows += _measure_fold(cache, seed, Fold(spk, ()), trained.folder, export, one, False, (), int8)
     return rows
 
 
@@ -194,7 +233,10 @@ def _measure_fold(
     corpus: Any,
     tflm: bool,
     engines: tuple[str, ...] = (),
+    int8: str = "int8",
 ) -> list[FoldRow]:
+    """Decode `export`'s float32 and int8 graphs (`int8`: the folder of the int8 storage measured) on the fold's
+    test sets, through the stage cache."""
     from .runtimes import tflm_min_arena
 
     def run(tmp: Path) -> dict[str, Any]:
@@ -205,7 +247,7 @@ def _measure_fold(
                 continue
             feats, refs, seconds = eval_sets(corpus, ck, only=split)[split]
             wer = {}
-            for name, folder in (("float", "float32"), ("int8", "int8")):
+            for name, folder in (("float", "float32"), ("int8", int8)):
                 t = transducer(
                     ck.config,
                     ck.tokenizer,
@@ -217,12 +259,8 @@ def _measure_fold(
                     counts = word_confusions(refs, scored.hypotheses)
                     errors = [[r, h, n] for (r, h), n in counts.most_common(TOP_ERRORS)]
             if tflm:
-                graphs = {
-                    g: TFLMGraph(
-                        export.folder / "int8" / f"{g}.tflite", tflm_min_arena(export.folder / "int8" / f"{g}.tflite")
-                    )
-                    for g in GRAPHS
-                }
+                files = {g: export.folder / int8 / f"{g}.tflite" for g in GRAPHS}
+                graphs = {g: TFLMGraph(f, tflm_min_arena(f)) for g, f in files.items()}
                 wer["int8_tflm"] = score(
                     transducer(ck.config, ck.tokenizer, graphs), ck.tokenizer, feats, refs, seconds, desc="tflm"
                 ).wer
@@ -237,6 +275,8 @@ def _measure_fold(
     # the test sets are part of the key: one export is measured on several corpora (--synthesized-only)
     tests = {s: corpus.splits[s].name for s in SPLITS if s in corpus.splits}
     key = {"export": export.key, "tflm": tflm, "data": corpus.key, "tests": tests}
+    if int8 != "int8":
+        key["int8"] = int8
     m = cache.run("speakers", key, run).summary
     rows = []
     for split, test_set, who in (

@@ -109,3 +109,26 @@ def test_a_synthesized_only_model_is_tested_on_every_recording_of_each_fsdd_spea
     # one export measured on two speakers' recordings: two measurements, not one reused
     assert len(list((tmp_path / "w" / "cache" / "speakers").glob("*/stage.json"))) == 2
     assert "synthesized speech only" in (tmp_path / "r" / "speakers.md").read_text()
+
+
+def test_an_omni_tier_is_measured_as_the_speaker_stores_it_sparse_encoded(tmp_path):
+    from pipeline.errors import ConfigError
+    from pipeline.speakers import bench_speakers
+
+    fsdd = make_fsdd_folder(tmp_path / "fsdd", per_digit=6)
+    args = (
+        str(FIXTURES / "micro.toml"),
+        DataOptions("fsdd", fsdd_dir=fsdd),
+        BuildPaths(tmp_path / "d", tmp_path / "w"),
+        tmp_path / "r",
+    )
+    rows = bench_speakers(*args, seeds=[1], target="speaker", steps=5, speakers=("theo",), tier=90)
+    assert rows[0].fold == "theo" and rows[0].words > 0 and rows[0].wer_int8 >= 0
+    assert "omni tier 90, sparse-encoded" in (tmp_path / "r" / "speakers.md").read_text()
+    # the sparse-encoded graphs were decoded, and nothing else measured this export
+    (stage,) = (tmp_path / "w" / "cache" / "speakers").glob("*/stage.json")
+    assert '"int8_sparse"' in stage.read_text()
+    with pytest.raises(ConfigError, match="needs the omni method"):
+        bench_speakers(*args, seeds=[1], target="watch", steps=5, speakers=("theo",), tier=90)
+    with pytest.raises(ConfigError, match="not one of the model's tiers"):
+        bench_speakers(*args, seeds=[1], target="speaker", steps=5, speakers=("theo",), tier=60)
