@@ -61,7 +61,8 @@ def corpus_config(cfg: ModelConfig, hours: float, seconds_per_utterance: float |
     )
 
 
-def _free_ports(n: int) -> list[int]:
+def free_ports(n: int) -> list[int]:
+    """`n` TCP ports on 127.0.0.1 free at the time of the call (for a cluster of worker processes)."""
     socks = [socket.socket() for _ in range(n)]
     try:
         for s in socks:
@@ -76,7 +77,7 @@ def _train_processes(cfg: ModelConfig, work_dirs: list[Path], steps: int, folder
     """Train `cfg` for WARMUP_STEPS + `steps` on len(`work_dirs`) workers, one process each; returns (timed steps per
     second on the chief, the largest peak RSS in MB)."""
     workers = len(work_dirs)
-    cluster = [f"127.0.0.1:{p}" for p in _free_ports(workers)] if workers > 1 else []
+    cluster = [f"127.0.0.1:{p}" for p in free_ports(workers)] if workers > 1 else []
     procs = []
     for i, work in enumerate(work_dirs):
         job = folder / f"job-{cfg.name}-{workers}w-{i}.json"

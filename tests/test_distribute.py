@@ -3,7 +3,6 @@
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 
@@ -16,20 +15,11 @@ from pipeline.checkpoint import ModelCheckpoint
 from pipeline.features import FeatureShards
 from pipeline.model import build_training_model, forward, get_params
 from pipeline.rnnt_loss import rnnt_loss
+from pipeline.scale import free_ports
 from pipeline.train import Batcher
 from tests.conftest import FIXTURES
 
 pytestmark = pytest.mark.slow
-
-
-def _free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def test_two_workers_train_to_identical_weights_and_the_loss_falls(tmp_path, prepared):
@@ -66,7 +56,7 @@ def prepared(tmp_path_factory):
 def _start_workers(tmp_path, cfg, *args, prepared=None):
     """`pipeline train` on two worker processes on 127.0.0.1 (worker i's cache in tmp_path/w<i>, with the data and
     features of `prepared` linked in); returns them."""
-    workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
+    workers = [f"127.0.0.1:{p}" for p in free_ports(2)]
     procs = []
     for i in range(2):
         if prepared is not None:
