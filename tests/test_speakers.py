@@ -122,13 +122,13 @@ def test_an_omni_tier_is_measured_as_the_speaker_stores_it_sparse_encoded(tmp_pa
         BuildPaths(tmp_path / "d", tmp_path / "w"),
         tmp_path / "r",
     )
-    rows = bench_speakers(*args, seeds=[1], target="speaker", steps=5, speakers=("theo",), tier=90)
+    rows = bench_speakers(*args, seeds=[1], target="speaker", steps=5, speakers=("theo",), method="omni", tier=90)
     assert rows[0].fold == "theo" and rows[0].words > 0 and rows[0].wer_int8 >= 0
     assert "omni tier 90, sparse-encoded" in (tmp_path / "r" / "speakers.md").read_text()
     # the sparse-encoded graphs were decoded, and nothing else measured this export
     (stage,) = (tmp_path / "w" / "cache" / "speakers").glob("*/stage.json")
     assert '"int8_sparse"' in stage.read_text()
     with pytest.raises(ConfigError, match="needs the omni method"):
-        bench_speakers(*args, seeds=[1], target="watch", steps=5, speakers=("theo",), tier=90)
+        bench_speakers(*args, seeds=[1], target="speaker", steps=5, speakers=("theo",), tier=90)  # the speaker: dense
     with pytest.raises(ConfigError, match="not one of the model's tiers"):
-        bench_speakers(*args, seeds=[1], target="speaker", steps=5, speakers=("theo",), tier=60)
+        bench_speakers(*args, seeds=[1], target="speaker", steps=5, speakers=("theo",), method="omni", tier=60)
