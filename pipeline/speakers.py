@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from .budgets import shipped_encoding
 from .build import BuildPaths
 from .cache import Artifact
 from .calibrate import load_calibration_recipe
@@ -119,8 +120,8 @@ def bench_speakers(
     """Train and measure every fold (and seed) through the stage cache; write speakers.csv, .md and .png.
     `synthesized_only`: one model per seed trained on synthesized speech alone (what a build with no recorded speech
     ships), tested on every recording of every FSDD speaker. `method`: dense or omni (default: the target's, dense
-    for the other pruning methods); `tier`: the omni tier decoded, stored as the target stores it (sparse-encoded
-    where the target sparse-encodes)."""
+    for the other pruning methods); `tier`: the omni tier decoded, stored as the target's build would ship it
+    (`budgets.shipped_encoding`)."""
     profile = load_target(target)
     cfg = load_model_config(model or profile.build.model)
     if method is None:
@@ -131,7 +132,6 @@ def bench_speakers(
         raise ConfigError(f"tier {tier} needs the omni method; a {method} model has tier 0 only.")
     if tier and tier not in cfg.sparsity.tiers:
         raise ConfigError(f"tier {tier} is not one of the model's tiers ({', '.join(map(str, cfg.sparsity.tiers))}).")
-    int8 = "int8_sparse" if tier and profile.build.sparse_encoding else "int8"
     cache, src = begin(cfg, data, paths.work_dir, [Output(out, "speakers bench report")])
     if src.kind != "fsdd":
         raise ConfigError(
@@ -141,12 +141,11 @@ def bench_speakers(
     recipe = load_calibration_recipe(profile.build.calibration)
     cfg = replace(cfg, data=replace(cfg.data, synth_test_engines=other_engines(cfg)))
     rows: list[FoldRow] = []
+    int8 = "int8"
     if synthesized_only:
-        rows = [
-            r
-            for seed in seeds
-            for r in _synthesized_only(cache, cfg, src, recipe, method, seed, steps, speakers, tier, int8)
-        ]
+        for seed in seeds:
+            int8, seed_rows = _synthesized_only(cache, cfg, src, recipe, profile, method, seed, steps, speakers, tier)
+            rows += seed_rows
         write_speakers_report(
             rows,
             out,
@@ -169,12 +168,18 @@ def bench_speakers(
             feats = stage_features(cache, fcfg, corpus)
             trained = stage_train(cache, fcfg, feats, steps, method=method)
             export = stage_export(cache, trained, corpus, recipe, tier)
+            int8 = _int8_storage(profile, export)
             rows += _measure_fold(
                 cache, seed, fold, trained.folder, export, corpus, tflm, fcfg.data.synth_test_engines, int8
             )
             log.info("fold %s seed %d: %s", fold.speaker, seed, [asdict(r) for r in rows[-2:]])
     write_speakers_report(rows, out, _what(cfg.name, method, tier, int8), steps or cfg.train.steps, seeds)
     return rows
+
+
+def _int8_storage(profile: Any, export: Artifact) -> str:
+    """The folder of the int8 graphs the target would ship from `export` (the build's own choice of storage)."""
+    return "int8_sparse" if shipped_encoding(profile, export) == "sparse" else "int8"
 
 
 def _what(name: str, method: str, tier: int, int8: str) -> str:
@@ -204,24 +209,26 @@ def _synthesized_only(
     cfg: Any,
     fsdd: Any,
     recipe: Any,
+    profile: Any,
     method: str,
     seed: int,
     steps: int | None,
     speakers: tuple[str, ...],
     tier: int = 0,
-    int8: str = "int8",
-) -> list[FoldRow]:
-    """A model trained on synthesized speech alone, decoded on every recording of each FSDD speaker."""
+) -> tuple[str, list[FoldRow]]:
+    """A model trained on synthesized speech alone, decoded on every recording of each FSDD speaker; returns the int8
+    storage measured and the rows."""
     synth = resolve_source(DataOptions("synth"))
     scfg, corpus = stage_corpus(cache, replace(cfg, train=replace(cfg.train, seed=seed)), synth)
     trained = stage_train(cache, scfg, stage_features(cache, scfg, corpus), steps, method=method)
     export = stage_export(cache, trained, corpus, recipe, tier)
+    int8 = _int8_storage(profile, export)
     every = stage_fsdd_speakers(cache, cfg, fsdd)
     rows = []
     for spk in speakers:
         one = replace(every, splits={"train": every.splits["train"], "test_unseen": every.splits[spk]})
         rows += _measure_fold(cache, seed, Fold(spk, ()), trained.folder, export, one, False, (), int8)
-    return rows
+    return int8, rows
 
 
 def _measure_fold(

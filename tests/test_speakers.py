@@ -117,7 +117,7 @@ def test_an_omni_tier_is_measured_as_the_speaker_stores_it_sparse_encoded(tmp_pa
 
     fsdd = make_fsdd_folder(tmp_path / "fsdd", per_digit=6)
     args = (
-        str(FIXTURES / "micro.toml"),
+        str(FIXTURES / "micro_tiles.toml"),  # its sparse-encoded graphs are the smaller: the speaker ships them
         DataOptions("fsdd", fsdd_dir=fsdd),
         BuildPaths(tmp_path / "d", tmp_path / "w"),
         tmp_path / "r",
