@@ -6,6 +6,10 @@ Engines (`ENGINES`):
   variant, pitch, pitch range and rate.
 - `pico` (SVOX Pico, HMM synthesis; `ttspico` on PyPI, built from source): its two English voices (en-US, en-GB,
   both female) with a pitch, a rate and a vocal-tract scale.
+- `accented` (espeak-ng's voices of other languages, in the same library): each speaker is a German, French, Spanish,
+  Italian, Dutch or Polish voice with a variant, pitch, range and rate, saying each English digit as that language
+  would spell its sound ("wann" for "one" in German, "guan" in Spanish): English digits in a foreign accent, which the
+  English voices do not give.
 - `flite` (CMU Flite, unit selection / clustergen voices of real speakers; the Debian package `flite`, an optional
   extra): its English voices awb, rms, slt, kal16 with a pitch, a duration stretch and a vocal-tract scale.
 
@@ -40,13 +44,24 @@ log = logging.getLogger(__name__)
 
 VOICES = ("en-us", "en", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-gb-x-gbclan", "en-gb-x-gbcwmd")
 VARIANTS = ("", "m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5", "klatt", "klatt2", "klatt3")
-ENGINES = ("espeak-ng", "pico", "flite")
+ENGINES = ("espeak-ng", "pico", "flite", "accented")
 NEEDS = {
     "espeak-ng": "synthesized speech needs the `espeakng-loader` package (pip install espeakng-loader).",
+    "accented": "synthesized speech by `accented` needs the `espeakng-loader` package (pip install espeakng-loader).",
     "pico": "synthesized speech by `pico` needs the `ttspico` package (pip install ttspico).",
     "flite": "synthesized speech by `flite` needs CMU Flite's `flite` program on PATH (Debian: apt install flite).",
 }
 PICO_VOICES = ("en-US", "en-GB")
+# The `accented` engine's espeak-ng voices and, for each, the digits zero..nine spelled as that language would write
+# the English sound, with the substitutions its speakers are known for (th -> s/t/f, w -> v, final v -> f).
+ACCENTS = {
+    "de": ("sihro", "wann", "tuh", "sri", "forr", "feiw", "sicks", "sewwen", "ejt", "nein"),
+    "fr": ("ziro", "ouane", "tou", "sri", "for", "faïve", "sixe", "sévène", "eït", "naïne"),
+    "es": ("siro", "guan", "tu", "tri", "for", "faif", "siks", "seven", "eit", "nain"),
+    "it": ("ziro", "uan", "tu", "tri", "for", "faiv", "sics", "seven", "eit", "nain"),
+    "nl": ("ziero", "wan", "toe", "srie", "fohr", "faaiv", "siks", "sevven", "eejt", "najn"),
+    "pl": ("ziro", "łan", "tu", "fri", "for", "fajw", "siks", "sewen", "ejt", "najn"),
+}
 FLITE_VOICES = ("awb", "rms", "slt", "kal16")
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _RATE, _PITCH, _RANGE = 1, 3, 4
@@ -74,7 +89,7 @@ class SynthSpeaker:
 
     def jittered(self, rng: np.random.Generator) -> tuple[int, int]:
         """One take's rate and pitch: the speaker's own with a small random change."""
-        if self.engine == "espeak-ng":
+        if self.engine in ("espeak-ng", "accented"):
             return int(self.rate * rng.uniform(0.9, 1.1)), int(np.clip(self.pitch + rng.integers(-5, 6), 0, 100))
         return int(self.rate * rng.uniform(0.92, 1.08)), int(self.pitch * rng.uniform(0.95, 1.05))
 
@@ -186,7 +201,7 @@ class Flite:
 
 
 def _engine(name: str) -> Espeak | Pico | Flite:
-    return {"espeak-ng": Espeak, "pico": Pico, "flite": Flite}[name]()
+    return {"espeak-ng": Espeak, "accented": Espeak, "pico": Pico, "flite": Flite}[name]()
 
 
 def check_engine(name: str) -> None:
@@ -194,6 +209,7 @@ def check_engine(name: str) -> None:
     Pico, once loaded into a process that has TensorFlow, crashes it."""
     installed = {
         "espeak-ng": lambda: importlib.util.find_spec("espeakng_loader") is not None,
+        "accented": lambda: importlib.util.find_spec("espeakng_loader") is not None,
         "pico": lambda: importlib.util.find_spec("ttspico") is not None,
         "flite": lambda: shutil.which("flite") is not None,
     }[name]()
@@ -224,6 +240,11 @@ def engine_speakers(
     """`n` speakers of `engine` (espeak-ng's drawn from `espeak_voices`)."""
     if engine == "espeak-ng":
         return make_speakers(n, rng, espeak_voices)
+    if engine == "accented":
+        return [
+            replace(s, name=f"{engine}{i:02d}", engine=engine)
+            for i, s in enumerate(make_speakers(n, rng, tuple(ACCENTS)))
+        ]
     return make_engine_speakers(n, rng, engine, PICO_VOICES if engine == "pico" else FLITE_VOICES)
 
 
@@ -246,6 +267,14 @@ def make_speakers(n: int, rng: np.random.Generator, voices: tuple[str, ...] = VO
         )
         for i, j in enumerate(picks)
     ]
+
+
+def spoken_word(speaker: SynthSpeaker, digit: int) -> str:
+    """The text `speaker` is given for `digit`: the English word, or for an `accented` speaker its language's
+    spelling of the English sound."""
+    if speaker.engine == "accented":
+        return ACCENTS[speaker.voice.split("+")[0]][digit]
+    return DIGIT_WORDS[digit]
 
 
 def _say_all(engine_name: str, jobs: list[tuple[str, SynthSpeaker, int, int]]) -> list[tuple[int, np.ndarray]]:
@@ -302,9 +331,9 @@ def synthesize_recordings(
     jobs, keys, gains = [], [], []
     for spk in speakers:
         for take in range(takes):
-            for digit, word in enumerate(DIGIT_WORDS):
+            for digit in range(len(DIGIT_WORDS)):
                 rate, pitch = spk.jittered(rng)
-                jobs.append((word, spk, rate, pitch))
+                jobs.append((spoken_word(spk, digit), spk, rate, pitch))
                 keys.append((spk.name, digit, take))
                 gains.append(rng.uniform(-12, 0))
     engines = {spk.engine for spk in speakers}

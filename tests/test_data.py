@@ -129,3 +129,24 @@ def test_a_synthesizer_that_dies_in_its_worker_is_an_error_not_a_hang():
 
     with pytest.raises(DataError, match="the no-such-engine synthesizer failed in its worker process: KeyError"):
         _say_all_in_child("no-such-engine", [("one", SynthSpeaker("s", "v", 50, 50, 150), 150, 50)])
+
+
+def test_an_accented_speaker_says_each_digit_as_its_language_spells_the_english_sound():
+    from dataclasses import replace
+
+    import numpy as np
+
+    from pipeline.synth import ACCENTS, engine_speakers, spoken_word, synthesize_recordings
+
+    rng = np.random.default_rng(0)
+    speakers = engine_speakers(12, rng, "accented")
+    assert all(s.engine == "accented" and s.name.startswith("accented") for s in speakers)
+    assert len({s.voice.split("+")[0] for s in speakers}) > 1 and {s.voice.split("+")[0] for s in speakers} <= set(
+        ACCENTS
+    )
+    german = replace(speakers[0], voice="de+m3")
+    assert [spoken_word(german, d) for d in (1, 3, 9)] == ["wann", "sri", "nein"]
+    assert spoken_word(replace(german, engine="espeak-ng", voice="en-us"), 1) == "one"
+    recs = synthesize_recordings([german], 1, 8000, rng)
+    assert sorted(r.digit for r, _ in recs) == list(range(10))
+    assert all(len(r.samples) > 800 and np.abs(r.samples).max() > 0 for r, _ in recs)  # > 0.1 s of sound each
