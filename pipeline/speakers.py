@@ -4,7 +4,8 @@ Leave-one-speaker-out over every recorded FSDD speaker: fold k trains on the oth
 (plus synthesized voices) and tests on every recording of speaker k. Each fold also holds
 one or two espeak-ng voice families out of the synthesized training speech and tests on
 them (leave-one-voice-family-out), and on speech of every synthesis engine the recipe does not train on
-that runs here (`test_engines`: an engine it never heard), so five trainings measure all three. Per fold: float and
+that runs here (`test_engines`: an engine it never heard, each engine scored apart), so five trainings measure all
+three. Per fold: float and
 int8 WER decoded in LiteRT (and TFLM with `tflm`); overall: the mean over folds, the
 worst fold and a 95% interval over folds (Student's t: the spread between speakers, which
 is what a new speaker draws from). Recipe choices are made on the mean and the worst fold.
@@ -26,6 +27,7 @@ from .cache import Artifact
 from .calibrate import load_calibration_recipe
 from .checkpoint import ModelCheckpoint
 from .config import load_model_config
+from .corpus import read_manifest
 from .data import DataOptions, resolve_source
 from .errors import ConfigError, DataError
 from .evaluate import eval_sets
@@ -42,7 +44,7 @@ from .verify import format_confusions, score, word_confusions
 
 log = logging.getLogger(__name__)
 SPLITS = ("test_unseen", "test_voices", "test_engines")
-TEST_SETS = ("recorded", "synthesized", "other engine")
+TEST_SETS = ("recorded", "synthesized")  # then one "engine <name>" per engine the recipe never trains on
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}  # Student's t, 97.5%
 
 
@@ -64,7 +66,9 @@ def make_folds(speakers: tuple[str, ...] = FSDD_SPEAKERS, voices: tuple[str, ...
 class FoldRow:
     seed: int
     fold: str  # the held-out FSDD speaker
-    test_set: str  # recorded (the held-out speaker) | synthesized (the held-out voice families) | other engine
+    # recorded (the held-out speaker) | synthesized (the held-out voice families) | engine <name> (an engine the recipe
+    # never trains on)
+    test_set: str
     held_out: str  # who speaks the test set
     utterances: int
     words: int
@@ -169,9 +173,7 @@ def bench_speakers(
             trained = stage_train(cache, fcfg, feats, steps, method=method)
             export = stage_export(cache, trained, corpus, recipe, tier)
             int8 = _int8_storage(profile, export)
-            rows += _measure_fold(
-                cache, seed, fold, trained.folder, export, corpus, tflm, fcfg.data.synth_test_engines, int8
-            )
+            rows += _measure_fold(cache, seed, fold, trained.folder, export, corpus, tflm, int8)
             log.info("fold %s seed %d: %s", fold.speaker, seed, [asdict(r) for r in rows[-2:]])
     write_speakers_report(rows, out, _what(cfg.name, method, tier, int8), steps or cfg.train.steps, seeds)
     return rows
@@ -227,8 +229,22 @@ def _synthesized_only(
     rows = []
     for spk in speakers:
         one = replace(every, splits={"train": every.splits["train"], "test_unseen": every.splits[spk]})
-        rows += _measure_fold(cache, seed, Fold(spk, ()), trained.folder, export, one, False, (), int8)
+        rows += _measure_fold(cache, seed, Fold(spk, ()), trained.folder, export, one, False, int8)
     return int8, rows
+
+
+def _by_engine(
+    manifest: Path, feats: list[Any], refs: list[str], hop_ms: float
+) -> dict[str, tuple[list[Any], list[str], float]]:
+    """A `test_engines` split's features and transcripts (in manifest order) parted by the engine that said them
+    (its speakers are `<engine>-held<i>`), each with its audio seconds."""
+    who = [u.speaker.split("-held")[0] for u in read_manifest(manifest).utterances]
+    out = {}
+    for engine in sorted(set(who)):
+        idx = [i for i, w in enumerate(who) if w == engine]
+        part = [feats[i] for i in idx]
+        out[engine] = (part, [refs[i] for i in idx], float(sum(len(f) for f in part) * hop_ms / 1000))
+    return out
 
 
 def _measure_fold(
@@ -239,7 +255,6 @@ def _measure_fold(
     export: Artifact,
     corpus: Any,
     tflm: bool,
-    engines: tuple[str, ...] = (),
     int8: str = "int8",
 ) -> list[FoldRow]:
     """Decode `export`'s float32 and int8 graphs (`int8`: the folder of the int8 storage measured) on the fold's
@@ -252,32 +267,41 @@ def _measure_fold(
         for split in SPLITS:
             if split not in corpus.splits:
                 continue
-            feats, refs, seconds = eval_sets(corpus, ck, only=split)[split]
-            wer = {}
-            for name, folder in (("float", "float32"), ("int8", int8)):
-                t = transducer(
-                    ck.config,
-                    ck.tokenizer,
-                    {g: LiteRTGraph((export.folder / folder / f"{g}.tflite").read_bytes()) for g in GRAPHS},
-                )
-                scored = score(t, ck.tokenizer, feats, refs, seconds, desc=f"{fold.speaker} {split} {name}")
-                wer[name] = scored.wer
-                if name == "int8":
-                    counts = word_confusions(refs, scored.hypotheses)
-                    errors = [[r, h, n] for (r, h), n in counts.most_common(TOP_ERRORS)]
-            if tflm:
-                files = {g: export.folder / int8 / f"{g}.tflite" for g in GRAPHS}
-                graphs = {g: TFLMGraph(f, tflm_min_arena(f)) for g, f in files.items()}
-                wer["int8_tflm"] = score(
-                    transducer(ck.config, ck.tokenizer, graphs), ck.tokenizer, feats, refs, seconds, desc="tflm"
-                ).wer
-            out[split] = {
-                "utterances": len(refs),
-                "words": sum(len(r.split()) for r in refs),
-                "wer": wer,
-                "top_errors": errors,
-            }
+            every = eval_sets(corpus, ck, only=split)[split]
+            if split == "test_engines":  # each held-out engine scored apart: "test_engines:<engine>"
+                for engine, part in _by_engine(corpus.splits[split], *every[:2], ck.config.frontend.hop_ms).items():
+                    out[f"{split}:{engine}"] = measure(ck, part, split)
+            else:
+                out[split] = measure(ck, every, split)
         return out
+
+    def measure(ck: Any, test: tuple[list[Any], list[str], float], split: str) -> dict[str, Any]:
+        """Float and int8 WER (and the int8's commonest word errors) of one test set."""
+        feats, refs, seconds = test
+        wer = {}
+        for name, folder in (("float", "float32"), ("int8", int8)):
+            t = transducer(
+                ck.config,
+                ck.tokenizer,
+                {g: LiteRTGraph((export.folder / folder / f"{g}.tflite").read_bytes()) for g in GRAPHS},
+            )
+            scored = score(t, ck.tokenizer, feats, refs, seconds, desc=f"{fold.speaker} {split} {name}")
+            wer[name] = scored.wer
+            if name == "int8":
+                counts = word_confusions(refs, scored.hypotheses)
+                errors = [[r, h, n] for (r, h), n in counts.most_common(TOP_ERRORS)]
+        if tflm:
+            files = {g: export.folder / int8 / f"{g}.tflite" for g in GRAPHS}
+            graphs = {g: TFLMGraph(f, tflm_min_arena(f)) for g, f in files.items()}
+            wer["int8_tflm"] = score(
+                transducer(ck.config, ck.tokenizer, graphs), ck.tokenizer, feats, refs, seconds, desc="tflm"
+            ).wer
+        return {
+            "utterances": len(refs),
+            "words": sum(len(r.split()) for r in refs),
+            "wer": wer,
+            "top_errors": errors,
+        }
 
     # the test sets are part of the key: one export is measured on several corpora (--synthesized-only)
     tests = {s: corpus.splits[s].name for s in SPLITS if s in corpus.splits}
@@ -286,11 +310,11 @@ def _measure_fold(
         key["int8"] = int8
     m = cache.run("speakers", key, run).summary
     rows = []
-    for split, test_set, who in (
-        ("test_unseen", "recorded", fold.speaker),
-        ("test_voices", "synthesized", "+".join(fold.voices)),
-        ("test_engines", "other engine", "+".join(sorted(engines))),
-    ):
+    sets = [("test_unseen", "recorded", fold.speaker), ("test_voices", "synthesized", "+".join(fold.voices))]
+    sets += [
+        (k, f"engine {k.split(':', 1)[1]}", k.split(":", 1)[1]) for k in sorted(m) if k.startswith("test_engines:")
+    ]
+    for split, test_set, who in sets:
         if split in m:
             e = m[split]
             rows.append(
@@ -310,6 +334,12 @@ def _measure_fold(
     return rows
 
 
+def _test_sets(rows: list[FoldRow]) -> list[str]:
+    """The test sets `rows` have: recorded, synthesized, then each held-out engine's."""
+    engines = sorted({r.test_set for r in rows if r.test_set.startswith("engine ")})
+    return [t for t in TEST_SETS if any(r.test_set == t for r in rows)] + engines
+
+
 def _pct(x: float | None) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
 
@@ -317,7 +347,7 @@ def _pct(x: float | None) -> str:
 LOSO_ABOUT = (
     "Leave-one-speaker-out over the FSDD speakers (each fold trains on the other four and synthesized voices) and "
     "leave-one-voice-family-out over the espeak-ng voices (each fold's families say no training speech), and speech "
-    "of the synthesis engines the recipe does not train on (other engine). WER decoded in LiteRT (int8 in TFLM where "
+    "of each synthesis engine the recipe does not train on (engine <name>). WER decoded in LiteRT (int8 in TFLM where "
     "given)."
 )
 SYNTH_ONLY_ABOUT = (
@@ -359,7 +389,7 @@ def write_speakers_report(
             "| test set | WER | mean over folds | worst fold | 95% interval over folds |",
             "| --- | --- | ---: | --- | --- |",
         ]
-        for test_set in TEST_SETS:
+        for test_set in _test_sets(rows):
             for column, label in (("wer_float", "float"), ("wer_int8", "int8 LiteRT"), ("wer_int8_tflm", "int8 TFLM")):
                 s = summarize(rows, test_set, column)
                 if s:
@@ -379,7 +409,7 @@ def write_speakers_report(
             ]
             lines += [f"| {r.fold} | {r.seed} | {r.test_set} | {r.top_errors} |" for r in errors]
         (tmp / "speakers.md").write_text("\n".join(lines) + "\n")
-        present = [t for t in TEST_SETS if any(r.test_set == t for r in rows)] or ["recorded"]
+        present = _test_sets(rows) or ["recorded"]
         fig, axes = plt.subplots(1, len(present), figsize=(5.5 * len(present), 4), squeeze=False)
         for ax, test_set in zip(axes[0], present):
             sub = [r for r in rows if r.test_set == test_set]
