@@ -173,8 +173,9 @@ def bench_speakers(
             trained = stage_train(cache, fcfg, feats, steps, method=method)
             export = stage_export(cache, trained, corpus, recipe, tier)
             int8 = _int8_storage(profile, export)
-            rows += _measure_fold(cache, seed, fold, trained.folder, export, corpus, tflm, int8)
-            log.info("fold %s seed %d: %s", fold.speaker, seed, [asdict(r) for r in rows[-2:]])
+            measured = _measure_fold(cache, seed, fold, trained.folder, export, corpus, tflm, int8)
+            rows += measured
+            log.info("fold %s seed %d: %s", fold.speaker, seed, [asdict(r) for r in measured])
     write_speakers_report(rows, out, _what(cfg.name, method, tier, int8), steps or cfg.train.steps, seeds)
     return rows
 
