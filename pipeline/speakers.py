@@ -1,14 +1,12 @@
 """`pipeline bench speakers`: how a recipe does on speakers and voices it has never heard.
 
-Leave-one-speaker-out over every recorded FSDD speaker: fold k trains on the other four
-(plus synthesized voices) and tests on every recording of speaker k. Each fold also holds
-one or two espeak-ng voice families out of the synthesized training speech and tests on
-them (leave-one-voice-family-out), and on speech of every synthesis engine the recipe does not train on
-that runs here (`test_engines`: an engine it never heard, each engine scored apart), so five trainings measure all
-three. Per fold: float and
-int8 WER decoded in LiteRT (and TFLM with `tflm`); overall: the mean over folds, the
-worst fold and a 95% interval over folds (Student's t: the spread between speakers, which
-is what a new speaker draws from). Recipe choices are made on the mean and the worst fold.
+Leave-one-speaker-out over every recorded FSDD speaker: fold k trains on the other four (plus synthesized voices) and
+tests on every recording of speaker k. Each fold also holds one or two espeak-ng voice families out of the synthesized
+training speech and tests on them (leave-one-voice-family-out), and on speech of every synthesis engine the recipe does
+not train on that runs here (`test_engines`: an engine it never heard, each engine scored apart), so five trainings
+measure all three. Per fold: float and int8 WER decoded in LiteRT (and TFLM with `tflm`); overall: the mean over
+folds, the worst fold and a 95% interval over folds (Student's t: the spread between speakers, which is what a new
+speaker draws from). Recipe choices are made on the mean and the worst fold.
 """
 
 from __future__ import annotations
