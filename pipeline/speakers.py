@@ -36,7 +36,7 @@ from .fsutil import atomic_directory
 from .preflight import Output
 from .runtimes import LiteRTGraph, TFLMGraph
 from .stages import begin, stage_corpus, stage_features, stage_fsdd_speakers, stage_train, transducer
-from .synth import ENGINES, VOICES, check_engine
+from .synth import ENGINES, VOICES, check_engine, held_engine
 from .targets import load_target
 from .verify import format_confusions, score, word_confusions
 
@@ -236,8 +236,8 @@ def _by_engine(
     manifest: Path, feats: list[Any], refs: list[str], hop_ms: float
 ) -> dict[str, tuple[list[Any], list[str], float]]:
     """A `test_engines` split's features and transcripts (in manifest order) parted by the engine that said them
-    (its speakers are `<engine>-held<i>`), each with its audio seconds."""
-    who = [u.speaker.split("-held")[0] for u in read_manifest(manifest).utterances]
+    (`synth.held_engine`), each with its audio seconds."""
+    who = [held_engine(u.speaker) for u in read_manifest(manifest).utterances]
     out = {}
     for engine in sorted(set(who)):
         idx = [i for i, w in enumerate(who) if w == engine]
@@ -262,6 +262,19 @@ def _measure_fold(
 
     def run(tmp: Path) -> dict[str, Any]:
         ck = ModelCheckpoint.load(ckpt)
+        # one decoder per graph set, shared by every test set of the fold
+        decoders = {
+            name: transducer(
+                ck.config,
+                ck.tokenizer,
+                {g: LiteRTGraph((export.folder / folder / f"{g}.tflite").read_bytes()) for g in GRAPHS},
+            )
+            for name, folder in (("float", "float32"), ("int8", int8))
+        }
+        if tflm:
+            files = {g: export.folder / int8 / f"{g}.tflite" for g in GRAPHS}
+            graphs = {g: TFLMGraph(f, tflm_min_arena(f)) for g, f in files.items()}
+            decoders["int8_tflm"] = transducer(ck.config, ck.tokenizer, graphs)
         out = {}
         for split in SPLITS:
             if split not in corpus.splits:
@@ -269,32 +282,23 @@ def _measure_fold(
             every = eval_sets(corpus, ck, only=split)[split]
             if split == "test_engines":  # each held-out engine scored apart: "test_engines:<engine>"
                 for engine, part in _by_engine(corpus.splits[split], *every[:2], ck.config.frontend.hop_ms).items():
-                    out[f"{split}:{engine}"] = measure(ck, part, split)
+                    out[f"{split}:{engine}"] = measure(ck, decoders, part, split)
             else:
-                out[split] = measure(ck, every, split)
+                out[split] = measure(ck, decoders, every, split)
         return out
 
-    def measure(ck: Any, test: tuple[list[Any], list[str], float], split: str) -> dict[str, Any]:
+    def measure(
+        ck: Any, decoders: dict[str, Any], test: tuple[list[Any], list[str], float], split: str
+    ) -> dict[str, Any]:
         """Float and int8 WER (and the int8's commonest word errors) of one test set."""
         feats, refs, seconds = test
-        wer = {}
-        for name, folder in (("float", "float32"), ("int8", int8)):
-            t = transducer(
-                ck.config,
-                ck.tokenizer,
-                {g: LiteRTGraph((export.folder / folder / f"{g}.tflite").read_bytes()) for g in GRAPHS},
-            )
+        wer, errors = {}, []
+        for name, t in decoders.items():
             scored = score(t, ck.tokenizer, feats, refs, seconds, desc=f"{fold.speaker} {split} {name}")
             wer[name] = scored.wer
             if name == "int8":
                 counts = word_confusions(refs, scored.hypotheses)
                 errors = [[r, h, n] for (r, h), n in counts.most_common(TOP_ERRORS)]
-        if tflm:
-            files = {g: export.folder / int8 / f"{g}.tflite" for g in GRAPHS}
-            graphs = {g: TFLMGraph(f, tflm_min_arena(f)) for g, f in files.items()}
-            wer["int8_tflm"] = score(
-                transducer(ck.config, ck.tokenizer, graphs), ck.tokenizer, feats, refs, seconds, desc="tflm"
-            ).wer
         return {
             "utterances": len(refs),
             "words": sum(len(r.split()) for r in refs),

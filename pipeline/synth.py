@@ -378,6 +378,14 @@ def prepare_synth(
     return splits
 
 
+HELD = "held"  # a `test_engines` speaker is named <engine>-held<i>
+
+
+def held_engine(speaker: str) -> str:
+    """The engine that says a `test_engines` speaker's speech (`prepare_engine_test` names them)."""
+    return speaker.split(f"-{HELD}")[0]
+
+
 def prepare_engine_test(
     out_dir: Path,
     sample_rate: int,
@@ -393,7 +401,7 @@ def prepare_engine_test(
     training ones (another seed: other pitch, range and rate; a voice may recur)."""
     rng = np.random.default_rng([seed, ENGINES.index(engine), 1 if split == "test_engines" else 2])
     speakers = engine_speakers(recipe.test_speakers, rng, engine)
-    tag = "held" if split == "test_engines" else split
+    tag = HELD if split == "test_engines" else split
     held = [replace(s, name=f"{engine}-{tag}{i:02d}") for i, s in enumerate(speakers)]
     recs = [r for r, _ in synthesize_recordings(held, max(1, recipe.takes // 2), sample_rate, rng)]
     return build_split(recs, out_dir, split, sample_rate, rng, connect)
