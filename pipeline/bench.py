@@ -444,9 +444,8 @@ def bench_train_speed(
     one figure per round, the variants timed one after another within each round.
 
     A variant is a method, optionally with omni's tiers-per-step and batch share: `omni:3x0.5`.
-    The figures are wall-clock: run it on an otherwise idle machine, and with several rounds: the step time
-    drifts over a run (here 3.4 → 1.3 dense steps/s over three rounds), so variants are compared on the same
-    steps, within a round.
+    Each round times the same `steps` consecutive steps of every variant's run (its batches, in memory). The
+    figures are wall-clock: run it on an otherwise idle machine, and with several rounds.
     """
     import dataclasses
     import tempfile
@@ -478,12 +477,11 @@ def bench_train_speed(
             trainers[variant] = Trainer(
                 c, fs, work, method, c.sparsity.tiers[-1] if method in ("tfmot", "csp") else None
             )
-            trainers[variant].run(until=warmup // 2)  # the first resume retraces: keep it out of the timed rounds
-            trainers[variant].run(resume=True, until=warmup)
+            trainers[variant].run(until=warmup)  # tracing and first-call costs stay out of the timed rounds
         for r in range(rounds):
             for variant, t in trainers.items():
                 t0 = time.perf_counter()
-                t.run(resume=True, until=warmup + (r + 1) * steps)
+                t.run(start=warmup + r * steps, until=warmup + (r + 1) * steps)
                 out[variant].append(steps / (time.perf_counter() - t0))
                 log.info("round %d, %s: %.2f steps/s", r + 1, variant, out[variant][-1])
     return out

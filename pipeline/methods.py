@@ -242,9 +242,16 @@ class OmniMethod(_Functional):
     def mask(self, name: str) -> tf.Variable:
         return self.module.masks[name.replace("/", ".")]
 
+    def subnets_per_step(self) -> int:
+        """K, the subnets every step trains (what `select_subnets` / `select_tiers` return). The step's graph is
+        traced with this K, so the LSTM's products run as K plain MatMuls (`cells.variant_matmul`)."""
+        sp = self.cfg.sparsity
+        return sp.tiers_per_step if sp.sampling == "layer" else min(sp.tiers_per_step, len(self.tiers))
+
     def extra_signature(self) -> list[tf.TensorSpec]:
         # per trained subnet, the tier index of every pruned layer (K, L); each subnet's rows of the batch (K, B')
-        return [tf.TensorSpec((None, None), tf.int32), tf.TensorSpec((None, None), tf.int32)]
+        k = self.subnets_per_step()
+        return [tf.TensorSpec((k, None), tf.int32), tf.TensorSpec((k, None), tf.int32)]
 
     def update_masks(self, step: int) -> None:
         sp = self.cfg.sparsity
@@ -554,8 +561,12 @@ class AatMethod(OmniMethod):
                 p: np.stack([init.ranges[tier_name(t)][p] for t in self.tiers]).astype(np.float32) for p in self.points
             }
 
+    def subnets_per_step(self) -> int:
+        return min(self.cfg.aat.tiers_per_step, len(self.tiers))
+
     def extra_signature(self) -> list[tf.TensorSpec]:
-        return [tf.TensorSpec((None,), tf.int32), tf.TensorSpec((None, None), tf.int32)]
+        k = self.subnets_per_step()
+        return [tf.TensorSpec((k,), tf.int32), tf.TensorSpec((k, None), tf.int32)]
 
     def range_var(self, point: str) -> tf.Variable:
         return self.module.ranges[point.replace("/", ".")]

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._tf import keras, tf
-from .cells import ClippedLSTM, lstm_sequence, lstm_step
+from .cells import ClippedLSTM, lstm_sequence, lstm_step, variant_matmul
 from .config import LSTM_WEIGHTS, ModelConfig
 from .errors import ArtifactError
 from .quant import FLOAT, STEP_POINTS, Quant
@@ -236,7 +236,7 @@ def _lstm_seq(
     def step(carry: tuple, xt: tf.Tensor) -> tuple:
         h, c, seen = carry
         sub = q.child()
-        h, c = lstm_step(xt, h, c, lambda s: tf.matmul(s, recurrent), cell_clip, sub, layer)
+        h, c = lstm_step(xt, h, c, lambda s: variant_matmul(s, recurrent), cell_clip, sub, layer)
         if names:
             seen = {n: (tf.minimum(seen[n][0], sub.seen[n][0]), tf.maximum(seen[n][1], sub.seen[n][1])) for n in names}
         return h, c, seen

@@ -285,9 +285,11 @@ class Trainer:
 
         return train_step
 
-    def run(self, resume: bool = False, until: int | None = None) -> TrainResult:
-        """Train to the last step (or stop after step `until`, as an interruption would); `resume` continues a run."""
-        start_step = self.restore() if resume else 0
+    def run(self, resume: bool = False, until: int | None = None, start: int | None = None) -> TrainResult:
+        """Train to the last step (or stop after step `until`, as an interruption would); `resume` continues a run
+        from its newest checkpoint, `start` from that step with the variables as they are (consecutive spans of one
+        run in one process, as `bench train-speed` times them)."""
+        start_step = start if start is not None else (self.restore() if resume else 0)
         if not resume and self.manager.latest_checkpoint:
             log.info("starting over: --resume not given, ignoring %s", self.manager.latest_checkpoint)
         if start_step == 0:

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from pipeline._tf import keras, tf
-from pipeline.cells import ClippedLSTM, lstm_sequence, lstm_step
+from pipeline.cells import ClippedLSTM, lstm_sequence, lstm_step, variant_gram, variant_matmul
 
 
 def _pair(units=6, clip=None):
@@ -72,3 +72,28 @@ def test_lstm_sequence_matches_the_scanned_step_in_value_and_gradient(clip, lead
         )  # the clip bites on part of the states
     for ours, ref in zip(*results):
         np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "a_shape, b_shape",
+    [((7, 3, 5), (5, 4)), ((2, 3, 5), (2, 5, 4)), ((6, 2, 3, 5), (2, 5, 4)), ((3, 5), (5, 4))],
+)
+def test_variant_matmul_is_tf_matmul_with_static_and_unknown_shapes(a_shape, b_shape):
+    """The split and flattened products equal `tf.matmul`, whether the shapes are known when traced (split into plain
+    MatMuls) or not (the fallback), and so does the recurrent-kernel gradient sum `variant_gram`."""
+    rng = np.random.default_rng(3)
+    a = tf.constant(rng.normal(size=a_shape).astype(np.float32))
+    b = tf.constant(rng.normal(size=b_shape).astype(np.float32))
+    want = tf.matmul(a, b).numpy()
+    np.testing.assert_allclose(variant_matmul(a, b).numpy(), want, rtol=1e-5, atol=1e-5)
+    unknown = tf.function(
+        variant_matmul,
+        input_signature=[tf.TensorSpec([None] * len(a_shape), tf.float32), tf.TensorSpec([None] * len(b_shape))],
+    )
+    np.testing.assert_allclose(unknown(a, b).numpy(), want, rtol=1e-5, atol=1e-5)
+    if len(a_shape) >= 3:  # a as (T, ..., B, H), and y of its shape with N columns: sum over time and batch of a^T y
+        y = tf.constant(rng.normal(size=(*a_shape[:-1], 4)).astype(np.float32))
+        ref = tf.einsum("t...bh,t...bk->...hk", a, y)
+        while ref.shape.rank > len(b_shape):
+            ref = tf.reduce_sum(ref, 0)
+        np.testing.assert_allclose(variant_gram(a, y, len(b_shape)).numpy(), ref.numpy(), rtol=1e-4, atol=1e-4)
