@@ -62,7 +62,14 @@ def variant_matmul(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
         rows = tf.matmul(tf.reshape(a, [-1, a.shape[-1]]), b)
         return tf.reshape(rows, tf.concat([tf.shape(a)[:-1], [n if n is not None else tf.shape(b)[-1]]], 0))
     k = b.shape[0]
-    if b.shape.rank == 3 and k is not None and k <= _SPLIT_VARIANTS and a.shape.rank is not None and a.shape.rank >= 3:
+    if (
+        b.shape.rank == 3
+        and k is not None
+        and k <= _SPLIT_VARIANTS
+        and a.shape.rank is not None
+        and a.shape.rank >= 3
+        and a.shape[-3] == k
+    ):
         return tf.stack([variant_matmul(a[..., i, :, :], b[i]) for i in range(k)], axis=-3)
     return tf.matmul(a, b)
 
