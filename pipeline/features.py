@@ -176,7 +176,8 @@ def coloured_noise(n: int, slope: float, rng: np.random.Generator) -> np.ndarray
 
 def augment_waveform(x: np.ndarray, aug: AugmentConfig, rng: np.random.Generator, sample_rate: int) -> np.ndarray:
     """Edges cut at the speech (a share of the copies), speed perturbation (resampling), reverberation (a share of the
-    copies), random gain, noise at a random SNR (white, or coloured with a random slope: `noise_slope`)."""
+    copies), random gain, noise at a random SNR (white, or coloured with a random slope: `noise_slope`), coarse
+    requantization (a share of the copies: `quantize_prob`)."""
     if aug.trim_prob and rng.random() < aug.trim_prob:
         start, end = speech_span(x, sample_rate, margin_s=0.0)
         cut = int(rng.integers(3))  # 0: the lead, 1: the tail, 2: both
@@ -199,6 +200,9 @@ def augment_waveform(x: np.ndarray, aug: AugmentConfig, rng: np.random.Generator
             else coloured_noise(len(x), rng.uniform(lo, hi), rng).astype(np.float32)
         )
         x = x + noise * np.sqrt(power / 10 ** (snr / 10))
+    if aug.quantize_prob and rng.random() < aug.quantize_prob:  # drawn only when on: other recipes keep their copies
+        step = (float(np.max(np.abs(x))) + 1e-9) / np.exp(rng.uniform(np.log(16), np.log(128)))
+        x = np.round(x / step) * step
     return np.clip(x, -1, 1).astype(np.float32)
 
 

@@ -107,6 +107,20 @@ def test_reverberation_draws_nothing_when_off_so_existing_recipes_keep_their_cop
         AugmentConfig(rt60_s=(0.5, 0.1))
 
 
+def test_requantized_copies_take_few_levels_of_one_step():
+    from pipeline.config import AugmentConfig
+    from pipeline.features import augment_waveform
+
+    x = np.sin(np.arange(4000) * 0.05).astype(np.float32) * 0.3
+    clean = dict(trim_prob=0.0, noise_prob=0.0, speed=(1.0,), gain_db=(0.0, 0.0))
+    on = augment_waveform(x, AugmentConfig(quantize_prob=1.0, **clean), np.random.default_rng(1), 8000)
+    levels = np.unique(on)
+    assert 2 * 16 <= len(levels) <= 2 * 128 + 1  # the peak spans 16..128 steps each side of zero
+    assert np.allclose(np.diff(levels), np.diff(levels)[0], rtol=1e-3)  # one step size
+    assert 0 < np.max(np.abs(on - x)) <= np.max(np.abs(x)) / 16 / 2 + 1e-6  # at most half a step from the input
+    # off (the default), it draws nothing: test_reverberation_draws_nothing_when_off_... pins the generator's state
+
+
 def test_trimmed_copies_start_or_stop_with_the_speech():
     from pipeline.config import AugmentConfig
     from pipeline.features import augment_waveform
