@@ -74,12 +74,14 @@ def variant_matmul(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
     return tf.matmul(a, b)
 
 
-def variant_gram(a: tf.Tensor, b: tf.Tensor, rank: int) -> tf.Tensor:
-    """The sum over every axis but the last and the variant axis of a^T b, shaped like the weight the products used:
-    a (T, ..., B, H) and b (T, ..., B, N) -> (H, N) for `rank` 2, or (K, H, N) for `rank` 3 where the ... is K
-    (the gradient of the recurrent kernel, summed over time, batch and any axis the kernel was broadcast over)."""
-    if rank == 3 and a.shape.rank == 4 and a.shape[1] is not None and a.shape[1] <= _SPLIT_VARIANTS:
-        return tf.stack([variant_gram(a[:, i], b[:, i], 2) for i in range(a.shape[1])])
+def variant_gram(a: tf.Tensor, b: tf.Tensor, kernel: tf.TensorShape) -> tf.Tensor:
+    """The sum over every axis but the last and the variant axis of a^T b, shaped like the weight the products used
+    (static shape `kernel`): a (T, ..., B, H) and b (T, ..., B, N) -> (H, N) for a kernel (H, N), or (K, H, N) for a
+    kernel (K, H, N) where the ... ends in K (the gradient of the recurrent kernel, summed over time, batch and any
+    axis the kernel was broadcast over). A K known at trace time, on axis 1 of `a`, splits into K plain MatMuls."""
+    rank, k = kernel.rank, kernel[0]
+    if rank == 3 and a.shape.rank == 4 and k is not None and a.shape[1] == k and k <= _SPLIT_VARIANTS:
+        return tf.stack([variant_gram(a[:, i], b[:, i], kernel[1:]) for i in range(k)])
     if rank == 2:
         return tf.matmul(tf.reshape(a, [-1, a.shape[-1]]), tf.reshape(b, [-1, b.shape[-1]]), transpose_a=True)
     d = tf.einsum("t...bh,t...bk->...hk", a, b)
@@ -144,7 +146,7 @@ def lstm_sequence(xw: tf.Tensor, recurrent: tf.Tensor, cell_clip: float | None) 
                 initializer=(zeros, zeros, tf.zeros_like(xw[0])),
                 reverse=True,
             )
-            return dz, variant_gram(h_prev, dz, recurrent.shape.rank)  # sum over time and batch of h_{t-1}^T dz_t
+            return dz, variant_gram(h_prev, dz, recurrent.shape)  # sum over time and batch of h_{t-1}^T dz_t
 
         return hs, grad
 

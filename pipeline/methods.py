@@ -280,12 +280,12 @@ class OmniMethod(_Functional):
         drawn = rng.integers(0, n, size=(max(0, self.cfg.sparsity.tiers_per_step - 2), layers))
         return np.concatenate([np.zeros((1, layers)), np.full((1, layers), n - 1), drawn]).astype(np.int32)
 
-    def select_tiers(self, step: int, per_step: int | None = None) -> list[int]:
-        """Tier indices trained at `step` (`per_step` of them, default the config's `tiers_per_step`): the densest
-        and the sparsest plus sampled others (3+ per step); with 2 per step the sparsest plus one sampled from the
-        rest, with 1 one sampled tier, so every tier is trained."""
+    def select_tiers(self, step: int) -> list[int]:
+        """Tier indices trained at `step` (`subnets_per_step()` of them, the K the step's graph is traced with): the
+        densest and the sparsest plus sampled others (3+ per step); with 2 per step the sparsest plus one sampled
+        from the rest, with 1 one sampled tier, so every tier is trained."""
         rng = np.random.default_rng([self.cfg.train.seed, step, 7])
-        n, k = len(self.tiers), min(per_step or self.cfg.sparsity.tiers_per_step, len(self.tiers))
+        n, k = len(self.tiers), self.subnets_per_step()
 
         def pick(pool: list[int], size: int) -> list[int]:
             """`size` distinct tiers of `pool`, uniformly."""
@@ -584,7 +584,7 @@ class AatMethod(OmniMethod):
                 self.range_var(p).assign(self.start_ranges[p])
 
     def before_step(self, step: int, batch_size: int) -> list[np.ndarray]:
-        sel = self.select_tiers(step, self.cfg.aat.tiers_per_step)
+        sel = self.select_tiers(step)
         return [np.array(sel, np.int32), self._sub_batches(step, batch_size, len(sel), self.sub_batch, 9)]
 
     def loss(self, feats, pred_in, labels, frames, label_lengths, *extra):  # noqa: ANN001, ANN201
