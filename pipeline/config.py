@@ -150,13 +150,8 @@ class TrainConfig:
     # true: every training utterance (clean and augmented) gets the decode contract's zeros at each end
     # (manifest frontend.edge_padding_samples), so the model trains on the audio as it will be decoded
     pad_edges: bool = True
-    # experimental until measured on the leave-one-speaker-out folds: dropout on each encoder LSTM layer's output in
-    # training (0: off), every method but AAT's fine-tuning (which learns the int8 ranges that dropout's scaling would
-    # widen); the exported graphs never see it
-    dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        check(0 <= self.dropout < 1, f"field `dropout` must be in [0, 1), got {self.dropout}.")
         check(
             0 <= self.first_label_onset < 1,
             f"field `first_label_onset` must be in [0, 1), got {self.first_label_onset}.",

@@ -352,12 +352,7 @@ class OmniMethod(_Functional):
     def loss(self, feats, pred_in, labels, frames, label_lengths, *extra):  # noqa: ANN001, ANN201
         sel, idx = extra
         enc, _, logits = forward(
-            self.cfg,
-            self._tier_params(sel),
-            tf.gather(feats, idx),
-            tf.gather(pred_in, idx),
-            parts=True,
-            dropout=self.cfg.train.dropout,
+            self.cfg, self._tier_params(sel), tf.gather(feats, idx), tf.gather(pred_in, idx), parts=True
         )
         loss = self._tiers_loss(logits, enc, idx, labels, frames, label_lengths, self._first_emit(feats, frames))
         a = self.cfg.sparsity.distill
@@ -483,14 +478,7 @@ class CspMethod(_Functional):
         params = {
             n: self.var(n) + tf.stop_gradient(p - self.var(n)) if n in self.pruned else p for n, p in params.items()
         }
-        enc, _, logits = forward(
-            self.cfg,
-            {n: p[None] for n, p in params.items()},
-            feats,
-            pred_in,
-            parts=True,
-            dropout=self.cfg.train.dropout,
-        )
+        enc, _, logits = forward(self.cfg, {n: p[None] for n, p in params.items()}, feats, pred_in, parts=True)
         return self._loss(logits[0], enc[0], labels, frames, label_lengths, self._first_emit(feats, frames))
 
     def after_update(self, *extra: tf.Tensor) -> None:

@@ -100,8 +100,6 @@ def build_training_model(cfg: ModelConfig, vocab_size: int, encoder_out: bool = 
     x = stack_frames(feats, e.stack)
     for i in range(e.layers):
         x = ClippedLSTM(e.units, e.cell_clip, name=f"enc{i}")(x)
-        if cfg.train.dropout:  # active in training only (`training=True`); no weights, so the parameters are the same
-            x = keras.layers.Dropout(cfg.train.dropout, name=f"enc{i}_dropout")(x)
     enc = keras.layers.Dense(cfg.joiner.dim, name="enc_proj")(x)
     y = keras.layers.Embedding(vocab_size, p.embed, name="pred_embed")(pred_in)
     y = ClippedLSTM(p.units, p.cell_clip, name="pred_lstm")(y)
@@ -255,7 +253,6 @@ def forward(
     pred_in: tf.Tensor,
     q: Quant = FLOAT,
     parts: bool = False,
-    dropout: float = 0.0,
 ) -> tf.Tensor | tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """The training model as a function of its parameters, each with a leading axis K.
 
@@ -265,7 +262,6 @@ def forward(
     (K, B, T, n_mels) and (K, B, U+1), one batch each → logits (K, B, T/stack, U+1, V);
     with `parts`, (encoder out (K, B, T/stack, D), predictor out (K, B, U+1, D), logits).
     `q` emulates the int8 kernels (quant.Emulated) where the export graphs run them.
-    `dropout` > 0 drops that share of each encoder layer's outputs (training: `train.dropout`).
     Equals `build_training_model` for K = 1 and float `q` (`tests/test_model.py`).
     """
     e, p = cfg.encoder, cfg.predictor
@@ -286,8 +282,6 @@ def forward(
             q,
             f"enc{i}",
         )
-        if dropout:
-            x = tf.nn.dropout(x, dropout)
     enc = q.act(
         "enc_proj",
         tf.einsum("kbth,khd->kbtd", x, q.kernel(params["enc_proj/kernel"])) + params["enc_proj/bias"][:, None, None, :],

@@ -85,27 +85,3 @@ def test_predictor_and_joiner_steps_equal_training_graph(trained):
     enc = keras.Model(model.inputs[0], model.get_layer("enc_proj").output)(feats).numpy()[0]
     joiner = build_joiner_export(cfg, params)
     np.testing.assert_allclose(joiner([enc[2][None], want[1][None]]).numpy()[0], logits[2, 1], atol=1e-5)
-
-
-def test_training_dropout_keeps_the_parameters_and_acts_only_in_training(trained):
-    import dataclasses
-
-    import tensorflow as tf
-
-    from pipeline.model import forward
-
-    cfg, model, params = trained
-    dcfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, dropout=0.5))
-    dmodel = build_training_model(dcfg, VOCAB)
-    set_params(dmodel, dcfg, params)  # the same parameter names and shapes: dropout holds no weights
-    rng = np.random.default_rng(1)
-    feats = rng.normal(size=(2, 6 * cfg.encoder.stack, cfg.frontend.n_mels)).astype(np.float32)
-    pred_in = np.array([[0, 1, 2], [0, 3, 4]], np.int32)
-    plain = model([feats, pred_in], training=False).numpy()
-    np.testing.assert_allclose(dmodel([feats, pred_in], training=False).numpy(), plain, atol=1e-6)
-    assert np.abs(dmodel([feats, pred_in], training=True).numpy() - plain).max() > 1e-3
-    batched = {n: tf.constant(p[None]) for n, p in params.items()}
-    f0 = forward(cfg, batched, tf.constant(feats), tf.constant(pred_in)).numpy()[0]
-    np.testing.assert_allclose(f0, plain, atol=1e-4)
-    f1 = forward(cfg, batched, tf.constant(feats), tf.constant(pred_in), dropout=0.5).numpy()[0]
-    assert np.abs(f1 - plain).max() > 1e-3
