@@ -150,12 +150,8 @@ class TrainConfig:
     # true: every training utterance (clean and augmented) gets the decode contract's zeros at each end
     # (manifest frontend.edge_padding_samples), so the model trains on the audio as it will be decoded
     pad_edges: bool = True
-    # experimental, no profile sets it: > 0 exports an exponential moving average of the weights with this decay per
-    # step (Keras's optimizer EMA) instead of the last step's weights; the main training phase only, not AAT's
-    ema_decay: float = 0.0
 
     def __post_init__(self) -> None:
-        check(0 <= self.ema_decay < 1, f"field `ema_decay` must be in [0, 1), got {self.ema_decay}.")
         check(
             0 <= self.first_label_onset < 1,
             f"field `first_label_onset` must be in [0, 1), got {self.first_label_onset}.",

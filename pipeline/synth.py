@@ -12,6 +12,9 @@ Engines (`ENGINES`):
   English voices do not give.
 - `flite` (CMU Flite, unit selection / clustergen voices of real speakers; the Debian package `flite`, an optional
   extra): its English voices awb, rms, slt, kal16 with a pitch, a duration stretch and a vocal-tract scale.
+- `festival` (the Festival Speech Synthesis System with its American male diphone voice ked; the Debian packages
+  `festival festvox-kdlpc16k`, an optional extra): a mean F0, a duration stretch and a vocal-tract scale. Festival's
+  other English diphone voice, kal, is left out: it is the speaker of Flite's kal16.
 
 The vocal-tract scale a of a pico or flite speaker plays the engine's audio a times faster: formants and pitch rise by
 a, the word gets 1/a as long, like a shorter (a > 1) or longer (a < 1) vocal tract. Train and test speakers are
@@ -44,12 +47,14 @@ log = logging.getLogger(__name__)
 
 VOICES = ("en-us", "en", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-gb-x-gbclan", "en-gb-x-gbcwmd")
 VARIANTS = ("", "m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5", "klatt", "klatt2", "klatt3")
-ENGINES = ("espeak-ng", "pico", "flite", "accented")
+ENGINES = ("espeak-ng", "pico", "flite", "accented", "festival")
 NEEDS = {
     "espeak-ng": "synthesized speech needs the `espeakng-loader` package (pip install espeakng-loader).",
     "accented": "synthesized speech by `accented` needs the `espeakng-loader` package (pip install espeakng-loader).",
     "pico": "synthesized speech by `pico` needs the `ttspico` package (pip install ttspico).",
     "flite": "synthesized speech by `flite` needs CMU Flite's `flite` program on PATH (Debian: apt install flite).",
+    "festival": "synthesized speech by `festival` needs the `festival` program and its ked voice (Debian: apt install "
+    "festival festvox-kdlpc16k).",
 }
 PICO_VOICES = ("en-US", "en-GB")
 # The `accented` engine's espeak-ng voices and, for each, the digits zero..nine spelled as that language would write
@@ -63,6 +68,7 @@ ACCENTS = {
     "pl": ("ziro", "łan", "tu", "fri", "for", "fajw", "siks", "sewen", "ejt", "najn"),
 }
 FLITE_VOICES = ("awb", "rms", "slt", "kal16")
+FESTIVAL_VOICES = ("ked_diphone",)
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _RATE, _PITCH, _RANGE = 1, 3, 4
 
@@ -81,11 +87,11 @@ class SynthRecipe:
 class SynthSpeaker:
     name: str
     voice: str
-    pitch: int  # espeak-ng: 0-100; pico: percent of the voice's own; flite: mean F0 in Hz
+    pitch: int  # espeak-ng: 0-100; pico: percent of the voice's own; flite, festival: mean F0 in Hz
     pitch_range: int  # espeak-ng only
-    rate: int  # espeak-ng: words per minute; pico: percent; flite: duration stretch in percent
+    rate: int  # espeak-ng: words per minute; pico: percent; flite, festival: duration stretch in percent
     engine: str = "espeak-ng"
-    tract: float = 1.0  # vocal-tract scale (pico, flite): the audio is played this much faster
+    tract: float = 1.0  # vocal-tract scale (pico, flite, festival): the audio is played this much faster
 
     def jittered(self, rng: np.random.Generator) -> tuple[int, int]:
         """One take's rate and pitch: the speaker's own with a small random change."""
@@ -200,8 +206,63 @@ class Flite:
         return x
 
 
-def _engine(name: str) -> Espeak | Pico | Flite:
-    return {"espeak-ng": Espeak, "accented": Espeak, "pico": Pico, "flite": Flite}[name]()
+class Festival:
+    """The Festival Speech Synthesis System (Debian packages `festival festvox-kdlpc16k`): every word of a batch in
+    one `festival -b` run (one run per word would spend most of its time starting Festival), WAV files out."""
+
+    sample_rate = 16000
+
+    def __init__(self) -> None:
+        self._exe = shutil.which("festival")
+        if self._exe is None:
+            raise DataError(NEEDS["festival"])
+
+    def say_many(self, jobs: list[tuple[str, SynthSpeaker, int, int]]) -> list[np.ndarray]:
+        import soundfile
+
+        with tempfile.TemporaryDirectory(prefix="pipeline-festival-") as tmp:
+            lines, voice = [], None
+            for i, (text, spk, rate, pitch) in enumerate(jobs):
+                if not text.isalpha() or spk.voice not in FESTIVAL_VOICES:
+                    raise DataError(f"festival cannot say {text!r} with voice {spk.voice!r}.")
+                if spk.voice != voice:
+                    lines.append(f"(voice_{spk.voice})")
+                    voice = spk.voice
+                # ked's intonation model maps its own F0 statistics onto these targets; the spread scales with the mean
+                lines.append(
+                    f"(set! int_lr_params '((target_f0_mean {pitch}) (target_f0_std {0.14 * pitch:.1f}) "
+                    "(model_f0_mean 170) (model_f0_std 34)))"
+                )
+                lines.append(f"(Parameter.set 'Duration_Stretch {rate / 100:.3f})")
+                lines.append(f'(utt.save.wave (utt.synth (Utterance Text "{text}")) "{tmp}/{i}.wav" \'riff)')
+            script = Path(tmp) / "say.scm"
+            script.write_text("\n".join(lines) + "\n")
+            done = subprocess.run([self._exe, "-b", str(script)], capture_output=True, text=True, check=False)
+            out = []
+            for i, (text, spk, _, _) in enumerate(jobs):
+                wav = Path(tmp) / f"{i}.wav"
+                if done.returncode != 0 or not wav.is_file():
+                    detail = (done.stderr or done.stdout).strip()[:200]
+                    raise DataError(f"festival failed on {text!r} with voice {spk.voice!r}: {detail}")
+                x, rate_hz = soundfile.read(wav, dtype="float32")
+                if rate_hz != self.sample_rate:
+                    raise DataError(f"festival wrote {rate_hz} Hz audio for voice {spk.voice!r}, not 16000 Hz.")
+                out.append(x)
+            return out
+
+
+def _engine(name: str) -> Espeak | Pico | Flite | Festival:
+    return {"espeak-ng": Espeak, "accented": Espeak, "pico": Pico, "flite": Flite, "festival": Festival}[name]()
+
+
+def _festival_has_voices() -> bool:
+    """Whether `festival` runs here with every voice of FESTIVAL_VOICES."""
+    exe = shutil.which("festival")
+    if exe is None:
+        return False
+    probe = [exe, "-b", *(f"(voice_{v})" for v in FESTIVAL_VOICES)]
+    done = subprocess.run(probe, capture_output=True, text=True, check=False, timeout=60)
+    return done.returncode == 0 and "error" not in (done.stdout + done.stderr).lower()
 
 
 def check_engine(name: str) -> None:
@@ -212,14 +273,15 @@ def check_engine(name: str) -> None:
         "accented": lambda: importlib.util.find_spec("espeakng_loader") is not None,
         "pico": lambda: importlib.util.find_spec("ttspico") is not None,
         "flite": lambda: shutil.which("flite") is not None,
+        "festival": _festival_has_voices,
     }[name]()
     if not installed:
         raise DataError(NEEDS[name])
 
 
 def make_engine_speakers(n: int, rng: np.random.Generator, engine: str, voices: tuple[str, ...]) -> list[SynthSpeaker]:
-    """`n` speakers of a pico or flite voice set: voices in turn, each with a random pitch, rate and vocal-tract
-    scale (pico's voices are women's: scales below 1 and low pitches make men's voices of them)."""
+    """`n` speakers of a pico, flite or festival voice set: voices in turn, each with a random pitch, rate and
+    vocal-tract scale (pico's voices are women's: scales below 1 and low pitches make men's voices of them)."""
     out = []
     for i in range(n):
         voice = voices[int(rng.integers(len(voices)))]
@@ -227,7 +289,7 @@ def make_engine_speakers(n: int, rng: np.random.Generator, engine: str, voices: 
         if engine == "pico":
             pitch, rate = int(rng.integers(60, 141)), int(rng.integers(80, 131))
         else:
-            male = voice in ("awb", "rms", "kal16")
+            male = voice in ("awb", "rms", "kal16", "ked_diphone")
             pitch = int(rng.integers(85, 151)) if male else int(rng.integers(150, 241))
             rate = int(rng.integers(80, 126))
         out.append(SynthSpeaker(f"{engine}{i:02d}", voice, pitch, 0, rate, engine, round(tract, 3)))
@@ -245,7 +307,8 @@ def engine_speakers(
             replace(s, name=f"{engine}{i:02d}", engine=engine)
             for i, s in enumerate(make_speakers(n, rng, tuple(ACCENTS)))
         ]
-    return make_engine_speakers(n, rng, engine, PICO_VOICES if engine == "pico" else FLITE_VOICES)
+    voices = {"pico": PICO_VOICES, "flite": FLITE_VOICES, "festival": FESTIVAL_VOICES}[engine]
+    return make_engine_speakers(n, rng, engine, voices)
 
 
 def make_speakers(n: int, rng: np.random.Generator, voices: tuple[str, ...] = VOICES) -> list[SynthSpeaker]:
@@ -281,10 +344,14 @@ def _say_all(engine_name: str, jobs: list[tuple[str, SynthSpeaker, int, int]]) -
     """Every job's (sample rate, samples); a speaker's vocal-tract scale a is applied by reading the audio as if it
     were sampled a times faster."""
     engine = _engine(engine_name)
+    if isinstance(engine, Festival):
+        return [
+            (int(round(engine.sample_rate * spk.tract)), x) for (_, spk, _, _), x in zip(jobs, engine.say_many(jobs))
+        ]
     out = []
     for word, spk, rate, pitch in jobs:
         x = engine.say(word, spk, rate, pitch)
-        out.append((int(round(engine.sample_rate * spk.tract)), x))
+        out.append((int(round(engine.sample_rate * spk.tract)), x))  # flite's rate is known once it has spoken
     return out
 
 

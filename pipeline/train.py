@@ -154,15 +154,9 @@ class TrainResult:
     )  # tier name → point → learned int8 (min, max) (AAT)
 
 
-def _optimizer(train: TrainConfig, ema: bool) -> keras.optimizers.Optimizer:
-    """Adam with global gradient-norm clipping; with `ema`, it also keeps the moving average of the weights
-    (`train.ema_decay`) that `Trainer.run` exports."""
-    return keras.optimizers.Adam(
-        learning_rate=train.learning_rate,
-        global_clipnorm=train.clip_norm,
-        use_ema=ema,
-        ema_momentum=train.ema_decay if ema else 0.99,
-    )
+def _optimizer(train: TrainConfig) -> keras.optimizers.Optimizer:
+    """Adam with global gradient-norm clipping."""
+    return keras.optimizers.Adam(learning_rate=train.learning_rate, global_clipnorm=train.clip_norm)
 
 
 class Trainer:
@@ -194,9 +188,7 @@ class Trainer:
         keras.utils.set_random_seed(cfg.train.seed)
         with self.dist.strategy.scope():
             self.method = make_method(method, cfg, data.tokenizer.size, self.total_steps, tier, init)
-            # a fine-tuning phase is too short for a moving average to leave its starting weights behind
-            self.ema = cfg.train.ema_decay > 0 and not tuning
-            self.optimizer = _optimizer(cfg.train, self.ema)
+            self.optimizer = _optimizer(cfg.train)
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
             # the smoothed loss the run reports, saved with each checkpoint so a resumed run reports what an
             # uninterrupted one would
@@ -345,8 +337,5 @@ class Trainer:
             wall,
             loss_ema,
         )
-        if self.ema and end == self.total_steps:
-            # the weights exported are the moving average (the checkpoints keep the last step's, and the average)
-            self.optimizer.finalize_variable_values(self.method.trainable)
         params, masks = self.method.result()
         return TrainResult(params, self.total_steps, loss_ema, wall, masks, self.method.meta(), self.method.ranges())

@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 
 import pytest
 
@@ -104,6 +105,21 @@ def test_an_engine_that_is_not_installed_is_named_with_what_to_install(monkeypat
     monkeypatch.setenv("PATH", "")
     with pytest.raises(DataError, match="apt install flite"):
         check_engine("flite")
+    with pytest.raises(DataError, match="apt install festival festvox-kdlpc16k"):
+        check_engine("festival")
+
+
+@pytest.mark.skipif(shutil.which("festival") is None, reason="Festival is an optional extra (apt install festival)")
+def test_festival_says_every_word_of_a_batch_at_each_speakers_pitch_and_rate():
+    import numpy as np
+
+    from pipeline.synth import SynthSpeaker, _say_all_in_child
+
+    low, high = (SynthSpeaker(f"f{p}", "ked_diphone", p, 0, r, "festival", 1.0) for p, r in ((85, 120), (150, 80)))
+    out = _say_all_in_child("festival", [("seven", low, 120, 85), ("seven", high, 80, 150), ("two", low, 120, 85)])
+    assert [r for r, _ in out] == [16000] * 3 and all(np.abs(x).max() > 0.05 for _, x in out)
+    assert len(out[0][1]) > 1.3 * len(out[1][1])  # a duration stretch of 1.2 against 0.8
+    assert not np.array_equal(out[0][1][:4000], out[2][1][:4000])  # each word its own audio
 
 
 def test_a_held_out_engine_says_a_test_split_and_no_training_speech(tmp_path):

@@ -57,19 +57,6 @@ def test_resumed_run_ends_where_an_uninterrupted_run_ends(data, tmp_path):
     assert resumed.final_loss == pytest.approx(straight.final_loss, rel=1e-5)
 
 
-def test_weight_average_is_exported_and_survives_a_resume(data, tmp_path):
-    """With `train.ema_decay`, the exported weights are the moving average (not the last step's), and a run resumed
-    from a checkpoint exports the average an uninterrupted run exports."""
-    cfg = _with_train(_cfg(), ema_decay=0.9)
-    last = Trainer(_cfg(), data, tmp_path / "plain").run()
-    straight = Trainer(cfg, data, tmp_path / "a").run()
-    Trainer(cfg, data, tmp_path / "b", steps=6).run()
-    resumed = Trainer(cfg, data, tmp_path / "b").run(resume=True)
-    for k in straight.params:
-        np.testing.assert_allclose(resumed.params[k], straight.params[k], atol=1e-5, err_msg=k)
-    assert any(not np.allclose(straight.params[k], last.params[k], atol=1e-4) for k in last.params)
-
-
 def test_channel_and_warp_augmentation_are_per_utterance_constant_over_time_and_seeded():
     from pipeline._tf import tf
     from pipeline.config import AugmentConfig
