@@ -219,7 +219,7 @@ class DataConfig:
     # are voice+variant pairs
     synth_speakers: int = 96
     # the text-to-speech engines that say it (pipeline/synth.py ENGINES), each an equal share of the utterances;
-    # `flite` needs the Debian package of that name
+    # `flite` and `festival` need Debian packages (README)
     synth_engines: tuple[str, ...] = ("espeak-ng", "pico")
     # FSDD speakers held out of training: the unseen-speaker test (leave-one-speaker-out folds move it)
     fsdd_test_speakers: tuple[str, ...] = ("yweweler",)
