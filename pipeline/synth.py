@@ -261,7 +261,10 @@ def _festival_has_voices() -> bool:
     if exe is None:
         return False
     probe = [exe, "-b", *(f"(voice_{v})" for v in FESTIVAL_VOICES)]
-    done = subprocess.run(probe, capture_output=True, text=True, check=False, timeout=60)
+    try:
+        done = subprocess.run(probe, capture_output=True, text=True, check=False, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
     return done.returncode == 0 and "error" not in (done.stdout + done.stderr).lower()
 
 
