@@ -100,7 +100,27 @@ class SynthSpeaker:
         return int(self.rate * rng.uniform(0.92, 1.08)), int(self.pitch * rng.uniform(0.95, 1.05))
 
 
-class Espeak:
+Job = tuple[str, SynthSpeaker, int, int]  # (text, speaker, rate, pitch) of one word
+
+
+class _WordByWord:
+    """An engine that says one word per call (`say`) at its `sample_rate`, known once it has spoken."""
+
+    sample_rate: int
+
+    def say(self, text: str, speaker: SynthSpeaker, rate: int, pitch: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def say_many(self, jobs: list[Job]) -> list[tuple[int, np.ndarray]]:
+        """Every job's (sample rate, samples)."""
+        out = []
+        for word, spk, rate, pitch in jobs:
+            x = self.say(word, spk, rate, pitch)
+            out.append((self.sample_rate, x))
+        return out
+
+
+class Espeak(_WordByWord):
     """A ctypes binding to the few espeak-ng calls we need (no maintained Python binding ships the library)."""
 
     def __init__(self) -> None:
@@ -161,7 +181,7 @@ class Espeak:
         return np.concatenate(self._chunks).astype(np.float32) / 32768.0
 
 
-class Pico:
+class Pico(_WordByWord):
     """SVOX Pico through `ttspico`: 16 kHz speech, pitch and rate in percent of the voice's own."""
 
     sample_rate = 16000
@@ -183,7 +203,7 @@ class Pico:
         return np.frombuffer(audio, np.int16).astype(np.float32) / 32768.0
 
 
-class Flite:
+class Flite(_WordByWord):
     """CMU Flite's command-line synthesizer (Debian package `flite`): one call per word, WAV out."""
 
     def __init__(self) -> None:
@@ -210,14 +230,13 @@ class Festival:
     """The Festival Speech Synthesis System (Debian packages `festival festvox-kdlpc16k`): every word of a batch in
     one `festival -b` run (one run per word would spend most of its time starting Festival), WAV files out."""
 
-    sample_rate = 16000
-
     def __init__(self) -> None:
         self._exe = shutil.which("festival")
         if self._exe is None:
             raise DataError(NEEDS["festival"])
 
-    def say_many(self, jobs: list[tuple[str, SynthSpeaker, int, int]]) -> list[np.ndarray]:
+    def say_many(self, jobs: list[Job]) -> list[tuple[int, np.ndarray]]:
+        """Every job's (sample rate, samples)."""
         import soundfile
 
         with tempfile.TemporaryDirectory(prefix="pipeline-festival-") as tmp:
@@ -245,9 +264,7 @@ class Festival:
                     detail = (done.stderr or done.stdout).strip()[:200]
                     raise DataError(f"festival failed on {text!r} with voice {spk.voice!r}: {detail}")
                 x, rate_hz = soundfile.read(wav, dtype="float32")
-                if rate_hz != self.sample_rate:
-                    raise DataError(f"festival wrote {rate_hz} Hz audio for voice {spk.voice!r}, not 16000 Hz.")
-                out.append(x)
+                out.append((rate_hz, x))
             return out
 
 
@@ -343,22 +360,14 @@ def spoken_word(speaker: SynthSpeaker, digit: int) -> str:
     return DIGIT_WORDS[digit]
 
 
-def _say_all(engine_name: str, jobs: list[tuple[str, SynthSpeaker, int, int]]) -> list[tuple[int, np.ndarray]]:
+def _say_all(engine_name: str, jobs: list[Job]) -> list[tuple[int, np.ndarray]]:
     """Every job's (sample rate, samples); a speaker's vocal-tract scale a is applied by reading the audio as if it
     were sampled a times faster."""
-    engine = _engine(engine_name)
-    if isinstance(engine, Festival):
-        return [
-            (int(round(engine.sample_rate * spk.tract)), x) for (_, spk, _, _), x in zip(jobs, engine.say_many(jobs))
-        ]
-    out = []
-    for word, spk, rate, pitch in jobs:
-        x = engine.say(word, spk, rate, pitch)
-        out.append((int(round(engine.sample_rate * spk.tract)), x))  # flite's rate is known once it has spoken
-    return out
+    said = _engine(engine_name).say_many(jobs)
+    return [(int(round(rate * spk.tract)), x) for (_, spk, _, _), (rate, x) in zip(jobs, said)]
 
 
-def _say_all_in_child(engine: str, jobs: list[tuple[str, SynthSpeaker, int, int]]) -> list[tuple[int, np.ndarray]]:
+def _say_all_in_child(engine: str, jobs: list[Job]) -> list[tuple[int, np.ndarray]]:
     """`_say_all` in a fresh interpreter (`python -m pipeline.synth_worker`) that imports nothing else: espeak-ng
     keeps state across utterances inside the library, and SVOX Pico crashes in a process that has loaded
     TensorFlow. A worker that dies is a DataError naming the engine, not a hang."""
